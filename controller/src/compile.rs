@@ -1,0 +1,335 @@
+//! Compile: a pure function from a validated revision to every host's plan and its digest.
+//!
+//! A plan is the sorted, fully resolved list of schedules one host runs. Its canonical
+//! serialisation is its JSON (fields in declaration order, lists in a fixed order), and its
+//! digest the SHA-256 of that: the same desired state always yields the same bytes, whatever the
+//! order of files and documents, comments or whitespace.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use kube::ResourceExt;
+use protocol::{
+    BackupParams, CheckParams, EnvValue, ForgetParams, Hook, HostPlan, Operation, ResolvedEnv,
+    ResolvedRepo, ResolvedSchedule, SecretRef,
+};
+use sha2::{Digest, Sha256};
+
+use crate::cronspec;
+use crate::resources::{EnvVar, HookSpec, Host, Repo, Schedule, SecretSource};
+use crate::revision::{Revision, name_of, namespace_of};
+use crate::select::HostIndex;
+use crate::validate::parse_duration;
+
+/// A hook without a timeout is killed after this long.
+pub const DEFAULT_HOOK_TIMEOUT_SECONDS: u32 = 600;
+const DEFAULT_TIME_ZONE: &str = "UTC";
+
+/// A host, by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl HostKey {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        HostKey {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
+/// `name` in the default namespace, `namespace/name` elsewhere.
+impl fmt::Display for HostKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace == crate::resources::DEFAULT_NAMESPACE {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// One host's plan and its digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompiledHost {
+    pub plan: HostPlan,
+    /// `sha256:` and the hex digest of [`canonical`].
+    pub digest: String,
+}
+
+/// Every host's plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fleet {
+    pub hosts: BTreeMap<HostKey, CompiledHost>,
+}
+
+/// Something validation should have rejected; compile refuses rather than guess.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("cannot compile Schedule {schedule} for host {host}: {reason}")]
+pub struct CompileError {
+    pub schedule: String,
+    pub host: String,
+    pub reason: String,
+}
+
+/// The bytes a plan's digest is taken over.
+pub fn canonical(plan: &HostPlan) -> Vec<u8> {
+    // Serialising plain structs, strings and numbers to JSON cannot fail.
+    serde_json::to_vec(plan).unwrap_or_default()
+}
+
+pub fn digest(plan: &HostPlan) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(canonical(plan))))
+}
+
+/// Compiles every host of a validated revision.
+pub fn compile(revision: &Revision) -> Result<Fleet, CompileError> {
+    let repos: HashMap<(&str, &str), &Repo> = revision
+        .repos
+        .iter()
+        .map(|r| ((namespace_of(r), name_of(r)), r))
+        .collect();
+    let index = HostIndex::new(&revision.hosts);
+
+    // What each host runs, before resolution.
+    let mut assigned: BTreeMap<HostKey, (&Host, Vec<&Schedule>)> = revision
+        .hosts
+        .iter()
+        .map(|h| {
+            (
+                HostKey::new(namespace_of(h), &h.name_any()),
+                (h, Vec::new()),
+            )
+        })
+        .collect();
+    for schedule in &revision.schedules {
+        for host in index.select(schedule) {
+            if let Some((_, list)) =
+                assigned.get_mut(&HostKey::new(namespace_of(host), &host.name_any()))
+            {
+                list.push(schedule);
+            }
+        }
+    }
+
+    // The host-independent part of each schedule, once.
+    let mut templates: HashMap<(&str, &str), Template> = HashMap::new();
+    for schedule in &revision.schedules {
+        let name = name_of(schedule);
+        templates.insert((namespace_of(schedule), name), Template::new(schedule)?);
+    }
+
+    let mut fleet = Fleet::default();
+    for (key, (host, mut schedules)) in assigned {
+        schedules.sort_by_key(|s| name_of(*s));
+        let mut resolved = Vec::with_capacity(schedules.len());
+        for schedule in schedules {
+            let name = name_of(schedule);
+            let template = &templates[&(key.namespace.as_str(), name)];
+            resolved.push(template.for_host(schedule, host, &key, &repos)?);
+        }
+        let plan = HostPlan {
+            namespace: key.namespace.clone(),
+            host: key.name.clone(),
+            paused: host.spec.paused,
+            schedules: resolved,
+        };
+        let digest = digest(&plan);
+        fleet.hosts.insert(key, CompiledHost { plan, digest });
+    }
+    Ok(fleet)
+}
+
+/// What a schedule resolves to on every host alike.
+struct Template {
+    cron: String,
+    time_zone: String,
+    jitter_window_seconds: u64,
+    forget: Option<ForgetParams>,
+    check: Option<CheckParams>,
+}
+
+impl Template {
+    fn new(schedule: &Schedule) -> Result<Self, CompileError> {
+        let spec = &schedule.spec;
+        let fail = |reason: String| CompileError {
+            schedule: schedule.name_any(),
+            host: "*".into(),
+            reason,
+        };
+        let cron = cronspec::parse(&spec.cron).map_err(fail)?.normalized;
+        let time_zone = spec
+            .time_zone
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TIME_ZONE.into());
+        let jitter_window_seconds = match &spec.jitter {
+            Some(j) => parse_duration(j).map_err(fail)?.as_secs(),
+            None => 0,
+        };
+        let forget = (spec.operation == Operation::Forget).then(|| ForgetParams {
+            retention: spec.retention.clone().unwrap_or_default(),
+            tags: spec.tags.clone(),
+            prune: spec.prune,
+        });
+        let check = (spec.operation == Operation::Check).then(|| CheckParams {
+            read_data_subset: spec.read_data_subset.clone(),
+        });
+        Ok(Template {
+            cron,
+            time_zone,
+            jitter_window_seconds,
+            forget,
+            check,
+        })
+    }
+
+    fn for_host(
+        &self,
+        schedule: &Schedule,
+        host: &Host,
+        key: &HostKey,
+        repos: &HashMap<(&str, &str), &Repo>,
+    ) -> Result<ResolvedSchedule, CompileError> {
+        let spec = &schedule.spec;
+        let name = schedule.name_any();
+        let fail = |reason: String| CompileError {
+            schedule: name.clone(),
+            host: key.name.clone(),
+            reason,
+        };
+        let repo_name = spec
+            .repo
+            .as_deref()
+            .or(host.spec.default_repo.as_deref())
+            .ok_or_else(|| {
+                fail("no repo: the schedule names none and the host has no defaultRepo".into())
+            })?;
+        let repo = repos
+            .get(&(key.namespace.as_str(), repo_name))
+            .ok_or_else(|| fail(format!("no Repo `{repo_name}`")))?;
+        let repo = resolve_repo(repo, spec.operation).map_err(fail)?;
+        let backup = match spec.operation {
+            Operation::Backup => Some(backup_params(schedule, host).map_err(fail)?),
+            _ => None,
+        };
+        Ok(ResolvedSchedule {
+            jitter_seconds: jitter(self.jitter_window_seconds, key, &name),
+            name,
+            operation: spec.operation,
+            cron: self.cron.clone(),
+            time_zone: self.time_zone.clone(),
+            repo,
+            backup,
+            forget: self.forget.clone(),
+            check: self.check.clone(),
+            concurrency_policy: spec.concurrency_policy,
+            missed_run_policy: spec.missed_run_policy,
+            suspend: spec.suspend,
+        })
+    }
+}
+
+/// A fixed offset within the jitter window, the same on every compile: hosts sharing a cron
+/// spread out, and a host's own runs stay evenly spaced.
+fn jitter(window_seconds: u64, host: &HostKey, schedule: &str) -> u32 {
+    if window_seconds == 0 {
+        return 0;
+    }
+    let seed = Sha256::digest(format!("{}/{}/{}", host.namespace, schedule, host.name));
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&seed[..8]);
+    let offset = u64::from_be_bytes(first) % window_seconds;
+    u32::try_from(offset).unwrap_or(u32::MAX)
+}
+
+fn backup_params(schedule: &Schedule, host: &Host) -> Result<BackupParams, String> {
+    let spec = &schedule.spec;
+    let defaults = &host.spec.defaults;
+    let mut excludes: Vec<String> = Vec::new();
+    for pattern in defaults.excludes.iter().chain(&spec.excludes) {
+        if !excludes.contains(pattern) {
+            excludes.push(pattern.clone());
+        }
+    }
+    let hooks = spec.hooks.as_ref().or(defaults.hooks.as_ref());
+    let convert = |hooks: &[HookSpec]| hooks.iter().map(hook).collect::<Result<Vec<_>, _>>();
+    Ok(BackupParams {
+        paths: spec.paths.clone(),
+        excludes,
+        tags: spec.tags.clone(),
+        pre_hooks: convert(hooks.map(|h| h.pre.as_slice()).unwrap_or_default())?,
+        post_hooks: convert(hooks.map(|h| h.post.as_slice()).unwrap_or_default())?,
+        limits: spec.limits.or(defaults.limits).unwrap_or_default(),
+    })
+}
+
+fn hook(spec: &HookSpec) -> Result<Hook, String> {
+    let timeout_seconds = match &spec.timeout {
+        Some(t) => u32::try_from(parse_duration(t)?.as_secs()).unwrap_or(u32::MAX),
+        None => DEFAULT_HOOK_TIMEOUT_SECONDS,
+    };
+    Ok(Hook {
+        command: spec.command.clone(),
+        timeout_seconds,
+    })
+}
+
+/// The access an operation uses: forget and prune take the privileged one where declared.
+fn resolve_repo(repo: &Repo, operation: Operation) -> Result<ResolvedRepo, String> {
+    let spec = &repo.spec;
+    let admin = match operation {
+        Operation::Forget | Operation::Prune => spec.admin.as_ref(),
+        Operation::Backup | Operation::Check => None,
+    };
+    let mut env: BTreeMap<&str, &EnvVar> = spec.env.iter().map(|e| (e.name.as_str(), e)).collect();
+    if let Some(admin) = admin {
+        env.extend(admin.env.iter().map(|e| (e.name.as_str(), e)));
+    }
+    let env = env
+        .into_values()
+        .map(|var| {
+            let value = match (&var.value, &var.value_from) {
+                (Some(v), None) => EnvValue::Plain(v.clone()),
+                (None, Some(source)) => EnvValue::Secret(secret_ref(source)?),
+                _ => {
+                    return Err(format!(
+                        "env `{}` sets neither or both of value and valueFrom",
+                        var.name
+                    ));
+                }
+            };
+            Ok(ResolvedEnv {
+                name: var.name.clone(),
+                value,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(ResolvedRepo {
+        name: repo.name_any(),
+        url: admin
+            .and_then(|a| a.url.clone())
+            .unwrap_or_else(|| spec.url.clone()),
+        password: secret_ref(
+            admin
+                .and_then(|a| a.password.as_ref())
+                .unwrap_or(&spec.password),
+        )?,
+        env,
+        initialize: spec.initialize,
+    })
+}
+
+fn secret_ref(source: &SecretSource) -> Result<SecretRef, String> {
+    match (&source.secret_key_ref, &source.file, &source.host_file) {
+        (Some(s), None, None) => Ok(SecretRef::SecretKey {
+            name: s.name.clone(),
+            key: s.key.clone(),
+        }),
+        (None, Some(path), None) => Ok(SecretRef::ControllerFile { path: path.clone() }),
+        (None, None, Some(path)) => Ok(SecretRef::HostFile { path: path.clone() }),
+        _ => Err("a secret source must set exactly one of secretKeyRef, file and hostFile".into()),
+    }
+}

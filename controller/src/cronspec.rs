@@ -1,0 +1,233 @@
+//! Cron expressions as people write them, normalised into the form plans carry.
+//!
+//! People write crontab: five fields, an optional leading seconds field, `@daily`-style macros,
+//! and day-of-week numbers where 0 and 7 are Sunday. The `cron` crate the agent schedules with
+//! wants six fields and counts day-of-week from 1 = Sunday. The normalised form writes
+//! day-of-week as names (`Mon-Fri`), which both dialects read the same way, so a plan is
+//! unambiguous to the agent and to the person reading `holdfast plan`.
+
+use std::str::FromStr;
+
+use chrono::Utc;
+
+const DAY_NAMES: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+const MACROS: [(&str, &str); 7] = [
+    ("@yearly", "0 0 0 1 1 *"),
+    ("@annually", "0 0 0 1 1 *"),
+    ("@monthly", "0 0 0 1 * *"),
+    ("@weekly", "0 0 0 * * Sun"),
+    ("@daily", "0 0 0 * * *"),
+    ("@midnight", "0 0 0 * * *"),
+    ("@hourly", "0 0 * * * *"),
+];
+
+/// A valid cron expression in normalised six-field form.
+#[derive(Clone, Debug)]
+pub struct CronSpec {
+    pub normalized: String,
+    pub schedule: cron::Schedule,
+}
+
+/// Parses and normalises what a Schedule's `cron` says.
+pub fn parse(expression: &str) -> Result<CronSpec, String> {
+    let expression = expression.trim();
+    let normalized = if expression.starts_with('@') {
+        match MACROS.iter().find(|(name, _)| *name == expression) {
+            Some((_, fields)) => fields.to_string(),
+            None => {
+                let names: Vec<&str> = MACROS.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "unknown cron macro `{expression}`; expected one of {}",
+                    names.join(", ")
+                ));
+            }
+        }
+    } else {
+        let fields: Vec<&str> = expression.split_whitespace().collect();
+        let (seconds, rest) = match fields.len() {
+            5 => ("0", &fields[..]),
+            6 => (fields[0], &fields[1..]),
+            n => {
+                return Err(format!(
+                    "`{expression}` has {n} fields; expected 5 (minute hour day-of-month month \
+                     day-of-week), 6 with a leading seconds field, or a macro such as @daily"
+                ));
+            }
+        };
+        let day_of_week = day_of_week(rest[4])
+            .map_err(|e| format!("invalid day-of-week `{}` in `{expression}`: {e}", rest[4]))?;
+        format!(
+            "{seconds} {} {} {} {} {day_of_week}",
+            rest[0], rest[1], rest[2], rest[3]
+        )
+    };
+    let schedule = cron::Schedule::from_str(&normalized)
+        .map_err(|e| format!("invalid cron expression `{expression}`: {e}"))?;
+    if schedule.upcoming(Utc).next().is_none() {
+        return Err(format!("cron expression `{expression}` never fires"));
+    }
+    Ok(CronSpec {
+        normalized,
+        schedule,
+    })
+}
+
+/// Checks an IANA time zone name.
+pub fn parse_time_zone(name: &str) -> Result<chrono_tz::Tz, String> {
+    chrono_tz::Tz::from_str(name).map_err(|_| {
+        format!("unknown time zone `{name}`; use an IANA name such as `UTC` or `Europe/Berlin`")
+    })
+}
+
+/// Rewrites a crontab day-of-week field (0–7, names, ranges, steps, lists) as names.
+fn day_of_week(field: &str) -> Result<String, String> {
+    if field == "*" || field == "?" {
+        return Ok("*".into());
+    }
+    let mut days = [false; 7];
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((range, step)) => {
+                let step: usize = step
+                    .parse()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .ok_or_else(|| format!("step `{step}` is not a positive number"))?;
+                (range, Some(step))
+            }
+            None => (item, None),
+        };
+        let (first, last) = if range == "*" {
+            (0, 6)
+        } else if let Some((a, b)) = range.split_once('-') {
+            let (a, b) = (day(a)?, day(b)?);
+            if a > b {
+                return Err(format!("range `{range}` runs backwards"));
+            }
+            (a, b)
+        } else {
+            let d = day(range)?;
+            // `1/2` means from Monday to the end of the week, every second day.
+            (d, if step.is_some() { 6 } else { d })
+        };
+        for d in (first..=last).step_by(step.unwrap_or(1)) {
+            days[d % 7] = true;
+        }
+    }
+    if days.iter().all(|d| *d) {
+        return Ok("*".into());
+    }
+    // Runs of three or more consecutive days become ranges, for people reading plans.
+    let mut parts = Vec::new();
+    let mut d = 0;
+    while d < 7 {
+        if !days[d] {
+            d += 1;
+            continue;
+        }
+        let start = d;
+        while d + 1 < 7 && days[d + 1] {
+            d += 1;
+        }
+        match d - start {
+            0 => parts.push(DAY_NAMES[start].to_string()),
+            1 => parts.push(format!("{},{}", DAY_NAMES[start], DAY_NAMES[d])),
+            _ => parts.push(format!("{}-{}", DAY_NAMES[start], DAY_NAMES[d])),
+        }
+        d += 1;
+    }
+    Ok(parts.join(","))
+}
+
+/// A day as crontab writes it: 0–7 (both 0 and 7 are Sunday) or a three-letter name.
+fn day(text: &str) -> Result<usize, String> {
+    if let Ok(n) = text.parse::<usize>() {
+        return if n <= 7 {
+            Ok(n)
+        } else {
+            Err(format!("day `{n}` is out of range 0-7"))
+        };
+    }
+    DAY_NAMES
+        .iter()
+        .position(|name| name.eq_ignore_ascii_case(text))
+        .ok_or_else(|| format!("`{text}` is not a day (0-7 or Sun..Sat)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Datelike, TimeZone, Timelike, Weekday};
+
+    fn normalized(e: &str) -> String {
+        parse(e)
+            .map(|c| c.normalized)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn five_fields_get_a_zero_seconds_field() {
+        assert_eq!(normalized("30 2 * * *"), "0 30 2 * * *");
+        assert_eq!(normalized("*/5 * * * * *"), "*/5 * * * * *");
+    }
+
+    #[test]
+    fn macros_expand() {
+        assert_eq!(normalized("@daily"), "0 0 0 * * *");
+        assert_eq!(normalized("@weekly"), "0 0 0 * * Sun");
+        assert!(
+            parse("@reboot")
+                .unwrap_err()
+                .contains("unknown cron macro `@reboot`")
+        );
+    }
+
+    #[test]
+    fn crontab_days_of_week_become_names() {
+        assert_eq!(normalized("0 3 * * 0"), "0 0 3 * * Sun");
+        assert_eq!(normalized("0 3 * * 7"), "0 0 3 * * Sun");
+        assert_eq!(normalized("0 3 * * 1-5"), "0 0 3 * * Mon-Fri");
+        assert_eq!(normalized("0 3 * * 5-7"), "0 0 3 * * Sun,Fri,Sat");
+        assert_eq!(normalized("0 3 * * */2"), "0 0 3 * * Sun,Tue,Thu,Sat");
+        assert_eq!(normalized("0 3 * * sat,SUN"), "0 0 3 * * Sun,Sat");
+        assert_eq!(normalized("0 3 * * 0-7"), "0 0 3 * * *");
+        assert_eq!(normalized("0 3 * * 1,2"), "0 0 3 * * Mon,Tue");
+    }
+
+    #[test]
+    fn sunday_means_sunday_to_the_cron_crate() {
+        let spec = parse("0 3 * * 0").unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap(); // a Sunday, noon
+        let next = spec.schedule.after(&after).next().unwrap();
+        assert_eq!(next.weekday(), Weekday::Sun);
+        assert_eq!((next.day(), next.hour()), (29, 3));
+    }
+
+    #[test]
+    fn bad_expressions_say_what_is_wrong() {
+        assert!(parse("0 2 * *").unwrap_err().contains("has 4 fields"));
+        assert!(
+            parse("61 * * * *")
+                .unwrap_err()
+                .starts_with("invalid cron expression `61 * * * *`")
+        );
+        assert!(
+            parse("0 3 * * 8")
+                .unwrap_err()
+                .contains("day `8` is out of range")
+        );
+        assert!(parse("0 3 * * 5-1").unwrap_err().contains("runs backwards"));
+        assert!(parse("0 0 30 2 *").unwrap_err().contains("never fires"));
+    }
+
+    #[test]
+    fn time_zones_are_iana_names() {
+        assert!(parse_time_zone("Europe/Berlin").is_ok());
+        assert!(
+            parse_time_zone("Mars/Olympus")
+                .unwrap_err()
+                .contains("unknown time zone")
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! The Holdfast controller: desired state from files or Kubernetes, compiled into versioned
+//! per-host plans, and status written back.
+//!
+//! The pure core — [`validate`], [`compile`], [`versions`], [`plan`] — takes resources and
+//! returns values; reading files ([`source`]) and the database ([`store`]) sit at the edges.
+
+pub mod compile;
+pub mod crds;
+pub mod cronspec;
+pub mod diagnostics;
+pub mod plan;
+pub mod resources;
+pub mod revision;
+pub mod select;
+pub mod source;
+pub mod store;
+pub mod suggest;
+pub mod validate;
+pub mod versions;

@@ -1,0 +1,565 @@
+//! Files mode: a directory tree of YAML files (a git checkout) read into one revision.
+//!
+//! Every `.yaml`/`.yml` file below the directory is read, every document in it dispatched on
+//! `apiVersion`/`kind`. Hidden files and directories (`.git`) are skipped. Anything that does not
+//! parse or validate is a diagnostic with its file, line and column; a revision with any error
+//! diagnostic is not to be applied.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+
+use crate::diagnostics::{Diagnostic, FieldPath, Finding, Location, Severity};
+use crate::resources::{
+    API_VERSION, Backup, DEFAULT_NAMESPACE, Host, Kind, ObjectKey, Repo, Restore, Schedule,
+};
+use crate::revision::Revision;
+use crate::source::position::PositionIndex;
+use crate::suggest::unknown_name_message;
+use crate::validate::{self, Mode};
+
+/// A revision read from a directory, with everything worth saying about it.
+pub struct Loaded {
+    pub revision: Revision,
+    /// Errors and warnings, sorted by file and position.
+    pub diagnostics: Vec<Diagnostic>,
+    /// How many YAML files were read.
+    pub files: usize,
+}
+
+impl Loaded {
+    /// Whether the revision may be applied: no error, warnings allowed.
+    pub fn is_valid(&self) -> bool {
+        self.errors().next().is_none()
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read directory {path}: {source}")]
+    Directory {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Reads, parses and validates every YAML file below `dir`.
+pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
+    let mut files = Vec::new();
+    collect_yaml_files(dir, &mut files)?;
+    files.sort();
+    let sources = files
+        .iter()
+        .map(|path| {
+            let display = path.to_string_lossy().into_owned();
+            match std::fs::read(path) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) => SourceFile::new(display, text),
+                    Err(_) => SourceFile::unreadable(display, "the file is not UTF-8 text"),
+                },
+                Err(e) => SourceFile::unreadable(display, &format!("cannot read the file: {e}")),
+            }
+        })
+        .collect();
+    Ok(load_sources(sources))
+}
+
+/// One file's text, and what could not be read of it.
+pub struct SourceFile {
+    display: String,
+    text: String,
+    unreadable: Option<String>,
+}
+
+impl SourceFile {
+    /// `display` is how messages name the file.
+    pub fn new(display: impl Into<String>, text: impl Into<String>) -> Self {
+        SourceFile {
+            display: display.into(),
+            text: text.into(),
+            unreadable: None,
+        }
+    }
+
+    fn unreadable(display: String, why: &str) -> Self {
+        SourceFile {
+            display,
+            text: String::new(),
+            unreadable: Some(why.to_string()),
+        }
+    }
+}
+
+/// Parses and validates files already in memory, in the order given.
+pub fn load_sources(sources: Vec<SourceFile>) -> Loaded {
+    let mut loader = Loader::default();
+    let file_count = sources.len();
+    for source in sources {
+        loader.read_file(Arc::new(source));
+    }
+    let findings = validate::validate(&loader.revision, Mode::Files);
+    for finding in findings {
+        loader.place_finding(finding);
+    }
+    loader.diagnostics.sort();
+    Loaded {
+        revision: loader.revision,
+        diagnostics: loader.diagnostics,
+        files: file_count,
+    }
+}
+
+fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Directory {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| LoadError::Directory {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            collect_yaml_files(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Where a resource was declared, so that findings about it can name a line.
+struct Origin {
+    file: Arc<SourceFile>,
+    doc: usize,
+}
+
+#[derive(Default)]
+struct Loader {
+    revision: Revision,
+    diagnostics: Vec<Diagnostic>,
+    origins: HashMap<ObjectKey, Origin>,
+    /// Built on first use: only files with something to report pay for positions.
+    positions: HashMap<String, Arc<PositionIndex>>,
+}
+
+/// What a file's document declares, before it is typed.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Document<S> {
+    // Checked before typing; declared so that they are known fields.
+    #[serde(rename = "apiVersion")]
+    _api_version: IgnoredAny,
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    metadata: Metadata,
+    spec: S,
+}
+
+/// The part of `metadata` a file may declare; the rest is the controller's.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Metadata {
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// A problem in one document: the field and what is wrong with it.
+struct DocError {
+    object: Option<ObjectKey>,
+    field: FieldPath,
+    message: String,
+}
+
+impl DocError {
+    fn at(field: FieldPath, message: impl Into<String>) -> Self {
+        DocError {
+            object: None,
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl Loader {
+    fn read_file(&mut self, file: Arc<SourceFile>) {
+        if let Some(why) = &file.unreadable {
+            self.diagnostics.push(Diagnostic {
+                location: Location {
+                    file: file.display.clone(),
+                    line: 1,
+                    column: 1,
+                },
+                severity: Severity::Error,
+                object: None,
+                field: FieldPath::root(),
+                message: why.clone(),
+            });
+            return;
+        }
+        for (doc, document) in serde_yaml::Deserializer::from_str(&file.text).enumerate() {
+            let value = match serde_yaml::Value::deserialize(document) {
+                Ok(value) => value,
+                Err(e) => {
+                    // A syntax error ends the file: what follows cannot be trusted.
+                    let (line, column) = e
+                        .location()
+                        .map(|l| (l.line(), l.column()))
+                        .unwrap_or((1, 1));
+                    self.diagnostics.push(Diagnostic {
+                        location: Location {
+                            file: file.display.clone(),
+                            line,
+                            column,
+                        },
+                        severity: Severity::Error,
+                        object: None,
+                        field: FieldPath::root(),
+                        message: format!("YAML syntax error: {}", strip_location(&e.to_string())),
+                    });
+                    return;
+                }
+            };
+            if let Err(e) = self.read_document(&file, doc, value) {
+                self.report(&file, doc, Severity::Error, e.object, e.field, e.message);
+            }
+        }
+    }
+
+    fn read_document(
+        &mut self,
+        file: &Arc<SourceFile>,
+        doc: usize,
+        value: serde_yaml::Value,
+    ) -> Result<(), DocError> {
+        let map = match &value {
+            serde_yaml::Value::Null => return Ok(()), // an empty document, such as a trailing `---`
+            serde_yaml::Value::Mapping(map) => map,
+            _ => {
+                return Err(DocError::at(
+                    FieldPath::root(),
+                    "a document must be a mapping with apiVersion, kind, metadata and spec",
+                ));
+            }
+        };
+        match map.get("apiVersion") {
+            Some(serde_yaml::Value::String(v)) if v == API_VERSION => {}
+            Some(serde_yaml::Value::String(v)) => {
+                return Err(DocError::at(
+                    FieldPath::parse("apiVersion"),
+                    format!("unsupported apiVersion `{v}`; expected `{API_VERSION}`"),
+                ));
+            }
+            _ => {
+                return Err(DocError::at(
+                    FieldPath::parse("apiVersion"),
+                    format!("missing apiVersion; expected `{API_VERSION}`"),
+                ));
+            }
+        }
+        let kind = match map.get("kind") {
+            Some(serde_yaml::Value::String(k)) => match Kind::from_name(k) {
+                Some(kind) => kind,
+                None => {
+                    let names = Kind::ALL.map(Kind::as_str);
+                    return Err(DocError::at(
+                        FieldPath::parse("kind"),
+                        unknown_name_message("kind", k, &names),
+                    ));
+                }
+            },
+            _ => {
+                return Err(DocError::at(
+                    FieldPath::parse("kind"),
+                    "missing kind; expected one of Repo, Host, Schedule, Backup, Restore",
+                ));
+            }
+        };
+        if map.contains_key("status") {
+            return Err(DocError::at(
+                FieldPath::parse("status"),
+                "status is written by the controller; a file declares only metadata and spec",
+            ));
+        }
+        let object = match kind {
+            Kind::Repo => typed(kind, value).map(|(metadata, spec)| {
+                let key = key(kind, &metadata);
+                self.revision.repos.push(Repo {
+                    metadata,
+                    spec,
+                    status: None,
+                });
+                key
+            }),
+            Kind::Host => typed(kind, value).map(|(metadata, spec)| {
+                let key = key(kind, &metadata);
+                self.revision.hosts.push(Host {
+                    metadata,
+                    spec,
+                    status: None,
+                });
+                key
+            }),
+            Kind::Schedule => typed(kind, value).map(|(metadata, spec)| {
+                let key = key(kind, &metadata);
+                self.revision.schedules.push(Schedule {
+                    metadata,
+                    spec,
+                    status: None,
+                });
+                key
+            }),
+            Kind::Backup => typed(kind, value).map(|(metadata, spec)| {
+                let key = key(kind, &metadata);
+                self.revision.backups.push(Backup {
+                    metadata,
+                    spec,
+                    status: None,
+                });
+                key
+            }),
+            Kind::Restore => typed(kind, value).map(|(metadata, spec)| {
+                let key = key(kind, &metadata);
+                self.revision.restores.push(Restore {
+                    metadata,
+                    spec,
+                    status: None,
+                });
+                key
+            }),
+        }?;
+        if let Some(first) = self.origins.get(&object) {
+            let first_at = self.locate(&first.file.clone(), first.doc, &FieldPath::root());
+            self.remove_last(kind);
+            return Err(DocError {
+                object: Some(object),
+                field: FieldPath::parse("metadata.name"),
+                message: format!("duplicate: already declared at {first_at}"),
+            });
+        }
+        self.origins.insert(
+            object,
+            Origin {
+                file: file.clone(),
+                doc,
+            },
+        );
+        Ok(())
+    }
+
+    /// Drops the resource just added, when it turns out to be a duplicate.
+    fn remove_last(&mut self, kind: Kind) {
+        let r = &mut self.revision;
+        match kind {
+            Kind::Repo => drop(r.repos.pop()),
+            Kind::Host => drop(r.hosts.pop()),
+            Kind::Schedule => drop(r.schedules.pop()),
+            Kind::Backup => drop(r.backups.pop()),
+            Kind::Restore => drop(r.restores.pop()),
+        }
+    }
+
+    fn place_finding(&mut self, finding: Finding) {
+        let Some(origin) = self.origins.get(&finding.object) else {
+            // Every finding is about a resource this loader read; keep it visible regardless.
+            self.diagnostics.push(Diagnostic {
+                location: Location {
+                    file: "<unknown>".into(),
+                    line: 1,
+                    column: 1,
+                },
+                severity: finding.severity,
+                object: Some(finding.object),
+                field: finding.field,
+                message: finding.message,
+            });
+            return;
+        };
+        let (file, doc) = (origin.file.clone(), origin.doc);
+        self.report(
+            &file,
+            doc,
+            finding.severity,
+            Some(finding.object),
+            finding.field,
+            finding.message,
+        );
+    }
+
+    fn report(
+        &mut self,
+        file: &Arc<SourceFile>,
+        doc: usize,
+        severity: Severity,
+        object: Option<ObjectKey>,
+        field: FieldPath,
+        message: String,
+    ) {
+        let location = self.locate(file, doc, &field);
+        self.diagnostics.push(Diagnostic {
+            location,
+            severity,
+            object,
+            field,
+            message,
+        });
+    }
+
+    fn locate(&mut self, file: &Arc<SourceFile>, doc: usize, field: &FieldPath) -> Location {
+        let index = self
+            .positions
+            .entry(file.display.clone())
+            .or_insert_with(|| Arc::new(PositionIndex::build(&file.text)));
+        let pos = index.locate(doc, field);
+        Location {
+            file: file.display.clone(),
+            line: pos.line,
+            column: pos.column,
+        }
+    }
+}
+
+fn key(kind: Kind, metadata: &ObjectMeta) -> ObjectKey {
+    ObjectKey::new(
+        kind,
+        metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+        metadata.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// Types a document as a resource of `kind`, with its metadata in Kubernetes form.
+fn typed<S: DeserializeOwned>(
+    kind: Kind,
+    value: serde_yaml::Value,
+) -> Result<(ObjectMeta, S), DocError> {
+    // The name, when there is one, makes errors about the rest of the document clearer.
+    let object = value
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .map(|name| {
+            let namespace = value
+                .get("metadata")
+                .and_then(|m| m.get("namespace"))
+                .and_then(|n| n.as_str())
+                .unwrap_or(DEFAULT_NAMESPACE);
+            ObjectKey::new(kind, namespace, name)
+        });
+    let document: Document<S> = serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut field = FieldPath::root();
+        for segment in e.path().iter() {
+            field = match segment {
+                serde_path_to_error::Segment::Seq { index } => field.index(*index),
+                serde_path_to_error::Segment::Map { key } => field.key(key),
+                serde_path_to_error::Segment::Enum { .. }
+                | serde_path_to_error::Segment::Unknown => field,
+            };
+        }
+        let (field, message) = describe_serde_error(field, &e.inner().to_string());
+        DocError {
+            object: object.clone(),
+            field,
+            message,
+        }
+    })?;
+    let Document { metadata, spec, .. } = document;
+    let metadata = ObjectMeta {
+        name: Some(metadata.name),
+        namespace: Some(
+            metadata
+                .namespace
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+        ),
+        labels: (!metadata.labels.is_empty()).then_some(metadata.labels),
+        annotations: (!metadata.annotations.is_empty()).then_some(metadata.annotations),
+        ..ObjectMeta::default()
+    };
+    Ok((metadata, spec))
+}
+
+/// Turns serde's wording into Holdfast's: unknown names get the nearest valid one suggested,
+/// and an unknown field is reported at the field itself.
+fn describe_serde_error(field: FieldPath, message: &str) -> (FieldPath, String) {
+    let message = strip_location(message);
+    for (prefix, what) in [("unknown field `", "field"), ("unknown variant `", "value")] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let Some((name, tail)) = rest.split_once('`') else {
+                break;
+            };
+            let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+            let field = if what == "field" && field.as_str().rsplit('.').next() != Some(name) {
+                field.key(name)
+            } else {
+                field
+            };
+            return (field, unknown_name_message(what, name, &expected));
+        }
+    }
+    (field, message.to_string())
+}
+
+/// serde_yaml appends ` at line L column C`; diagnostics carry the position already.
+fn strip_location(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_unknown_names_get_suggestions() {
+        let (field, msg) = describe_serde_error(
+            FieldPath::parse("spec"),
+            "unknown field `pathz`, expected one of `operation`, `paths`, `cron`",
+        );
+        assert_eq!(field.as_str(), "spec.pathz");
+        assert_eq!(msg, "unknown field `pathz`; did you mean `paths`?");
+        let (field, msg) = describe_serde_error(
+            FieldPath::parse("spec.operation"),
+            "unknown variant `Backup`, expected one of `backup`, `forget`, `prune`, `check`",
+        );
+        assert_eq!(field.as_str(), "spec.operation");
+        assert_eq!(msg, "unknown value `Backup`; did you mean `backup`?");
+    }
+
+    #[test]
+    fn serde_positions_are_stripped() {
+        assert_eq!(
+            strip_location("did not find expected key at line 3 column 5"),
+            "did not find expected key"
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! The files-mode store: SQLite under the data directory.
+//!
+//! For now it holds what `plan` needs: every host's schedule version, digest and plan, including
+//! hosts that were removed, so that versions never go backwards.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use protocol::HostPlan;
+use rusqlite::{Connection, OpenFlags, params};
+
+use crate::compile::{Fleet, HostKey};
+use crate::versions::Versioned;
+
+const FILE_NAME: &str = "holdfast.db";
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &["CREATE TABLE host_plans (
+        namespace TEXT NOT NULL,
+        host TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        removed INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (namespace, host)
+    )"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} was written by a newer Holdfast (schema {found}, this one knows {known})"
+    )]
+    TooNew {
+        path: String,
+        found: usize,
+        known: usize,
+    },
+}
+
+/// What the store holds for one host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPlan {
+    pub versioned: Versioned,
+    /// `None` when the stored plan cannot be read by this version of Holdfast.
+    pub plan: Option<HostPlan>,
+    /// The host is no longer in the desired state.
+    pub removed: bool,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens the store in `data_dir`, creating both when missing.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let path = data_dir.join(FILE_NAME);
+        let conn = Connection::open(&path).map_err(|source| StoreError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut store = Store { conn, path };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store without writing to it; `None` when `data_dir` holds none.
+    pub fn open_read_only(data_dir: &Path) -> Result<Option<Store>, StoreError> {
+        let path = data_dir.join(FILE_NAME);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
+            |source| StoreError::Sqlite {
+                path: path.display().to_string(),
+                source,
+            },
+        )?;
+        let store = Store { conn, path };
+        let applied = store.schema_version()?;
+        if applied != MIGRATIONS.len() {
+            return Err(StoreError::TooNew {
+                path: store.path.display().to_string(),
+                found: applied,
+                known: MIGRATIONS.len(),
+            });
+        }
+        Ok(Some(store))
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn schema_version(&self) -> Result<usize, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
+            .map(|v| usize::try_from(v).unwrap_or(usize::MAX))
+            .map_err(|e| self.sqlite(e))
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let applied = self.schema_version()?;
+        if applied > MIGRATIONS.len() {
+            return Err(StoreError::TooNew {
+                path: self.path.display().to_string(),
+                found: applied,
+                known: MIGRATIONS.len(),
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
+                path: self.path.display().to_string(),
+                source: e,
+            })?;
+            tx.execute_batch(sql)
+                .and_then(|_| tx.pragma_update(None, "user_version", (i + 1) as i64))
+                .and_then(|_| tx.commit())
+                .map_err(|e| StoreError::Sqlite {
+                    path: self.path.display().to_string(),
+                    source: e,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Every host the store knows, removed ones included.
+    pub fn host_plans(&self) -> Result<BTreeMap<HostKey, StoredPlan>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT namespace, host, version, digest, plan, removed FROM host_plans")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                let key = HostKey::new(&row.get::<_, String>(0)?, &row.get::<_, String>(1)?);
+                let versioned = Versioned {
+                    version: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+                    digest: row.get(3)?,
+                };
+                let plan = serde_json::from_str(&row.get::<_, String>(4)?).ok();
+                let removed = row.get::<_, i64>(5)? != 0;
+                Ok((
+                    key,
+                    StoredPlan {
+                        versioned,
+                        plan,
+                        removed,
+                    },
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// Records a compiled fleet at its versions, in one transaction; hosts it no longer has are
+    /// marked removed and keep their version.
+    pub fn record(
+        &mut self,
+        fleet: &Fleet,
+        versions: &BTreeMap<HostKey, Versioned>,
+    ) -> Result<(), StoreError> {
+        let path = self.path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute("UPDATE host_plans SET removed = 1", [])
+            .map_err(err)?;
+        {
+            let mut upsert = tx
+                .prepare(
+                    "INSERT INTO host_plans (namespace, host, version, digest, plan, removed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0)
+                     ON CONFLICT (namespace, host) DO UPDATE SET
+                       version = excluded.version, digest = excluded.digest,
+                       plan = excluded.plan, removed = 0",
+                )
+                .map_err(err)?;
+            for (key, compiled) in &fleet.hosts {
+                let Some(v) = versions.get(key) else { continue };
+                let plan = String::from_utf8(crate::compile::canonical(&compiled.plan))
+                    .unwrap_or_default();
+                upsert
+                    .execute(params![
+                        key.namespace,
+                        key.name,
+                        v.version as i64,
+                        v.digest,
+                        plan
+                    ])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+}

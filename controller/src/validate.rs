@@ -1,0 +1,628 @@
+//! Validation of a whole revision: a pure function from resources to findings.
+//!
+//! Field-level rules (names, cron, durations, which fields fit which operation) and references
+//! between resources (a schedule's hosts and repo, a host's default repo) are checked here, once
+//! for both modes. Parse errors (syntax, types, unknown fields) belong to the source that parses.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use protocol::Operation;
+
+use crate::cronspec;
+use crate::diagnostics::{FieldPath, Finding, Severity};
+use crate::resources::{
+    Backup, EnvVar, HookSpec, Hooks, Host, Kind, ObjectKey, Repo, Restore, Schedule, SecretSource,
+};
+use crate::revision::{Revision, RevisionIndex, key_of};
+use crate::select::HostIndex;
+
+/// Where desired state comes from; some references only make sense in one mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Files,
+    Kubernetes,
+}
+
+/// Every finding about `revision`, sorted.
+pub fn validate(revision: &Revision, mode: Mode) -> Vec<Finding> {
+    let index = revision.index();
+    let hosts = HostIndex::new(&revision.hosts);
+    let mut v = Validator {
+        findings: Vec::new(),
+        mode,
+        index: &index,
+        hosts: &hosts,
+    };
+    for repo in &revision.repos {
+        v.repo(repo);
+    }
+    for host in &revision.hosts {
+        v.host(host);
+    }
+    for schedule in &revision.schedules {
+        v.schedule(schedule);
+    }
+    for backup in &revision.backups {
+        v.backup(backup);
+    }
+    for restore in &revision.restores {
+        v.restore(restore);
+    }
+    v.findings.sort();
+    v.findings
+}
+
+struct Validator<'a> {
+    findings: Vec<Finding>,
+    mode: Mode,
+    index: &'a RevisionIndex<'a>,
+    hosts: &'a HostIndex<'a>,
+}
+
+/// Findings about one resource.
+struct Scope<'v, 'a> {
+    v: &'v mut Validator<'a>,
+    object: ObjectKey,
+}
+
+impl Scope<'_, '_> {
+    fn error(&mut self, field: &str, message: impl Into<String>) {
+        self.push(Severity::Error, FieldPath::parse(field), message.into());
+    }
+
+    fn error_at(&mut self, field: FieldPath, message: impl Into<String>) {
+        self.push(Severity::Error, field, message.into());
+    }
+
+    fn warning(&mut self, field: &str, message: impl Into<String>) {
+        self.push(Severity::Warning, FieldPath::parse(field), message.into());
+    }
+
+    fn push(&mut self, severity: Severity, field: FieldPath, message: String) {
+        self.v.findings.push(Finding {
+            severity,
+            object: self.object.clone(),
+            field,
+            message,
+        });
+    }
+
+    fn namespace(&self) -> &str {
+        &self.object.namespace
+    }
+}
+
+impl<'a> Validator<'a> {
+    fn scope<K: ResourceExt>(&mut self, kind: Kind, object: &K) -> Scope<'_, 'a> {
+        let key = key_of(kind, object);
+        let mut scope = Scope {
+            v: self,
+            object: key,
+        };
+        check_name(&mut scope);
+        scope
+    }
+
+    fn repo(&mut self, repo: &Repo) {
+        let mode = self.mode;
+        let mut s = self.scope(Kind::Repo, repo);
+        if repo.spec.url.trim().is_empty() {
+            s.error("spec.url", "must not be empty");
+        }
+        check_secret(&mut s, mode, "spec.password", &repo.spec.password);
+        check_env(&mut s, mode, "spec.env", &repo.spec.env);
+        if let Some(admin) = &repo.spec.admin {
+            if admin.url.as_deref().is_some_and(|u| u.trim().is_empty()) {
+                s.error("spec.admin.url", "must not be empty when set");
+            }
+            if let Some(password) = &admin.password {
+                check_secret(&mut s, mode, "spec.admin.password", password);
+            }
+            check_env(&mut s, mode, "spec.admin.env", &admin.env);
+        }
+    }
+
+    fn host(&mut self, host: &Host) {
+        let index = self.index;
+        let mut s = self.scope(Kind::Host, host);
+        if let Some(repo) = &host.spec.default_repo {
+            check_ref(&mut s, "spec.defaultRepo", Kind::Repo, repo, |ns, n| {
+                index.repos.contains_key(&(ns, n))
+            });
+        }
+        if let Some(hooks) = &host.spec.defaults.hooks {
+            check_hooks(&mut s, "spec.defaults.hooks", hooks);
+        }
+    }
+
+    fn schedule(&mut self, schedule: &Schedule) {
+        let (index, hosts) = (self.index, self.hosts);
+        let spec = &schedule.spec;
+        let mut s = self.scope(Kind::Schedule, schedule);
+        if let Err(e) = cronspec::parse(&spec.cron) {
+            s.error("spec.cron", e);
+        }
+        if let Some(tz) = &spec.time_zone
+            && let Err(e) = cronspec::parse_time_zone(tz)
+        {
+            s.error("spec.timeZone", e);
+        }
+        for (field, value) in [
+            ("spec.jitter", &spec.jitter),
+            ("spec.staleAfter", &spec.stale_after),
+        ] {
+            if let Some(text) = value
+                && let Err(e) = parse_duration(text)
+            {
+                s.error(field, e);
+            }
+        }
+
+        // Which fields belong to which operation: a field that would be ignored is an error.
+        let op = spec.operation;
+        let only = |s: &mut Scope, set: bool, field: &str, owner: Operation| {
+            if set && op != owner {
+                s.error(
+                    field,
+                    format!(
+                        "only a {owner} schedule takes {}; this one runs {op}",
+                        last(field)
+                    ),
+                );
+            }
+        };
+        only(
+            &mut s,
+            spec.hooks.is_some(),
+            "spec.hooks",
+            Operation::Backup,
+        );
+        only(
+            &mut s,
+            !spec.paths.is_empty(),
+            "spec.paths",
+            Operation::Backup,
+        );
+        only(
+            &mut s,
+            !spec.excludes.is_empty(),
+            "spec.excludes",
+            Operation::Backup,
+        );
+        only(
+            &mut s,
+            spec.limits.is_some(),
+            "spec.limits",
+            Operation::Backup,
+        );
+        only(
+            &mut s,
+            spec.retention.is_some(),
+            "spec.retention",
+            Operation::Forget,
+        );
+        only(&mut s, spec.prune, "spec.prune", Operation::Forget);
+        only(
+            &mut s,
+            spec.read_data_subset.is_some(),
+            "spec.readDataSubset",
+            Operation::Check,
+        );
+        match op {
+            Operation::Backup => {
+                if spec.paths.is_empty() {
+                    s.error("spec.paths", "a backup schedule needs at least one path");
+                }
+                for (i, path) in spec.paths.iter().enumerate() {
+                    if path.trim().is_empty() {
+                        s.error_at(FieldPath::parse("spec.paths").index(i), "must not be empty");
+                    }
+                }
+                if let Some(hooks) = &spec.hooks {
+                    check_hooks(&mut s, "spec.hooks", hooks);
+                }
+            }
+            Operation::Forget => match &spec.retention {
+                None => s.error(
+                    "spec.retention",
+                    "a forget schedule needs a retention policy (keepLast, keepDaily, …)",
+                ),
+                Some(r) if r.is_empty() => s.error(
+                    "spec.retention",
+                    "the retention policy keeps nothing; set at least one keep* field",
+                ),
+                Some(r) => {
+                    if let Some(within) = &r.keep_within
+                        && !is_restic_duration(within)
+                    {
+                        s.error(
+                            "spec.retention.keepWithin",
+                            format!("`{within}` is not a restic duration such as `2y5m7d3h`"),
+                        );
+                    }
+                }
+            },
+            Operation::Check => {
+                if let Some(subset) = &spec.read_data_subset
+                    && !is_read_data_subset(subset)
+                {
+                    s.error(
+                        "spec.readDataSubset",
+                        format!("`{subset}` is not `n/t`, a percentage such as `10%`, or a size such as `5G`"),
+                    );
+                }
+            }
+            Operation::Prune => {}
+        }
+
+        // Hosts, by name and by label.
+        let ns = s.namespace().to_string();
+        if spec.hosts.is_empty() && spec.host_selector.is_none() {
+            s.error(
+                "spec",
+                "names no hosts; set `hosts`, `hostSelector`, or both",
+            );
+        }
+        for (i, name) in spec.hosts.iter().enumerate() {
+            if !index.hosts.contains_key(&(ns.as_str(), name.as_str())) {
+                s.error_at(
+                    FieldPath::parse("spec.hosts").index(i),
+                    missing(Kind::Host, name, &ns),
+                );
+            }
+        }
+        if let Some(selector) = &spec.host_selector {
+            if hosts.matching(&ns, selector).next().is_none() {
+                s.warning("spec.hostSelector", "selects no host");
+            }
+        }
+
+        // The repo: the schedule's own, or each host's default.
+        match &spec.repo {
+            Some(repo) => check_ref(&mut s, "spec.repo", Kind::Repo, repo, |ns, n| {
+                index.repos.contains_key(&(ns, n))
+            }),
+            None => {
+                for host in hosts.select(schedule) {
+                    if host.spec.default_repo.is_none() {
+                        s.error(
+                            "spec.repo",
+                            format!(
+                                "names no repo, and host `{}` has no defaultRepo",
+                                host.name_any()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn backup(&mut self, backup: &Backup) {
+        let index = self.index;
+        let spec = &backup.spec;
+        let mut s = self.scope(Kind::Backup, backup);
+        let ns = s.namespace().to_string();
+        let host = index.hosts.get(&(ns.as_str(), spec.host.as_str())).copied();
+        if host.is_none() {
+            s.error("spec.host", missing(Kind::Host, &spec.host, &ns));
+        }
+        let schedule = match &spec.schedule {
+            Some(name) => {
+                let found = index.schedules.get(&(ns.as_str(), name.as_str())).copied();
+                if found.is_none() {
+                    s.error("spec.schedule", missing(Kind::Schedule, name, &ns));
+                }
+                found
+            }
+            None => None,
+        };
+        match (spec.schedule.is_some(), schedule, spec.operation) {
+            (false, _, None) => s.error(
+                "spec",
+                "names neither a schedule nor an operation; set `schedule` (or `operation: prune` / `check`)",
+            ),
+            (false, _, Some(op @ (Operation::Backup | Operation::Forget))) => s.error(
+                "spec.operation",
+                format!("a {op} request needs a schedule to take its parameters from; set `schedule`"),
+            ),
+            (true, Some(sched), Some(op)) if sched.spec.operation != op => s.error(
+                "spec.operation",
+                format!(
+                    "is {op}, but schedule `{}` runs {}",
+                    sched.name_any(),
+                    sched.spec.operation
+                ),
+            ),
+            _ => {}
+        }
+        match &spec.repo {
+            Some(repo) => check_ref(&mut s, "spec.repo", Kind::Repo, repo, |ns, n| {
+                index.repos.contains_key(&(ns, n))
+            }),
+            None => {
+                let has_repo = schedule.is_some_and(|sc| sc.spec.repo.is_some())
+                    || host.is_some_and(|h| h.spec.default_repo.is_some());
+                if host.is_some() && !has_repo {
+                    s.error(
+                        "spec.repo",
+                        format!(
+                            "names no repo, and neither the schedule nor host `{}` has one",
+                            spec.host
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn restore(&mut self, restore: &Restore) {
+        let index = self.index;
+        let spec = &restore.spec;
+        let mut s = self.scope(Kind::Restore, restore);
+        let ns = s.namespace().to_string();
+        for (field, name) in [
+            ("spec.host", &spec.host),
+            ("spec.targetHost", &spec.target_host),
+        ] {
+            if !index.hosts.contains_key(&(ns.as_str(), name.as_str())) {
+                s.error(field, missing(Kind::Host, name, &ns));
+            }
+        }
+        let sources = [&spec.snapshot, &spec.backup, &spec.schedule]
+            .iter()
+            .filter(|s| s.is_some())
+            .count();
+        if sources != 1 {
+            s.error(
+                "spec",
+                "set exactly one of `snapshot` (an id or `latest`), `backup` or `schedule`",
+            );
+        }
+        if let Some(name) = &spec.schedule {
+            match index.schedules.get(&(ns.as_str(), name.as_str())) {
+                None => s.error("spec.schedule", missing(Kind::Schedule, name, &ns)),
+                Some(sc) if sc.spec.operation != Operation::Backup => s.error(
+                    "spec.schedule",
+                    format!(
+                        "schedule `{name}` runs {}; only a backup schedule has snapshots",
+                        sc.spec.operation
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        if let Some(repo) = &spec.repo {
+            check_ref(&mut s, "spec.repo", Kind::Repo, repo, |ns, n| {
+                index.repos.contains_key(&(ns, n))
+            });
+        }
+        if !spec.target_path.starts_with('/') {
+            s.error(
+                "spec.targetPath",
+                format!("`{}` is not an absolute path", spec.target_path),
+            );
+        }
+    }
+}
+
+fn missing(kind: Kind, name: &str, namespace: &str) -> String {
+    format!("no {kind} `{name}` in namespace `{namespace}`")
+}
+
+fn last(field: &str) -> &str {
+    field.rsplit('.').next().unwrap_or(field)
+}
+
+fn check_ref(
+    s: &mut Scope,
+    field: &str,
+    kind: Kind,
+    name: &str,
+    exists: impl Fn(&str, &str) -> bool,
+) {
+    let ns = s.namespace().to_string();
+    if !exists(&ns, name) {
+        s.error(field, missing(kind, name, &ns));
+    }
+}
+
+/// Names follow Kubernetes: a DNS subdomain for objects, a DNS label for namespaces.
+fn check_name(s: &mut Scope) {
+    let (name, ns) = (s.object.name.clone(), s.object.namespace.clone());
+    if !is_dns_subdomain(&name) {
+        s.error(
+            "metadata.name",
+            format!(
+                "`{name}` is not a valid name: use lowercase letters, digits, '-' and '.', \
+                 starting and ending with a letter or digit, at most 253 characters"
+            ),
+        );
+    }
+    if !is_dns_label(&ns) {
+        s.error(
+            "metadata.namespace",
+            format!(
+                "`{ns}` is not a valid namespace: use lowercase letters, digits and '-', \
+                 starting and ending with a letter or digit, at most 63 characters"
+            ),
+        );
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn check_secret(s: &mut Scope, mode: Mode, field: &str, source: &SecretSource) {
+    let set = [
+        source.secret_key_ref.is_some(),
+        source.file.is_some(),
+        source.host_file.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if set != 1 {
+        s.error(
+            field,
+            "set exactly one of `secretKeyRef`, `file` and `hostFile`",
+        );
+        return;
+    }
+    if mode == Mode::Files && source.secret_key_ref.is_some() {
+        s.error(
+            &format!("{field}.secretKeyRef"),
+            "Kubernetes Secrets are not available in files mode; use `file` (on the controller) or `hostFile` (on the host)",
+        );
+    }
+    for (name, path) in [("file", &source.file), ("hostFile", &source.host_file)] {
+        if let Some(path) = path
+            && !path.starts_with('/')
+        {
+            s.error(
+                &format!("{field}.{name}"),
+                format!("`{path}` is not an absolute path"),
+            );
+        }
+    }
+}
+
+fn check_env(s: &mut Scope, mode: Mode, field: &str, env: &[EnvVar]) {
+    let mut seen = BTreeSet::new();
+    for (i, var) in env.iter().enumerate() {
+        let at = FieldPath::parse(field).index(i);
+        let valid_name = !var.name.is_empty()
+            && !var.name.starts_with(|c: char| c.is_ascii_digit())
+            && var
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            s.error_at(
+                at.key("name"),
+                format!("`{}` is not a valid environment variable name", var.name),
+            );
+        }
+        if !seen.insert(var.name.as_str()) {
+            s.error_at(at.key("name"), format!("`{}` is set twice", var.name));
+        }
+        match (&var.value, &var.value_from) {
+            (Some(_), None) => {}
+            (None, Some(source)) => {
+                check_secret(s, mode, at.key("valueFrom").as_str(), source);
+            }
+            _ => s.error_at(at, "set exactly one of `value` and `valueFrom`"),
+        }
+    }
+}
+
+fn check_hooks(s: &mut Scope, field: &str, hooks: &Hooks) {
+    for (list, hooks) in [("pre", &hooks.pre), ("post", &hooks.post)] {
+        for (i, hook) in hooks.iter().enumerate() {
+            check_hook(s, FieldPath::parse(field).key(list).index(i), hook);
+        }
+    }
+}
+
+fn check_hook(s: &mut Scope, at: FieldPath, hook: &HookSpec) {
+    if hook.command.first().is_none_or(|p| p.trim().is_empty()) {
+        s.error_at(at.key("command"), "needs a program to run");
+    }
+    if let Some(timeout) = &hook.timeout
+        && let Err(e) = parse_duration(timeout)
+    {
+        s.error_at(at.key("timeout"), e);
+    }
+}
+
+/// A duration such as `30m`, `1h30m` or `2d`, which must not be zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err(format!("`{text}` is zero")),
+        Ok(d) => Ok(d),
+        Err(_) => Err(format!(
+            "`{text}` is not a duration such as `30m`, `1h30m` or `2d`"
+        )),
+    }
+}
+
+/// restic's `--keep-within` syntax: numbers followed by y, m, d or h, such as `1y6m`.
+fn is_restic_duration(text: &str) -> bool {
+    let mut digits = 0;
+    let mut units = 0;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits += 1;
+        } else if "ymdh".contains(c) && digits > 0 {
+            digits = 0;
+            units += 1;
+        } else {
+            return false;
+        }
+    }
+    digits == 0 && units > 0
+}
+
+/// restic's `--read-data-subset`: `n/t`, `p%`, or a size such as `500M`.
+fn is_read_data_subset(text: &str) -> bool {
+    if let Some((n, t)) = text.split_once('/') {
+        return matches!((n.parse::<u32>(), t.parse::<u32>()), (Ok(n), Ok(t)) if n >= 1 && n <= t);
+    }
+    if let Some(p) = text.strip_suffix('%') {
+        return p.parse::<f64>().is_ok_and(|p| p > 0.0 && p <= 100.0);
+    }
+    let number = text.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
+    number != text && number.parse::<u64>().is_ok_and(|n| n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_dns_subdomain("db-1.example.com"));
+        assert!(!is_dns_subdomain("Web_1"));
+        assert!(!is_dns_subdomain("-web"));
+        assert!(!is_dns_subdomain(""));
+        assert!(is_dns_label("prod"));
+        assert!(!is_dns_label("prod.eu"));
+    }
+
+    #[test]
+    fn restic_syntaxes() {
+        assert!(is_restic_duration("2y5m7d3h"));
+        assert!(is_restic_duration("30d"));
+        assert!(!is_restic_duration("30"));
+        assert!(!is_restic_duration("d30"));
+        assert!(!is_restic_duration("30w"));
+        assert!(is_read_data_subset("1/7"));
+        assert!(is_read_data_subset("10%"));
+        assert!(is_read_data_subset("500M"));
+        assert!(!is_read_data_subset("8/7"));
+        assert!(!is_read_data_subset("lots"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("0s").unwrap_err().contains("is zero"));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+    }
+}

@@ -1,0 +1,34 @@
+//! Schedule versions: a host's version goes up by one exactly when its plan's digest changes.
+
+use std::collections::BTreeMap;
+
+use crate::compile::{Fleet, HostKey};
+
+/// A host's schedule version and the digest it was given for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    pub version: u64,
+    pub digest: String,
+}
+
+/// The versions `fleet` gets, given what each host had before. `previous` should include hosts
+/// that were removed: a host that comes back continues from its old version, because an agent
+/// never accepts a version lower than one it has applied.
+pub fn assign(
+    previous: &BTreeMap<HostKey, Versioned>,
+    fleet: &Fleet,
+) -> BTreeMap<HostKey, Versioned> {
+    fleet
+        .hosts
+        .iter()
+        .map(|(key, compiled)| {
+            let version = match previous.get(key) {
+                Some(prev) if prev.digest == compiled.digest => prev.version,
+                Some(prev) => prev.version + 1,
+                None => 1,
+            };
+            let digest = compiled.digest.clone();
+            (key.clone(), Versioned { version, digest })
+        })
+        .collect()
+}

@@ -1,0 +1,6 @@
+//! Types shared by the Holdfast controller and agent. No kube, no I/O: this crate is what both
+//! sides agree on, so that a plan compiled by one is exactly what the other runs.
+
+pub mod plan;
+
+pub use plan::*;
