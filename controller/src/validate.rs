@@ -273,10 +273,10 @@ impl<'a> Validator<'a> {
                 );
             }
         }
-        if let Some(selector) = &spec.host_selector {
-            if hosts.matching(&ns, selector).next().is_none() {
-                s.warning("spec.hostSelector", "selects no host");
-            }
+        if let Some(selector) = &spec.host_selector
+            && hosts.matching(&ns, selector).next().is_none()
+        {
+            s.warning("spec.hostSelector", "selects no host");
         }
 
         // The repo: the schedule's own, or each host's default.

@@ -4,3 +4,6 @@
 pub mod plan;
 
 pub use plan::*;
+
+#[cfg(test)]
+mod tests;

@@ -1,9 +1,14 @@
 //! The five kinds of `holdfast.dev/v1alpha1`, shared by files mode and Kubernetes mode.
 
+// Each kind repeats `printcolumn(name = …, type_ = …)`, which clippy mistakes for duplicates.
 mod common;
+#[allow(clippy::duplicated_attributes)]
 mod host;
+#[allow(clippy::duplicated_attributes)]
 mod repo;
+#[allow(clippy::duplicated_attributes)]
 mod run;
+#[allow(clippy::duplicated_attributes)]
 mod schedule;
 
 use std::fmt;

@@ -97,6 +97,15 @@ impl SourceFile {
         }
     }
 
+    /// How messages name the file.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     fn unreadable(display: String, why: &str) -> Self {
         SourceFile {
             display,
@@ -358,7 +367,11 @@ impl Loader {
             }),
         }?;
         if let Some(first) = self.origins.get(&object) {
-            let first_at = self.locate(&first.file.clone(), first.doc, &FieldPath::root());
+            let first_at = self.locate(
+                &first.file.clone(),
+                first.doc,
+                &FieldPath::parse("metadata.name"),
+            );
             self.remove_last(kind);
             return Err(DocError {
                 object: Some(object),

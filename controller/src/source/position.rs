@@ -88,8 +88,10 @@ impl Indexer {
             Some(Frame::Map { path, key }) => match key.take() {
                 Some(value_path) => Some(value_path),
                 None => {
-                    // A key: the field is reported at its key, which is on the line people look
-                    // at. Complex (non-scalar) keys get a placeholder name.
+                    // A block mapping's own mark lies past its first key, so a mapping is placed
+                    // at its first key; a field at its key, the line people look at. Complex
+                    // (non-scalar) keys get a placeholder name.
+                    self.current.entry(path.clone()).or_insert(pos);
                     let field = path.key(key_text.unwrap_or("?"));
                     self.current.entry(field.clone()).or_insert(pos);
                     *key = Some(field);
@@ -102,9 +104,10 @@ impl Indexer {
 
 impl MarkedEventReceiver for Indexer {
     fn on_event(&mut self, event: Event, mark: Marker) {
+        // yaml-rust2 counts lines from 1 and columns from 0.
         let pos = Position {
             line: mark.line(),
-            column: mark.col(),
+            column: mark.col() + 1,
         };
         match event {
             Event::DocumentEnd => {
@@ -131,7 +134,9 @@ impl MarkedEventReceiver for Indexer {
                         _ => FieldPath::root(),
                     },
                 };
-                self.current.entry(path.clone()).or_insert(pos);
+                if !is_map {
+                    self.current.entry(path.clone()).or_insert(pos);
+                }
                 self.stack.push(if is_map {
                     Frame::Map { path, key: None }
                 } else {

@@ -1,0 +1,171 @@
+//! The `holdfast` binary as CI and operators run it: exit codes, exact output, golden files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use holdfast::compile::compile;
+use holdfast::crds;
+use holdfast::resources::Kind;
+use holdfast::source::files::load_dir;
+use holdfast::store::Store;
+use holdfast::versions::assign;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `holdfast` from the repository root, so that paths print as people type them.
+fn holdfast(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// Compares with a golden file; `HOLDFAST_UPDATE_GOLDEN=1` rewrites it instead.
+fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("HOLDFAST_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "{name} differs; review and rerun with HOLDFAST_UPDATE_GOLDEN=1 if the change is intended.\n--- expected\n{expected}\n--- actual\n{actual}"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn validate_accepts_the_example_fleet_with_one_line() {
+    let out = holdfast(&["validate", "examples/fleet"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        "examples/fleet: valid: 2 repos, 4 hosts, 4 schedules, 0 backups, 0 restores in 9 files\n"
+    );
+}
+
+#[test]
+fn validate_lists_every_error_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/fleet"), dir.path());
+    std::fs::write(
+        dir.path().join("schedules/broken.yaml"),
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: hourly\nspec:\n  operation: forget\n  cron: '0 * * *'\n  hosts: [web-1]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("hosts/web-1.yaml"), "kind: [\n").unwrap();
+    let out = holdfast(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let root = dir.path().display();
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{root}/hosts/web-1.yaml:2:1: YAML syntax error: did not find expected node content\n\
+             {root}/schedules/broken.yaml:5:1: Schedule/hourly: spec.retention: a forget schedule needs a retention policy (keepLast, keepDaily, …)\n\
+             {root}/schedules/broken.yaml:7:3: Schedule/hourly: spec.cron: `0 * * *` has 4 fields; expected 5 (minute hour day-of-month month day-of-week), 6 with a leading seconds field, or a macro such as @daily\n\
+             {root}/schedules/broken.yaml:8:11: Schedule/hourly: spec.hosts[0]: no Host `web-1` in namespace `default`\n"
+        )
+    );
+}
+
+#[test]
+fn validate_and_plan_refuse_a_missing_directory() {
+    for cmd in ["validate", "plan"] {
+        let out = holdfast(&[cmd, "no/such/dir"]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("holdfast: cannot read directory no/such/dir: "),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn plan_of_the_example_fleet_matches_the_golden_file() {
+    let out = holdfast(&["plan", "examples/fleet"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    golden("plan-examples-fleet.txt", &text);
+    // Deterministic: the same bytes every time.
+    assert_eq!(stdout(&holdfast(&["plan", "examples/fleet"])), text);
+}
+
+#[test]
+fn plan_against_a_data_directory_shows_versions_and_field_changes() {
+    let fleet_dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/fleet"), fleet_dir.path());
+    let data = tempfile::tempdir().unwrap();
+
+    // What the controller applied: the example fleet at version 1.
+    let applied = compile(&load_dir(fleet_dir.path()).unwrap().revision).unwrap();
+    let mut store = Store::open(data.path()).unwrap();
+    store
+        .record(&applied, &assign(&Default::default(), &applied))
+        .unwrap();
+    drop(store);
+
+    // The pull request: db-offsite moves, and web-2 is decommissioned.
+    let path = fleet_dir.path().join("schedules/db-offsite.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("0 3 * * *", "15 3 * * 1-5")).unwrap();
+    std::fs::remove_file(fleet_dir.path().join("hosts/web-2.yaml")).unwrap();
+
+    let out = holdfast(&[
+        "plan",
+        fleet_dir.path().to_str().unwrap(),
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert_eq!(
+        stdout(&out),
+        "Host build-1: v1 (unchanged)\n\
+         Host db-1: v1 -> v2\n  \
+         ~ schedule db-offsite (backup)\n      \
+         cron: \"0 0 3 * * *\" -> \"0 15 3 * * Mon-Fri\"\n\
+         Host web-1: v1 (unchanged)\n\
+         Host web-2: removed (stays at v1; its agent keeps its last schedule)\n\
+         \n3 hosts: 0 new, 1 changed, 2 unchanged, 1 removed\n"
+    );
+}
+
+#[test]
+fn crds_print_every_kind_and_match_the_checked_in_files() {
+    let out = holdfast(&["crds"]);
+    assert!(out.status.success());
+    let printed = stdout(&out);
+    let mut from_files = Vec::new();
+    for kind in Kind::ALL {
+        let path = repo_root().join("crds").join(crds::file_name(kind));
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == crds::crd_yaml(kind).unwrap(),
+            "{} is out of date: run `cargo run -p holdfast -- crds --out-dir crds`",
+            path.display()
+        );
+        from_files.push(on_disk);
+    }
+    assert_eq!(printed, from_files.join("---\n"));
+}

@@ -1,0 +1,335 @@
+//! Every validation rule: the exact message and where it points (`file:line:column`).
+
+mod common;
+
+use common::{SCHEDULE, diagnostics, load};
+
+/// A schedule named `nightly` with the given `spec` body (indented two spaces).
+fn schedule(spec: &str) -> String {
+    format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: nightly\nspec:\n{spec}"
+    )
+}
+
+fn check(files: &[(&str, &str)], expected: &[&str]) {
+    assert_eq!(diagnostics(files), expected);
+}
+
+#[test]
+fn the_base_fleet_is_valid() {
+    check(&[("s.yaml", SCHEDULE)], &[]);
+}
+
+#[test]
+fn unknown_fields_suggest_the_nearest_name() {
+    let s =
+        schedule("  operation: backup\n  cron: '0 2 * * *'\n  hosts: [web-1]\n  pathz: [/etc]\n");
+    check(
+        &[("s.yaml", &s)],
+        &["s.yaml:9:3: Schedule/nightly: spec.pathz: unknown field `pathz`; did you mean `paths`?"],
+    );
+}
+
+#[test]
+fn unknown_fields_far_from_any_name_list_the_valid_ones() {
+    let s = "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata:\n  name: r2\n  colour: blue\nspec:\n  url: /x\n  password: {hostFile: /p}\n";
+    check(
+        &[("r.yaml", s)],
+        &[
+            "r.yaml:5:3: Repo/r2: metadata.colour: unknown field `colour`; expected one of `name`, `namespace`, `labels`, `annotations`",
+        ],
+    );
+}
+
+#[test]
+fn unknown_enum_values_suggest_too() {
+    let s =
+        schedule("  operation: Backup\n  cron: '0 2 * * *'\n  hosts: [web-1]\n  paths: [/etc]\n");
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:6:3: Schedule/nightly: spec.operation: unknown value `Backup`; did you mean `backup`?",
+        ],
+    );
+}
+
+#[test]
+fn bad_names() {
+    let s = "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: Web_1\n  namespace: Prod\nspec: {}\n";
+    check(
+        &[("h.yaml", s)],
+        &[
+            "h.yaml:4:3: Host/Prod/Web_1: metadata.name: `Web_1` is not a valid name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters",
+            "h.yaml:5:3: Host/Prod/Web_1: metadata.namespace: `Prod` is not a valid namespace: use lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_names_per_kind_and_namespace() {
+    let dup = "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: web-1\nspec: {defaultRepo: nas}\n";
+    check(
+        &[("more/dup.yaml", dup)],
+        &[
+            "more/dup.yaml:4:3: Host/web-1: metadata.name: duplicate: already declared at hosts.yaml:4:3",
+        ],
+    );
+    // The same name in another namespace, or of another kind, is no duplicate.
+    let other_ns = "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: web-1\n  namespace: lab\nspec: {}\n";
+    let other_kind = "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata:\n  name: web-1\nspec: {url: /x, password: {hostFile: /p}}\n";
+    check(&[("a.yaml", other_ns), ("b.yaml", other_kind)], &[]);
+}
+
+#[test]
+fn unparsable_cron_and_time_zone() {
+    let s = schedule(
+        "  operation: backup\n  cron: '61 2 * * *'\n  timeZone: Europe/Nowhere\n  hosts: [web-1]\n  paths: [/etc]\n",
+    );
+    let d = diagnostics(&[("s.yaml", &s)]);
+    assert_eq!(d.len(), 2, "{d:#?}");
+    assert!(
+        d[0].starts_with(
+            "s.yaml:7:3: Schedule/nightly: spec.cron: invalid cron expression `61 2 * * *`: "
+        ),
+        "{}",
+        d[0]
+    );
+    assert_eq!(
+        d[1],
+        "s.yaml:8:3: Schedule/nightly: spec.timeZone: unknown time zone `Europe/Nowhere`; use an IANA name such as `UTC` or `Europe/Berlin`"
+    );
+    let s = schedule("  operation: backup\n  cron: '0 2 * *'\n  hosts: [web-1]\n  paths: [/etc]\n");
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:7:3: Schedule/nightly: spec.cron: `0 2 * *` has 4 fields; expected 5 (minute hour day-of-month month day-of-week), 6 with a leading seconds field, or a macro such as @daily",
+        ],
+    );
+}
+
+#[test]
+fn references_to_missing_hosts_and_repos() {
+    let s = schedule(
+        "  operation: backup\n  cron: '0 2 * * *'\n  hosts: [web-1, web-9]\n  repo: tape\n  paths: [/etc]\n",
+    );
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:8:18: Schedule/nightly: spec.hosts[1]: no Host `web-9` in namespace `default`",
+            "s.yaml:9:3: Schedule/nightly: spec.repo: no Repo `tape` in namespace `default`",
+        ],
+    );
+    let h = "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: web-3\nspec:\n  defaultRepo: tape\n";
+    check(
+        &[("h.yaml", h)],
+        &["h.yaml:6:3: Host/web-3: spec.defaultRepo: no Repo `tape` in namespace `default`"],
+    );
+}
+
+#[test]
+fn references_do_not_cross_namespaces() {
+    let s = "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: nightly\n  namespace: lab\nspec:\n  operation: prune\n  cron: '@daily'\n  hosts: [web-1]\n";
+    check(
+        &[("s.yaml", s)],
+        &["s.yaml:9:11: Schedule/lab/nightly: spec.hosts[0]: no Host `web-1` in namespace `lab`"],
+    );
+}
+
+#[test]
+fn a_selector_matching_no_host_is_a_warning() {
+    let s = schedule(
+        "  operation: backup\n  cron: '0 2 * * *'\n  hostSelector:\n    matchLabels: {role: mainframe}\n  paths: [/etc]\n",
+    );
+    let loaded = load(&[
+        ("repo.yaml", common::REPO),
+        ("hosts.yaml", common::HOSTS),
+        ("s.yaml", &s),
+    ]);
+    assert!(loaded.is_valid());
+    let warnings: Vec<String> = loaded.warnings().map(|d| d.to_string()).collect();
+    assert_eq!(
+        warnings,
+        ["s.yaml:8:3: warning: Schedule/nightly: spec.hostSelector: selects no host"]
+    );
+}
+
+#[test]
+fn a_schedule_must_name_hosts() {
+    let s = schedule("  operation: backup\n  cron: '0 2 * * *'\n  paths: [/etc]\n");
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:5:1: Schedule/nightly: spec: names no hosts; set `hosts`, `hostSelector`, or both",
+        ],
+    );
+}
+
+#[test]
+fn hooks_only_on_backup_schedules() {
+    let s = schedule(
+        "  operation: check\n  cron: '0 2 * * *'\n  hosts: [web-1]\n  hooks:\n    pre: [{command: [/bin/true]}]\n",
+    );
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:9:3: Schedule/nightly: spec.hooks: only a backup schedule takes hooks; this one runs check",
+        ],
+    );
+}
+
+#[test]
+fn fields_of_other_operations_are_errors_not_ignored() {
+    let s = schedule(
+        "  operation: backup\n  cron: '0 2 * * *'\n  hosts: [web-1]\n  paths: [/etc]\n  retention: {keepLast: 3}\n  readDataSubset: 5%\n",
+    );
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:10:3: Schedule/nightly: spec.retention: only a forget schedule takes retention; this one runs backup",
+            "s.yaml:11:3: Schedule/nightly: spec.readDataSubset: only a check schedule takes readDataSubset; this one runs backup",
+        ],
+    );
+}
+
+#[test]
+fn forget_without_retention() {
+    let s = schedule("  operation: forget\n  cron: '0 2 * * 0'\n  hosts: [web-1]\n");
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:5:1: Schedule/nightly: spec.retention: a forget schedule needs a retention policy (keepLast, keepDaily, …)",
+        ],
+    );
+    let s =
+        schedule("  operation: forget\n  cron: '0 2 * * 0'\n  hosts: [web-1]\n  retention: {}\n");
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:9:3: Schedule/nightly: spec.retention: the retention policy keeps nothing; set at least one keep* field",
+        ],
+    );
+    let s = schedule(
+        "  operation: forget\n  cron: '0 2 * * 0'\n  hosts: [web-1]\n  retention: {keepWithin: 3weeks}\n",
+    );
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:9:15: Schedule/nightly: spec.retention.keepWithin: `3weeks` is not a restic duration such as `2y5m7d3h`",
+        ],
+    );
+}
+
+#[test]
+fn backup_without_paths() {
+    let s = schedule("  operation: backup\n  cron: '0 2 * * *'\n  hosts: [web-1]\n");
+    check(
+        &[("s.yaml", &s)],
+        &["s.yaml:5:1: Schedule/nightly: spec.paths: a backup schedule needs at least one path"],
+    );
+}
+
+#[test]
+fn a_schedule_without_repo_needs_host_defaults() {
+    let h = "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: bare\nspec: {}\n";
+    let s = schedule("  operation: prune\n  cron: '@weekly'\n  hosts: [bare]\n");
+    check(
+        &[("h.yaml", h), ("s.yaml", &s)],
+        &[
+            "s.yaml:5:1: Schedule/nightly: spec.repo: names no repo, and host `bare` has no defaultRepo",
+        ],
+    );
+}
+
+#[test]
+fn durations_hooks_and_subsets() {
+    let s = schedule(
+        "  operation: backup\n  cron: '0 2 * * *'\n  hosts: [web-1]\n  paths: [/etc]\n  jitter: soon\n  hooks:\n    post: [{command: [''], timeout: 0s}]\n",
+    );
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:10:3: Schedule/nightly: spec.jitter: `soon` is not a duration such as `30m`, `1h30m` or `2d`",
+            "s.yaml:12:13: Schedule/nightly: spec.hooks.post[0].command: needs a program to run",
+            "s.yaml:12:28: Schedule/nightly: spec.hooks.post[0].timeout: `0s` is zero",
+        ],
+    );
+    let s = schedule(
+        "  operation: check\n  cron: '0 2 1 * *'\n  hosts: [web-1]\n  readDataSubset: most\n",
+    );
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:9:3: Schedule/nightly: spec.readDataSubset: `most` is not `n/t`, a percentage such as `10%`, or a size such as `5G`",
+        ],
+    );
+}
+
+#[test]
+fn secret_sources() {
+    let r = "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata:\n  name: s3\nspec:\n  url: s3:x\n  password:\n    secretKeyRef: {name: s, key: k}\n  env:\n    - name: AWS_KEY\n    - name: 9LIVES\n      value: x\n      valueFrom: {file: relative}\n";
+    check(
+        &[("r.yaml", r)],
+        &[
+            "r.yaml:8:5: Repo/s3: spec.password.secretKeyRef: Kubernetes Secrets are not available in files mode; use `file` (on the controller) or `hostFile` (on the host)",
+            "r.yaml:10:7: Repo/s3: spec.env[0]: set exactly one of `value` and `valueFrom`",
+            "r.yaml:11:7: Repo/s3: spec.env[1]: set exactly one of `value` and `valueFrom`",
+            "r.yaml:11:7: Repo/s3: spec.env[1].name: `9LIVES` is not a valid environment variable name",
+        ],
+    );
+    let r = "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata:\n  name: two\nspec:\n  url: /x\n  password: {file: /a, hostFile: /b}\n";
+    check(
+        &[("r.yaml", r)],
+        &[
+            "r.yaml:7:3: Repo/two: spec.password: set exactly one of `secretKeyRef`, `file` and `hostFile`",
+        ],
+    );
+}
+
+#[test]
+fn run_requests() {
+    let b = "apiVersion: holdfast.dev/v1alpha1\nkind: Backup\nmetadata:\n  name: now\nspec:\n  host: web-7\n  schedule: hourly\n";
+    check(
+        &[("b.yaml", b)],
+        &[
+            "b.yaml:6:3: Backup/now: spec.host: no Host `web-7` in namespace `default`",
+            "b.yaml:7:3: Backup/now: spec.schedule: no Schedule `hourly` in namespace `default`",
+        ],
+    );
+    let b = "apiVersion: holdfast.dev/v1alpha1\nkind: Backup\nmetadata:\n  name: now\nspec:\n  host: web-1\n  operation: forget\n";
+    check(
+        &[("b.yaml", b)],
+        &[
+            "b.yaml:7:3: Backup/now: spec.operation: a forget request needs a schedule to take its parameters from; set `schedule`",
+        ],
+    );
+    let b = "apiVersion: holdfast.dev/v1alpha1\nkind: Backup\nmetadata:\n  name: now\nspec:\n  host: web-1\n  schedule: nightly\n  operation: check\n";
+    check(
+        &[("s.yaml", SCHEDULE), ("b.yaml", b)],
+        &["b.yaml:8:3: Backup/now: spec.operation: is check, but schedule `nightly` runs backup"],
+    );
+    let ok = "apiVersion: holdfast.dev/v1alpha1\nkind: Backup\nmetadata:\n  name: now\nspec:\n  host: web-1\n  schedule: nightly\n";
+    check(&[("s.yaml", SCHEDULE), ("b.yaml", ok)], &[]);
+}
+
+#[test]
+fn restore_requests() {
+    let r = "apiVersion: holdfast.dev/v1alpha1\nkind: Restore\nmetadata:\n  name: back\nspec:\n  host: web-1\n  snapshot: latest\n  backup: b1\n  targetHost: db-1\n  targetPath: restore/here\n";
+    check(
+        &[("r.yaml", r)],
+        &[
+            "r.yaml:5:1: Restore/back: spec: set exactly one of `snapshot` (an id or `latest`), `backup` or `schedule`",
+            "r.yaml:10:3: Restore/back: spec.targetPath: `restore/here` is not an absolute path",
+        ],
+    );
+}
+
+#[test]
+fn status_cannot_be_declared_in_a_file() {
+    let h = "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: web-3\nspec: {}\nstatus:\n  online: true\n";
+    check(
+        &[("h.yaml", h)],
+        &[
+            "h.yaml:6:1: status: status is written by the controller; a file declares only metadata and spec",
+        ],
+    );
+}
