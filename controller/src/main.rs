@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use holdfast::resources::Kind;
+use holdfast::revision::plural;
 use holdfast::source::files::{self, Loaded};
 use holdfast::store::Store;
 use holdfast::{compile, crds, plan};
@@ -98,10 +99,10 @@ fn validate_command(dir: &Path) -> Result<ExitCode, String> {
         n => format!(", {n} warnings"),
     };
     println!(
-        "{}: valid: {} in {} files{warnings}",
+        "{}: valid: {} in {}{warnings}",
         dir.display(),
         loaded.revision.summary(),
-        loaded.files
+        plural(loaded.files, "file")
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -112,9 +113,15 @@ fn plan_command(dir: &Path, data_dir: Option<&Path>) -> Result<ExitCode, String>
     };
     let fleet = compile::compile(&loaded.revision).map_err(|e| e.to_string())?;
     let stored = match data_dir {
+        // A mistyped data directory must not pass for a fleet where every host is new.
         Some(data_dir) => match Store::open_read_only(data_dir).map_err(|e| e.to_string())? {
             Some(store) => store.host_plans().map_err(|e| e.to_string())?,
-            None => Default::default(),
+            None => {
+                return Err(format!(
+                    "{} holds no Holdfast database; leave out --data-dir to plan every host from version 1",
+                    data_dir.display()
+                ));
+            }
         },
         None => Default::default(),
     };

@@ -9,6 +9,7 @@ use protocol::{HostPlan, ResolvedSchedule};
 use serde_json::Value;
 
 use crate::compile::{Fleet, HostKey};
+use crate::revision::plural;
 use crate::store::StoredPlan;
 use crate::versions::{self, Versioned};
 
@@ -28,11 +29,19 @@ pub fn render(fleet: &Fleet, stored: &BTreeMap<HostKey, StoredPlan>) -> String {
             None => {
                 new += 1;
                 let _ = writeln!(out, "Host {key}: v{to} (new)");
+                if compiled.plan.paused {
+                    let _ = writeln!(out, "  paused: true");
+                }
                 describe_changes(&mut out, None, &compiled.plan);
             }
-            Some(prev) if prev.versioned.version == to && !prev.removed => {
+            Some(prev) if prev.versioned.version == to => {
                 unchanged += 1;
-                let _ = writeln!(out, "Host {key}: v{to} (unchanged)");
+                let note = if prev.removed {
+                    "returns, unchanged"
+                } else {
+                    "unchanged"
+                };
+                let _ = writeln!(out, "Host {key}: v{to} ({note})");
             }
             Some(prev) => {
                 changed += 1;
@@ -58,8 +67,8 @@ pub fn render(fleet: &Fleet, stored: &BTreeMap<HostKey, StoredPlan>) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{} hosts: {new} new, {changed} changed, {unchanged} unchanged, {removed} removed",
-        fleet.hosts.len()
+        "\n{}: {new} new, {changed} changed, {unchanged} unchanged, {removed} removed",
+        plural(fleet.hosts.len(), "host")
     );
     out
 }

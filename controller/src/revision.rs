@@ -19,14 +19,17 @@ pub struct Revision {
 impl Revision {
     /// Resource counts, as `validate` reports them.
     pub fn summary(&self) -> String {
-        format!(
-            "{} repos, {} hosts, {} schedules, {} backups, {} restores",
-            self.repos.len(),
-            self.hosts.len(),
-            self.schedules.len(),
-            self.backups.len(),
-            self.restores.len()
-        )
+        [
+            (self.repos.len(), "repo"),
+            (self.hosts.len(), "host"),
+            (self.schedules.len(), "schedule"),
+            (self.backups.len(), "backup"),
+            (self.restores.len(), "restore"),
+        ]
+        .iter()
+        .map(|(n, what)| plural(*n, what))
+        .collect::<Vec<_>>()
+        .join(", ")
     }
 
     /// Look-ups by namespace and name.
@@ -36,6 +39,15 @@ impl Revision {
             hosts: by_name(&self.hosts),
             schedules: by_name(&self.schedules),
         }
+    }
+}
+
+/// `1 host`, `2 hosts`.
+pub fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 

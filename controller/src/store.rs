@@ -45,6 +45,14 @@ pub enum StoreError {
         found: usize,
         known: usize,
     },
+    #[error(
+        "database {path} has an older schema ({found}; this Holdfast writes {known}); start the controller once to upgrade it"
+    )]
+    TooOld {
+        path: String,
+        found: usize,
+        known: usize,
+    },
 }
 
 /// What the store holds for one host.
@@ -92,15 +100,13 @@ impl Store {
             },
         )?;
         let store = Store { conn, path };
-        let applied = store.schema_version()?;
-        if applied != MIGRATIONS.len() {
-            return Err(StoreError::TooNew {
-                path: store.path.display().to_string(),
-                found: applied,
-                known: MIGRATIONS.len(),
-            });
+        let (found, known) = (store.schema_version()?, MIGRATIONS.len());
+        let path = store.path.display().to_string();
+        match found.cmp(&known) {
+            std::cmp::Ordering::Less => Err(StoreError::TooOld { path, found, known }),
+            std::cmp::Ordering::Greater => Err(StoreError::TooNew { path, found, known }),
+            std::cmp::Ordering::Equal => Ok(Some(store)),
         }
-        Ok(Some(store))
     }
 
     fn sqlite(&self, source: rusqlite::Error) -> StoreError {

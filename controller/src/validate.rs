@@ -14,6 +14,7 @@ use crate::cronspec;
 use crate::diagnostics::{FieldPath, Finding, Severity};
 use crate::resources::{
     Backup, EnvVar, HookSpec, Hooks, Host, Kind, ObjectKey, Repo, Restore, Schedule, SecretSource,
+    SelectorOperator,
 };
 use crate::revision::{Revision, RevisionIndex, key_of};
 use crate::select::HostIndex;
@@ -204,6 +205,12 @@ impl<'a> Validator<'a> {
             Operation::Forget,
         );
         only(&mut s, spec.prune, "spec.prune", Operation::Forget);
+        if !spec.tags.is_empty() && !matches!(op, Operation::Backup | Operation::Forget) {
+            s.error(
+                "spec.tags",
+                format!("only a backup or forget schedule takes tags; this one runs {op}"),
+            );
+        }
         only(
             &mut s,
             spec.read_data_subset.is_some(),
@@ -273,10 +280,25 @@ impl<'a> Validator<'a> {
                 );
             }
         }
-        if let Some(selector) = &spec.host_selector
-            && hosts.matching(&ns, selector).next().is_none()
-        {
-            s.warning("spec.hostSelector", "selects no host");
+        if let Some(selector) = &spec.host_selector {
+            let mut well_formed = true;
+            for (i, req) in selector.match_expressions.iter().enumerate() {
+                let at = FieldPath::parse("spec.hostSelector.matchExpressions").index(i);
+                let wants_values =
+                    matches!(req.operator, SelectorOperator::In | SelectorOperator::NotIn);
+                if wants_values == req.values.is_empty() {
+                    well_formed = false;
+                    let message = if wants_values {
+                        format!("{:?} needs at least one value", req.operator)
+                    } else {
+                        format!("{:?} takes no values", req.operator)
+                    };
+                    s.error_at(at.key("values"), message);
+                }
+            }
+            if well_formed && hosts.matching(&ns, selector).next().is_none() {
+                s.warning("spec.hostSelector", "selects no host");
+            }
         }
 
         // The repo: the schedule's own, or each host's default.
@@ -583,8 +605,8 @@ fn is_read_data_subset(text: &str) -> bool {
     if let Some(p) = text.strip_suffix('%') {
         return p.parse::<f64>().is_ok_and(|p| p > 0.0 && p <= 100.0);
     }
-    let number = text.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
-    number != text && number.parse::<u64>().is_ok_and(|n| n > 0)
+    let number = text.strip_suffix(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
+    number.is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n > 0))
 }
 
 #[cfg(test)]
@@ -613,6 +635,7 @@ mod tests {
         assert!(is_read_data_subset("500M"));
         assert!(!is_read_data_subset("8/7"));
         assert!(!is_read_data_subset("lots"));
+        assert!(!is_read_data_subset("5GG"));
     }
 
     #[test]

@@ -81,7 +81,7 @@ fn validate_lists_every_error_and_exits_1() {
     assert_eq!(
         stdout(&out),
         format!(
-            "{root}/hosts/web-1.yaml:2:1: YAML syntax error: did not find expected node content\n\
+            "{root}/hosts/web-1.yaml:2:1: YAML syntax error: did not find expected node content, while parsing a flow node\n\
              {root}/schedules/broken.yaml:5:1: Schedule/hourly: spec.retention: a forget schedule needs a retention policy (keepLast, keepDaily, …)\n\
              {root}/schedules/broken.yaml:7:3: Schedule/hourly: spec.cron: `0 * * *` has 4 fields; expected 5 (minute hour day-of-month month day-of-week), 6 with a leading seconds field, or a macro such as @daily\n\
              {root}/schedules/broken.yaml:8:11: Schedule/hourly: spec.hosts[0]: no Host `web-1` in namespace `default`\n"
@@ -168,4 +168,35 @@ fn crds_print_every_kind_and_match_the_checked_in_files() {
         from_files.push(on_disk);
     }
     assert_eq!(printed, from_files.join("---\n"));
+}
+
+#[test]
+fn plan_refuses_a_data_directory_without_a_database() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = holdfast(&[
+        "plan",
+        "examples/fleet",
+        "--data-dir",
+        empty.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "holdfast: {} holds no Holdfast database; leave out --data-dir to plan every host from version 1\n",
+            empty.path().display()
+        )
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn symlinked_directories_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/fleet"), dir.path());
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).unwrap();
+    std::os::unix::fs::symlink("..", dir.path().join("up")).unwrap();
+    let loaded = load_dir(dir.path()).unwrap();
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    assert_eq!(loaded.files, 9);
 }

@@ -10,7 +10,7 @@ fn syntax_errors_name_file_line_and_column() {
     let broken = "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: x\nspec:\n  defaults: [\n";
     check_one(
         broken,
-        "broken.yaml:7:1: YAML syntax error: did not find expected node content",
+        "broken.yaml:7:1: YAML syntax error: did not find expected node content, while parsing a flow node",
     );
     let tabs = "apiVersion: holdfast.dev/v1alpha1\nkind: Host\n\tmetadata: {}\n";
     let d = diagnostics(&[("broken.yaml", tabs)]);

@@ -333,3 +333,29 @@ fn status_cannot_be_declared_in_a_file() {
         ],
     );
 }
+
+#[test]
+fn tags_only_on_backup_and_forget() {
+    let s =
+        schedule("  operation: check\n  cron: '0 2 1 * *'\n  hosts: [web-1]\n  tags: [nightly]\n");
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:9:3: Schedule/nightly: spec.tags: only a backup or forget schedule takes tags; this one runs check",
+        ],
+    );
+}
+
+#[test]
+fn selector_operators_and_values_agree() {
+    let s = schedule(
+        "  operation: prune\n  cron: '@weekly'\n  hostSelector:\n    matchExpressions:\n      - {key: role, operator: In}\n      - {key: role, operator: Exists, values: [web]}\n",
+    );
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:10:10: Schedule/nightly: spec.hostSelector.matchExpressions[0].values: In needs at least one value",
+            "s.yaml:11:39: Schedule/nightly: spec.hostSelector.matchExpressions[1].values: Exists takes no values",
+        ],
+    );
+}

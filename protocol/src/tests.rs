@@ -53,7 +53,10 @@ fn empty_and_default_fields_are_left_out_of_the_canonical_form() {
 fn unknown_fields_are_refused() {
     let json = r#"{"namespace":"default","host":"h","schedules":[],"surprise":1}"#;
     let err = serde_json::from_str::<HostPlan>(json).unwrap_err();
-    assert!(err.to_string().starts_with("unknown field `surprise`"), "{err}");
+    assert!(
+        err.to_string().starts_with("unknown field `surprise`"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{Hooks, Phase, conditions_schema};
 
-/// A machine running the Holdfast agent. Its labels are what schedules select it by.
+/// What a Host declares: defaults for its backups. Schedules select hosts by their labels.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "holdfast.dev",

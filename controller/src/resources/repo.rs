@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{EnvVar, SecretSource, conditions_schema};
 
-/// A restic repository that schedules back up to.
+/// What a Repo declares: where the repository is and how to open it.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "holdfast.dev",

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{Phase, conditions_schema};
 
-/// One run of an operation on one host: a scheduled run, or a run-now request.
+/// What a Backup names: the host, and the schedule or operation to run.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "holdfast.dev",
@@ -67,7 +67,7 @@ pub struct BackupSpec {
     pub repo: Option<String>,
 }
 
-/// Restores a snapshot from a host's repository to a path on the same or another host.
+/// What a Restore names: which snapshot, and where to write it.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "holdfast.dev",

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{Hooks, LabelSelector, Phase, conditions_schema};
 
-/// A restic operation (backup, forget, prune or check) run on a cron by a set of hosts.
+/// What a Schedule declares: the operation, when, on which hosts, and its parameters.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "holdfast.dev",

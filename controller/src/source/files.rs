@@ -1,7 +1,8 @@
 //! Files mode: a directory tree of YAML files (a git checkout) read into one revision.
 //!
 //! Every `.yaml`/`.yml` file below the directory is read, every document in it dispatched on
-//! `apiVersion`/`kind`. Hidden files and directories (`.git`) are skipped. Anything that does not
+//! `apiVersion`/`kind`. Hidden files and directories (`.git`) are skipped, and so are symlinked
+//! directories. Anything that does not
 //! parse or validate is a diagnostic with its file, line and column; a revision with any error
 //! diagnostic is not to be applied.
 
@@ -149,7 +150,9 @@ fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadErro
         if hidden {
             continue;
         }
-        if path.is_dir() {
+        // A symlinked directory is not followed: it could loop, or lead out of the checkout.
+        let is_real_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_real_dir {
             collect_yaml_files(&path, out)?;
         } else if matches!(
             path.extension().and_then(|e| e.to_str()),
@@ -523,6 +526,7 @@ fn typed<S: DeserializeOwned>(
 /// and an unknown field is reported at the field itself.
 fn describe_serde_error(field: FieldPath, message: &str) -> (FieldPath, String) {
     let message = strip_location(message);
+    let message = message.as_str();
     for (prefix, what) in [("unknown field `", "field"), ("unknown variant `", "value")] {
         if let Some(rest) = message.strip_prefix(prefix) {
             let Some((name, tail)) = rest.split_once('`') else {
@@ -540,12 +544,24 @@ fn describe_serde_error(field: FieldPath, message: &str) -> (FieldPath, String) 
     (field, message.to_string())
 }
 
-/// serde_yaml appends ` at line L column C`; diagnostics carry the position already.
-fn strip_location(message: &str) -> &str {
-    match message.rfind(" at line ") {
-        Some(i) => &message[..i],
-        None => message,
+/// serde_yaml writes ` at line L column C` into its messages, sometimes twice; diagnostics carry
+/// the position already.
+fn strip_location(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(i) = rest.find(" at line ") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + " at line ".len()..];
+        // Skip `L column C`: digits, ` column `, digits.
+        let after_line = tail.trim_start_matches(|c: char| c.is_ascii_digit());
+        let after = after_line
+            .strip_prefix(" column ")
+            .map(|t| t.trim_start_matches(|c: char| c.is_ascii_digit()))
+            .unwrap_or(after_line);
+        rest = after;
     }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -573,6 +589,12 @@ mod tests {
         assert_eq!(
             strip_location("did not find expected key at line 3 column 5"),
             "did not find expected key"
+        );
+        assert_eq!(
+            strip_location(
+                "did not find expected key at line 30 column 7, while parsing a block mapping at line 28 column 5"
+            ),
+            "did not find expected key, while parsing a block mapping"
         );
     }
 }
