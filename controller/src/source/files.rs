@@ -322,52 +322,26 @@ impl Loader {
                 "status is written by the controller; a file declares only metadata and spec",
             ));
         }
+        // Types the document as `$kind` and appends it to the revision's `$list`.
+        macro_rules! add {
+            ($kind:ident, $list:ident) => {
+                typed(kind, value).map(|(metadata, spec)| {
+                    let key = key(kind, &metadata);
+                    self.revision.$list.push($kind {
+                        metadata,
+                        spec,
+                        status: None,
+                    });
+                    key
+                })
+            };
+        }
         let object = match kind {
-            Kind::Repo => typed(kind, value).map(|(metadata, spec)| {
-                let key = key(kind, &metadata);
-                self.revision.repos.push(Repo {
-                    metadata,
-                    spec,
-                    status: None,
-                });
-                key
-            }),
-            Kind::Host => typed(kind, value).map(|(metadata, spec)| {
-                let key = key(kind, &metadata);
-                self.revision.hosts.push(Host {
-                    metadata,
-                    spec,
-                    status: None,
-                });
-                key
-            }),
-            Kind::Schedule => typed(kind, value).map(|(metadata, spec)| {
-                let key = key(kind, &metadata);
-                self.revision.schedules.push(Schedule {
-                    metadata,
-                    spec,
-                    status: None,
-                });
-                key
-            }),
-            Kind::Backup => typed(kind, value).map(|(metadata, spec)| {
-                let key = key(kind, &metadata);
-                self.revision.backups.push(Backup {
-                    metadata,
-                    spec,
-                    status: None,
-                });
-                key
-            }),
-            Kind::Restore => typed(kind, value).map(|(metadata, spec)| {
-                let key = key(kind, &metadata);
-                self.revision.restores.push(Restore {
-                    metadata,
-                    spec,
-                    status: None,
-                });
-                key
-            }),
+            Kind::Repo => add!(Repo, repos),
+            Kind::Host => add!(Host, hosts),
+            Kind::Schedule => add!(Schedule, schedules),
+            Kind::Backup => add!(Backup, backups),
+            Kind::Restore => add!(Restore, restores),
         }?;
         if let Some(first) = self.origins.get(&object) {
             let first_at = self.locate(
