@@ -322,60 +322,51 @@ impl Loader {
                 "status is written by the controller; a file declares only metadata and spec",
             ));
         }
-        // Types the document as `$kind` and appends it to the revision's `$list`.
+        // Types the document as `$kind` and, unless its name is taken, adds it to `$list`.
         macro_rules! add {
-            ($kind:ident, $list:ident) => {
-                typed(kind, value).map(|(metadata, spec)| {
-                    let key = key(kind, &metadata);
-                    self.revision.$list.push($kind {
-                        metadata,
-                        spec,
-                        status: None,
-                    });
-                    key
-                })
-            };
+            ($kind:ident, $list:ident) => {{
+                let (metadata, spec) = typed(kind, value)?;
+                self.claim(key(kind, &metadata), file, doc)?;
+                self.revision.$list.push($kind {
+                    metadata,
+                    spec,
+                    status: None,
+                });
+            }};
         }
-        let object = match kind {
+        match kind {
             Kind::Repo => add!(Repo, repos),
             Kind::Host => add!(Host, hosts),
             Kind::Schedule => add!(Schedule, schedules),
             Kind::Backup => add!(Backup, backups),
             Kind::Restore => add!(Restore, restores),
-        }?;
+        }
+        Ok(())
+    }
+
+    /// Records where `object` was declared, or refuses it when its kind, namespace and name were
+    /// declared before.
+    fn claim(
+        &mut self,
+        object: ObjectKey,
+        file: &Arc<SourceFile>,
+        doc: usize,
+    ) -> Result<(), DocError> {
         if let Some(first) = self.origins.get(&object) {
-            let first_at = self.locate(
-                &first.file.clone(),
-                first.doc,
-                &FieldPath::parse("metadata.name"),
-            );
-            self.remove_last(kind);
+            let (first_file, first_doc) = (first.file.clone(), first.doc);
+            let first_at = self.locate(&first_file, first_doc, &FieldPath::parse("metadata.name"));
             return Err(DocError {
                 object: Some(object),
                 field: FieldPath::parse("metadata.name"),
                 message: format!("duplicate: already declared at {first_at}"),
             });
         }
-        self.origins.insert(
-            object,
-            Origin {
-                file: file.clone(),
-                doc,
-            },
-        );
+        let origin = Origin {
+            file: file.clone(),
+            doc,
+        };
+        self.origins.insert(object, origin);
         Ok(())
-    }
-
-    /// Drops the resource just added, when it turns out to be a duplicate.
-    fn remove_last(&mut self, kind: Kind) {
-        let r = &mut self.revision;
-        match kind {
-            Kind::Repo => drop(r.repos.pop()),
-            Kind::Host => drop(r.hosts.pop()),
-            Kind::Schedule => drop(r.schedules.pop()),
-            Kind::Backup => drop(r.backups.pop()),
-            Kind::Restore => drop(r.restores.pop()),
-        }
     }
 
     fn place_finding(&mut self, finding: Finding) {
