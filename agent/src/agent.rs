@@ -1,0 +1,106 @@
+//! `holdfast-agent run`: wires state, outbox, job manager, scheduler and connection together.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::config::connect_url;
+use crate::connection::{self, Endpoint, Shared};
+use crate::jobs::Jobs;
+use crate::outbox::Outbox;
+use crate::restic::Restic;
+use crate::runner::Context;
+use crate::scheduler;
+use crate::state::StateDir;
+use crate::tls;
+
+/// How long running jobs get to stop (restic removes its lock) when the agent is stopped.
+const STOP_GRACE: Duration = Duration::from_secs(60);
+
+/// The effective settings, after file, environment and flags.
+#[derive(Debug)]
+pub struct Settings {
+    pub server: Option<String>,
+    pub state_dir: PathBuf,
+    pub restic: PathBuf,
+    pub host: Option<String>,
+    pub ca_file: Option<PathBuf>,
+}
+
+pub async fn run(settings: Settings) -> Result<(), String> {
+    let state = StateDir::open(&settings.state_dir).map_err(|e| e.to_string())?;
+    state.clear_tmp().map_err(|e| e.to_string())?;
+    let identity = state.load_identity().map_err(|e| e.to_string())?.ok_or_else(|| {
+        format!(
+            "this agent is not enrolled ({} has no identity.json): run `holdfast-agent enroll --server URL --token TOKEN` first",
+            settings.state_dir.display()
+        )
+    })?;
+    let server = settings.server.clone().unwrap_or(identity.server.clone());
+    let host = settings.host.clone().unwrap_or(identity.host.clone());
+    let ca = match &settings.ca_file {
+        Some(path) => tls::load_ca(path)?,
+        None => Vec::new(),
+    };
+    let url = connect_url(&server)?;
+    let endpoint = Endpoint {
+        tls: url
+            .starts_with("wss://")
+            .then(|| tls::client_config(&ca))
+            .transpose()?,
+        url,
+        credential: identity.credential.clone(),
+    };
+
+    let outbox = Outbox::open(state.outbox_dir()).map_err(|e| e.to_string())?;
+    let restic = Restic::detect(&settings.restic).await;
+    let restic_version = restic.version.map(|v| v.to_string());
+    tracing::info!(
+        %host,
+        restic = restic_version.as_deref().unwrap_or("not found"),
+        pending_reports = outbox.len(),
+        "agent starting"
+    );
+    let jobs = Jobs::new(Context::new(
+        host.clone(),
+        restic,
+        state.clone(),
+        outbox.clone(),
+    ));
+    jobs.report_interrupted().map_err(|e| e.to_string())?;
+
+    let applied = state.load_schedule().map_err(|e| e.to_string())?;
+    if let Some(s) = &applied {
+        tracing::info!(version = s.version, "running the last accepted schedule");
+    }
+    let (applied_tx, applied_rx) = watch::channel(applied);
+    tokio::spawn(scheduler::run(jobs.clone(), applied_rx));
+    let shared = Shared {
+        host,
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        restic_version,
+        state,
+        outbox,
+        jobs: jobs.clone(),
+        applied: applied_tx,
+    };
+    tokio::spawn(connection::run(shared, endpoint));
+
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    let running = jobs.running();
+    tracing::info!(running = running.len(), "stopping; cancelling running jobs");
+    for job in &running {
+        jobs.cancel(job);
+    }
+    if tokio::time::timeout(STOP_GRACE, jobs.idle()).await.is_err() {
+        tracing::warn!("jobs did not stop in time; they will be reported AgentRestarted");
+    }
+    Ok(())
+}

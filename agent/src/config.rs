@@ -1,0 +1,116 @@
+//! The agent's configuration: a small YAML file, overridden by `HOLDFAST_*` environment variables,
+//! overridden by flags (clap applies flag-over-environment; this module adds the file below).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG: &str = "/etc/holdfast/agent.yaml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/holdfast-agent";
+
+/// The config file's keys; every one is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileConfig {
+    /// Base URL of the controller (`https://…`); defaults to the one used to enroll.
+    pub server: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    /// The restic binary; default `restic` from PATH.
+    pub restic: Option<PathBuf>,
+    /// Host name to report; defaults to the host the credential was enrolled for.
+    pub host: Option<String>,
+    /// PEM file of the CA that signed the controller's certificate.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl FileConfig {
+    /// Reads the file; a missing file at the default path is an empty config, anywhere else an
+    /// error, so that a typo in `--config` is not silently ignored.
+    pub fn load(path: Option<&Path>) -> Result<FileConfig, String> {
+        let (path, explicit) = match path {
+            Some(p) => (p, true),
+            None => (Path::new(DEFAULT_CONFIG), false),
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_yaml::from_str::<Option<FileConfig>>(&text)
+                .map(Option::unwrap_or_default)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(FileConfig::default())
+            }
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+}
+
+/// Turns the controller's base URL into the WebSocket URL of its connect endpoint.
+pub fn connect_url(server: &str) -> Result<String, String> {
+    let base = server.trim_end_matches('/');
+    let ws = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else if base.starts_with("ws://") || base.starts_with("wss://") {
+        base.to_string()
+    } else {
+        return Err(format!(
+            "the server URL {server:?} must start with https:// or http://"
+        ));
+    };
+    Ok(format!("{ws}{}", protocol::CONNECT_PATH))
+}
+
+/// Turns the base URL into the enroll endpoint's URL.
+pub fn enroll_url(server: &str) -> Result<String, String> {
+    let base = server.trim_end_matches('/');
+    if base.starts_with("https://") || base.starts_with("http://") {
+        Ok(format!("{base}{}", protocol::ENROLL_PATH))
+    } else {
+        Err(format!(
+            "the server URL {server:?} must start with https:// or http://"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_derived_from_the_base_url() {
+        assert_eq!(
+            connect_url("https://holdfast.example.com/").unwrap(),
+            "wss://holdfast.example.com/agent/v1/connect"
+        );
+        assert_eq!(
+            connect_url("http://127.0.0.1:8080").unwrap(),
+            "ws://127.0.0.1:8080/agent/v1/connect"
+        );
+        assert_eq!(
+            enroll_url("http://127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080/agent/v1/enroll"
+        );
+        assert!(
+            connect_url("holdfast.example.com")
+                .unwrap_err()
+                .contains("must start with")
+        );
+    }
+
+    #[test]
+    fn config_files_refuse_unknown_keys_and_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, "server: http://x\nstateDirectory: /tmp\n").unwrap();
+        let err = FileConfig::load(Some(&path)).unwrap_err();
+        assert!(
+            err.contains("agent.yaml") && err.contains("unknown field `stateDirectory`"),
+            "{err}"
+        );
+        std::fs::write(&path, "server: http://x\nstateDir: /tmp/s\n").unwrap();
+        let config = FileConfig::load(Some(&path)).unwrap();
+        assert_eq!(config.state_dir.as_deref(), Some(Path::new("/tmp/s")));
+        let missing = FileConfig::load(Some(&dir.path().join("nope.yaml"))).unwrap_err();
+        assert!(missing.contains("nope.yaml"), "{missing}");
+    }
+}

@@ -1,0 +1,691 @@
+//! One job from start to finish: hooks, restic, and what to report. The job manager decides
+//! *whether* and *when* a job runs; this module only runs it.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use protocol::{
+    BackupParams, ForgetParams, JobFinished, JobId, JobOperation, JobPhase, JobProgress, RepoStats,
+    ReportBody, ResolvedRepo, ResolvedSchedule, RestoreRequest, SecretValue, SnapshotsReport,
+    Trigger,
+};
+use tokio::sync::watch;
+
+use crate::hooks;
+use crate::outbox::Outbox;
+use crate::reporter::Reporter;
+use crate::restic::parse::{self, BackupLine, Outcome, RestoreLine};
+use crate::restic::{RepoAccess, Restic, Stream, run_streaming};
+use crate::state::StateDir;
+
+/// Lines of restic's stderr kept to explain a failure.
+const TAIL: usize = 20;
+
+/// A job to run.
+#[derive(Clone, Debug)]
+pub struct JobSpec {
+    pub id: JobId,
+    pub trigger: Trigger,
+    /// The cron time it was due (without jitter); `None` for commands.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub work: Work,
+    /// Secret values from the controller that the repository references.
+    pub secrets: Vec<SecretValue>,
+}
+
+// A job holds one of these for its whole run; boxing would save nothing worth having.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Work {
+    Schedule(ResolvedSchedule),
+    Restore(RestoreRequest),
+}
+
+impl JobSpec {
+    pub fn schedule(&self) -> Option<&str> {
+        match &self.work {
+            Work::Schedule(s) => Some(&s.name),
+            Work::Restore(_) => None,
+        }
+    }
+
+    pub fn operation(&self) -> JobOperation {
+        match &self.work {
+            Work::Schedule(s) => s.operation.into(),
+            Work::Restore(_) => JobOperation::Restore,
+        }
+    }
+
+    pub fn repo(&self) -> &ResolvedRepo {
+        match &self.work {
+            Work::Schedule(s) => &s.repo,
+            Work::Restore(r) => &r.repo,
+        }
+    }
+
+    /// Whether restic takes an exclusive lock for this operation: then nothing else may use the
+    /// repository meanwhile.
+    pub fn exclusive(&self) -> bool {
+        matches!(
+            self.operation(),
+            JobOperation::Forget | JobOperation::Prune | JobOperation::Check
+        )
+    }
+
+    pub fn scheduled_at_text(&self) -> Option<String> {
+        self.scheduled_at.map(rfc3339)
+    }
+
+    /// A `job.finished` for this job with everything but the result filled in.
+    pub fn finished(&self, outcome: Outcome, started_at: Option<String>) -> JobFinished {
+        JobFinished {
+            job: self.id.clone(),
+            schedule: self.schedule().map(str::to_string),
+            operation: self.operation(),
+            repo: self.repo().name.clone(),
+            trigger: self.trigger,
+            phase: outcome.phase,
+            reason: outcome.reason,
+            message: outcome.message,
+            scheduled_at: self.scheduled_at_text(),
+            started_at,
+            finished_at: rfc3339(Utc::now()),
+            exit_code: None,
+            snapshot_id: None,
+            summary: None,
+        }
+    }
+}
+
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn failed(reason: &str, message: String) -> Outcome {
+    Outcome {
+        phase: JobPhase::Failed,
+        reason: Some(reason.to_string()),
+        message: Some(message),
+    }
+}
+
+/// What every job shares.
+pub struct Context {
+    pub host: String,
+    pub restic: Restic,
+    pub state: StateDir,
+    pub outbox: Outbox,
+    /// Repositories known to exist, so `initialize` checks once per agent run.
+    initialized: Mutex<HashSet<String>>,
+}
+
+impl Context {
+    pub fn new(host: String, restic: Restic, state: StateDir, outbox: Outbox) -> Context {
+        Context {
+            host,
+            restic,
+            state,
+            outbox,
+            initialized: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+/// The result of one restic process.
+struct ResticRun {
+    exit: crate::restic::Exit,
+    exit_error: Option<String>,
+    tail: VecDeque<String>,
+}
+
+impl ResticRun {
+    fn outcome(&self, op: JobOperation) -> Outcome {
+        if self.exit.cancelled {
+            return Outcome {
+                phase: JobPhase::Cancelled,
+                reason: Some("Cancelled".into()),
+                message: Some("the run was cancelled".into()),
+            };
+        }
+        let tail: Vec<String> = self.tail.iter().cloned().collect();
+        parse::outcome(op, self.exit.code, self.exit_error.as_deref(), &tail)
+    }
+}
+
+/// One job's run: the context, its reporter and its cancel signal.
+pub struct Run<'a> {
+    ctx: &'a Context,
+    spec: &'a JobSpec,
+    reporter: Reporter,
+    cancel: watch::Receiver<bool>,
+}
+
+impl<'a> Run<'a> {
+    pub fn new(ctx: &'a Context, spec: &'a JobSpec, cancel: watch::Receiver<bool>) -> Run<'a> {
+        Run {
+            ctx,
+            spec,
+            reporter: Reporter::new(&spec.id, ctx.outbox.clone()),
+            cancel,
+        }
+    }
+
+    /// Runs the job and returns its `job.finished`; other reports go out as it runs.
+    pub async fn execute(mut self, started_at: String) -> JobFinished {
+        let access = match RepoAccess::resolve(
+            self.spec.repo(),
+            &self.spec.secrets,
+            &self.ctx.state.tmp_dir(),
+        ) {
+            Ok(a) => a,
+            Err(message) => {
+                return self
+                    .spec
+                    .finished(failed("SecretUnavailable", message), Some(started_at));
+            }
+        };
+        let finished = match self.ensure_initialized(&access).await {
+            Err(outcome) => self.spec.finished(outcome, Some(started_at)),
+            Ok(()) => {
+                let spec = self.spec;
+                match &spec.work {
+                    Work::Schedule(s) => match (s.operation, &s.backup, &s.forget) {
+                        (protocol::Operation::Backup, Some(b), _) => {
+                            self.backup(s, b, &access, started_at).await
+                        }
+                        (protocol::Operation::Forget, _, Some(f)) => {
+                            let args = forget_args(&self.ctx.host, f);
+                            let outcome = self.forget(&access, args).await;
+                            spec.finished(outcome, Some(started_at))
+                        }
+                        (protocol::Operation::Prune, _, _) => {
+                            let outcome = self.plain(&access, vec!["prune".into()]).await;
+                            spec.finished(outcome, Some(started_at))
+                        }
+                        (protocol::Operation::Check, _, _) => {
+                            let args = check_args(s, self.ctx.restic.capabilities.check_json);
+                            let outcome = self.plain(&access, args).await;
+                            spec.finished(outcome, Some(started_at))
+                        }
+                        (op, _, _) => spec.finished(
+                            failed(
+                                "InvalidPlan",
+                                format!("schedule {} is a {op} without its parameters", s.name),
+                            ),
+                            Some(started_at),
+                        ),
+                    },
+                    Work::Restore(r) => {
+                        let outcome = self.restore(r, &access).await;
+                        spec.finished(outcome, Some(started_at))
+                    }
+                }
+            }
+        };
+        self.reporter.finish();
+        finished
+    }
+
+    /// Runs restic; on a lock held by a dead process, clears stale locks with plain
+    /// `restic unlock` and tries once more.
+    async fn restic(
+        &mut self,
+        access: &RepoAccess,
+        args: &[String],
+        on_stdout: &mut (dyn FnMut(&mut Reporter, String) -> Option<String> + Send),
+    ) -> ResticRun {
+        let op = self.spec.operation();
+        let mut run = self.restic_once(access, args, on_stdout).await;
+        if run.outcome(op).reason.as_deref() == Some("RepositoryLocked") {
+            self.reporter.line(
+                "agent",
+                "the repository is locked; running `restic unlock` to clear stale locks".into(),
+            );
+            let unlock = self
+                .restic_once(access, &["unlock".to_string()], &mut |r, l| {
+                    r.line("restic", l);
+                    None
+                })
+                .await;
+            if unlock.exit.code == Some(0) {
+                run = self.restic_once(access, args, on_stdout).await;
+            }
+        }
+        run
+    }
+
+    async fn restic_once(
+        &mut self,
+        access: &RepoAccess,
+        args: &[String],
+        on_stdout: &mut (dyn FnMut(&mut Reporter, String) -> Option<String> + Send),
+    ) -> ResticRun {
+        let cmd = self.ctx.restic.command(access, args);
+        let mut tail = VecDeque::new();
+        let mut exit_error = None;
+        let reporter = &mut self.reporter;
+        let exit = run_streaming(cmd, &mut self.cancel, |stream, line| match stream {
+            Stream::Stdout => {
+                if let Some(e) = on_stdout(reporter, line) {
+                    exit_error = Some(e);
+                }
+            }
+            // restic writes its errors to stderr, as JSON lines when run with --json.
+            Stream::Stderr => {
+                let line = match parse::backup_line(&line) {
+                    BackupLine::Error { message, .. } => message,
+                    BackupLine::ExitError { message, .. } => {
+                        exit_error = Some(message.clone());
+                        message
+                    }
+                    _ => line,
+                };
+                if tail.len() == TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(line.clone());
+                reporter.line("restic", line);
+            }
+        })
+        .await;
+        self.reporter.flush();
+        match exit {
+            Ok(exit) => ResticRun {
+                exit,
+                exit_error,
+                tail,
+            },
+            Err(e) => ResticRun {
+                exit: crate::restic::Exit {
+                    code: Some(127),
+                    cancelled: false,
+                },
+                exit_error: Some(format!(
+                    "cannot run restic at {}: {e}",
+                    self.ctx.restic.binary.display()
+                )),
+                tail,
+            },
+        }
+    }
+
+    /// `restic init` when the repository is declared to be initialised on first use and does
+    /// not exist yet.
+    async fn ensure_initialized(&mut self, access: &RepoAccess) -> Result<(), Outcome> {
+        let repo = self.spec.repo();
+        let known = |ctx: &Context| {
+            ctx.initialized
+                .lock()
+                .map(|s| s.contains(&repo.url))
+                .unwrap_or(false)
+        };
+        if !repo.initialize || known(self.ctx) {
+            return Ok(());
+        }
+        let probe = self
+            .restic_once(access, &["cat".into(), "config".into()], &mut |_, _| None)
+            .await;
+        let probe_outcome = probe.outcome(JobOperation::Check);
+        if probe_outcome.reason.as_deref() == Some("RepositoryNotFound") {
+            self.reporter.line(
+                "agent",
+                format!(
+                    "repository {} does not exist yet; initialising it",
+                    repo.name
+                ),
+            );
+            let init = self
+                .restic_once(access, &["init".into()], &mut |r, l| {
+                    r.line("restic", l);
+                    None
+                })
+                .await;
+            let outcome = init.outcome(JobOperation::Check);
+            if outcome.phase != JobPhase::Succeeded {
+                return Err(outcome);
+            }
+        } else if probe_outcome.phase != JobPhase::Succeeded {
+            return Err(probe_outcome);
+        }
+        if let Ok(mut set) = self.ctx.initialized.lock() {
+            set.insert(repo.url.clone());
+        }
+        Ok(())
+    }
+
+    async fn backup(
+        &mut self,
+        schedule: &ResolvedSchedule,
+        params: &BackupParams,
+        access: &RepoAccess,
+        started_at: String,
+    ) -> JobFinished {
+        let job = self.spec.id.clone();
+        let env = [
+            ("HOLDFAST_JOB_ID", job.as_str()),
+            ("HOLDFAST_SCHEDULE", schedule.name.as_str()),
+        ];
+        let pre = hooks::run_all(&params.pre_hooks, "pre-hook", &env, &mut self.reporter).await;
+        let mut summary = None;
+        let (outcome, exit_code) = match pre {
+            Err(message) => (failed("PreHookFailed", message), None),
+            Ok(()) => {
+                let args = backup_args(&self.ctx.host, params);
+                let job_id = job.clone();
+                let run = self
+                    .restic(access, &args, &mut |reporter, line| {
+                        match parse::backup_line(&line) {
+                            BackupLine::Status(p) => reporter.progress(progress(&job_id, p)),
+                            BackupLine::Summary {
+                                summary: s,
+                                snapshot_id,
+                            } => summary = Some((s, snapshot_id)),
+                            BackupLine::Error { message, .. } => reporter.line("restic", message),
+                            BackupLine::ExitError { message, .. } => {
+                                reporter.line("restic", message.clone());
+                                return Some(message);
+                            }
+                            BackupLine::Other(text) => reporter.line("restic", text),
+                        }
+                        None
+                    })
+                    .await;
+                (run.outcome(JobOperation::Backup), run.exit.code)
+            }
+        };
+        let status = outcome.phase.as_str();
+        let post_env = [env[0], env[1], ("HOLDFAST_JOB_STATUS", status)];
+        if let Err(message) = hooks::run_all(
+            &params.post_hooks,
+            "post-hook",
+            &post_env,
+            &mut self.reporter,
+        )
+        .await
+        {
+            self.reporter.line("agent", message);
+        }
+        // The run ends here; listing snapshots below is bookkeeping, not part of its duration.
+        let finished_at = rfc3339(Utc::now());
+        let mut snapshot_id = summary.as_ref().map(|(_, id)| id.clone());
+        if let Some(short) = snapshot_id.clone() {
+            // restic 0.14 prints 8 characters; the snapshot list has the full id.
+            if let Some(snapshots) = self.report_snapshots(access).await {
+                snapshot_id = parse::resolve_snapshot_id(&short, &snapshots).or(Some(short));
+            }
+        }
+        let mut finished = self.spec.finished(outcome, Some(started_at));
+        finished.finished_at = finished_at;
+        finished.exit_code = exit_code;
+        finished.snapshot_id = snapshot_id;
+        finished.summary = summary.map(|(s, _)| s);
+        finished
+    }
+
+    async fn forget(&mut self, access: &RepoAccess, args: Vec<String>) -> Outcome {
+        let mut removed = Vec::new();
+        let run = self
+            .restic(access, &args, &mut |reporter, line| {
+                if line.starts_with('[') {
+                    match parse::forget(&line) {
+                        Ok(result) => removed.extend(result.removed),
+                        Err(e) => reporter.line("agent", e.to_string()),
+                    }
+                } else {
+                    reporter.line("restic", line);
+                }
+                None
+            })
+            .await;
+        self.reporter.line(
+            "agent",
+            match removed.len() {
+                0 => "forget removed no snapshots".to_string(),
+                n => format!("forget removed {n} snapshots: {}", removed.join(", ")),
+            },
+        );
+        let outcome = run.outcome(JobOperation::Forget);
+        if outcome.phase == JobPhase::Succeeded {
+            self.report_snapshots(access).await;
+        }
+        outcome
+    }
+
+    /// A command whose output is only logged (prune, check, unlock).
+    async fn plain(&mut self, access: &RepoAccess, args: Vec<String>) -> Outcome {
+        let run = self
+            .restic(access, &args, &mut |reporter, line| {
+                match parse::backup_line(&line) {
+                    BackupLine::ExitError { message, .. } => {
+                        reporter.line("restic", message.clone());
+                        return Some(message);
+                    }
+                    BackupLine::Other(text) => reporter.line("restic", text),
+                    // Other JSON (check's summary) is kept verbatim in the log.
+                    _ => reporter.line("restic", line),
+                }
+                None
+            })
+            .await;
+        run.outcome(self.spec.operation())
+    }
+
+    async fn restore(&mut self, request: &RestoreRequest, access: &RepoAccess) -> Outcome {
+        let json = self.ctx.restic.capabilities.restore_json;
+        let args = restore_args(request, json);
+        let job_id = self.spec.id.clone();
+        let run = self
+            .restic(access, &args, &mut |reporter, line| {
+                if !json {
+                    reporter.line("restic", line);
+                    return None;
+                }
+                match parse::restore_line(&line) {
+                    RestoreLine::Status(p) => reporter.progress(progress(&job_id, p)),
+                    RestoreLine::Summary {
+                        files_restored,
+                        bytes_restored,
+                    } => reporter.line(
+                        "restic",
+                        format!("restored {files_restored} files, {bytes_restored} bytes"),
+                    ),
+                    RestoreLine::Error { message, .. } => reporter.line("restic", message),
+                    RestoreLine::ExitError { message, .. } => {
+                        reporter.line("restic", message.clone());
+                        return Some(message);
+                    }
+                    RestoreLine::Other(text) => reporter.line("restic", text),
+                }
+                None
+            })
+            .await;
+        run.outcome(JobOperation::Restore)
+    }
+
+    /// Sends `snapshots.report` for this host and returns the snapshots.
+    async fn report_snapshots(&mut self, access: &RepoAccess) -> Option<Vec<protocol::Snapshot>> {
+        let args: Vec<String> = vec![
+            "snapshots".into(),
+            "--json".into(),
+            "--host".into(),
+            self.ctx.host.clone(),
+        ];
+        let mut out = String::new();
+        let run = self
+            .restic_once(access, &args, &mut |_, line| {
+                out.push_str(&line);
+                None
+            })
+            .await;
+        if run.exit.code != Some(0) {
+            return None;
+        }
+        match parse::snapshots(&out) {
+            Ok(snapshots) => {
+                self.reporter
+                    .push(ReportBody::SnapshotsReport(SnapshotsReport {
+                        repo: self.spec.repo().name.clone(),
+                        snapshots: snapshots.clone(),
+                    }));
+                Some(snapshots)
+            }
+            Err(e) => {
+                self.reporter.line("agent", e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// After a backup: `repo.stats` from `restic stats --mode raw-data`. Runs after `job.finished`
+/// so that the run's reported duration is restic's, not the statistics'.
+pub async fn report_stats(ctx: &Context, spec: &JobSpec) {
+    let Ok(access) = RepoAccess::resolve(spec.repo(), &spec.secrets, &ctx.state.tmp_dir()) else {
+        return;
+    };
+    let args: Vec<String> = ["stats", "--json", "--mode", "raw-data"]
+        .map(String::from)
+        .to_vec();
+    let cmd = ctx.restic.command(&access, &args);
+    let (_never, mut cancel) = watch::channel(false);
+    let mut out = String::new();
+    let exit = run_streaming(cmd, &mut cancel, |stream, line| {
+        if stream == Stream::Stdout {
+            out.push_str(&line);
+        }
+    })
+    .await;
+    if !matches!(exit, Ok(ref e) if e.code == Some(0)) {
+        tracing::warn!(job = %spec.id, "restic stats failed; no repo.stats this time");
+        return;
+    }
+    match parse::stats(&out) {
+        Ok(stats) => {
+            let report = ReportBody::RepoStats(RepoStats {
+                repo: spec.repo().name.clone(),
+                total_size: stats.total_size,
+                total_uncompressed_size: stats.total_uncompressed_size,
+                snapshots_count: stats.snapshots_count,
+                blob_count: stats.blob_count,
+            });
+            if let Err(e) = ctx.outbox.push(report) {
+                tracing::error!("cannot store a report: {e}");
+            }
+        }
+        Err(e) => tracing::warn!(job = %spec.id, "{e}"),
+    }
+}
+
+fn progress(job: &str, p: parse::Progress) -> JobProgress {
+    JobProgress {
+        job: job.to_string(),
+        percent_done: p.percent_done,
+        files_done: p.files_done,
+        total_files: p.total_files,
+        bytes_done: p.bytes_done,
+        total_bytes: p.total_bytes,
+        seconds_elapsed: p.seconds_elapsed,
+        seconds_remaining: p.seconds_remaining,
+        current_files: p.current_files,
+    }
+}
+
+pub fn backup_args(host: &str, params: &BackupParams) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "backup".into(),
+        "--json".into(),
+        "--host".into(),
+        host.into(),
+    ];
+    for tag in &params.tags {
+        args.extend(["--tag".into(), tag.clone()]);
+    }
+    for exclude in &params.excludes {
+        args.extend(["--exclude".into(), exclude.clone()]);
+    }
+    if let Some(kib) = params.limits.upload_kib_per_second {
+        args.extend(["--limit-upload".into(), kib.to_string()]);
+    }
+    if let Some(kib) = params.limits.download_kib_per_second {
+        args.extend(["--limit-download".into(), kib.to_string()]);
+    }
+    args.push("--".into());
+    args.extend(params.paths.iter().cloned());
+    args
+}
+
+/// Forget is always scoped to this host, and to the schedule's tags when it has some, so one
+/// host's retention never removes another host's snapshots.
+pub fn forget_args(host: &str, params: &ForgetParams) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "forget".into(),
+        "--json".into(),
+        "--host".into(),
+        host.into(),
+    ];
+    if !params.tags.is_empty() {
+        args.extend(["--tag".into(), params.tags.join(",")]);
+    }
+    let r = &params.retention;
+    let counts = [
+        ("--keep-last", r.keep_last),
+        ("--keep-hourly", r.keep_hourly),
+        ("--keep-daily", r.keep_daily),
+        ("--keep-weekly", r.keep_weekly),
+        ("--keep-monthly", r.keep_monthly),
+        ("--keep-yearly", r.keep_yearly),
+    ];
+    for (flag, n) in counts {
+        if let Some(n) = n {
+            args.extend([flag.into(), n.to_string()]);
+        }
+    }
+    if let Some(within) = &r.keep_within {
+        args.extend(["--keep-within".into(), within.clone()]);
+    }
+    for tag in &r.keep_tags {
+        args.extend(["--keep-tag".into(), tag.clone()]);
+    }
+    if params.prune {
+        args.push("--prune".into());
+    }
+    args
+}
+
+fn check_args(schedule: &ResolvedSchedule, json: bool) -> Vec<String> {
+    let mut args: Vec<String> = vec!["check".into()];
+    if json {
+        args.push("--json".into());
+    }
+    if let Some(subset) = schedule
+        .check
+        .as_ref()
+        .and_then(|c| c.read_data_subset.clone())
+    {
+        args.extend(["--read-data-subset".into(), subset]);
+    }
+    args
+}
+
+pub fn restore_args(request: &RestoreRequest, json: bool) -> Vec<String> {
+    let mut args: Vec<String> = vec!["restore".into()];
+    if json {
+        args.push("--json".into());
+    }
+    args.extend([
+        request.snapshot.clone(),
+        "--target".into(),
+        request.target_path.clone(),
+    ]);
+    if let Some(host) = &request.source_host {
+        args.extend(["--host".into(), host.clone()]);
+    }
+    for include in &request.include {
+        args.extend(["--include".into(), include.clone()]);
+    }
+    for exclude in &request.exclude {
+        args.extend(["--exclude".into(), exclude.clone()]);
+    }
+    args
+}

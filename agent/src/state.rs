@@ -1,0 +1,322 @@
+//! Everything the agent keeps on disk, under its state directory:
+//!
+//! ```text
+//! identity.json   server, host and credential from `enroll`            (0600)
+//! schedule.json   the last accepted plan, its version and secrets      (0600)
+//! marks.json      per schedule, the last run time handled (missed runs)
+//! outbox/         one file per report not yet acknowledged
+//! running/        one marker per job in progress (AgentRestarted)
+//! tmp/            password files of running jobs; emptied at start
+//! ```
+//!
+//! Every file is replaced atomically (temp file, fsync, rename, fsync of the directory), so a
+//! crash leaves either the old or the new contents, never a torn file.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use protocol::{JobStarted, ScheduleSet};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: corrupt state file: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The state directory and the files in it.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (creating when needed, owner-only) the state directory and its subdirectories.
+    pub fn open(root: &Path) -> Result<StateDir, StateError> {
+        for dir in [
+            root.to_path_buf(),
+            root.join("outbox"),
+            root.join("running"),
+            root.join("tmp"),
+        ] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io_err(&dir))?;
+        }
+        Ok(StateDir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.root.join("outbox")
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Removes password files left behind by a killed agent.
+    pub fn clear_tmp(&self) -> Result<(), StateError> {
+        let dir = self.tmp_dir();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let path = entry.map_err(io_err(&dir))?.path();
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+
+    pub fn load_identity(&self) -> Result<Option<Identity>, StateError> {
+        read_json(&self.root.join("identity.json"))
+    }
+
+    pub fn store_identity(&self, identity: &Identity) -> Result<(), StateError> {
+        write_json(&self.root.join("identity.json"), identity)
+    }
+
+    pub fn load_schedule(&self) -> Result<Option<ScheduleSet>, StateError> {
+        read_json(&self.root.join("schedule.json"))
+    }
+
+    pub fn store_schedule(&self, schedule: &ScheduleSet) -> Result<(), StateError> {
+        write_json(&self.root.join("schedule.json"), schedule)
+    }
+
+    pub fn load_marks(&self) -> Result<Marks, StateError> {
+        Ok(read_json(&self.root.join("marks.json"))?.unwrap_or_default())
+    }
+
+    pub fn store_marks(&self, marks: &Marks) -> Result<(), StateError> {
+        write_json(&self.root.join("marks.json"), marks)
+    }
+
+    fn running_path(&self, job: &str) -> PathBuf {
+        self.root
+            .join("running")
+            .join(format!("{}.json", file_safe(job)))
+    }
+
+    /// Notes that a job is in progress, so that a killed agent reports it at its next start.
+    pub fn mark_running(&self, job: &RunningJob) -> Result<(), StateError> {
+        write_json(&self.running_path(&job.started.job), job)
+    }
+
+    pub fn clear_running(&self, job: &str) -> Result<(), StateError> {
+        let path = self.running_path(job);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&path)(e)),
+            _ => sync_dir(path.parent().unwrap_or(&self.root)),
+        }
+    }
+
+    /// Jobs that were running when the agent last stopped.
+    pub fn interrupted_jobs(&self) -> Result<Vec<RunningJob>, StateError> {
+        let dir = self.root.join("running");
+        let mut jobs = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let path = entry.map_err(io_err(&dir))?.path();
+            if path.extension().is_some_and(|e| e == "json")
+                && let Some(job) = read_json::<RunningJob>(&path)?
+            {
+                jobs.push(job);
+            }
+        }
+        jobs.sort_by(|a, b| a.started.started_at.cmp(&b.started.started_at));
+        Ok(jobs)
+    }
+}
+
+/// Who this agent is, from `enroll`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    pub server: String,
+    pub host: String,
+    pub namespace: String,
+    pub credential: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("server", &self.server)
+            .field("host", &self.host)
+            .field("namespace", &self.namespace)
+            .field("credential", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Per schedule, the latest cron time (without jitter) the agent has dealt with: ran, skipped
+/// or reported missed. Runs due after it and before now were missed.
+pub type Marks = BTreeMap<String, DateTime<Utc>>;
+
+/// The marker of a job in progress.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunningJob {
+    pub started: JobStarted,
+}
+
+/// Whether a schedule version may replace the applied one: never a lower version.
+pub fn offered_is_acceptable(applied: Option<&ScheduleSet>, offered: u64) -> Result<(), String> {
+    match applied {
+        Some(a) if offered < a.version => Err(format!(
+            "version {offered} is older than the applied version {}; a stale controller may be pushing",
+            a.version
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Job ids come from schedules and the controller; keep them to a safe file name.
+pub fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StateError::Corrupt {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| StateError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// Temp file in the same directory (owner-only), fsync, rename over, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    file.write_all(bytes).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_dir(dir)
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), StateError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn files_are_replaced_whole_and_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let identity = Identity {
+            server: "http://127.0.0.1:1".into(),
+            host: "web-1".into(),
+            namespace: "default".into(),
+            credential: "s3cret".into(),
+        };
+        state.store_identity(&identity).unwrap();
+        let path = dir.path().join("identity.json");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(state.load_identity().unwrap().unwrap().host, "web-1");
+        assert!(!format!("{identity:?}").contains("s3cret"));
+        // No temp file is left behind.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_that_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        fs::write(dir.path().join("marks.json"), "{not json").unwrap();
+        let err = state.load_marks().unwrap_err().to_string();
+        assert!(err.contains("marks.json: corrupt state file"), "{err}");
+    }
+
+    #[test]
+    fn lower_versions_are_refused_and_equal_ones_accepted() {
+        let set = ScheduleSet {
+            version: 5,
+            digest: "sha256:x".into(),
+            plan: protocol::HostPlan {
+                namespace: "default".into(),
+                host: "h".into(),
+                paused: false,
+                schedules: vec![],
+            },
+            secrets: vec![],
+        };
+        assert!(offered_is_acceptable(None, 1).is_ok());
+        assert!(offered_is_acceptable(Some(&set), 5).is_ok());
+        assert!(offered_is_acceptable(Some(&set), 6).is_ok());
+        let err = offered_is_acceptable(Some(&set), 4).unwrap_err();
+        assert!(err.contains("older than the applied version 5"), "{err}");
+    }
+
+    #[test]
+    fn job_ids_become_safe_file_names() {
+        assert_eq!(file_safe("nightly-29412345"), "nightly-29412345");
+        assert_eq!(file_safe("../../etc/passwd"), ".._.._etc_passwd");
+    }
+}
