@@ -689,3 +689,68 @@ pub fn restore_args(request: &RestoreRequest, json: bool) -> Vec<String> {
     }
     args
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{Limits, Retention};
+
+    #[test]
+    fn backup_arguments_carry_host_tags_excludes_and_limits() {
+        let params = BackupParams {
+            paths: vec!["/etc".into(), "/srv".into()],
+            excludes: vec!["*.tmp".into()],
+            tags: vec!["nightly".into()],
+            limits: Limits {
+                upload_kib_per_second: Some(512),
+                download_kib_per_second: Some(1024),
+            },
+            ..BackupParams::default()
+        };
+        assert_eq!(
+            backup_args("web-1", &params).join(" "),
+            "backup --json --host web-1 --tag nightly --exclude *.tmp --limit-upload 512 --limit-download 1024 -- /etc /srv"
+        );
+    }
+
+    #[test]
+    fn forget_is_always_scoped_to_the_host_and_the_schedule_tags() {
+        let params = ForgetParams {
+            retention: Retention {
+                keep_daily: Some(7),
+                keep_within: Some("2y".into()),
+                keep_tags: vec!["keep".into()],
+                ..Retention::default()
+            },
+            tags: vec!["nightly".into(), "db".into()],
+            prune: true,
+        };
+        assert_eq!(
+            forget_args("web-1", &params).join(" "),
+            "forget --json --host web-1 --tag nightly,db --keep-daily 7 --keep-within 2y --keep-tag keep --prune"
+        );
+    }
+
+    #[test]
+    fn restore_uses_json_only_where_restic_has_it() {
+        let request = RestoreRequest {
+            repo: ResolvedRepo {
+                name: "nas".into(),
+                url: "/r".into(),
+                password: protocol::SecretRef::HostFile { path: "/p".into() },
+                env: vec![],
+                initialize: false,
+            },
+            snapshot: "latest".into(),
+            source_host: Some("web-2".into()),
+            target_path: "/srv/restore".into(),
+            include: vec!["/etc".into()],
+            exclude: vec![],
+        };
+        assert_eq!(
+            restore_args(&request, false).join(" "),
+            "restore latest --target /srv/restore --host web-2 --include /etc"
+        );
+        assert!(restore_args(&request, true).starts_with(&["restore".into(), "--json".into()]));
+    }
+}
