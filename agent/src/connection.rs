@@ -307,6 +307,7 @@ fn command_run(shared: &Shared, command: CommandRun) {
     let applied = shared.applied.borrow().clone();
     let work = match command.request {
         RunRequest::Restore(r) => Work::Restore(r),
+        RunRequest::Resolved(s) => Work::Schedule(s),
         RunRequest::Schedule { schedule } => {
             let found = applied.as_ref().and_then(|s| {
                 scheduler::by_name(&s.plan)

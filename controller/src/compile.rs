@@ -11,12 +11,12 @@ use std::fmt;
 use kube::ResourceExt;
 use protocol::{
     BackupParams, CheckParams, EnvValue, ForgetParams, Hook, HostPlan, Operation, ResolvedEnv,
-    ResolvedRepo, ResolvedSchedule, SecretRef,
+    ResolvedRepo, ResolvedSchedule, RestoreRequest, SecretRef,
 };
 use sha2::{Digest, Sha256};
 
 use crate::cronspec;
-use crate::resources::{EnvVar, HookSpec, Host, Repo, Schedule, SecretSource};
+use crate::resources::{Backup, EnvVar, HookSpec, Host, Repo, Restore, Schedule, SecretSource};
 use crate::revision::{Revision, name_of, namespace_of};
 use crate::select::HostIndex;
 use crate::validate::parse_duration;
@@ -332,4 +332,114 @@ fn secret_ref(source: &SecretSource) -> Result<SecretRef, String> {
         (None, None, Some(path)) => Ok(SecretRef::HostFile { path: path.clone() }),
         _ => Err("a secret source must set exactly one of secretKeyRef, file and hostFile".into()),
     }
+}
+
+/// What a Backup request (a Backup file) runs: its schedule resolved for its host, with the
+/// repo it names instead of the schedule's; or, without a schedule, a prune or check of the
+/// host's repo.
+pub fn backup_request(revision: &Revision, backup: &Backup) -> Result<ResolvedSchedule, String> {
+    let namespace = namespace_of(backup);
+    let spec = &backup.spec;
+    let index = revision.index();
+    let host = index
+        .hosts
+        .get(&(namespace, spec.host.as_str()))
+        .ok_or_else(|| format!("no Host `{}`", spec.host))?;
+    let repos: HashMap<(&str, &str), &Repo> = index.repos.clone();
+    let key = HostKey::new(namespace, &spec.host);
+    let mut resolved = match &spec.schedule {
+        Some(name) => {
+            let schedule = index
+                .schedules
+                .get(&(namespace, name.as_str()))
+                .ok_or_else(|| format!("no Schedule `{name}`"))?;
+            Template::new(schedule)
+                .and_then(|t| t.for_host(schedule, host, &key, &repos))
+                .map_err(|e| e.reason)?
+        }
+        None => {
+            let operation = spec.operation.unwrap_or(Operation::Check);
+            if !matches!(operation, Operation::Prune | Operation::Check) {
+                return Err(format!(
+                    "a {operation:?} request needs a schedule to take its parameters from"
+                ));
+            }
+            let repo_name = spec
+                .repo
+                .as_deref()
+                .or(host.spec.default_repo.as_deref())
+                .ok_or("no repo: the request names none and the host has no defaultRepo")?;
+            let repo = repos
+                .get(&(namespace, repo_name))
+                .ok_or_else(|| format!("no Repo `{repo_name}`"))?;
+            ResolvedSchedule {
+                name: name_of(backup).to_string(),
+                operation,
+                // Never used: a request runs once, now.
+                cron: "0 0 0 1 1 *".into(),
+                time_zone: DEFAULT_TIME_ZONE.into(),
+                jitter_seconds: 0,
+                repo: resolve_repo(repo, operation)?,
+                backup: None,
+                forget: None,
+                check: (operation == Operation::Check).then(CheckParams::default),
+                concurrency_policy: Default::default(),
+                missed_run_policy: Default::default(),
+                suspend: false,
+            }
+        }
+    };
+    if let (Some(_), Some(repo_name)) = (&spec.schedule, &spec.repo) {
+        let repo = repos
+            .get(&(namespace, repo_name.as_str()))
+            .ok_or_else(|| format!("no Repo `{repo_name}`"))?;
+        resolved.repo = resolve_repo(repo, resolved.operation)?;
+    }
+    Ok(resolved)
+}
+
+/// What a Restore request runs on its target host. `backup_snapshot` is the snapshot of the
+/// Backup record it names, if it names one.
+pub fn restore_request(
+    revision: &Revision,
+    restore: &Restore,
+    backup_snapshot: Option<&str>,
+) -> Result<RestoreRequest, String> {
+    let namespace = namespace_of(restore);
+    let spec = &restore.spec;
+    let index = revision.index();
+    let host = index
+        .hosts
+        .get(&(namespace, spec.host.as_str()))
+        .ok_or_else(|| format!("no Host `{}`", spec.host))?;
+    let schedule_repo = spec
+        .schedule
+        .as_deref()
+        .and_then(|s| index.schedules.get(&(namespace, s)))
+        .and_then(|s| s.spec.repo.as_deref());
+    let repo_name = spec
+        .repo
+        .as_deref()
+        .or(schedule_repo)
+        .or(host.spec.default_repo.as_deref())
+        .ok_or("no repo: name one, or give the source host a defaultRepo")?;
+    let repo = index
+        .repos
+        .get(&(namespace, repo_name))
+        .ok_or_else(|| format!("no Repo `{repo_name}`"))?;
+    let snapshot = match (&spec.snapshot, &spec.backup, &spec.schedule) {
+        (Some(id), _, _) => id.clone(),
+        (None, Some(backup), _) => backup_snapshot
+            .ok_or_else(|| format!("Backup `{backup}` has no snapshot"))?
+            .to_string(),
+        _ => "latest".into(),
+    };
+    Ok(RestoreRequest {
+        repo: resolve_repo(repo, Operation::Backup)?,
+        snapshot,
+        source_host: Some(spec.host.clone()),
+        target_path: spec.target_path.clone(),
+        include: spec.include.clone(),
+        exclude: spec.exclude.clone(),
+    })
 }

@@ -42,17 +42,83 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Run the controller: watch the config directory, push schedules to agents, serve status.
+    Controller(ControllerArgs),
+    /// Enrollment tokens for agents.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// The directory (a git checkout) holding the fleet's YAML.
+    #[arg(long, env = "HOLDFAST_CONFIG_DIR")]
+    config_dir: PathBuf,
+    /// Where the controller keeps its database.
+    #[arg(long, env = "HOLDFAST_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address for the page, the API and the agents.
+    #[arg(long, env = "HOLDFAST_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// A host is offline once its agent has been silent this long.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    offline_after: std::time::Duration,
+    /// How often agents send a heartbeat.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    heartbeat: std::time::Duration,
+    /// Quiet time after a file change before the directory is read again.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    debounce: std::time::Duration,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a one-time token that enrolls the agent of HOST.
+    Create {
+        /// The Host the agent will act as.
+        host: String,
+        /// The controller's data directory.
+        #[arg(long, env = "HOLDFAST_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The Host's namespace.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// How long the token stays valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
         Command::Crds { out_dir } => crds_command(out_dir.as_deref()),
         Command::Validate { dir } => validate_command(&dir),
         Command::Plan { dir, data_dir } => plan_command(&dir, data_dir.as_deref()),
+        Command::Controller(args) => controller_command(args),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    host,
+                    data_dir,
+                    namespace,
+                    ttl,
+                },
+        } => token_command(&host, &namespace, &data_dir, ttl),
     };
     result.unwrap_or_else(|message| {
         eprintln!("holdfast: {message}");
@@ -126,5 +192,47 @@ fn plan_command(dir: &Path, data_dir: Option<&Path>) -> Result<ExitCode, String>
         None => Default::default(),
     };
     print!("{}", plan::render(&fleet, &stored));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn controller_command(args: ControllerArgs) -> Result<ExitCode, String> {
+    if !args.config_dir.is_dir() {
+        return Err(format!(
+            "{} is not a directory; point --config-dir at the checkout of your fleet's YAML",
+            args.config_dir.display()
+        ));
+    }
+    let config = holdfast::server::Config {
+        config_dir: args.config_dir,
+        data_dir: args.data_dir,
+        listen: args.listen,
+        offline_after: args.offline_after,
+        // An agent must get a few heartbeats in before it counts as offline.
+        heartbeat: args.heartbeat.min(args.offline_after / 3),
+        debounce: args.debounce,
+        tls: args.tls_cert.zip(args.tls_key),
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
+    runtime.block_on(holdfast::server::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token_command(
+    host: &str,
+    namespace: &str,
+    data_dir: &Path,
+    ttl: std::time::Duration,
+) -> Result<ExitCode, String> {
+    let mut store = Store::open(data_dir).map_err(|e| e.to_string())?;
+    let ttl = chrono::Duration::from_std(ttl).map_err(|e| format!("--ttl: {e}"))?;
+    let key = holdfast::compile::HostKey::new(namespace, host);
+    let token = store
+        .create_token(&key, chrono::Utc::now() + ttl)
+        .map_err(|e| e.to_string())?;
+    println!("{token}");
+    eprintln!(
+        "one-time token for host {key}, valid for {}; enroll with: holdfast-agent enroll --token <token>",
+        humantime::format_duration(ttl.to_std().unwrap_or_default())
+    );
     Ok(ExitCode::SUCCESS)
 }

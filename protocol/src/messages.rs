@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{HostPlan, Operation, ResolvedRepo, SecretRef};
+use crate::plan::{HostPlan, Operation, ResolvedRepo, ResolvedSchedule, SecretRef};
 
 /// The protocol this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -124,7 +124,9 @@ impl ReportBody {
     }
 }
 
-/// Everything a controller sends.
+/// Everything a controller sends. Messages are built, sent and dropped; boxing the large ones
+/// would save nothing worth having.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum ControllerMessage {
@@ -444,6 +446,9 @@ pub enum RunRequest {
     Schedule {
         schedule: String,
     },
+    /// Run this fully resolved schedule once; it need not be in the plan. A run-now request that
+    /// overrides the repo, or names only an operation, becomes one of these.
+    Resolved(ResolvedSchedule),
     Restore(RestoreRequest),
 }
 

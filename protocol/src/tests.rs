@@ -203,6 +203,11 @@ fn every_controller_message() -> Vec<ControllerMessage> {
             secrets: vec![],
         }),
         ControllerMessage::CommandRun(CommandRun {
+            job: "prune-now-1".into(),
+            request: RunRequest::Resolved(plan().schedules[0].clone()),
+            secrets: vec![],
+        }),
+        ControllerMessage::CommandRun(CommandRun {
             job: "restore-1".into(),
             request: RunRequest::Restore(RestoreRequest {
                 repo: plan().schedules[0].repo.clone(),
@@ -247,6 +252,7 @@ fn every_message_round_trips_with_its_type_tag() {
     let tags = [
         "welcome",
         "schedule.set",
+        "command.run",
         "command.run",
         "command.run",
         "command.cancel",

@@ -3,6 +3,9 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+/// The end-to-end harness: real controller, agent and restic processes (`tests/fleet.rs`).
+pub mod fleet;
+
 use holdfast::source::files::{Loaded, SourceFile, load_sources};
 
 pub const REPO: &str = "\

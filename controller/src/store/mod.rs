@@ -1,7 +1,33 @@
 //! The files-mode store: SQLite under the data directory.
 //!
-//! For now it holds what `plan` needs: every host's schedule version, digest and plan, including
-//! hosts that were removed, so that versions never go backwards.
+//! It holds every host's schedule version, digest and plan (removed hosts included, so that
+//! versions never go backwards), enrollment tokens and agent credentials (hashes only), what each
+//! agent applied, run records with bounded logs, history for charts, the revisions read, and the
+//! read model: every resource's generation and last written status.
+
+mod agents;
+mod auth;
+mod model;
+mod runs;
+
+pub use agents::AgentRecord;
+pub use auth::{AuthError, Enrolled};
+pub use model::{ObjectMeta, StoredObject};
+pub use runs::{HistoryPoint, SizePoint};
+
+/// A random identifier shaped like a Kubernetes uid.
+pub fn new_uid() -> String {
+    let hex = auth::random_secret().unwrap_or_default();
+    let h = |a: usize, b: usize| hex.get(a..b).unwrap_or("0");
+    format!(
+        "{}-{}-{}-{}-{}",
+        h(0, 8),
+        h(8, 12),
+        h(12, 16),
+        h(16, 20),
+        h(20, 32)
+    )
+}
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +41,8 @@ use crate::versions::Versioned;
 const FILE_NAME: &str = "holdfast.db";
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &["CREATE TABLE host_plans (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE host_plans (
         namespace TEXT NOT NULL,
         host TEXT NOT NULL,
         version INTEGER NOT NULL,
@@ -23,7 +50,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE host_plans (
         plan TEXT NOT NULL,
         removed INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (namespace, host)
-    )"];
+    )",
+    include_str!("schema_2.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,6 +66,8 @@ pub enum StoreError {
         path: String,
         source: rusqlite::Error,
     },
+    #[error("database {path}: {message}")]
+    Other { path: String, message: String },
     #[error(
         "database {path} was written by a newer Holdfast (schema {found}, this one knows {known})"
     )]
@@ -83,6 +114,11 @@ impl Store {
             source,
         })?;
         let mut store = Store { conn, path };
+        // WAL keeps readers (`holdfast plan`, `token create`) from blocking the controller.
+        store
+            .conn
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
+            .map_err(|e| store.sqlite(e))?;
         store.migrate()?;
         Ok(store)
     }
@@ -113,6 +149,13 @@ impl Store {
         StoreError::Sqlite {
             path: self.path.display().to_string(),
             source,
+        }
+    }
+
+    fn other(&self, message: String) -> StoreError {
+        StoreError::Other {
+            path: self.path.display().to_string(),
+            message,
         }
     }
 

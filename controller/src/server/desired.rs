@@ -1,0 +1,240 @@
+//! Desired state from the config directory: read it whole, watch it, and apply each valid
+//! revision: compile, version, record, push, and turn new Backup and Restore files into runs.
+
+use std::path::{Component, Path};
+use std::sync::Arc;
+
+use chrono::Utc;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::Controller;
+use crate::compile::{self, HostKey};
+use crate::resources::{Kind, Phase};
+use crate::revision::{name_of, namespace_of};
+use crate::runs::{RunRecord, request_job};
+use crate::source::files::{self, Loaded};
+use crate::store::StoreError;
+use crate::versions::{self, Versioned};
+
+/// Reads the directory once, then watches it.
+pub fn start(controller: Arc<Controller>) -> Result<(), String> {
+    let dir = controller.config.config_dir.clone();
+    let root = dir.clone();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reading the directory makes access events of its own: only changes count.
+        if let Ok(event) = event
+            && !matches!(event.kind, notify::EventKind::Access(_))
+            && event
+                .paths
+                .iter()
+                .any(|p| !hidden(p.strip_prefix(&root).unwrap_or(p)))
+        {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    watcher
+        .watch(&dir, RecursiveMode::Recursive)
+        .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    reload(&controller);
+    let debounce = controller.config.debounce;
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        while rx.recv().await.is_some() {
+            // A `git pull` writes many files: wait for a quiet moment, then read once.
+            while let Ok(Some(())) = tokio::time::timeout(debounce, rx.recv()).await {}
+            let c = controller.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || reload(&c)).await {
+                tracing::error!("reading the config directory panicked: {e}");
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Dot files and directories (`.git`) below the config directory are not part of the desired
+/// state. Takes the path relative to the config directory, which may itself sit below a dot
+/// directory.
+fn hidden(path: &Path) -> bool {
+    path.components().any(|c| match c {
+        Component::Normal(name) => name.to_string_lossy().starts_with('.'),
+        _ => false,
+    })
+}
+
+/// The commit checked out in `dir`, when it is inside a git work tree.
+fn git_commit(dir: &Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let commit = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !commit.is_empty()).then_some(commit)
+}
+
+/// Reads the directory and applies it if valid; otherwise records why not.
+fn reload(controller: &Controller) {
+    let dir = &controller.config.config_dir;
+    let commit = git_commit(dir);
+    let result = match files::load_dir(dir) {
+        Ok(loaded) => apply(controller, loaded, commit.as_deref()),
+        Err(e) => reject(controller, &[e.to_string()], "", commit.as_deref()),
+    };
+    if let Err(e) = result {
+        tracing::error!("cannot record a revision: {e}");
+    }
+    controller
+        .ready
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    controller.touch();
+}
+
+fn reject(
+    controller: &Controller,
+    errors: &[String],
+    summary: &str,
+    commit: Option<&str>,
+) -> Result<(), StoreError> {
+    let id = controller
+        .store()
+        .record_revision(commit, summary, errors, false, Utc::now())?;
+    tracing::error!(
+        revision = id,
+        commit,
+        "rejected the config directory; the previous revision stays in force:\n  {}",
+        errors.join("\n  ")
+    );
+    Ok(())
+}
+
+fn apply(controller: &Controller, loaded: Loaded, commit: Option<&str>) -> Result<(), StoreError> {
+    let summary = loaded.revision.summary();
+    if !loaded.is_valid() {
+        let errors: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
+        return reject(controller, &errors, &summary, commit);
+    }
+    let fleet = match compile::compile(&loaded.revision) {
+        Ok(fleet) => fleet,
+        Err(e) => return reject(controller, &[e.to_string()], &summary, commit),
+    };
+    let mut store = controller.store();
+    let previous = store
+        .host_plans()?
+        .into_iter()
+        .map(|(k, p)| (k, p.versioned))
+        .collect();
+    let versions = versions::assign(&previous, &fleet);
+    store.record(&fleet, &versions)?;
+    let id = store.record_revision(commit, &summary, &[], true, Utc::now())?;
+    let new_requests = new_requests(&store, &loaded)?;
+    for record in &new_requests {
+        store.save_run(record)?;
+    }
+    drop(store);
+    for (key, v) in &versions {
+        if previous
+            .get(key)
+            .is_none_or(|p: &Versioned| p.version != v.version)
+        {
+            tracing::info!(host = %key, version = v.version, "new schedule version");
+        }
+    }
+    tracing::info!(revision = id, commit, "applied {summary}");
+    let hosts: Vec<HostKey> = {
+        let mut state = controller.state();
+        state.revision = loaded.revision;
+        state.fleet = fleet;
+        state.versions = versions;
+        state.sessions.keys().cloned().collect()
+    };
+    for host in hosts {
+        super::hub::push(controller, &host);
+        super::hub::dispatch(controller, &host);
+    }
+    Ok(())
+}
+
+/// Backup and Restore files that have no run yet: each executes once, keyed by namespace and
+/// name, so neither a restart nor a later edit runs it again.
+fn new_requests(
+    store: &crate::store::Store,
+    loaded: &Loaded,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let revision = &loaded.revision;
+    let mut out = Vec::new();
+    let now = Utc::now();
+    let mut add = |kind: Kind,
+                   namespace: &str,
+                   name: &str,
+                   host: &str,
+                   schedule: Option<String>,
+                   operation,
+                   repo: Option<String>|
+     -> Result<(), StoreError> {
+        if store.run_by_name(kind, namespace, name)?.is_none() {
+            out.push(RunRecord {
+                kind,
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                host: host.to_string(),
+                job: request_job(kind, namespace, name),
+                schedule,
+                operation,
+                repo,
+                phase: Phase::Pending,
+                requested: true,
+                created_at: now,
+                scheduled_at: None,
+                started_at: None,
+                finished_at: None,
+                exit_code: None,
+                snapshot_id: None,
+                summary: None,
+                progress: None,
+                reason: None,
+                message: None,
+                log_tail: Vec::new(),
+            });
+        }
+        Ok(())
+    };
+    let index = revision.index();
+    for b in &revision.backups {
+        let ns = namespace_of(b);
+        let operation = b
+            .spec
+            .operation
+            .or_else(|| {
+                let s = b.spec.schedule.as_deref()?;
+                index.schedules.get(&(ns, s)).map(|s| s.spec.operation)
+            })
+            .map(protocol::JobOperation::from)
+            .unwrap_or(protocol::JobOperation::Backup);
+        add(
+            Kind::Backup,
+            ns,
+            name_of(b),
+            &b.spec.host,
+            b.spec.schedule.clone(),
+            operation,
+            b.spec.repo.clone(),
+        )?;
+    }
+    for r in &revision.restores {
+        add(
+            Kind::Restore,
+            namespace_of(r),
+            name_of(r),
+            &r.spec.target_host,
+            r.spec.schedule.clone(),
+            protocol::JobOperation::Restore,
+            r.spec.repo.clone(),
+        )?;
+    }
+    Ok(out)
+}

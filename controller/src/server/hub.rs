@@ -1,0 +1,554 @@
+//! The agent hub: enrollment, one WebSocket per agent, schedule pushes, commands, and reports
+//! stored before they are acked.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use futures_util::{SinkExt, StreamExt};
+use protocol::{
+    AgentMessage, CONNECT_PATH, CommandRun, ControllerMessage, ENROLL_PATH, EnrollRequest,
+    EnrollResponse, EnvValue, ErrorCode, ErrorMessage, HostPlan, MIN_AGENT_PROTOCOL,
+    PROTOCOL_VERSION, ReportBody, ResolvedRepo, RunRequest, ScheduleSet, SecretRef, SecretValue,
+    Welcome,
+};
+use tokio::sync::mpsc;
+
+use super::{Controller, RunEvent, Session};
+use crate::compile::{self, HostKey};
+use crate::resources::{Kind, Phase};
+use crate::revision::{name_of, namespace_of};
+use crate::runs::{self, RunRecord};
+use crate::store::{SizePoint, StoreError};
+
+/// The agent must say hello within this time.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub fn router(controller: Arc<Controller>) -> Router {
+    Router::new()
+        .route(ENROLL_PATH, post(enroll))
+        .route(CONNECT_PATH, get(connect))
+        .with_state(controller)
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, message.into()).into_response()
+}
+
+async fn enroll(State(controller): State<Arc<Controller>>, body: Bytes) -> Response {
+    let Ok(request) = serde_json::from_slice::<EnrollRequest>(&body) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the body must be JSON: {\"token\": \"...\"}",
+        );
+    };
+    let result = controller.store().enroll(&request.token, Utc::now());
+    match result {
+        Ok(Ok(enrolled)) => {
+            tracing::info!(host = %enrolled.host, "agent enrolled");
+            axum::Json(EnrollResponse {
+                host: enrolled.host.name,
+                namespace: enrolled.host.namespace,
+                credential: enrolled.credential,
+            })
+            .into_response()
+        }
+        Ok(Err(refused)) => {
+            tracing::warn!("enrollment refused: {refused}");
+            refuse(StatusCode::UNAUTHORIZED, refused.to_string())
+        }
+        Err(e) => {
+            tracing::error!("enrollment failed: {e}");
+            refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the controller cannot use its database; see its log",
+            )
+        }
+    }
+}
+
+async fn connect(
+    State(controller): State<Arc<Controller>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let credential = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let host = match controller.store().authenticate(credential) {
+        Ok(Some(host)) => host,
+        Ok(None) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "unknown agent credential; enroll the agent again with a new token from `holdfast token create HOST`",
+            );
+        }
+        Err(e) => {
+            tracing::error!("cannot check a credential: {e}");
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the controller cannot use its database; see its log",
+            );
+        }
+    };
+    match upgrade {
+        Ok(upgrade) => upgrade
+            .max_message_size(protocol::MAX_FRAME_BYTES)
+            .on_upgrade(move |socket| session(controller, host, socket)),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn send(
+    socket: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    message: &ControllerMessage,
+) -> bool {
+    socket
+        .send(Message::Text(protocol::encode(message).into()))
+        .await
+        .is_ok()
+}
+
+fn error(code: ErrorCode, message: String) -> ControllerMessage {
+    ControllerMessage::Error(ErrorMessage { code, message })
+}
+
+async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => protocol::decode::<AgentMessage>(&text).ok(),
+        _ => None,
+    };
+    let hello = match hello {
+        Some(AgentMessage::Hello(hello)) => hello,
+        _ => {
+            let refusal = error(
+                ErrorCode::BadMessage,
+                "the first message must be a hello".into(),
+            );
+            send(&mut sink, &refusal).await;
+            return;
+        }
+    };
+    let refusal = if hello.protocol_version < MIN_AGENT_PROTOCOL {
+        Some(error(
+            ErrorCode::ProtocolTooOld,
+            format!(
+                "the agent speaks protocol {}, this controller needs at least {MIN_AGENT_PROTOCOL}: upgrade holdfast-agent on {host}",
+                hello.protocol_version
+            ),
+        ))
+    } else if hello.host != host.name {
+        Some(error(
+            ErrorCode::WrongHost,
+            format!("this credential belongs to host {host}, not {}", hello.host),
+        ))
+    } else {
+        None
+    };
+    if let Some(refusal) = refusal {
+        tracing::warn!(host = %host, "refused an agent: {refusal:?}");
+        send(&mut sink, &refusal).await;
+        return;
+    }
+    let welcome = ControllerMessage::Welcome(Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        controller_version: env!("CARGO_PKG_VERSION").into(),
+        heartbeat_seconds: controller.config.heartbeat.as_secs().max(1) as u32,
+    });
+    if !send(&mut sink, &welcome).await {
+        return;
+    }
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let id = controller
+        .next_session
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let record = {
+        let mut state = controller.state();
+        // A newer connection replaces an older one: dropping its sender ends it.
+        state.sessions.insert(
+            host.clone(),
+            Session {
+                id,
+                tx,
+                last_heard: Instant::now(),
+            },
+        );
+        let agent = state.agents.entry(host.clone()).or_default();
+        agent.agent_version = Some(hello.agent_version.clone());
+        agent.restic_version = hello.restic_version.clone();
+        agent.protocol_version = Some(hello.protocol_version);
+        agent.os = Some(hello.os.clone());
+        agent.arch = Some(hello.arch.clone());
+        agent.applied_version = Some(hello.applied_schedule_version).filter(|v| *v > 0);
+        agent.applied_digest = hello.applied_schedule_digest.clone();
+        agent.rejected = None;
+        agent.last_seen = Some(Utc::now());
+        agent.clone()
+    };
+    save_agent(&controller, &host, &record);
+    tracing::info!(host = %host, agent = %hello.agent_version, applied = hello.applied_schedule_version, "agent connected");
+    controller.touch();
+    push(&controller, &host);
+    dispatch(&controller, &host);
+
+    let grace = controller.config.offline_after;
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            outgoing = rx.recv() => match outgoing {
+                Some(message) => if !send(&mut sink, &message).await { break },
+                None => break,
+            },
+            incoming = stream.next() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => { last_heard = Instant::now(); heard(&controller, &host, id); continue }
+                };
+                last_heard = Instant::now();
+                heard(&controller, &host, id);
+                match protocol::decode::<AgentMessage>(&text) {
+                    Ok(message) => {
+                        if let Some(reply) = handle(&controller, &host, message) && !send(&mut sink, &reply).await {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(host = %host, "undecodable message: {e}");
+                        let reply = error(ErrorCode::BadMessage, format!("cannot read that message: {e}"));
+                        if !send(&mut sink, &reply).await { break }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until((last_heard + grace).into()) => {
+                tracing::warn!(host = %host, "agent silent for {grace:?}; closing its connection");
+                break;
+            }
+        }
+    }
+    let record = {
+        let mut state = controller.state();
+        if state.sessions.get(&host).is_some_and(|s| s.id == id) {
+            state.sessions.remove(&host);
+        }
+        state.agents.get(&host).cloned()
+    };
+    if let Some(record) = record {
+        save_agent(&controller, &host, &record);
+    }
+    tracing::info!(host = %host, "agent disconnected");
+    controller.touch();
+}
+
+fn heard(controller: &Controller, host: &HostKey, id: u64) {
+    let mut state = controller.state();
+    if let Some(session) = state.sessions.get_mut(host).filter(|s| s.id == id) {
+        session.last_heard = Instant::now();
+    }
+    if let Some(agent) = state.agents.get_mut(host) {
+        agent.last_seen = Some(Utc::now());
+    }
+}
+
+fn save_agent(controller: &Controller, host: &HostKey, record: &crate::store::AgentRecord) {
+    if let Err(e) = controller.store().save_agent(host, record) {
+        tracing::error!(host = %host, "cannot store the agent's state: {e}");
+    }
+}
+
+/// Handles one message; returns the reply, if any.
+fn handle(
+    controller: &Controller,
+    host: &HostKey,
+    message: AgentMessage,
+) -> Option<ControllerMessage> {
+    match message {
+        AgentMessage::Hello(_) => Some(error(
+            ErrorCode::BadMessage,
+            "hello was already said".into(),
+        )),
+        AgentMessage::Heartbeat(_) => None,
+        AgentMessage::ScheduleAck(ack) => {
+            let record = {
+                let mut state = controller.state();
+                let agent = state.agents.entry(host.clone()).or_default();
+                agent.applied_version = Some(ack.applied_version).filter(|v| *v > 0);
+                agent.rejected = ack.rejected.clone();
+                agent.clone()
+            };
+            match &ack.rejected {
+                Some(why) => {
+                    tracing::warn!(host = %host, version = ack.version, "agent rejected the schedule: {why}")
+                }
+                None => {
+                    tracing::info!(host = %host, version = ack.applied_version, "agent applied the schedule")
+                }
+            }
+            save_agent(controller, host, &record);
+            controller.touch();
+            None
+        }
+        AgentMessage::Report(protocol::Report { seq, body }) => {
+            match ingest(controller, host, seq, body) {
+                Ok(()) => {
+                    controller.touch();
+                    Some(ControllerMessage::Ack(protocol::Ack { seq }))
+                }
+                Err(e) => {
+                    // Not acked: the agent keeps the report and sends it again.
+                    tracing::error!(host = %host, seq, "cannot store a report: {e}");
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Stores one report; idempotent, so a resent report changes nothing.
+fn ingest(
+    controller: &Controller,
+    host: &HostKey,
+    seq: u64,
+    body: ReportBody,
+) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let mut store = controller.store();
+    let changed = |run: &RunRecord| RunEvent::Changed {
+        namespace: run.namespace.clone(),
+        name: run.name.clone(),
+    };
+    let event = match body {
+        ReportBody::JobStarted(started) => {
+            let existing = store.run_by_job(host, &started.job)?;
+            runs::started(existing, host, &started, now)
+                .map(|run| store.save_run(&run).map(|_| changed(&run)))
+                .transpose()?
+        }
+        ReportBody::JobProgress(progress) => {
+            let existing = store.run_by_job(host, &progress.job)?;
+            runs::progress(existing, &progress)
+                .map(|run| store.save_run(&run).map(|_| changed(&run)))
+                .transpose()?
+        }
+        ReportBody::JobFinished(finished) => {
+            let existing = store.run_by_job(host, &finished.job)?;
+            match runs::finished(existing, host, &finished, now) {
+                Some(run) => {
+                    store.save_run(&run)?;
+                    controller.metrics.job_finished(&run);
+                    Some(changed(&run))
+                }
+                None => None,
+            }
+        }
+        ReportBody::JobLog(log) => match store.run_by_job(host, &log.job)? {
+            Some(run) => {
+                let lines: Vec<String> = log.lines.into_iter().map(|l| l.line).collect();
+                store.append_log(&run, seq, &lines)?;
+                Some(RunEvent::Log {
+                    namespace: run.namespace,
+                    name: run.name,
+                    lines,
+                })
+            }
+            None => None,
+        },
+        ReportBody::SnapshotsReport(report) => {
+            let latest = report
+                .snapshots
+                .iter()
+                .filter_map(|s| chrono::DateTime::parse_from_rfc3339(&s.time).ok())
+                .map(|t| t.to_utc())
+                .max();
+            store.record_snapshots(
+                &host.namespace,
+                &report.repo,
+                &host.name,
+                report.snapshots.len() as u64,
+                latest,
+            )?;
+            None
+        }
+        ReportBody::RepoStats(stats) => {
+            let point = SizePoint {
+                at: now,
+                total_size: stats.total_size,
+                uncompressed_size: stats.total_uncompressed_size,
+                snapshots: stats.snapshots_count,
+            };
+            store.record_repo_size(&host.namespace, &stats.repo, &point)?;
+            None
+        }
+    };
+    drop(store);
+    if let Some(event) = event {
+        let _ = controller.runs.send(event);
+    }
+    Ok(())
+}
+
+/// Values of the controller-file secrets that the repos reference. Contents never reach a log.
+fn controller_secrets<'a>(
+    repos: impl Iterator<Item = &'a ResolvedRepo>,
+) -> Result<Vec<SecretValue>, String> {
+    let mut out: Vec<SecretValue> = Vec::new();
+    for repo in repos {
+        let env = repo.env.iter().filter_map(|e| match &e.value {
+            EnvValue::Secret(reference) => Some(reference),
+            EnvValue::Plain(_) => None,
+        });
+        for reference in std::iter::once(&repo.password).chain(env) {
+            let SecretRef::ControllerFile { path } = reference else {
+                continue;
+            };
+            if out.iter().any(|s| &s.reference == reference) {
+                continue;
+            }
+            let value = std::fs::read_to_string(path).map_err(|e| {
+                format!("cannot read secret file {path} for repo {}: {e}", repo.name)
+            })?;
+            out.push(SecretValue {
+                reference: reference.clone(),
+                value: value.trim_end_matches(['\n', '\r']).to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Sends `schedule.set` when the host's agent is connected and runs another version.
+pub fn push(controller: &Controller, host: &HostKey) {
+    let (version, plan, tx): (_, HostPlan, _) = {
+        let state = controller.state();
+        let (Some(session), Some(version), Some(compiled)) = (
+            state.sessions.get(host),
+            state.versions.get(host),
+            state.fleet.hosts.get(host),
+        ) else {
+            return;
+        };
+        let applied = state.agents.get(host).and_then(|a| a.applied_version);
+        if applied == Some(version.version) {
+            return;
+        }
+        (version.clone(), compiled.plan.clone(), session.tx.clone())
+    };
+    let secrets = match controller_secrets(plan.schedules.iter().map(|s| &s.repo)) {
+        Ok(secrets) => secrets,
+        Err(e) => {
+            tracing::error!(host = %host, version = version.version, "cannot push the schedule: {e}");
+            return;
+        }
+    };
+    tracing::info!(host = %host, version = version.version, "pushing schedule");
+    let _ = tx.send(ControllerMessage::ScheduleSet(ScheduleSet {
+        version: version.version,
+        digest: version.digest,
+        plan,
+        secrets,
+    }));
+}
+
+/// Sends the host's pending run requests (Backup and Restore files), each once.
+pub fn dispatch(controller: &Controller, host: &HostKey) {
+    let pending: Vec<RunRecord> = match controller.store().runs() {
+        Ok(runs) => runs
+            .into_iter()
+            .filter(|r| r.requested && r.phase == Phase::Pending && r.host_key() == *host)
+            .collect(),
+        Err(e) => {
+            tracing::error!("cannot read run requests: {e}");
+            return;
+        }
+    };
+    for mut run in pending {
+        let (request, tx) = {
+            let state = controller.state();
+            let Some(session) = state.sessions.get(host) else {
+                return;
+            };
+            let request = resolve(controller, &state.revision, &run);
+            (request, session.tx.clone())
+        };
+        let command = request.and_then(|(request, repo)| {
+            let secrets = controller_secrets(std::iter::once(&repo))?;
+            Ok(CommandRun {
+                job: run.job.clone(),
+                request,
+                secrets,
+            })
+        });
+        match command {
+            Ok(command) => {
+                run.phase = Phase::Dispatched;
+                // Recorded before it is sent: a restart must not send it again.
+                if let Err(e) = controller.store().save_run(&run) {
+                    tracing::error!("cannot record a dispatch: {e}");
+                    continue;
+                }
+                tracing::info!(host = %host, run = %run.name, "dispatching run request");
+                let _ = tx.send(ControllerMessage::CommandRun(command));
+            }
+            Err(why) => {
+                run.phase = Phase::Failed;
+                run.reason = Some("InvalidRequest".into());
+                run.message = Some(why);
+                run.finished_at = Some(Utc::now());
+                if let Err(e) = controller.store().save_run(&run) {
+                    tracing::error!("cannot record a failed request: {e}");
+                }
+            }
+        }
+    }
+    controller.touch();
+}
+
+/// The command a request runs, and the repo whose secrets it needs.
+fn resolve(
+    controller: &Controller,
+    revision: &crate::revision::Revision,
+    run: &RunRecord,
+) -> Result<(RunRequest, ResolvedRepo), String> {
+    match run.kind {
+        Kind::Restore => {
+            let restore = revision
+                .restores
+                .iter()
+                .find(|r| namespace_of(*r) == run.namespace && name_of(*r) == run.name)
+                .ok_or("the Restore file was removed before it ran")?;
+            let snapshot = match &restore.spec.backup {
+                Some(backup) => controller
+                    .store()
+                    .run_by_name(Kind::Backup, &run.namespace, backup)
+                    .map_err(|e| e.to_string())?
+                    .and_then(|b| b.snapshot_id),
+                None => None,
+            };
+            let request = compile::restore_request(revision, restore, snapshot.as_deref())?;
+            let repo = request.repo.clone();
+            Ok((RunRequest::Restore(request), repo))
+        }
+        _ => {
+            let backup = revision
+                .backups
+                .iter()
+                .find(|b| namespace_of(*b) == run.namespace && name_of(*b) == run.name)
+                .ok_or("the Backup file was removed before it ran")?;
+            let resolved = compile::backup_request(revision, backup)?;
+            let repo = resolved.repo.clone();
+            Ok((RunRequest::Resolved(resolved), repo))
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The running controller in files mode: desired state from a watched directory, agents over
+//! WebSocket, status into SQLite, and the read-only web surfaces.
+//!
+//! One [`Controller`] value is shared by every task. The database sits behind a mutex: each
+//! call is a short transaction, and reports are acked only after their transaction commits.
+
+mod desired;
+mod hub;
+mod model;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use protocol::ControllerMessage;
+use tokio::sync::{Notify, broadcast, mpsc};
+
+pub use model::ReadModel;
+
+use crate::compile::{Fleet, HostKey};
+use crate::revision::Revision;
+use crate::store::{AgentRecord, Store, StoreError};
+use crate::versions::Versioned;
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// A host is offline when its agent has been silent this long.
+    pub offline_after: Duration,
+    /// How often agents send a heartbeat.
+    pub heartbeat: Duration,
+    /// Quiet time after a file change before the directory is read again.
+    pub debounce: Duration,
+    /// Serve HTTPS with this certificate chain and key (PEM).
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Something a run page follows live.
+#[derive(Clone, Debug)]
+pub enum RunEvent {
+    /// The run's record changed.
+    Changed { namespace: String, name: String },
+    /// New log lines.
+    Log {
+        namespace: String,
+        name: String,
+        lines: Vec<String>,
+    },
+}
+
+/// A connected agent.
+struct Session {
+    id: u64,
+    tx: mpsc::UnboundedSender<ControllerMessage>,
+    last_heard: Instant,
+}
+
+/// Desired state in force, and what agents say.
+#[derive(Default)]
+struct State {
+    revision: Revision,
+    fleet: Fleet,
+    versions: BTreeMap<HostKey, Versioned>,
+    agents: BTreeMap<HostKey, AgentRecord>,
+    sessions: HashMap<HostKey, Session>,
+}
+
+pub struct Controller {
+    pub config: Config,
+    store: Mutex<Store>,
+    state: Mutex<State>,
+    model: RwLock<Arc<ReadModel>>,
+    dirty: Notify,
+    runs: broadcast::Sender<RunEvent>,
+    ready: AtomicBool,
+    next_session: AtomicU64,
+    pub metrics: crate::web::metrics::Metrics,
+}
+
+impl Controller {
+    pub fn open(config: Config) -> Result<Arc<Controller>, StoreError> {
+        let store = Store::open(&config.data_dir)?;
+        let agents = store.agents()?;
+        let model = ReadModel::load(&store)?;
+        Ok(Arc::new(Controller {
+            config,
+            store: Mutex::new(store),
+            state: Mutex::new(State {
+                agents,
+                ..State::default()
+            }),
+            model: RwLock::new(Arc::new(model)),
+            dirty: Notify::new(),
+            runs: broadcast::channel(1024).0,
+            ready: AtomicBool::new(false),
+            next_session: AtomicU64::new(1),
+            metrics: crate::web::metrics::Metrics::default(),
+        }))
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back).
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The read model as last written.
+    pub fn model(&self) -> Arc<ReadModel> {
+        self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Status needs recomputing.
+    fn touch(&self) {
+        self.dirty.notify_one();
+    }
+
+    /// Ready once the first revision was read and the read model written.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn subscribe_runs(&self) -> broadcast::Receiver<RunEvent> {
+        self.runs.subscribe()
+    }
+
+    /// The stored log of a run.
+    pub fn log(
+        &self,
+        kind: crate::resources::Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        self.store().log(kind, namespace, name)
+    }
+
+    /// Finished runs of a host since `since`, for the timeline.
+    pub fn history(
+        &self,
+        host: &HostKey,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::store::HistoryPoint>, StoreError> {
+        self.store().history(host, since)
+    }
+
+    /// A repo's sizes since `since`.
+    pub fn repo_sizes(
+        &self,
+        namespace: &str,
+        repo: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::store::SizePoint>, StoreError> {
+        self.store().repo_sizes(namespace, repo, since)
+    }
+
+    /// Whether the host's agent is connected and was heard from within the grace.
+    fn online(state: &State, host: &HostKey, grace: Duration) -> bool {
+        state
+            .sessions
+            .get(host)
+            .is_some_and(|s| s.last_heard.elapsed() <= grace)
+    }
+}
+
+/// Runs the controller until it fails to serve.
+pub async fn run(config: Config) -> Result<(), String> {
+    let controller = Controller::open(config.clone()).map_err(|e| e.to_string())?;
+    desired::start(controller.clone()).map_err(|e| e.to_string())?;
+    tokio::spawn(model::writer(controller.clone()));
+    let app = crate::web::router(controller.clone()).merge(hub::router(controller.clone()));
+    let app = app.into_make_service();
+    match &config.tls {
+        None => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+            tracing::info!("serving on http://{}", config.listen);
+            axum::serve(listener, app)
+                .await
+                .map_err(|e| format!("server failed: {e}"))
+        }
+        Some((cert, key)) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot load TLS certificate {} and key {}: {e}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+            tracing::info!("serving on https://{}", config.listen);
+            axum_server::bind_rustls(config.listen, tls)
+                .serve(app)
+                .await
+                .map_err(|e| format!("server failed on {}: {e}", config.listen))
+        }
+    }
+}

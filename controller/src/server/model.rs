@@ -1,0 +1,589 @@
+//! The read model: every resource with metadata and status, as the API, the page and metrics
+//! show it. A writer task recomputes it when something changed (at most every
+//! [`COALESCE`]) and at least once a second (for times: offline, stale, next run), and writes
+//! to SQLite only the objects whose spec or status changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Resource;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::Controller;
+use crate::compile::HostKey;
+use crate::resources::{
+    Backup, BackupSpec, BackupStatus, BackupSummary, Host, Kind, Phase, Progress, Repo, Restore,
+    RestoreSpec, RestoreStatus, RunStatus, Schedule,
+};
+use crate::revision::{name_of, namespace_of};
+use crate::runs::{RunRecord, is_final, operation_name};
+use crate::status::{self, Inputs, finish_conditions, human_bytes, human_duration};
+use crate::store::{ObjectMeta, Store, StoreError, StoredObject};
+use crate::web::view::Revisions;
+
+/// Changes that arrive together are written together.
+const COALESCE: Duration = Duration::from_millis(200);
+/// Recompute at least this often: offline, stale and next-run times move with the clock.
+const TICK: Duration = Duration::from_secs(1);
+const DEFAULT_SUCCESSFUL_HISTORY: u32 = 10;
+const DEFAULT_FAILED_HISTORY: u32 = 5;
+
+type ObjectId = (Kind, String, String);
+
+/// Every resource as last written.
+#[derive(Default)]
+pub struct ReadModel {
+    pub resource_version: i64,
+    pub revisions: Revisions,
+    pub repos: Vec<Repo>,
+    pub hosts: Vec<Host>,
+    pub schedules: Vec<Schedule>,
+    pub backups: Vec<Backup>,
+    pub restores: Vec<Restore>,
+    stored: BTreeMap<ObjectId, StoredObject>,
+}
+
+impl ReadModel {
+    /// The stored identities and statuses; the objects come with the first recompute.
+    pub fn load(store: &Store) -> Result<ReadModel, StoreError> {
+        Ok(ReadModel {
+            resource_version: store.resource_version()?,
+            revisions: store.revisions()?,
+            stored: store.objects()?,
+            ..ReadModel::default()
+        })
+    }
+}
+
+pub async fn writer(controller: Arc<Controller>) {
+    loop {
+        tokio::select! {
+            _ = controller.dirty.notified() => tokio::time::sleep(COALESCE).await,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        let c = controller.clone();
+        match tokio::task::spawn_blocking(move || rebuild(&c)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("cannot write status: {e}"),
+            Err(e) => tracing::error!("writing status panicked: {e}"),
+        }
+    }
+}
+
+/// Recomputes every status and writes what changed.
+fn rebuild(controller: &Controller) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let (revision, fleet, versions, agents, online) = {
+        let state = controller.state();
+        let grace = controller.config.offline_after;
+        let online: BTreeSet<HostKey> = state
+            .sessions
+            .keys()
+            .filter(|k| Controller::online(&state, k, grace))
+            .cloned()
+            .collect();
+        (
+            state.revision.clone(),
+            state.fleet.clone(),
+            state.versions.clone(),
+            state.agents.clone(),
+            online,
+        )
+    };
+    let mut store = controller.store();
+    let mut runs = store.runs()?;
+    let doomed = pruned(&runs, &revision.schedules);
+    if !doomed.is_empty() {
+        store.delete_runs(&doomed)?;
+        runs.retain(|r| !doomed.contains(&(r.kind, r.namespace.clone(), r.name.clone())));
+    }
+    let repo_sizes = store.latest_repo_sizes()?;
+    let snapshot_counts = store.snapshot_counts()?;
+    let revisions = store.revisions()?;
+    drop(store);
+
+    let previous = controller.model();
+    let schedule_created = |ns: &str, name: &str| {
+        previous
+            .stored
+            .get(&(Kind::Schedule, ns.to_string(), name.to_string()))
+            .map(|o| o.meta.created_at)
+    };
+    let is_online = |k: &HostKey| online.contains(k);
+    let inputs = Inputs {
+        now,
+        revision: &revision,
+        fleet: &fleet,
+        versions: &versions,
+        agents: &agents,
+        online: &is_online,
+        runs: &runs,
+        repo_sizes: &repo_sizes,
+        snapshot_counts: &snapshot_counts,
+        schedule_created: &schedule_created,
+    };
+    let mut host_status = status::hosts(&inputs);
+    let mut schedule_status = status::schedules(&inputs);
+    let mut repo_status = status::repos(&inputs);
+
+    let mut writer = Writer {
+        previous: &previous.stored,
+        next: BTreeMap::new(),
+        changes: Vec::new(),
+        resource_version: previous.resource_version,
+        now,
+    };
+    let repos = revision
+        .repos
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.status = repo_status.remove(&(namespace_of(&r).into(), name_of(&r).into()));
+            writer.settle(Kind::Repo, r)
+        })
+        .collect();
+    let hosts = revision
+        .hosts
+        .iter()
+        .map(|h| {
+            let mut h = h.clone();
+            h.status = host_status.remove(&HostKey::new(namespace_of(&h), name_of(&h)));
+            writer.settle(Kind::Host, h)
+        })
+        .collect();
+    let schedules = revision
+        .schedules
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            s.status = schedule_status.remove(&(namespace_of(&s).into(), name_of(&s).into()));
+            writer.settle(Kind::Schedule, s)
+        })
+        .collect();
+    let mut backups = Vec::new();
+    let mut restores = Vec::new();
+    for run in runs.iter().rev() {
+        match run.kind {
+            Kind::Restore => {
+                let file = revision
+                    .restores
+                    .iter()
+                    .find(|r| namespace_of(*r) == run.namespace && name_of(*r) == run.name);
+                restores.push(writer.settle(Kind::Restore, restore_object(run, file, now)));
+            }
+            _ => {
+                let file = revision
+                    .backups
+                    .iter()
+                    .find(|b| namespace_of(*b) == run.namespace && name_of(*b) == run.name);
+                backups.push(writer.settle(Kind::Backup, backup_object(run, file, now)));
+            }
+        }
+    }
+    // Objects no longer desired, and records pruned, are deleted.
+    let gone: Vec<ObjectId> = previous
+        .stored
+        .keys()
+        .filter(|id| !writer.next.contains_key(*id))
+        .cloned()
+        .collect();
+    for id in gone {
+        writer.resource_version += 1;
+        writer.changes.push((id, None));
+    }
+    if !writer.changes.is_empty() {
+        controller
+            .store()
+            .write_objects(&writer.changes, writer.resource_version)?;
+    }
+    let model = ReadModel {
+        resource_version: writer.resource_version,
+        revisions,
+        repos,
+        hosts,
+        schedules,
+        backups,
+        restores,
+        stored: writer.next,
+    };
+    *controller.model.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(model);
+    controller
+        .ready
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+/// Fills in metadata and the parts of status that depend on what was written before.
+struct Writer<'a> {
+    previous: &'a BTreeMap<ObjectId, StoredObject>,
+    next: BTreeMap<ObjectId, StoredObject>,
+    changes: Vec<(ObjectId, Option<StoredObject>)>,
+    resource_version: i64,
+    now: DateTime<Utc>,
+}
+
+/// The parts of a status every kind has.
+trait HasStatus: Resource + Serialize {
+    fn spec_json(&self) -> serde_json::Value;
+    fn status_json(&self) -> Option<serde_json::Value>;
+    fn finish(&mut self, previous: &[Condition], generation: i64, now: DateTime<Utc>);
+}
+
+macro_rules! has_status {
+    ($kind:ty $(, $field:ident)?) => {
+        impl HasStatus for $kind {
+            fn spec_json(&self) -> serde_json::Value {
+                serde_json::to_value(&self.spec).unwrap_or_default()
+            }
+            fn status_json(&self) -> Option<serde_json::Value> {
+                self.status.as_ref().and_then(|s| serde_json::to_value(s).ok())
+            }
+            fn finish(&mut self, previous: &[Condition], generation: i64, now: DateTime<Utc>) {
+                if let Some(status) = &mut self.status {
+                    let status = &mut (*status)$(.$field)?;
+                    status.observed_generation = Some(generation);
+                    finish_conditions(&mut status.conditions, previous, generation, now);
+                }
+            }
+        }
+    };
+}
+
+// The run kinds keep their conditions in `status.run`.
+has_status!(Repo);
+has_status!(Host);
+has_status!(Schedule);
+has_status!(Backup, run);
+has_status!(Restore, run);
+
+impl<'a> Writer<'a> {
+    fn settle<K: HasStatus>(&mut self, kind: Kind, mut object: K) -> K {
+        let id: ObjectId = (
+            kind,
+            object
+                .meta()
+                .namespace
+                .clone()
+                .unwrap_or_else(|| crate::resources::DEFAULT_NAMESPACE.into()),
+            object.meta().name.clone().unwrap_or_default(),
+        );
+        let spec_digest = hex::encode(Sha256::digest(object.spec_json().to_string()));
+        let before = self.previous.get(&id);
+        let meta = match before {
+            Some(b) if b.spec_digest == spec_digest => b.meta.clone(),
+            Some(b) => ObjectMeta {
+                generation: b.meta.generation + 1,
+                ..b.meta.clone()
+            },
+            None => ObjectMeta {
+                uid: crate::store::new_uid(),
+                generation: 1,
+                created_at: self.now,
+                resource_version: 0,
+            },
+        };
+        let previous_conditions: Vec<Condition> = before
+            .and_then(|b| b.status.as_ref())
+            .and_then(|s| s.get("conditions"))
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+            .unwrap_or_default();
+        object.finish(&previous_conditions, meta.generation, self.now);
+        let status = object.status_json();
+        let stored = if let Some(b) =
+            before.filter(|b| b.spec_digest == spec_digest && b.status == status)
+        {
+            b.clone()
+        } else {
+            self.resource_version += 1;
+            let stored = StoredObject {
+                meta: ObjectMeta {
+                    resource_version: self.resource_version,
+                    ..meta
+                },
+                spec_digest,
+                status,
+            };
+            self.changes.push((id.clone(), Some(stored.clone())));
+            stored
+        };
+        let m = object.meta_mut();
+        m.namespace = Some(id.1.clone());
+        m.uid = Some(stored.meta.uid.clone());
+        m.generation = Some(stored.meta.generation);
+        m.resource_version = Some(stored.meta.resource_version.to_string());
+        m.creation_timestamp = Some(crate::time::k8s(stored.meta.created_at));
+        self.next.insert(id, stored);
+        object
+    }
+}
+
+const HOST_LABEL: &str = "holdfast.dev/host";
+const SCHEDULE_LABEL: &str = "holdfast.dev/schedule";
+const REPO_LABEL: &str = "holdfast.dev/repo";
+const OPERATION_LABEL: &str = "holdfast.dev/operation";
+const SCHEDULED_TIME_ANNOTATION: &str = "holdfast.dev/scheduled-time";
+
+fn run_status(run: &RunRecord, now: DateTime<Utc>) -> RunStatus {
+    let duration = run
+        .started_at
+        .map(|start| (run.finished_at.unwrap_or(now) - start).num_seconds())
+        .map(human_duration);
+    let phase = run.phase;
+    let word = serde_json::to_value(phase)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let condition = |kind: &str, on: bool, message: String| Condition {
+        type_: kind.into(),
+        status: if on { "True" } else { "False" }.into(),
+        reason: word.clone(),
+        message,
+        observed_generation: None,
+        last_transition_time: crate::time::k8s(now),
+    };
+    let outcome = run.message.clone().unwrap_or_else(|| match phase {
+        Phase::Pending => "waiting for the host's agent to connect".into(),
+        Phase::Dispatched => "sent to the agent".into(),
+        Phase::Running => "running".into(),
+        _ => format!("the run ended {word}"),
+    });
+    let mut conditions = vec![condition(
+        "Ready",
+        phase == Phase::Succeeded,
+        outcome.clone(),
+    )];
+    if !is_final(phase) {
+        conditions.push(condition("Reconciling", true, outcome.clone()));
+    } else if matches!(phase, Phase::Failed | Phase::PartiallyFailed) {
+        conditions.push(condition("Stalled", true, outcome));
+    }
+    RunStatus {
+        observed_generation: None,
+        conditions,
+        phase: Some(phase),
+        job_id: Some(run.job.clone()),
+        scheduled_time: run.scheduled_at.map(crate::time::k8s),
+        start_time: run.started_at.map(crate::time::k8s),
+        completion_time: run.finished_at.map(crate::time::k8s),
+        duration,
+        progress: run.progress.as_ref().map(|p| Progress {
+            percent: format!("{:.0}%", (p.percent_done * 100.0).clamp(0.0, 100.0)),
+            files_done: p.files_done,
+            total_files: Some(p.total_files).filter(|n| *n > 0),
+            bytes_done: p.bytes_done,
+            total_bytes: Some(p.total_bytes).filter(|n| *n > 0),
+            seconds_remaining: p.seconds_remaining,
+        }),
+        exit_code: run.exit_code,
+        reason: run.reason.clone(),
+        message: run.message.clone(),
+        log_tail: run.log_tail.clone(),
+    }
+}
+
+fn labels(run: &RunRecord) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (HOST_LABEL.to_string(), run.host.clone()),
+        (
+            OPERATION_LABEL.to_string(),
+            operation_name(run.operation).to_string(),
+        ),
+    ]);
+    if let Some(schedule) = &run.schedule {
+        labels.insert(SCHEDULE_LABEL.into(), schedule.clone());
+    }
+    if let Some(repo) = &run.repo {
+        labels.insert(REPO_LABEL.into(), repo.clone());
+    }
+    labels
+}
+
+/// A Backup: the file a person wrote, or one made from the run record.
+fn backup_object(run: &RunRecord, file: Option<&Backup>, now: DateTime<Utc>) -> Backup {
+    let mut backup = file.cloned().unwrap_or_else(|| {
+        let operation = match run.operation {
+            protocol::JobOperation::Backup => Some(protocol::Operation::Backup),
+            protocol::JobOperation::Forget => Some(protocol::Operation::Forget),
+            protocol::JobOperation::Prune => Some(protocol::Operation::Prune),
+            protocol::JobOperation::Check => Some(protocol::Operation::Check),
+            protocol::JobOperation::Restore => None,
+        };
+        let mut b = Backup::new(
+            &run.name,
+            BackupSpec {
+                host: run.host.clone(),
+                schedule: run.schedule.clone(),
+                operation,
+                repo: run.repo.clone(),
+            },
+        );
+        b.metadata.namespace = Some(run.namespace.clone());
+        b
+    });
+    backup
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .extend(labels(run));
+    if let Some(at) = run.scheduled_at {
+        backup
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(SCHEDULED_TIME_ANNOTATION.into(), at.to_rfc3339());
+    }
+    backup.status = Some(BackupStatus {
+        run: run_status(run, now),
+        snapshot_id: run.snapshot_id.clone(),
+        snapshot_short_id: run
+            .snapshot_id
+            .as_ref()
+            .map(|id| id.chars().take(8).collect()),
+        data_added: run.summary.as_ref().map(|s| human_bytes(s.data_added)),
+        summary: run.summary.as_ref().map(|s| BackupSummary {
+            files_new: s.files_new,
+            files_changed: s.files_changed,
+            files_unmodified: s.files_unmodified,
+            dirs_new: s.dirs_new,
+            dirs_changed: s.dirs_changed,
+            dirs_unmodified: s.dirs_unmodified,
+            data_added: s.data_added,
+            total_files_processed: s.total_files_processed,
+            total_bytes_processed: s.total_bytes_processed,
+        }),
+    });
+    backup
+}
+
+/// A Restore: the file, with the status of its run.
+fn restore_object(run: &RunRecord, file: Option<&Restore>, now: DateTime<Utc>) -> Restore {
+    let mut restore = file.cloned().unwrap_or_else(|| {
+        let mut r = Restore::new(
+            &run.name,
+            RestoreSpec {
+                host: run.host.clone(),
+                repo: run.repo.clone(),
+                snapshot: run.snapshot_id.clone(),
+                backup: None,
+                schedule: run.schedule.clone(),
+                target_host: run.host.clone(),
+                target_path: String::new(),
+                include: vec![],
+                exclude: vec![],
+            },
+        );
+        r.metadata.namespace = Some(run.namespace.clone());
+        r
+    });
+    restore.status = Some(RestoreStatus {
+        run: run_status(run, now),
+        snapshot_id: run.snapshot_id.clone(),
+        files_restored: None,
+        bytes_restored: None,
+    });
+    restore
+}
+
+/// Scheduled run records beyond their schedule's history limits, oldest first to go. Requests
+/// (files in git) are never pruned, nor are runs still going.
+fn pruned(runs: &[RunRecord], schedules: &[Schedule]) -> Vec<ObjectId> {
+    let limits = |namespace: &str, schedule: Option<&str>| {
+        let spec = schedule.and_then(|name| {
+            schedules
+                .iter()
+                .find(|s| namespace_of(*s) == namespace && name_of(*s) == name)
+                .map(|s| &s.spec)
+        });
+        (
+            spec.and_then(|s| s.successful_runs_history_limit)
+                .unwrap_or(DEFAULT_SUCCESSFUL_HISTORY),
+            spec.and_then(|s| s.failed_runs_history_limit)
+                .unwrap_or(DEFAULT_FAILED_HISTORY),
+        )
+    };
+    let mut groups: BTreeMap<(&str, Option<&str>, &str, bool), Vec<&RunRecord>> = BTreeMap::new();
+    for run in runs.iter().filter(|r| !r.requested && r.is_final()) {
+        groups
+            .entry((
+                &run.namespace,
+                run.schedule.as_deref(),
+                &run.host,
+                run.phase == Phase::Succeeded,
+            ))
+            .or_default()
+            .push(run);
+    }
+    let mut doomed = Vec::new();
+    for ((namespace, schedule, _, succeeded), mut group) in groups {
+        let (keep_ok, keep_failed) = limits(namespace, schedule);
+        let keep = if succeeded { keep_ok } else { keep_failed } as usize;
+        group.sort_by_key(|r| std::cmp::Reverse(r.finished_at));
+        doomed.extend(
+            group
+                .into_iter()
+                .skip(keep)
+                .map(|r| (r.kind, r.namespace.clone(), r.name.clone())),
+        );
+    }
+    doomed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(name: &str, phase: Phase, minute: i64) -> RunRecord {
+        let at = DateTime::<Utc>::from_timestamp(1_700_000_000 + minute * 60, 0).unwrap();
+        let mut record: RunRecord = crate::runs::finished(
+            None,
+            &HostKey::new("default", "web-1"),
+            &serde_json::from_str(include_str!(
+                "../../tests/fixtures/reports/job-finished.json"
+            ))
+            .unwrap(),
+            at,
+        )
+        .unwrap();
+        record.name = name.into();
+        record.phase = phase;
+        record.started_at = Some(at - chrono::Duration::seconds(2));
+        record.finished_at = Some(at);
+        record
+    }
+
+    #[test]
+    fn history_limits_keep_the_newest_runs_of_each_outcome() {
+        let mut runs: Vec<RunRecord> = (0..12)
+            .map(|i| run(&format!("ok-{i}"), Phase::Succeeded, i))
+            .collect();
+        runs.extend((0..7).map(|i| run(&format!("bad-{i}"), Phase::Failed, i)));
+        let mut request = run("by-hand", Phase::Succeeded, -100);
+        request.requested = true;
+        runs.push(request);
+        let mut doomed: Vec<String> = pruned(&runs, &[]).into_iter().map(|(_, _, n)| n).collect();
+        doomed.sort();
+        assert_eq!(doomed, ["bad-0", "bad-1", "ok-0", "ok-1"]);
+    }
+
+    #[test]
+    fn a_backup_record_carries_labels_summary_and_short_id() {
+        let record = run("nightly-web-1-29413440", Phase::Succeeded, 0);
+        let backup = backup_object(&record, None, Utc::now());
+        let labels = backup.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get(HOST_LABEL).map(String::as_str), Some("web-1"));
+        assert_eq!(
+            labels.get(SCHEDULE_LABEL).map(String::as_str),
+            Some("nightly")
+        );
+        assert_eq!(labels.get(REPO_LABEL).map(String::as_str), Some("local"));
+        let status = backup.status.unwrap();
+        assert_eq!(status.snapshot_short_id.as_deref(), Some("3f2a9c1d"));
+        assert_eq!(status.data_added.as_deref(), Some("1.2 MiB"));
+        assert_eq!(status.run.duration.as_deref(), Some("2s"));
+        assert_eq!(status.run.conditions[0].status, "True");
+    }
+}

@@ -1,0 +1,497 @@
+//! Status computation: a pure function from desired state, what agents said and the run records
+//! to the status of every resource. Both status sinks write what this returns.
+//!
+//! `observedGeneration` and the conditions' `lastTransitionTime` depend on what was written
+//! before; the sink fills them in with [`finish_conditions`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use protocol::{JobOperation, ResolvedSchedule};
+
+use crate::compile::{Fleet, HostKey};
+use crate::resources::{
+    HostStatus, LastRun, Phase, RepoCheck, RepoStatus, Schedule, ScheduleHostStatus, ScheduleStatus,
+};
+use crate::revision::{Revision, name_of, namespace_of};
+use crate::runs::RunRecord;
+use crate::store::{AgentRecord, SizePoint};
+use crate::validate::parse_duration;
+use crate::versions::Versioned;
+
+/// Everything status is computed from.
+pub struct Inputs<'a> {
+    pub now: DateTime<Utc>,
+    pub revision: &'a Revision,
+    pub fleet: &'a Fleet,
+    pub versions: &'a BTreeMap<HostKey, Versioned>,
+    pub agents: &'a BTreeMap<HostKey, AgentRecord>,
+    /// Hosts whose agent is connected and heard from within the offline grace.
+    pub online: &'a dyn Fn(&HostKey) -> bool,
+    /// Run records, oldest first.
+    pub runs: &'a [RunRecord],
+    pub repo_sizes: &'a BTreeMap<(String, String), SizePoint>,
+    pub snapshot_counts: &'a BTreeMap<(String, String), u64>,
+    /// When each Schedule was first seen, the start of its staleness clock.
+    pub schedule_created: &'a dyn Fn(&str, &str) -> Option<DateTime<Utc>>,
+}
+
+fn condition(kind: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
+    Condition {
+        type_: kind.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: None,
+        last_transition_time: Time(Default::default()),
+    }
+}
+
+/// Sets every condition's `observedGeneration`, and its `lastTransitionTime` to `now` unless
+/// the previous status had the same condition with the same status.
+pub fn finish_conditions(
+    conditions: &mut [Condition],
+    previous: &[Condition],
+    generation: i64,
+    now: DateTime<Utc>,
+) {
+    for c in conditions {
+        c.observed_generation = Some(generation);
+        c.last_transition_time = previous
+            .iter()
+            .find(|p| p.type_ == c.type_ && p.status == c.status)
+            .map(|p| p.last_transition_time.clone())
+            .unwrap_or(crate::time::k8s(now));
+    }
+}
+
+fn newest<'a>(runs: impl Iterator<Item = &'a RunRecord>) -> Option<&'a RunRecord> {
+    runs.filter(|r| r.finished_at.is_some())
+        .max_by_key(|r| r.finished_at)
+}
+
+/// Status of every Host, by key.
+pub fn hosts(inputs: &Inputs) -> BTreeMap<HostKey, HostStatus> {
+    let mut out = BTreeMap::new();
+    for host in &inputs.revision.hosts {
+        let key = HostKey::new(namespace_of(host), name_of(host));
+        let agent = inputs.agents.get(&key).cloned().unwrap_or_default();
+        let online = (inputs.online)(&key);
+        let desired = inputs.versions.get(&key).map(|v| v.version);
+        let applied = agent.applied_version;
+        let in_sync = desired.is_some() && desired == applied;
+        let drift = (!in_sync).then(|| drift_reason(online, &agent, desired));
+        let last = newest(inputs.runs.iter().filter(|r| {
+            r.operation == JobOperation::Backup
+                && r.namespace == key.namespace
+                && r.host == key.name
+        }));
+        let mut conditions = vec![
+            match (online, agent.last_seen) {
+                (true, _) => condition(
+                    "AgentConnected",
+                    true,
+                    "Connected",
+                    "the agent is connected",
+                ),
+                (false, None) => condition(
+                    "AgentConnected",
+                    false,
+                    "NeverConnected",
+                    format!(
+                        "no agent has connected yet; enroll one with `holdfast token create {key}`"
+                    ),
+                ),
+                (false, Some(_)) => condition(
+                    "AgentConnected",
+                    false,
+                    "Disconnected",
+                    "the agent is not connected",
+                ),
+            },
+            match &drift {
+                None => condition(
+                    "ScheduleInSync",
+                    true,
+                    "InSync",
+                    format!(
+                        "the agent runs schedule version {}",
+                        applied.unwrap_or_default()
+                    ),
+                ),
+                Some((reason, message)) => {
+                    condition("ScheduleInSync", false, reason, message.clone())
+                }
+            },
+        ];
+        let awaiting = online && !in_sync && agent.rejected.is_none();
+        conditions.push(condition(
+            "Reconciling",
+            awaiting,
+            if awaiting { "AwaitingAck" } else { "Idle" },
+            if awaiting {
+                "schedule sent; waiting for the agent to acknowledge it"
+            } else {
+                "nothing to push"
+            },
+        ));
+        if let Some(rejected) = &agent.rejected {
+            conditions.push(condition(
+                "Stalled",
+                true,
+                "AgentRejected",
+                rejected.clone(),
+            ));
+        }
+        let ready = online && in_sync;
+        conditions.push(condition(
+            "Ready",
+            ready,
+            if ready {
+                "Ready"
+            } else if !online {
+                "AgentOffline"
+            } else {
+                "Drift"
+            },
+            if ready {
+                "the agent is connected and runs the desired schedule".to_string()
+            } else if !online {
+                "the agent is not connected".to_string()
+            } else {
+                "the agent does not run the desired schedule yet".to_string()
+            },
+        ));
+        out.insert(
+            key,
+            HostStatus {
+                observed_generation: None,
+                conditions,
+                online: Some(online),
+                // To the minute: a heartbeat must not rewrite every host's status.
+                last_seen: agent
+                    .last_seen
+                    .and_then(|t| t.duration_trunc(chrono::Duration::minutes(1)).ok())
+                    .map(crate::time::k8s),
+                agent_version: agent.agent_version.clone(),
+                restic_version: agent.restic_version.clone(),
+                protocol_version: agent.protocol_version,
+                os: agent.os.clone(),
+                arch: agent.arch.clone(),
+                desired_schedule_version: desired,
+                desired_schedule_digest: inputs
+                    .versions
+                    .get(&HostKey::new(namespace_of(host), name_of(host)))
+                    .map(|v| v.digest.clone()),
+                applied_schedule_version: applied,
+                drift_reason: drift.map(|(_, message)| message),
+                last_backup: last.map(|r| LastRun {
+                    time: crate::time::k8s(r.finished_at.unwrap_or(r.created_at)),
+                    phase: r.phase,
+                    backup: r.name.clone(),
+                }),
+            },
+        );
+    }
+    out
+}
+
+fn drift_reason(online: bool, agent: &AgentRecord, desired: Option<u64>) -> (&'static str, String) {
+    let desired = desired.unwrap_or_default();
+    let applied = agent.applied_version.unwrap_or_default();
+    if !online {
+        (
+            "AgentOffline",
+            format!(
+                "the agent is offline; it runs version {applied} and gets version {desired} when it reconnects"
+            ),
+        )
+    } else if let Some(rejected) = &agent.rejected {
+        (
+            "AgentRejected",
+            format!("the agent rejected version {desired}: {rejected}"),
+        )
+    } else {
+        (
+            "AwaitingAck",
+            format!("version {desired} was sent; the agent runs version {applied}"),
+        )
+    }
+}
+
+/// The longest gap between two runs of a cron, sampled over its next runs: the default
+/// `staleAfter` is twice this.
+pub fn longest_gap(cron: &str) -> Option<Duration> {
+    let schedule = cron::Schedule::from_str(cron).ok()?;
+    let start = DateTime::<Utc>::from_timestamp(946_684_800, 0)?;
+    let times: Vec<DateTime<Utc>> = schedule.after(&start).take(400).collect();
+    times
+        .windows(2)
+        .filter_map(|w| (w[1] - w[0]).to_std().ok())
+        .max()
+}
+
+/// How long a host may go without a successful run before it is stale.
+pub fn stale_after(schedule: &Schedule, resolved: Option<&ResolvedSchedule>) -> Option<Duration> {
+    if let Some(text) = &schedule.spec.stale_after {
+        return parse_duration(text).ok();
+    }
+    let gap = longest_gap(&resolved?.cron)?;
+    Some(gap * 2 + Duration::from_secs(u64::from(resolved?.jitter_seconds)))
+}
+
+/// The next time a resolved schedule fires, jitter included.
+pub fn next_run(schedule: &ResolvedSchedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let cron = cron::Schedule::from_str(&schedule.cron).ok()?;
+    let tz = chrono_tz::Tz::from_str(&schedule.time_zone).ok()?;
+    let jitter = chrono::Duration::seconds(i64::from(schedule.jitter_seconds));
+    cron.after(&(now - jitter).with_timezone(&tz))
+        .next()
+        .map(|t| t.with_timezone(&Utc) + jitter)
+}
+
+/// Status of every Schedule, by `(namespace, name)`.
+pub fn schedules(inputs: &Inputs) -> BTreeMap<(String, String), ScheduleStatus> {
+    let mut out = BTreeMap::new();
+    let mut runs: HashMap<(&str, &str, &str), Vec<&RunRecord>> = HashMap::new();
+    for run in inputs.runs {
+        if let Some(schedule) = &run.schedule {
+            runs.entry((&run.namespace, schedule, &run.host))
+                .or_default()
+                .push(run);
+        }
+    }
+    for schedule in &inputs.revision.schedules {
+        let (namespace, name) = (namespace_of(schedule), name_of(schedule));
+        let created = (inputs.schedule_created)(namespace, name).unwrap_or(inputs.now);
+        let mut status = ScheduleStatus::default();
+        let mut stale_hosts = Vec::new();
+        for (key, compiled) in &inputs.fleet.hosts {
+            if key.namespace != namespace {
+                continue;
+            }
+            let Some(resolved) = compiled.plan.schedules.iter().find(|s| s.name == name) else {
+                continue;
+            };
+            let mine = runs
+                .get(&(namespace, name, key.name.as_str()))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let last = newest(mine.iter().copied());
+            let last_success = newest(mine.iter().copied().filter(|r| r.phase == Phase::Succeeded));
+            let last_missed = newest(mine.iter().copied().filter(|r| r.phase == Phase::Missed));
+            let last_scheduled = mine
+                .iter()
+                .filter_map(|r| r.scheduled_at.or(r.started_at))
+                .max();
+            let idle = schedule.spec.suspend || compiled.plan.paused;
+            let stale = !idle
+                && stale_after(schedule, Some(resolved)).is_some_and(|limit| {
+                    let since = last_success.and_then(|r| r.finished_at).unwrap_or(created);
+                    chrono::Duration::from_std(limit).is_ok_and(|limit| since + limit < inputs.now)
+                });
+            if stale {
+                stale_hosts.push(key.name.clone());
+            }
+            let healthy = !stale && last.is_none_or(|r| r.phase == Phase::Succeeded);
+            status.host_count = Some(status.host_count.unwrap_or_default() + 1);
+            status.healthy_hosts =
+                Some(status.healthy_hosts.unwrap_or_default() + u32::from(healthy));
+            status.stale_hosts = Some(status.stale_hosts.unwrap_or_default() + u32::from(stale));
+            let last_success_time = last_success.and_then(|r| r.finished_at);
+            status.last_schedule_time = status
+                .last_schedule_time
+                .max(last_scheduled.map(crate::time::k8s));
+            status.last_successful_time = status
+                .last_successful_time
+                .max(last_success_time.map(crate::time::k8s));
+            status.hosts.push(ScheduleHostStatus {
+                host: key.name.clone(),
+                last_schedule_time: last_scheduled.map(crate::time::k8s),
+                last_successful_time: last_success_time.map(crate::time::k8s),
+                next_schedule_time: (!idle)
+                    .then(|| next_run(resolved, inputs.now))
+                    .flatten()
+                    .map(crate::time::k8s),
+                last_result: last.map(|r| r.phase),
+                last_missed_time: last_missed
+                    .and_then(|r| r.finished_at)
+                    .map(crate::time::k8s),
+                stale,
+            });
+        }
+        let ready = stale_hosts.is_empty();
+        status.conditions.push(condition(
+            "Ready",
+            ready,
+            if ready { "Healthy" } else { "HostsStale" },
+            if ready {
+                "every host has succeeded within staleAfter".to_string()
+            } else {
+                format!(
+                    "no successful run within staleAfter on {}",
+                    stale_hosts.join(", ")
+                )
+            },
+        ));
+        out.insert((namespace.to_string(), name.to_string()), status);
+    }
+    out
+}
+
+/// Status of every Repo, by `(namespace, name)`.
+pub fn repos(inputs: &Inputs) -> BTreeMap<(String, String), RepoStatus> {
+    let mut out = BTreeMap::new();
+    for repo in &inputs.revision.repos {
+        let id = (namespace_of(repo).to_string(), name_of(repo).to_string());
+        let on_repo: Vec<&RunRecord> = inputs
+            .runs
+            .iter()
+            .filter(|r| r.namespace == id.0 && r.repo.as_deref() == Some(id.1.as_str()))
+            .collect();
+        let last = newest(on_repo.iter().copied());
+        let last_check = newest(
+            on_repo
+                .iter()
+                .copied()
+                .filter(|r| r.operation == JobOperation::Check),
+        );
+        let size = inputs.repo_sizes.get(&id);
+        let reachable = last.map(|r| r.phase == Phase::Succeeded);
+        let mut status = RepoStatus {
+            initialized: on_repo
+                .iter()
+                .any(|r| r.phase == Phase::Succeeded)
+                .then_some(true),
+            snapshot_count: inputs.snapshot_counts.get(&id).copied(),
+            size_bytes: size.map(|s| s.total_size),
+            size: size.map(|s| human_bytes(s.total_size)),
+            dedup_ratio: size.and_then(|s| {
+                let raw = s.uncompressed_size? as f64;
+                (s.total_size > 0).then(|| (raw / s.total_size as f64 * 100.0).round() / 100.0)
+            }),
+            last_check: last_check.map(|r| RepoCheck {
+                time: crate::time::k8s(r.finished_at.unwrap_or(r.created_at)),
+                passed: r.phase == Phase::Succeeded,
+                backup: Some(r.name.clone()),
+                message: r.message.clone(),
+            }),
+            last_updated: size.map(|s| crate::time::k8s(s.at)),
+            ..RepoStatus::default()
+        };
+        status.conditions.push(match (reachable, last) {
+            (Some(true), _) => {
+                condition("Ready", true, "Reachable", "the last run on it succeeded")
+            }
+            (Some(false), Some(run)) => condition(
+                "Ready",
+                false,
+                run.reason.as_deref().unwrap_or("RunFailed"),
+                format!(
+                    "the last run on it ({}) ended {:?}{}",
+                    run.name,
+                    run.phase,
+                    run.message
+                        .as_ref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            _ => condition("Ready", false, "Unknown", "no run has used it yet"),
+        });
+        out.insert(id, status);
+    }
+    out
+}
+
+/// `12.3 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `1m23s`.
+pub fn human_duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_and_next_runs_follow_the_cron_and_jitter() {
+        assert_eq!(
+            longest_gap("0 0 3 * * *"),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(longest_gap("*/5 * * * * *"), Some(Duration::from_secs(5)));
+        // Weekdays only: the weekend makes the longest gap three days.
+        assert_eq!(
+            longest_gap("0 0 3 * * Mon-Fri"),
+            Some(Duration::from_secs(3 * 86_400))
+        );
+        let schedule: ResolvedSchedule = serde_json::from_value(serde_json::json!({
+            "name": "nightly", "operation": "backup", "cron": "0 0 3 * * *",
+            "timeZone": "Europe/Berlin", "jitterSeconds": 90,
+            "repo": {"name": "r", "url": "/r", "password": {"hostFile": {"path": "/p"}}},
+            "concurrencyPolicy": "Forbid", "missedRunPolicy": "Skip"
+        }))
+        .unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-01-10T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        // 03:00 in Berlin in winter is 02:00 UTC, plus 90 s.
+        assert_eq!(
+            next_run(&schedule, now).map(|t| t.to_rfc3339()),
+            Some("2026-01-11T02:01:30+00:00".to_string())
+        );
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time_while_unchanged() {
+        let then = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        let now = then + chrono::Duration::hours(1);
+        let mut previous = vec![
+            condition("Ready", true, "Ready", "ok"),
+            condition("AgentConnected", true, "Connected", ""),
+        ];
+        finish_conditions(&mut previous, &[], 1, then);
+        let mut next = vec![
+            condition("Ready", true, "Ready", "still ok"),
+            condition("AgentConnected", false, "Disconnected", ""),
+        ];
+        finish_conditions(&mut next, &previous, 2, now);
+        assert_eq!(next[0].last_transition_time, crate::time::k8s(then));
+        assert_eq!(next[1].last_transition_time, crate::time::k8s(now));
+        assert_eq!(next[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn sizes_and_durations_read_like_people_write_them() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1_258_291), "1.2 MiB");
+        assert_eq!(human_duration(83), "1m23s");
+        assert_eq!(human_duration(7_500), "2h5m");
+    }
+}

@@ -1,0 +1,86 @@
+//! What each agent last said about itself: versions, platform, and the schedule it applied.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+
+use super::{Store, StoreError};
+use crate::compile::HostKey;
+
+/// One agent as last seen; kept across restarts so drift stays visible while it is away.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub applied_version: Option<u64>,
+    pub applied_digest: Option<String>,
+    /// Why the agent refused the last schedule it was sent.
+    pub rejected: Option<String>,
+    pub agent_version: Option<String>,
+    pub restic_version: Option<String>,
+    pub protocol_version: Option<u32>,
+    pub os: Option<String>,
+    pub arch: Option<String>,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    pub fn agents(&self) -> Result<BTreeMap<HostKey, AgentRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT namespace, host, applied_version, applied_digest, rejected, agent_version,
+                        restic_version, protocol_version, os, arch, last_seen FROM agents",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    HostKey::new(&r.get::<_, String>(0)?, &r.get::<_, String>(1)?),
+                    AgentRecord {
+                        applied_version: r.get::<_, Option<i64>>(2)?.map(|v| v.max(0) as u64),
+                        applied_digest: r.get(3)?,
+                        rejected: r.get(4)?,
+                        agent_version: r.get(5)?,
+                        restic_version: r.get(6)?,
+                        protocol_version: r.get::<_, Option<i64>>(7)?.map(|v| v.max(0) as u32),
+                        os: r.get(8)?,
+                        arch: r.get(9)?,
+                        last_seen: r.get(10)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    pub fn save_agent(&self, host: &HostKey, agent: &AgentRecord) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO agents (namespace, host, applied_version, applied_digest, rejected,
+                     agent_version, restic_version, protocol_version, os, arch, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (namespace, host) DO UPDATE SET
+                     applied_version = excluded.applied_version,
+                     applied_digest = excluded.applied_digest, rejected = excluded.rejected,
+                     agent_version = excluded.agent_version,
+                     restic_version = excluded.restic_version,
+                     protocol_version = excluded.protocol_version, os = excluded.os,
+                     arch = excluded.arch, last_seen = excluded.last_seen",
+                params![
+                    host.namespace,
+                    host.name,
+                    agent.applied_version.map(|v| v as i64),
+                    agent.applied_digest,
+                    agent.rejected,
+                    agent.agent_version,
+                    agent.restic_version,
+                    agent.protocol_version,
+                    agent.os,
+                    agent.arch,
+                    agent.last_seen,
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.sqlite(e))
+    }
+}

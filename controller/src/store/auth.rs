@@ -1,0 +1,188 @@
+//! Enrollment tokens and agent credentials. Only SHA-256 hashes are stored: a copy of the
+//! database gives nobody a way in.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+use sha2::{Digest, Sha256};
+
+use super::{Store, StoreError};
+use crate::compile::HostKey;
+
+/// Why an enrollment was refused, in one sentence the agent prints.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("unknown enrollment token; create one with `holdfast token create HOST`")]
+    UnknownToken,
+    #[error(
+        "this enrollment token was already used; create a new one with `holdfast token create {0}`"
+    )]
+    TokenUsed(String),
+    #[error("this enrollment token expired; create a new one with `holdfast token create {0}`")]
+    TokenExpired(String),
+}
+
+/// What a successful enrollment yields; the credential is shown once and stored only as a hash.
+#[derive(Debug)]
+pub struct Enrolled {
+    pub host: HostKey,
+    pub credential: String,
+}
+
+/// Namespace, host, expiry and time of use of a stored token.
+type TokenRow = (String, String, DateTime<Utc>, Option<DateTime<Utc>>);
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// 32 random bytes, hex: unguessable and safe in a header or a shell.
+pub fn random_secret() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness from the OS: {e}"))?;
+    Ok(hex::encode(bytes))
+}
+
+impl Store {
+    /// Creates a one-time token for `host`, valid until `expires_at`.
+    pub fn create_token(
+        &mut self,
+        host: &HostKey,
+        expires_at: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
+        let token = random_secret().map_err(|e| self.other(e))?;
+        self.conn
+            .execute(
+                "INSERT INTO tokens (hash, namespace, host, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![hash(&token), host.namespace, host.name, expires_at],
+            )
+            .map_err(|e| self.sqlite(e))?;
+        Ok(token)
+    }
+
+    /// Trades a token for a new credential, in one transaction; nothing is written on refusal.
+    pub fn enroll(
+        &mut self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Result<Enrolled, AuthError>, StoreError> {
+        let path = self.path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let row: Option<TokenRow> = tx
+            .query_row(
+                "SELECT namespace, host, expires_at, used_at FROM tokens WHERE hash = ?1",
+                [hash(token)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(err)?;
+        let Some((namespace, name, expires_at, used_at)) = row else {
+            return Ok(Err(AuthError::UnknownToken));
+        };
+        let host = HostKey::new(&namespace, &name);
+        if used_at.is_some() {
+            return Ok(Err(AuthError::TokenUsed(host.to_string())));
+        }
+        if expires_at <= now {
+            return Ok(Err(AuthError::TokenExpired(host.to_string())));
+        }
+        let credential = random_secret().map_err(|e| StoreError::Other {
+            path: path.clone(),
+            message: e,
+        })?;
+        tx.execute(
+            "UPDATE tokens SET used_at = ?1 WHERE hash = ?2",
+            params![now, hash(token)],
+        )
+        .map_err(err)?;
+        tx.execute(
+            "INSERT INTO credentials (hash, namespace, host, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![hash(&credential), namespace, name, now],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(Ok(Enrolled { host, credential }))
+    }
+
+    /// The host a credential belongs to.
+    pub fn authenticate(&self, credential: &str) -> Result<Option<HostKey>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT namespace, host FROM credentials WHERE hash = ?1",
+                [hash(credential)],
+                |r| {
+                    Ok(HostKey::new(
+                        &r.get::<_, String>(0)?,
+                        &r.get::<_, String>(1)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_token_enrolls_once_and_the_credential_authenticates_its_host() {
+        let (_dir, mut store) = store();
+        let now = Utc::now();
+        let host = HostKey::new("default", "web-1");
+        let token = store
+            .create_token(&host, now + chrono::Duration::hours(1))
+            .unwrap();
+        let enrolled = store.enroll(&token, now).unwrap().unwrap();
+        assert_eq!(enrolled.host, host);
+        assert_eq!(
+            store.authenticate(&enrolled.credential).unwrap(),
+            Some(host.clone())
+        );
+        assert_eq!(store.authenticate("not-a-credential").unwrap(), None);
+        assert_eq!(
+            store.enroll(&token, now).unwrap().unwrap_err(),
+            AuthError::TokenUsed("web-1".into())
+        );
+    }
+
+    #[test]
+    fn expired_and_unknown_tokens_are_refused_without_writing() {
+        let (_dir, mut store) = store();
+        let now = Utc::now();
+        let token = store
+            .create_token(
+                &HostKey::new("ops", "db-1"),
+                now - chrono::Duration::seconds(1),
+            )
+            .unwrap();
+        assert_eq!(
+            store.enroll(&token, now).unwrap().unwrap_err(),
+            AuthError::TokenExpired("ops/db-1".into())
+        );
+        assert_eq!(
+            store.enroll("guess", now).unwrap().unwrap_err(),
+            AuthError::UnknownToken
+        );
+        let credentials: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM credentials", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(credentials, 0);
+        let stored: String = store
+            .conn
+            .query_row("SELECT hash FROM tokens", [], |r| r.get(0))
+            .unwrap();
+        assert_ne!(stored, token, "only the hash is stored");
+    }
+}

@@ -1,0 +1,447 @@
+//! Run records, their logs, and the history kept for charts after records are pruned.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::{Store, StoreError};
+use crate::compile::HostKey;
+use crate::resources::{Kind, Phase};
+use crate::runs::{RunRecord, is_final, operation_name, parse_operation};
+
+/// Lines of log kept per run; older lines are dropped first.
+pub const LOG_LINES_KEPT: i64 = 1000;
+/// Lines of log a run's status carries.
+pub const LOG_TAIL_LINES: i64 = 10;
+
+/// One finished run, as the 30-day timeline shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryPoint {
+    pub host: String,
+    pub name: String,
+    pub schedule: Option<String>,
+    pub phase: Phase,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// A repo's size at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SizePoint {
+    pub at: DateTime<Utc>,
+    pub total_size: u64,
+    pub uncompressed_size: Option<u64>,
+    pub snapshots: u64,
+}
+
+const RUN_COLUMNS: &str = "kind, namespace, name, host, job, schedule, operation, repo, phase,
+    requested, created_at, scheduled_at, started_at, finished_at, exit_code, snapshot_id, summary,
+    progress, reason, message, log_tail";
+
+fn phase_text(phase: Phase) -> String {
+    serde_json::to_value(phase)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn parse_phase(text: &str) -> Phase {
+    serde_json::from_value(serde_json::Value::String(text.into())).unwrap_or(Phase::Failed)
+}
+
+fn run_from_row(r: &Row) -> rusqlite::Result<RunRecord> {
+    let kind: String = r.get(0)?;
+    let operation: String = r.get(6)?;
+    Ok(RunRecord {
+        kind: Kind::from_name(&kind).unwrap_or(Kind::Backup),
+        namespace: r.get(1)?,
+        name: r.get(2)?,
+        host: r.get(3)?,
+        job: r.get(4)?,
+        schedule: r.get(5)?,
+        operation: parse_operation(&operation).unwrap_or(protocol::JobOperation::Backup),
+        repo: r.get(7)?,
+        phase: parse_phase(&r.get::<_, String>(8)?),
+        requested: r.get::<_, i64>(9)? != 0,
+        created_at: r.get(10)?,
+        scheduled_at: r.get(11)?,
+        started_at: r.get(12)?,
+        finished_at: r.get(13)?,
+        exit_code: r.get(14)?,
+        snapshot_id: r.get(15)?,
+        summary: r
+            .get::<_, Option<String>>(16)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        progress: r
+            .get::<_, Option<String>>(17)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        reason: r.get(18)?,
+        message: r.get(19)?,
+        log_tail: r
+            .get::<_, Option<String>>(20)?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default(),
+    })
+}
+
+impl Store {
+    /// The record of `job` on `host`.
+    pub fn run_by_job(&self, host: &HostKey, job: &str) -> Result<Option<RunRecord>, StoreError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE namespace = ?1 AND host = ?2 AND job = ?3"
+                ),
+                params![host.namespace, host.name, job],
+                run_from_row,
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// The record of a request (a Backup or Restore file) by its name.
+    pub fn run_by_name(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE kind = ?1 AND namespace = ?2 AND name = ?3"
+                ),
+                params![kind.as_str(), namespace, name],
+                run_from_row,
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Every record, oldest first.
+    pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at, name"
+            ))
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], run_from_row)
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// Inserts or replaces a record; a finished one also goes into the history.
+    pub fn save_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
+        let path = self.path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            &format!(
+                "INSERT OR REPLACE INTO runs ({RUN_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                         ?17, ?18, ?19, ?20, ?21)"
+            ),
+            params![
+                run.kind.as_str(),
+                run.namespace,
+                run.name,
+                run.host,
+                run.job,
+                run.schedule,
+                operation_name(run.operation),
+                run.repo,
+                phase_text(run.phase),
+                run.requested as i64,
+                run.created_at,
+                run.scheduled_at,
+                run.started_at,
+                run.finished_at,
+                run.exit_code,
+                run.snapshot_id,
+                run.summary
+                    .as_ref()
+                    .and_then(|s| serde_json::to_string(s).ok()),
+                run.progress
+                    .as_ref()
+                    .and_then(|p| serde_json::to_string(p).ok()),
+                run.reason,
+                run.message,
+                serde_json::to_string(&run.log_tail).ok(),
+            ],
+        )
+        .map_err(err)?;
+        if let (true, Some(finished_at)) = (is_final(run.phase), run.finished_at) {
+            tx.execute(
+                "INSERT OR IGNORE INTO run_history
+                     (namespace, host, name, schedule, operation, phase, started_at, finished_at,
+                      data_added)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    run.namespace,
+                    run.host,
+                    run.name,
+                    run.schedule,
+                    operation_name(run.operation),
+                    phase_text(run.phase),
+                    run.started_at,
+                    finished_at,
+                    run.summary.as_ref().map(|s| s.data_added as i64),
+                ],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Deletes records and their logs (history limits); the chart history stays.
+    pub fn delete_runs(&mut self, runs: &[(Kind, String, String)]) -> Result<(), StoreError> {
+        let path = self.path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        for (kind, namespace, name) in runs {
+            for table in ["runs", "run_logs"] {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE kind = ?1 AND namespace = ?2 AND name = ?3"
+                    ),
+                    params![kind.as_str(), namespace, name],
+                )
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Appends log lines of one report (`seq`), once: a resent report adds nothing. Keeps the
+    /// newest [`LOG_LINES_KEPT`] lines.
+    pub fn append_log(
+        &mut self,
+        run: &RunRecord,
+        seq: u64,
+        lines: &[String],
+    ) -> Result<(), StoreError> {
+        let path = self.path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        for (idx, line) in lines.iter().enumerate() {
+            tx.execute(
+                "INSERT OR IGNORE INTO run_logs (kind, namespace, name, seq, idx, line)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    run.kind.as_str(),
+                    run.namespace,
+                    run.name,
+                    seq as i64,
+                    idx as i64,
+                    line
+                ],
+            )
+            .map_err(err)?;
+        }
+        tx.execute(
+            "DELETE FROM run_logs WHERE kind = ?1 AND namespace = ?2 AND name = ?3 AND rowid NOT IN
+                 (SELECT rowid FROM run_logs WHERE kind = ?1 AND namespace = ?2 AND name = ?3
+                  ORDER BY seq DESC, idx DESC LIMIT ?4)",
+            params![run.kind.as_str(), run.namespace, run.name, LOG_LINES_KEPT],
+        )
+        .map_err(err)?;
+        let mut tail: Vec<String> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT line FROM run_logs WHERE kind = ?1 AND namespace = ?2 AND name = ?3
+                     ORDER BY seq DESC, idx DESC LIMIT ?4",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(
+                    params![run.kind.as_str(), run.namespace, run.name, LOG_TAIL_LINES],
+                    |r| r.get(0),
+                )
+                .map_err(err)?;
+            rows.collect::<Result<_, _>>().map_err(err)?
+        };
+        tail.reverse();
+        tx.execute(
+            "UPDATE runs SET log_tail = ?4 WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+            params![
+                run.kind.as_str(),
+                run.namespace,
+                run.name,
+                serde_json::to_string(&tail).ok()
+            ],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// A run's stored log, oldest line first.
+    pub fn log(&self, kind: Kind, namespace: &str, name: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT line FROM run_logs WHERE kind = ?1 AND namespace = ?2 AND name = ?3
+                 ORDER BY seq, idx",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(params![kind.as_str(), namespace, name], |r| r.get(0))
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// Finished runs of a host since `since`, oldest first.
+    pub fn history(
+        &self,
+        host: &HostKey,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<HistoryPoint>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT host, name, schedule, phase, started_at, finished_at FROM run_history
+                 WHERE namespace = ?1 AND host = ?2 AND finished_at >= ?3 ORDER BY finished_at",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(params![host.namespace, host.name, since], |r| {
+                Ok(HistoryPoint {
+                    host: r.get(0)?,
+                    name: r.get(1)?,
+                    schedule: r.get(2)?,
+                    phase: parse_phase(&r.get::<_, String>(3)?),
+                    started_at: r.get(4)?,
+                    finished_at: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// Records a repo's size from a `repo.stats` report.
+    pub fn record_repo_size(
+        &self,
+        namespace: &str,
+        repo: &str,
+        point: &SizePoint,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO repo_sizes (namespace, repo, at, total_size, uncompressed_size, snapshots)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    namespace,
+                    repo,
+                    point.at,
+                    point.total_size as i64,
+                    point.uncompressed_size.map(|v| v as i64),
+                    point.snapshots as i64
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// A repo's sizes since `since`, oldest first.
+    pub fn repo_sizes(
+        &self,
+        namespace: &str,
+        repo: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SizePoint>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT at, total_size, uncompressed_size, snapshots FROM repo_sizes
+                 WHERE namespace = ?1 AND repo = ?2 AND at >= ?3 ORDER BY at",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(params![namespace, repo, since], |r| {
+                Ok(SizePoint {
+                    at: r.get(0)?,
+                    total_size: r.get::<_, i64>(1)?.max(0) as u64,
+                    uncompressed_size: r.get::<_, Option<i64>>(2)?.map(|v| v.max(0) as u64),
+                    snapshots: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// Records how many snapshots one host has in a repo (`snapshots.report`).
+    pub fn record_snapshots(
+        &self,
+        namespace: &str,
+        repo: &str,
+        host: &str,
+        count: u64,
+        latest: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO repo_snapshots (namespace, repo, host, count, latest)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![namespace, repo, host, count as i64, latest],
+            )
+            .map(|_| ())
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Snapshot counts per `(namespace, repo)`, summed over hosts.
+    pub fn snapshot_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<(String, String), u64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT namespace, repo, sum(count) FROM repo_snapshots GROUP BY namespace, repo",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                    r.get::<_, i64>(2)?.max(0) as u64,
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// The newest size of every repo.
+    pub fn latest_repo_sizes(
+        &self,
+    ) -> Result<std::collections::BTreeMap<(String, String), SizePoint>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT namespace, repo, max(at), total_size, uncompressed_size, snapshots
+                 FROM repo_sizes GROUP BY namespace, repo",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                    SizePoint {
+                        at: r.get(2)?,
+                        total_size: r.get::<_, i64>(3)?.max(0) as u64,
+                        uncompressed_size: r.get::<_, Option<i64>>(4)?.map(|v| v.max(0) as u64),
+                        snapshots: r.get::<_, i64>(5)?.max(0) as u64,
+                    },
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+}

@@ -1,0 +1,339 @@
+//! The read-only HTTP surfaces: the status page, the JSON API, metrics and health. Nothing here
+//! changes state; the agent endpoints live in the hub.
+
+pub mod metrics;
+pub mod page;
+pub mod view;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use chrono::Utc;
+use futures_util::Stream;
+use kube::Resource;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::compile::HostKey;
+use crate::resources::{Backup, BackupSpec, BackupStatus, Kind, RunStatus};
+use crate::runs::is_final;
+use crate::server::{Controller, ReadModel, RunEvent};
+use view::{FleetView, HostView, RepoSeries, RunView};
+
+type Shared = State<Arc<Controller>>;
+
+const TIMELINE_DAYS: i64 = 30;
+
+pub fn router(controller: Arc<Controller>) -> Router {
+    Router::new()
+        .route("/", get(fleet_page))
+        .route("/hosts/{namespace}/{name}", get(host_page))
+        .route("/runs/{namespace}/{name}", get(run_page))
+        .route("/runs/{namespace}/{name}/events", get(run_events))
+        .route("/api/v1/revisions", get(revisions))
+        .route("/api/v1/{plural}", get(list))
+        .route("/api/v1/{plural}/{namespace}/{name}", get(item))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(controller)
+}
+
+async fn readyz(State(c): Shared) -> Response {
+    if c.is_ready() {
+        "ok".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reading the config directory",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(c): Shared) -> Response {
+    let text = c.metrics.render(&c.model());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn revisions(State(c): Shared) -> Response {
+    Json(c.model().revisions.clone()).into_response()
+}
+
+fn not_found(message: String) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({ "message": message })),
+    )
+        .into_response()
+}
+
+fn named<K: Resource>(object: &K, namespace: &str, name: &str) -> bool {
+    object.meta().namespace.as_deref() == Some(namespace)
+        && object.meta().name.as_deref() == Some(name)
+}
+
+/// A list as JSON, or one item of it.
+fn select<K: Resource + Serialize>(
+    items: &[K],
+    kind: Kind,
+    wanted: Option<(&str, &str)>,
+) -> Response {
+    match wanted {
+        None => Json(serde_json::json!({ "kind": format!("{kind}List"), "items": items }))
+            .into_response(),
+        Some((namespace, name)) => match items.iter().find(|o| named(*o, namespace, name)) {
+            Some(object) => Json(object).into_response(),
+            None => not_found(format!("{kind} {namespace}/{name} not found")),
+        },
+    }
+}
+
+fn respond(model: &ReadModel, plural: &str, wanted: Option<(&str, &str)>) -> Response {
+    match plural {
+        "repos" => select(&model.repos, Kind::Repo, wanted),
+        "hosts" => select(&model.hosts, Kind::Host, wanted),
+        "schedules" => select(&model.schedules, Kind::Schedule, wanted),
+        "backups" => select(&model.backups, Kind::Backup, wanted),
+        "restores" => select(&model.restores, Kind::Restore, wanted),
+        other => not_found(format!(
+            "no kind `{other}`; use repos, hosts, schedules, backups or restores"
+        )),
+    }
+}
+
+async fn list(State(c): Shared, Path(plural): Path<String>) -> Response {
+    respond(&c.model(), &plural, None)
+}
+
+async fn item(
+    State(c): Shared,
+    Path((plural, namespace, name)): Path<(String, String, String)>,
+) -> Response {
+    respond(&c.model(), &plural, Some((&namespace, &name)))
+}
+
+async fn fleet_page(State(c): Shared) -> Response {
+    let model = c.model();
+    let mut active: Vec<&Backup> = model
+        .backups
+        .iter()
+        .filter(|b| phase(b).is_some_and(|p| !is_final(p)))
+        .collect();
+    active.sort_by_key(|b| std::cmp::Reverse(b.metadata.creation_timestamp.clone()));
+    page::fleet(&FleetView {
+        now: Utc::now(),
+        revisions: &model.revisions,
+        hosts: &model.hosts,
+        schedules: &model.schedules,
+        repos: &model.repos,
+        active,
+    })
+    .into_response()
+}
+
+fn phase(backup: &Backup) -> Option<crate::resources::Phase> {
+    backup.status.as_ref().and_then(|s| s.run.phase)
+}
+
+async fn host_page(State(c): Shared, Path((namespace, name)): Path<(String, String)>) -> Response {
+    let model = c.model();
+    let Some(host) = model.hosts.iter().find(|h| named(*h, &namespace, &name)) else {
+        return (
+            StatusCode::NOT_FOUND,
+            page::not_found(&format!("host {namespace}/{name}")),
+        )
+            .into_response();
+    };
+    let now = Utc::now();
+    let since = now - chrono::Duration::days(TIMELINE_DAYS);
+    let key = HostKey::new(&namespace, &name);
+    let records: Vec<&Backup> = model
+        .backups
+        .iter()
+        .filter(|b| b.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .filter(|b| b.spec.host == name)
+        .collect();
+    // Records are pruned by history limits; the timeline also shows older runs from history.
+    let history: Vec<Backup> = match c.history(&key, since) {
+        Ok(points) => points
+            .into_iter()
+            .filter(|p| {
+                !records
+                    .iter()
+                    .any(|r| r.metadata.name.as_ref() == Some(&p.name))
+            })
+            .map(|p| {
+                let mut b = Backup::new(
+                    &p.name,
+                    BackupSpec {
+                        host: p.host,
+                        schedule: p.schedule,
+                        operation: None,
+                        repo: None,
+                    },
+                );
+                b.metadata.namespace = Some(namespace.clone());
+                b.status = Some(BackupStatus {
+                    run: RunStatus {
+                        phase: Some(p.phase),
+                        start_time: p.started_at.map(crate::time::k8s),
+                        completion_time: Some(crate::time::k8s(p.finished_at)),
+                        ..RunStatus::default()
+                    },
+                    ..BackupStatus::default()
+                });
+                b
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!("cannot read run history: {e}");
+            Vec::new()
+        }
+    };
+    let mut runs: Vec<&Backup> = records.into_iter().chain(history.iter()).collect();
+    runs.sort_by_key(|b| {
+        std::cmp::Reverse(
+            b.status
+                .as_ref()
+                .and_then(|s| s.run.start_time.clone().or(s.run.completion_time.clone())),
+        )
+    });
+    let schedules = model
+        .schedules
+        .iter()
+        .filter(|s| s.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .filter(|s| {
+            s.status
+                .iter()
+                .flat_map(|st| &st.hosts)
+                .any(|h| h.host == name)
+        })
+        .collect();
+    let mut repo_names: Vec<String> = runs
+        .iter()
+        .filter_map(|b| {
+            b.metadata
+                .labels
+                .as_ref()?
+                .get("holdfast.dev/repo")
+                .cloned()
+        })
+        .collect();
+    repo_names.sort();
+    repo_names.dedup();
+    let repo_sizes = repo_names
+        .into_iter()
+        .map(|repo| RepoSeries {
+            points: c
+                .repo_sizes(&namespace, &repo, since)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| (p.at, p.total_size))
+                .collect(),
+            repo,
+        })
+        .collect();
+    page::host(&HostView {
+        now,
+        host,
+        schedules,
+        runs,
+        repo_sizes,
+    })
+    .into_response()
+}
+
+async fn run_page(State(c): Shared, Path((namespace, name)): Path<(String, String)>) -> Response {
+    let model = c.model();
+    let Some(backup) = model.backups.iter().find(|b| named(*b, &namespace, &name)) else {
+        return (
+            StatusCode::NOT_FOUND,
+            page::not_found(&format!("run {namespace}/{name}")),
+        )
+            .into_response();
+    };
+    let log = c.log(Kind::Backup, &namespace, &name).unwrap_or_default();
+    page::run(&RunView {
+        now: Utc::now(),
+        backup,
+        log: &log,
+        events_url: format!("/runs/{namespace}/{name}/events"),
+    })
+    .into_response()
+}
+
+/// What a run's event stream has sent and has yet to send.
+struct Follow {
+    controller: Arc<Controller>,
+    namespace: String,
+    name: String,
+    events: broadcast::Receiver<RunEvent>,
+    sent_version: Option<String>,
+    lines: VecDeque<String>,
+    done: bool,
+}
+
+/// Server-sent events for one run: `status` (its status as JSON) whenever it changes, `log`
+/// for every new line; the stream ends once the run has finished.
+async fn run_events(
+    State(c): Shared,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let follow = Follow {
+        events: c.subscribe_runs(),
+        controller: c,
+        namespace,
+        name,
+        sent_version: None,
+        lines: VecDeque::new(),
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(follow, |mut f| async move {
+        loop {
+            if let Some(line) = f.lines.pop_front() {
+                return Some((Ok(Event::default().event("log").data(line)), f));
+            }
+            if f.done {
+                return None;
+            }
+            let model = f.controller.model();
+            if let Some(b) = model
+                .backups
+                .iter()
+                .find(|b| named(*b, &f.namespace, &f.name))
+                && b.metadata.resource_version != f.sent_version
+            {
+                f.sent_version = b.metadata.resource_version.clone();
+                f.done = phase(b).is_some_and(is_final);
+                let data = serde_json::to_string(&b.status).unwrap_or_default();
+                return Some((Ok(Event::default().event("status").data(data)), f));
+            }
+            tokio::select! {
+                event = f.events.recv() => match event {
+                    Ok(RunEvent::Log { namespace, name, lines })
+                        if namespace == f.namespace && name == f.name => f.lines.extend(lines),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                    _ => {}
+                },
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,1884 @@
+//! The status page: server-rendered, read-only HTML for the fleet, one host and one run.
+//!
+//! Every page stands alone: one inline stylesheet, inline SVG charts, no external assets. The
+//! page of an unfinished run carries a few lines of plain JavaScript that follow it live over
+//! server-sent events; without the script the page is complete, only not live. Nothing on any
+//! page changes state: there are no forms and no buttons.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use super::view::{FleetView, HostView, RepoSeries, RevisionRecord, RunView};
+use crate::resources::{
+    Backup, BackupSummary, DEFAULT_NAMESPACE, Host, HostStatus, Phase, Progress, Repo, Schedule,
+    ScheduleHostStatus,
+};
+use crate::revision::{name_of, namespace_of};
+use crate::runs::is_final;
+use crate::time;
+
+/// Labels the controller puts on every Backup it records.
+const LABEL_SCHEDULE: &str = "holdfast.dev/schedule";
+const LABEL_OPERATION: &str = "holdfast.dev/operation";
+const LABEL_REPO: &str = "holdfast.dev/repo";
+
+/// The span of the host timeline and the repo size charts.
+const WINDOW_DAYS: i64 = 30;
+/// Rows of the recent-runs table on a host page; the timeline shows every run.
+const MAX_RUN_ROWS: usize = 50;
+/// Size charts mark every point with a tooltip up to this many points.
+const MAX_CHART_DOTS: usize = 60;
+
+const PHASES: [Phase; 9] = [
+    Phase::Pending,
+    Phase::Dispatched,
+    Phase::Running,
+    Phase::Succeeded,
+    Phase::PartiallyFailed,
+    Phase::Failed,
+    Phase::Missed,
+    Phase::Skipped,
+    Phase::Cancelled,
+];
+
+// ---------------------------------------------------------------------------------------------
+// Pages
+
+/// The fleet overview at `/`.
+pub fn fleet(view: &FleetView) -> Markup {
+    let now = view.now;
+    layout(
+        "Fleet",
+        html! {
+            header.page {
+                h1 { "Holdfast" }
+                (revision_line(now, view.revisions.applied.as_ref()))
+            }
+            @if let Some(rejected) = &view.revisions.rejected {
+                (rejected_banner(now, rejected))
+            }
+            (summary_strip(view))
+            h2 { "Hosts" }
+            (fleet_table(view))
+            h2 { "Running now" }
+            (active_table(now, &view.active))
+            h2 { "Schedules" }
+            (schedules_table(now, view.schedules))
+            h2 { "Repos" }
+            (repos_table(now, view.repos))
+        },
+    )
+}
+
+/// One host at `/hosts/{namespace}/{name}`.
+pub fn host(view: &HostView) -> Markup {
+    let now = view.now;
+    let host = view.host;
+    let name = name_of(host);
+    let namespace = namespace_of(host);
+    let status = host.status.as_ref();
+    layout(
+        name,
+        html! {
+            nav.crumbs { a href="/" { "Holdfast" } " / hosts / " (qualified(namespace, name)) }
+            header.page {
+                h1 { (name) }
+                (state_badge(is_online(host)))
+                @if host.spec.paused { (badge("paused", "muted")) }
+                @if drifting(status) { (badge("drift", "warn")) }
+            }
+            h2 { "Host" }
+            (host_facts(now, host))
+            @if let Some(status) = status.filter(|s| !s.conditions.is_empty()) {
+                h2 { "Conditions" }
+                (conditions_table(now, status))
+            }
+            h2 { "Schedules" }
+            (host_schedules_table(now, name, &view.schedules))
+            h2 { "Last 30 days" }
+            (timeline(now, &view.runs))
+            (legend())
+            h2 { "Repository size" }
+            @if view.repo_sizes.is_empty() {
+                p.empty { "No repository size reported yet." }
+            }
+            @for series in &view.repo_sizes {
+                (size_chart(now, series))
+            }
+            h2 { "Recent runs" }
+            (runs_table(now, &view.runs))
+        },
+    )
+}
+
+/// One run at `/runs/{namespace}/{name}`, followed live while it is not finished.
+pub fn run(view: &RunView) -> Markup {
+    let now = view.now;
+    let backup = view.backup;
+    let name = name_of(backup);
+    let namespace = namespace_of(backup);
+    let status = backup.status.as_ref();
+    let phase = status.and_then(|s| s.run.phase);
+    let live = !phase.is_some_and(is_final);
+    let log: &[String] = match (view.log.is_empty(), status) {
+        (true, Some(status)) => &status.run.log_tail,
+        _ => view.log,
+    };
+    let (value, text) = progress_state(phase, status.and_then(|s| s.run.progress.as_ref()));
+    layout(
+        name,
+        html! {
+            article #run data-events=[live.then_some(&view.events_url)] {
+                nav.crumbs {
+                    a href="/" { "Holdfast" } " / "
+                    a href=(host_url(namespace, &backup.spec.host)) { (backup.spec.host) }
+                    " / runs / " (name)
+                }
+                header.page {
+                    h1 { (name) }
+                    span #phase class=(format!("badge {}", phase_tone(phase))) {
+                        (phase_name(phase))
+                    }
+                    @if live { span #live .dim { "Live" } }
+                }
+                h2 { "Run" }
+                (run_facts(now, backup))
+                @if let Some(summary) = status.and_then(|s| s.summary.as_ref()) {
+                    h2 { "Summary" }
+                    (summary_facts(summary))
+                }
+                h2 { "Progress" }
+                div.progress {
+                    progress #progress max="100" value=[value.map(fixed)] {
+                        (value.map(|v| format!("{v:.0}%")).unwrap_or_default())
+                    }
+                    span #progress-text { (text) }
+                }
+                h2 { "Log" }
+                @if log.is_empty() { p #log-empty .empty { "No output yet." } }
+                pre #log { @for line in log { (line) "\n" } }
+            }
+            @if live { script { (PreEscaped(live_script())) } }
+        },
+    )
+}
+
+/// A plain page saying what was not found, with a link home.
+pub fn not_found(what: &str) -> Markup {
+    layout(
+        "Not found",
+        html! {
+            nav.crumbs { a href="/" { "Holdfast" } }
+            header.page { h1 { "Not found" } }
+            p { "There is no " strong { (what) } "." }
+            p { a href="/" { "Back to the fleet overview" } }
+        },
+    )
+}
+
+fn layout(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Holdfast" }
+                style { (PreEscaped(CSS)) }
+            }
+            body { main { (body) } }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleet page parts
+
+fn revision_line(now: DateTime<Utc>, applied: Option<&RevisionRecord>) -> Markup {
+    html! {
+        p.revision {
+            @match applied {
+                Some(r) => {
+                    "Revision " strong { (r.id) }
+                    @if let Some(commit) = &r.commit {
+                        " · " code title=(commit) { (short_commit(commit)) }
+                    }
+                    " · applied " (time_el(now, r.at)) " · " (r.summary)
+                }
+                None => { "No revision applied yet." }
+            }
+        }
+    }
+}
+
+fn rejected_banner(now: DateTime<Utc>, r: &RevisionRecord) -> Markup {
+    html! {
+        section.banner role="alert" {
+            h2 { "Revision " (r.id) " rejected" }
+            p {
+                "Read " (time_el(now, r.at))
+                @if let Some(commit) = &r.commit {
+                    " from commit " code title=(commit) { (short_commit(commit)) }
+                }
+                ". Hosts keep the last applied revision until these errors are fixed."
+            }
+            ul.errors { @for error in &r.errors { li { (error) } } }
+        }
+    }
+}
+
+fn summary_strip(view: &FleetView) -> Markup {
+    let total = view.hosts.len();
+    let online = view.hosts.iter().filter(|h| is_online(h)).count();
+    let in_sync = view
+        .hosts
+        .iter()
+        .filter(|h| !drifting(h.status.as_ref()))
+        .count();
+    let stale = view.schedules.iter().filter(|s| stale_hosts(s) > 0).count();
+    let failed = view
+        .hosts
+        .iter()
+        .filter(|h| last_failed(h).is_some())
+        .count();
+    html! {
+        div.strip {
+            (card(&format!("{online} / {total}"), "hosts online", tone(online < total, "bad")))
+            (card(&format!("{in_sync} / {total}"), "in sync", tone(in_sync < total, "warn")))
+            (card(&stale.to_string(), "stale schedules", tone(stale > 0, "warn")))
+            (card(&failed.to_string(), "failed last runs", tone(failed > 0, "bad")))
+        }
+    }
+}
+
+/// `alarm` when something needs attention, else calm.
+fn tone(attention: bool, alarm: &'static str) -> &'static str {
+    if attention { alarm } else { "calm" }
+}
+
+fn card(value: &str, label: &str, tone: &str) -> Markup {
+    html! {
+        div.card.(tone) {
+            div.value { (value) }
+            div.label { (label) }
+        }
+    }
+}
+
+fn fleet_table(view: &FleetView) -> Markup {
+    if view.hosts.is_empty() {
+        return html! { p.empty { "No hosts declared." } };
+    }
+    html! {
+        table {
+            thead { tr {
+                th { "Host" } th { "State" } th { "Schedule version" } th { "Last backup" }
+                th { "Next run" } th { "Attention" }
+            } }
+            tbody { @for host in view.hosts { (host_row(view, host)) } }
+        }
+    }
+}
+
+fn host_row(view: &FleetView, host: &Host) -> Markup {
+    let now = view.now;
+    let name = name_of(host);
+    let namespace = namespace_of(host);
+    let status = host.status.as_ref();
+    let online = is_online(host);
+    let last = status.and_then(|s| s.last_backup.as_ref());
+    let next = host_entries(view.schedules, namespace, name)
+        .filter_map(|e| e.next_schedule_time.as_ref().map(time::chrono))
+        .min();
+    let stale = host_entries(view.schedules, namespace, name).any(|e| e.stale);
+    let failed = last_failed(host);
+    html! {
+        tr data-host=(name) data-state=(state_name(online)) {
+            td {
+                a href=(host_url(namespace, name)) { (name) }
+                @if namespace != DEFAULT_NAMESPACE { " " span.dim { (namespace) } }
+            }
+            td {
+                (state_badge(online))
+                @if host.spec.paused { " " (badge("paused", "muted")) }
+            }
+            td { (versions_cell(status)) }
+            td {
+                @match last {
+                    Some(last) => {
+                        a href=(run_url(namespace, &last.backup)) { (when(now, Some(&last.time))) }
+                        " " (phase_badge(Some(last.phase)))
+                    }
+                    None => { span.dim { "never" } }
+                }
+            }
+            td { @match next { Some(t) => { (time_el(now, t)) }, None => { (dash()) } } }
+            td {
+                @if stale { (badge("stale", "warn")) " " }
+                @match failed {
+                    Some(Phase::PartiallyFailed) => { (badge("partially failed", "warn")) }
+                    Some(_) => { (badge("failed", "bad")) }
+                    None => { @if !stale { (dash()) } }
+                }
+            }
+        }
+    }
+}
+
+fn versions_cell(status: Option<&HostStatus>) -> Markup {
+    let applied = status.and_then(|s| s.applied_schedule_version);
+    let desired = status.and_then(|s| s.desired_schedule_version);
+    html! {
+        @if drifting(status) {
+            span.mono { (version(applied)) " → " (version(desired)) }
+            " " (badge("drift", "warn"))
+            @if let Some(reason) = status.and_then(|s| s.drift_reason.as_deref()) {
+                div.note { (reason) }
+            }
+        } @else {
+            @match desired.or(applied) {
+                Some(v) => { span.mono { "v" (v) } }
+                None => { (dash()) }
+            }
+        }
+    }
+}
+
+fn active_table(now: DateTime<Utc>, active: &[&Backup]) -> Markup {
+    if active.is_empty() {
+        return html! { p.empty { "Nothing is running." } };
+    }
+    html! {
+        table {
+            thead { tr {
+                th { "Run" } th { "Host" } th { "Schedule" } th { "Phase" } th { "Started" }
+                th.wide { "Progress" }
+            } }
+            tbody {
+                @for backup in active {
+                    @let namespace = namespace_of(*backup);
+                    @let status = backup.status.as_ref();
+                    @let phase = status.and_then(|s| s.run.phase);
+                    @let progress = status.and_then(|s| s.run.progress.as_ref());
+                    @let (value, text) = progress_state(phase, progress);
+                    tr {
+                        td { a href=(run_url(namespace, name_of(*backup))) { (name_of(*backup)) } }
+                        td {
+                            a href=(host_url(namespace, &backup.spec.host)) { (backup.spec.host) }
+                        }
+                        td { (run_label(backup)) }
+                        td { (phase_badge(phase)) }
+                        td { (when(now, status.and_then(|s| s.run.start_time.as_ref()))) }
+                        td {
+                            progress max="100" value=[value.map(fixed)] {}
+                            div.note { (text) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn schedules_table(now: DateTime<Utc>, schedules: &[Schedule]) -> Markup {
+    if schedules.is_empty() {
+        return html! { p.empty { "No schedules declared." } };
+    }
+    html! {
+        table {
+            thead { tr {
+                th { "Schedule" } th { "Operation" } th { "Cron" } th.num { "Hosts" }
+                th.num { "Healthy" } th.num { "Stale" } th { "Last success" }
+            } }
+            tbody {
+                @for schedule in schedules {
+                    @let status = schedule.status.as_ref();
+                    @let stale = stale_hosts(schedule);
+                    tr {
+                        td {
+                            (qualified(namespace_of(schedule), name_of(schedule)))
+                            @if schedule.spec.suspend { " " (badge("suspended", "muted")) }
+                        }
+                        td { (schedule.spec.operation.as_str()) }
+                        td {
+                            code { (schedule.spec.cron) }
+                            @if let Some(tz) = &schedule.spec.time_zone { " " span.dim { (tz) } }
+                        }
+                        td.num { (host_count(schedule)) }
+                        td.num {
+                            @match status.and_then(|s| s.healthy_hosts) {
+                                Some(n) => { (n) }
+                                None => { (dash()) }
+                            }
+                        }
+                        td.num {
+                            @if stale > 0 {
+                                (badge(&format!("{stale} stale"), "warn"))
+                            } @else {
+                                "0"
+                            }
+                        }
+                        td { (when(now, status.and_then(|s| s.last_successful_time.as_ref()))) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn repos_table(now: DateTime<Utc>, repos: &[Repo]) -> Markup {
+    if repos.is_empty() {
+        return html! { p.empty { "No repos declared." } };
+    }
+    html! {
+        table {
+            thead { tr {
+                th { "Repo" } th { "URL" } th.num { "Snapshots" } th.num { "Size" }
+                th.num { "Dedup ratio" } th { "Last check" }
+            } }
+            tbody {
+                @for repo in repos {
+                    @let status = repo.status.as_ref();
+                    tr {
+                        td {
+                            (qualified(namespace_of(repo), name_of(repo)))
+                            @if status.and_then(|s| s.lock.as_ref()).is_some_and(|l| l.locked) {
+                                " " (badge("locked", "warn"))
+                            }
+                        }
+                        td { code.url { (repo.spec.url) } }
+                        td.num {
+                            @match status.and_then(|s| s.snapshot_count) {
+                                Some(n) => { (count(n)) }
+                                None => { (dash()) }
+                            }
+                        }
+                        td.num {
+                            @match status.and_then(|s| s.size.clone().or(s.size_bytes.map(bytes))) {
+                                Some(size) => { (size) }
+                                None => { (dash()) }
+                            }
+                        }
+                        td.num {
+                            @match status.and_then(|s| s.dedup_ratio) {
+                                Some(r) => { (format!("{r:.2}×")) }
+                                None => { (dash()) }
+                            }
+                        }
+                        td {
+                            @match status.and_then(|s| s.last_check.as_ref()) {
+                                Some(check) => {
+                                    (when(now, Some(&check.time))) " "
+                                    @if check.passed {
+                                        (badge("passed", "ok"))
+                                    } @else {
+                                        span.badge.bad title=[check.message.as_deref()] { "failed" }
+                                    }
+                                }
+                                None => { span.dim { "never" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host page parts
+
+fn host_facts(now: DateTime<Utc>, host: &Host) -> Markup {
+    let namespace = namespace_of(host);
+    let status = host.status.as_ref();
+    let text = |f: fn(&HostStatus) -> Option<&String>| status.and_then(f).map(String::as_str);
+    let platform = match (text(|s| s.os.as_ref()), text(|s| s.arch.as_ref())) {
+        (Some(os), Some(arch)) => Some(format!("{os}/{arch}")),
+        (os, arch) => os.or(arch).map(str::to_string),
+    };
+    let labels = host.metadata.labels.as_ref().filter(|l| !l.is_empty());
+    html! {
+        dl.facts {
+            dt { "State" }
+            dd {
+                (state_badge(is_online(host)))
+                @if host.spec.paused {
+                    " " (badge("paused", "muted")) " runs nothing until unpaused"
+                }
+            }
+            dt { "Last seen" }
+            dd {
+                @match status.and_then(|s| s.last_seen.as_ref()) {
+                    Some(t) => { (when(now, Some(t))) }
+                    None => { span.dim { "never" } }
+                }
+            }
+            dt { "Namespace" } dd { (namespace) }
+            dt { "Schedule version" } dd { (versions_cell(status)) }
+            dt { "Last backup" }
+            dd {
+                @match status.and_then(|s| s.last_backup.as_ref()) {
+                    Some(last) => {
+                        a href=(run_url(namespace, &last.backup)) { (last.backup) } " "
+                        (phase_badge(Some(last.phase))) " " (when(now, Some(&last.time)))
+                    }
+                    None => { span.dim { "never" } }
+                }
+            }
+            dt { "Agent" } dd { (opt_text(text(|s| s.agent_version.as_ref()))) }
+            dt { "restic" } dd { (opt_text(text(|s| s.restic_version.as_ref()))) }
+            dt { "Protocol" }
+            dd {
+                @match status.and_then(|s| s.protocol_version) {
+                    Some(v) => { (v) }
+                    None => { (dash()) }
+                }
+            }
+            dt { "Platform" } dd { (opt_text(platform.as_deref())) }
+            dt { "Default repo" } dd { (opt_text(host.spec.default_repo.as_deref())) }
+            @if let Some(labels) = labels {
+                dt { "Labels" }
+                dd { @for (k, v) in labels { code.chip { (k) "=" (v) } " " } }
+            }
+        }
+    }
+}
+
+fn conditions_table(now: DateTime<Utc>, status: &HostStatus) -> Markup {
+    html! {
+        table {
+            thead { tr {
+                th { "Type" } th { "Status" } th { "Reason" } th { "Message" } th { "Since" }
+            } }
+            tbody {
+                @for c in &status.conditions {
+                    tr {
+                        td { (c.type_) }
+                        td { (c.status) }
+                        td { (c.reason) }
+                        td { (c.message) }
+                        td { (when(now, Some(&c.last_transition_time))) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn host_schedules_table(now: DateTime<Utc>, host: &str, schedules: &[&Schedule]) -> Markup {
+    let rows: Vec<(&Schedule, &ScheduleHostStatus)> = schedules
+        .iter()
+        .filter_map(|s| host_entry(s, host).map(|e| (*s, e)))
+        .collect();
+    if rows.is_empty() {
+        return html! { p.empty { "No schedule runs on this host." } };
+    }
+    html! {
+        table {
+            thead { tr {
+                th { "Schedule" } th { "Operation" } th { "Cron" } th { "Last run" }
+                th { "Last result" } th { "Last success" } th { "Next" } th { "Last missed" }
+                th { "Stale" }
+            } }
+            tbody {
+                @for (schedule, entry) in rows {
+                    tr {
+                        td {
+                            (name_of(schedule))
+                            @if schedule.spec.suspend { " " (badge("suspended", "muted")) }
+                        }
+                        td { (schedule.spec.operation.as_str()) }
+                        td { code { (schedule.spec.cron) } }
+                        td { (when(now, entry.last_schedule_time.as_ref())) }
+                        td {
+                            @match entry.last_result {
+                                Some(phase) => { (phase_badge(Some(phase))) }
+                                None => { (dash()) }
+                            }
+                        }
+                        td { (when(now, entry.last_successful_time.as_ref())) }
+                        td { (when(now, entry.next_schedule_time.as_ref())) }
+                        td { (when(now, entry.last_missed_time.as_ref())) }
+                        td {
+                            @if entry.stale { (badge("stale", "warn")) } @else { span.dim { "no" } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn runs_table(now: DateTime<Utc>, runs: &[&Backup]) -> Markup {
+    if runs.is_empty() {
+        return html! { p.empty { "No runs in the last 30 days." } };
+    }
+    html! {
+        table {
+            thead { tr {
+                th { "Run" } th { "Schedule" } th { "Operation" } th { "Phase" } th { "Started" }
+                th.num { "Duration" } th.num { "Data added" } th { "Snapshot" } th { "Reason" }
+            } }
+            tbody {
+                @for backup in runs.iter().take(MAX_RUN_ROWS) {
+                    @let status = backup.status.as_ref();
+                    tr {
+                        @let name = name_of(*backup);
+                        td { a href=(run_url(namespace_of(*backup), name)) { (name) } }
+                        td { (opt_text(run_schedule(backup))) }
+                        td { (opt_text(run_operation(backup))) }
+                        td { (phase_badge(status.and_then(|s| s.run.phase))) }
+                        td { (when(now, status.and_then(|s| s.run.start_time.as_ref()))) }
+                        td.num { (opt_text(run_duration(backup).as_deref())) }
+                        td.num { (opt_text(data_added(backup).as_deref())) }
+                        td { code { (opt_text(snapshot_short(backup))) } }
+                        td { span title=[status.and_then(|s| s.run.message.as_deref())] {
+                            (opt_text(status.and_then(|s| s.run.reason.as_deref())))
+                        } }
+                    }
+                }
+            }
+        }
+        @if runs.len() > MAX_RUN_ROWS {
+            p.note {
+                "Showing the newest " (MAX_RUN_ROWS) " of " (runs.len())
+                " runs; the timeline shows all."
+            }
+        }
+    }
+}
+
+const LEGEND: [(&str, &str); 5] = [
+    ("succeeded", "ok"),
+    ("partially failed", "warn"),
+    ("failed", "bad"),
+    ("missed, skipped, cancelled", "muted"),
+    ("pending, running", "info"),
+];
+
+fn legend() -> Markup {
+    html! {
+        p.legend {
+            @for (text, tone) in LEGEND {
+                span { i.(tone) {} (text) }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run page parts
+
+fn run_facts(now: DateTime<Utc>, backup: &Backup) -> Markup {
+    let namespace = namespace_of(backup);
+    let status = backup.status.as_ref();
+    let run = status.map(|s| &s.run);
+    let repo = backup
+        .spec
+        .repo
+        .as_deref()
+        .or_else(|| label(backup, LABEL_REPO));
+    html! {
+        dl.facts {
+            dt { "Host" }
+            dd { a href=(host_url(namespace, &backup.spec.host)) { (backup.spec.host) } }
+            dt { "Schedule" } dd { (opt_text(run_schedule(backup))) }
+            dt { "Operation" } dd { (opt_text(run_operation(backup))) }
+            dt { "Repo" } dd { (opt_text(repo)) }
+            dt { "Scheduled" } dd { (when(now, run.and_then(|r| r.scheduled_time.as_ref()))) }
+            dt { "Started" } dd { (when(now, run.and_then(|r| r.start_time.as_ref()))) }
+            dt { "Finished" } dd { (when(now, run.and_then(|r| r.completion_time.as_ref()))) }
+            dt { "Duration" } dd #duration { (opt_text(run_duration(backup).as_deref())) }
+            dt { "Exit code" }
+            dd #exit-code {
+                @match run.and_then(|r| r.exit_code) {
+                    Some(code) => { (code) }
+                    None => { (dash()) }
+                }
+            }
+            dt { "Snapshot" }
+            dd #snapshot {
+                @match status.and_then(|s| s.snapshot_id.as_deref()) {
+                    Some(id) => { code title=(id) { (snapshot_short(backup).unwrap_or(id)) } }
+                    None => { (opt_text(snapshot_short(backup))) }
+                }
+            }
+            dt { "Data added" } dd #data-added { (opt_text(data_added(backup).as_deref())) }
+            dt { "Reason" } dd #reason { (opt_text(run.and_then(|r| r.reason.as_deref()))) }
+            dt { "Message" } dd #message { (opt_text(run.and_then(|r| r.message.as_deref()))) }
+        }
+    }
+}
+
+fn summary_facts(summary: &BackupSummary) -> Markup {
+    html! {
+        dl.facts {
+            dt { "Files" }
+            dd {
+                (count(summary.files_new)) " new · " (count(summary.files_changed)) " changed · "
+                (count(summary.files_unmodified)) " unmodified"
+            }
+            dt { "Directories" }
+            dd {
+                (count(summary.dirs_new)) " new · " (count(summary.dirs_changed)) " changed · "
+                (count(summary.dirs_unmodified)) " unmodified"
+            }
+            dt { "Data added" } dd { (bytes(summary.data_added)) }
+            dt { "Processed" }
+            dd {
+                (count(summary.total_files_processed)) " files · "
+                (bytes(summary.total_bytes_processed))
+            }
+        }
+    }
+}
+
+/// The progress bar's value (none: indeterminate) and the text beside it.
+fn progress_state(phase: Option<Phase>, progress: Option<&Progress>) -> (Option<f64>, String) {
+    match (phase, progress) {
+        (Some(Phase::Succeeded), _) => (Some(100.0), "Done".into()),
+        (_, Some(p)) => (percent(p), progress_text(p)),
+        (Some(p), None) if is_final(p) => (Some(0.0), "No progress reported".into()),
+        (Some(Phase::Running), None) => (None, "Starting…".into()),
+        (_, None) => (None, "Waiting for the agent…".into()),
+    }
+}
+
+fn percent(p: &Progress) -> Option<f64> {
+    let stated = p
+        .percent
+        .trim()
+        .trim_end_matches('%')
+        .trim()
+        .parse::<f64>()
+        .ok();
+    stated
+        .or_else(|| {
+            let total = p.total_bytes.filter(|t| *t > 0)?;
+            Some(p.bytes_done as f64 / total as f64 * 100.0)
+        })
+        .filter(|v| v.is_finite())
+        .map(|v| v.clamp(0.0, 100.0))
+}
+
+/// `42% · 1,234 / 5,000 files · 1.2 GiB / 3.4 GiB · about 3m05s left`; the live script says the
+/// same in the same words.
+fn progress_text(p: &Progress) -> String {
+    let mut parts = Vec::new();
+    if !p.percent.is_empty() {
+        parts.push(p.percent.clone());
+    }
+    parts.push(match p.total_files {
+        Some(total) => format!("{} / {} files", count(p.files_done), count(total)),
+        None => format!("{} files", count(p.files_done)),
+    });
+    parts.push(match p.total_bytes {
+        Some(total) => format!("{} / {}", bytes(p.bytes_done), bytes(total)),
+        None => bytes(p.bytes_done),
+    });
+    if let Some(left) = p.seconds_remaining {
+        parts.push(format!("about {} left", format_seconds(left)));
+    }
+    parts.join(" · ")
+}
+
+/// The live-update script, with the phase colours and final phases taken from this module.
+fn live_script() -> String {
+    let tones: Vec<String> = PHASES
+        .iter()
+        .map(|p| format!("{}: \"{}\"", phase_name(Some(*p)), phase_tone(Some(*p))))
+        .collect();
+    let finals: Vec<String> = PHASES
+        .iter()
+        .filter(|p| is_final(**p))
+        .map(|p| format!("\"{}\"", phase_name(Some(*p))))
+        .collect();
+    format!(
+        "(function () {{\n\"use strict\";\nvar TONES = {{{}}};\nvar FINAL = [{}];\n{}}})();\n",
+        tones.join(", "),
+        finals.join(", "),
+        SCRIPT
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Charts
+
+/// Geometry of the timeline: label column, plot, and lanes.
+const TL_WIDTH: f64 = 800.0;
+const TL_LABELS: f64 = 150.0;
+const TL_RIGHT: f64 = 12.0;
+const TL_TOP: f64 = 6.0;
+const TL_LANE: f64 = 24.0;
+const TL_AXIS: f64 = 22.0;
+
+/// A host's runs of the last 30 days: one lane per schedule, one mark per run placed by when it
+/// started (see `run_time`), coloured by phase, each linking to its run.
+fn timeline(now: DateTime<Utc>, runs: &[&Backup]) -> Markup {
+    let start = now - Duration::days(WINDOW_DAYS);
+    let mut lanes: BTreeMap<String, Vec<(DateTime<Utc>, &Backup)>> = BTreeMap::new();
+    for backup in runs {
+        if let Some(t) = run_time(backup).filter(|t| *t >= start) {
+            lanes
+                .entry(run_label(backup))
+                .or_default()
+                .push((t.min(now), backup));
+        }
+    }
+    if lanes.is_empty() {
+        return html! { p.empty { "No runs in the last 30 days." } };
+    }
+    let plot_bottom = TL_TOP + lanes.len() as f64 * TL_LANE;
+    let height = plot_bottom + TL_AXIS;
+    let x = |t: DateTime<Utc>| window_x(start, t, TL_LABELS, TL_WIDTH - TL_RIGHT);
+    html! {
+        svg.timeline viewBox=(format!("0 0 {TL_WIDTH} {}", fixed(height))) role="img"
+            aria-label="Runs of the last 30 days, one mark per run" {
+            (day_ticks(TL_LABELS, TL_WIDTH - TL_RIGHT, TL_TOP, plot_bottom))
+            @for (i, (lane, marks)) in lanes.iter().enumerate() {
+                @let y = TL_TOP + i as f64 * TL_LANE;
+                line.lane x1=(fixed(TL_LABELS)) x2=(fixed(TL_WIDTH - TL_RIGHT))
+                    y1=(fixed(y + TL_LANE / 2.0)) y2=(fixed(y + TL_LANE / 2.0)) {}
+                text x=(fixed(TL_LABELS - 8.0)) y=(fixed(y + TL_LANE / 2.0 + 4.0))
+                    text-anchor="end" {
+                    title { (lane) }
+                    (ellipsize(lane, 22))
+                }
+                @for (t, backup) in marks {
+                    @let phase = backup.status.as_ref().and_then(|s| s.run.phase);
+                    a href=(run_url(namespace_of(*backup), name_of(*backup))) {
+                        rect class=(format!("mark {}", phase_tone(phase)))
+                            x=(fixed(x(*t) - 2.5)) y=(fixed(y + 4.0)) width="5"
+                            height=(fixed(TL_LANE - 8.0)) rx="1.5" {
+                            title { (lane) " · " (phase_name(phase)) " · " (exact(*t)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Geometry of a size chart.
+const SC_WIDTH: f64 = 800.0;
+const SC_HEIGHT: f64 = 170.0;
+const SC_LEFT: f64 = 76.0;
+const SC_RIGHT: f64 = 12.0;
+const SC_TOP: f64 = 12.0;
+const SC_AXIS: f64 = 22.0;
+
+/// A repo's stored size over the last 30 days, as a line.
+fn size_chart(now: DateTime<Utc>, series: &RepoSeries) -> Markup {
+    let start = now - Duration::days(WINDOW_DAYS);
+    let latest = series.points.last().map(|(_, size)| *size);
+    // The largest size sits a tenth below the top; the axis starts at zero.
+    let peak = series
+        .points
+        .iter()
+        .map(|(_, size)| *size)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let scale = peak as f64 * 1.1;
+    let bottom = SC_HEIGHT - SC_AXIS;
+    let x = |t: DateTime<Utc>| window_x(start, t, SC_LEFT, SC_WIDTH - SC_RIGHT);
+    let y = |v: u64| bottom - v as f64 / scale * (bottom - SC_TOP);
+    let line: Vec<String> = series
+        .points
+        .iter()
+        .map(|(t, v)| format!("{},{}", fixed(x(*t)), fixed(y(*v))))
+        .collect();
+    let dots = if series.points.len() <= MAX_CHART_DOTS {
+        &series.points[..]
+    } else {
+        &series.points[series.points.len() - 1..]
+    };
+    html! {
+        figure.chart {
+            figcaption {
+                strong { (series.repo) }
+                @if let Some(size) = latest { " · " (bytes(size)) }
+            }
+            @if series.points.is_empty() {
+                p.empty { "No size reported in the last 30 days." }
+            } @else {
+                svg.sizes viewBox=(format!("0 0 {SC_WIDTH} {SC_HEIGHT}")) role="img"
+                    aria-label=(format!("Size of repo {} over the last 30 days", series.repo)) {
+                    (day_ticks(SC_LEFT, SC_WIDTH - SC_RIGHT, SC_TOP, bottom))
+                    @for v in [0, peak / 2, peak] {
+                        @let gy = fixed(y(v));
+                        line.grid x1=(fixed(SC_LEFT)) x2=(fixed(SC_WIDTH - SC_RIGHT))
+                            y1=(gy) y2=(gy) {}
+                        text x=(fixed(SC_LEFT - 6.0)) y=(gy) dy="4" text-anchor="end" {
+                            (bytes(v))
+                        }
+                    }
+                    polyline.line points=(line.join(" ")) {}
+                    @for (t, v) in dots {
+                        circle.dot cx=(fixed(x(*t))) cy=(fixed(y(*v))) r="3" {
+                            title { (bytes(*v)) " · " (exact(*t)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Vertical lines every five days across a 30-day plot, labelled below it.
+fn day_ticks(x0: f64, x1: f64, top: f64, bottom: f64) -> Markup {
+    html! {
+        @for days_ago in (0..=WINDOW_DAYS).rev().step_by(5) {
+            @let x = fixed(x0 + (WINDOW_DAYS - days_ago) as f64 / WINDOW_DAYS as f64 * (x1 - x0));
+            line.grid x1=(x) x2=(x) y1=(fixed(top)) y2=(fixed(bottom)) {}
+            text x=(x) y=(fixed(bottom + 15.0))
+                text-anchor=(match days_ago { 0 => "end", WINDOW_DAYS => "start", _ => "middle" }) {
+                @if days_ago == 0 { "now" } @else { (days_ago) " d ago" }
+            }
+        }
+    }
+}
+
+/// Where `t` falls between `x0` (30 days ago) and `x1` (now).
+fn window_x(start: DateTime<Utc>, t: DateTime<Utc>, x0: f64, x1: f64) -> f64 {
+    let span = Duration::days(WINDOW_DAYS).num_seconds() as f64;
+    let frac = ((t - start).num_seconds() as f64 / span).clamp(0.0, 1.0);
+    x0 + frac * (x1 - x0)
+}
+
+fn fixed(v: f64) -> String {
+    format!("{v:.1}")
+}
+
+fn ellipsize(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(max - 1).collect();
+        format!("{head}…")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small pieces
+
+fn badge(text: &str, tone: &str) -> Markup {
+    html! { span.badge.(tone) { (text) } }
+}
+
+fn phase_badge(phase: Option<Phase>) -> Markup {
+    badge(phase_name(phase), phase_tone(phase))
+}
+
+/// A run without a phase is a request nobody has picked up yet: pending.
+fn phase_name(phase: Option<Phase>) -> &'static str {
+    match phase.unwrap_or(Phase::Pending) {
+        Phase::Pending => "Pending",
+        Phase::Dispatched => "Dispatched",
+        Phase::Running => "Running",
+        Phase::Succeeded => "Succeeded",
+        Phase::PartiallyFailed => "PartiallyFailed",
+        Phase::Failed => "Failed",
+        Phase::Missed => "Missed",
+        Phase::Skipped => "Skipped",
+        Phase::Cancelled => "Cancelled",
+    }
+}
+
+/// The colour of a phase: the CSS class of its badge and timeline mark.
+fn phase_tone(phase: Option<Phase>) -> &'static str {
+    match phase.unwrap_or(Phase::Pending) {
+        Phase::Succeeded => "ok",
+        Phase::PartiallyFailed => "warn",
+        Phase::Failed => "bad",
+        Phase::Missed | Phase::Skipped | Phase::Cancelled => "muted",
+        Phase::Pending | Phase::Dispatched | Phase::Running => "info",
+    }
+}
+
+fn state_name(online: bool) -> &'static str {
+    if online { "online" } else { "offline" }
+}
+
+fn state_badge(online: bool) -> Markup {
+    let state = state_name(online);
+    let tone = if online { "ok" } else { "bad" };
+    html! { span.badge.(tone).(format!("state-{state}")) { (state) } }
+}
+
+fn is_online(host: &Host) -> bool {
+    host.status.as_ref().and_then(|s| s.online).unwrap_or(false)
+}
+
+/// The agent runs another schedule version than the controller wants.
+fn drifting(status: Option<&HostStatus>) -> bool {
+    status.is_some_and(|s| {
+        s.desired_schedule_version.is_some()
+            && s.applied_schedule_version != s.desired_schedule_version
+    })
+}
+
+/// The phase of the host's last backup when it failed in whole or in part.
+fn last_failed(host: &Host) -> Option<Phase> {
+    let phase = host.status.as_ref()?.last_backup.as_ref()?.phase;
+    matches!(phase, Phase::Failed | Phase::PartiallyFailed).then_some(phase)
+}
+
+fn version(v: Option<u64>) -> String {
+    v.map_or_else(|| "—".to_string(), |v| format!("v{v}"))
+}
+
+fn host_entry<'a>(schedule: &'a Schedule, host: &str) -> Option<&'a ScheduleHostStatus> {
+    schedule
+        .status
+        .as_ref()?
+        .hosts
+        .iter()
+        .find(|e| e.host == host)
+}
+
+/// The status entries of every schedule in `namespace` for the host `name`.
+fn host_entries<'a>(
+    schedules: &'a [Schedule],
+    namespace: &'a str,
+    name: &'a str,
+) -> impl Iterator<Item = &'a ScheduleHostStatus> + 'a {
+    schedules
+        .iter()
+        .filter(move |s| namespace_of(*s) == namespace)
+        .filter_map(move |s| host_entry(s, name))
+}
+
+fn host_count(schedule: &Schedule) -> u64 {
+    schedule
+        .status
+        .as_ref()
+        .map_or(0, |s| s.host_count.map_or(s.hosts.len() as u64, u64::from))
+}
+
+fn stale_hosts(schedule: &Schedule) -> u64 {
+    schedule.status.as_ref().map_or(0, |s| {
+        s.stale_hosts.map_or_else(
+            || s.hosts.iter().filter(|e| e.stale).count() as u64,
+            u64::from,
+        )
+    })
+}
+
+fn label<'a>(backup: &'a Backup, key: &str) -> Option<&'a str> {
+    backup
+        .metadata
+        .labels
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+fn run_schedule(backup: &Backup) -> Option<&str> {
+    backup
+        .spec
+        .schedule
+        .as_deref()
+        .or_else(|| label(backup, LABEL_SCHEDULE))
+}
+
+fn run_operation(backup: &Backup) -> Option<&str> {
+    backup
+        .spec
+        .operation
+        .map(|op| op.as_str())
+        .or_else(|| label(backup, LABEL_OPERATION))
+}
+
+/// `nightly`, or `run-now · prune` for a request that names no schedule.
+fn run_label(backup: &Backup) -> String {
+    match (run_schedule(backup), run_operation(backup)) {
+        (Some(schedule), _) => schedule.to_string(),
+        (None, Some(op)) => format!("run-now · {op}"),
+        (None, None) => "run-now".to_string(),
+    }
+}
+
+/// When a run started, else when it was due, else when it finished, else when it was recorded.
+fn run_time(backup: &Backup) -> Option<DateTime<Utc>> {
+    let run = backup.status.as_ref().map(|s| &s.run);
+    run.and_then(|r| {
+        r.start_time
+            .as_ref()
+            .or(r.scheduled_time.as_ref())
+            .or(r.completion_time.as_ref())
+    })
+    .or(backup.metadata.creation_timestamp.as_ref())
+    .map(time::chrono)
+}
+
+fn run_duration(backup: &Backup) -> Option<String> {
+    let run = &backup.status.as_ref()?.run;
+    if let Some(d) = &run.duration {
+        return Some(d.clone());
+    }
+    let start = run.start_time.as_ref().map(time::chrono)?;
+    let end = run.completion_time.as_ref().map(time::chrono)?;
+    u64::try_from((end - start).num_seconds())
+        .ok()
+        .map(format_seconds)
+}
+
+fn data_added(backup: &Backup) -> Option<String> {
+    let status = backup.status.as_ref()?;
+    status
+        .data_added
+        .clone()
+        .or_else(|| status.summary.as_ref().map(|s| bytes(s.data_added)))
+}
+
+fn snapshot_short(backup: &Backup) -> Option<&str> {
+    let status = backup.status.as_ref()?;
+    status.snapshot_short_id.as_deref().or_else(|| {
+        status
+            .snapshot_id
+            .as_deref()
+            .map(|id| id.get(..8).unwrap_or(id))
+    })
+}
+
+fn host_url(namespace: &str, name: &str) -> String {
+    format!("/hosts/{namespace}/{name}")
+}
+
+fn run_url(namespace: &str, name: &str) -> String {
+    format!("/runs/{namespace}/{name}")
+}
+
+/// `name`, or `namespace/name` outside the default namespace.
+fn qualified(namespace: &str, name: &str) -> String {
+    if namespace == DEFAULT_NAMESPACE {
+        name.to_string()
+    } else {
+        format!("{namespace}/{name}")
+    }
+}
+
+fn short_commit(commit: &str) -> &str {
+    commit.get(..7).unwrap_or(commit)
+}
+
+fn dash() -> Markup {
+    html! { span.dim { "—" } }
+}
+
+fn opt_text(text: Option<&str>) -> Markup {
+    match text {
+        Some(text) => html! { (text) },
+        None => dash(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time, sizes, counts
+
+/// `<time>` with the exact instant in its attributes and a relative one as its text.
+fn time_el(now: DateTime<Utc>, t: DateTime<Utc>) -> Markup {
+    html! {
+        time datetime=(t.to_rfc3339_opts(SecondsFormat::Secs, true)) title=(exact(t)) {
+            (relative(now, t))
+        }
+    }
+}
+
+fn when(now: DateTime<Utc>, t: Option<&Time>) -> Markup {
+    match t.map(time::chrono) {
+        Some(t) => time_el(now, t),
+        None => dash(),
+    }
+}
+
+fn exact(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// `just now`, `3 min ago`, `in 2 h`, `2 d ago`: whole units, rounded down.
+fn relative(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
+    let secs = (t - now).num_seconds();
+    let abs = secs.unsigned_abs();
+    if abs < 60 {
+        return if secs <= 0 { "just now" } else { "in a moment" }.to_string();
+    }
+    let amount = if abs < 3600 {
+        format!("{} min", abs / 60)
+    } else if abs < 48 * 3600 {
+        format!("{} h", abs / 3600)
+    } else {
+        format!("{} d", abs / 86_400)
+    };
+    if secs < 0 {
+        format!("{amount} ago")
+    } else {
+        format!("in {amount}")
+    }
+}
+
+/// `45s`, `3m05s`, `2h10m`.
+fn format_seconds(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m:02}m")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Binary units with one decimal: `512 B`, `12.3 MiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `1,234,567`.
+fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Assets
+
+/// The body of the live-update script; `live_script` defines `TONES` and `FINAL` before it.
+const SCRIPT: &str = r#"var root = document.getElementById("run");
+var url = root && root.getAttribute("data-events");
+if (!url || !window.EventSource) return;
+var phase = document.getElementById("phase");
+var bar = document.getElementById("progress");
+var text = document.getElementById("progress-text");
+var log = document.getElementById("log");
+var live = document.getElementById("live");
+function set(id, v) {
+  var el = document.getElementById(id);
+  if (el && v !== undefined && v !== null) el.textContent = String(v);
+}
+function bytes(n) {
+  var units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"], i = 0;
+  if (n < 1024) return n + " B";
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return n.toFixed(1) + " " + units[i];
+}
+function count(n) { return Number(n).toLocaleString("en-US"); }
+function two(n) { return (n < 10 ? "0" : "") + n; }
+function secs(t) {
+  var h = Math.floor(t / 3600), m = Math.floor(t / 60) % 60, s = t % 60;
+  return h > 0 ? h + "h" + two(m) + "m" : m > 0 ? m + "m" + two(s) + "s" : s + "s";
+}
+function describe(p) {
+  var parts = [];
+  if (p.percent) parts.push(p.percent);
+  var files = count(p.filesDone || 0);
+  parts.push(p.totalFiles != null
+    ? files + " / " + count(p.totalFiles) + " files"
+    : files + " files");
+  var done = bytes(p.bytesDone || 0);
+  parts.push(p.totalBytes != null ? done + " / " + bytes(p.totalBytes) : done);
+  if (p.secondsRemaining != null) parts.push("about " + secs(p.secondsRemaining) + " left");
+  return parts.join(" \u00b7 ");
+}
+var source = new EventSource(url);
+source.addEventListener("status", function (e) {
+  var s;
+  try { s = JSON.parse(e.data); } catch (err) { return; }
+  if (!s) return;
+  if (s.phase) {
+    phase.textContent = s.phase;
+    phase.className = "badge " + (TONES[s.phase] || "info");
+  }
+  if (s.progress) {
+    var pct = parseFloat(s.progress.percent);
+    if (!isNaN(pct)) bar.value = Math.max(0, Math.min(100, pct));
+    text.textContent = describe(s.progress);
+  }
+  set("duration", s.duration);
+  set("exit-code", s.exitCode);
+  set("snapshot", s.snapshotShortId);
+  set("data-added", s.dataAdded);
+  set("reason", s.reason);
+  set("message", s.message);
+  if (FINAL.indexOf(s.phase) >= 0) {
+    source.close();
+    if (s.phase === "Succeeded") {
+      bar.value = 100;
+      text.textContent = "Done";
+    }
+    if (live) live.textContent = "Finished \u2014 reload for the full record";
+  }
+});
+source.addEventListener("log", function (e) {
+  var follow = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+  log.appendChild(document.createTextNode(e.data + "\n"));
+  var empty = document.getElementById("log-empty");
+  if (empty) empty.parentNode.removeChild(empty);
+  if (follow) log.scrollTop = log.scrollHeight;
+});
+"#;
+
+const CSS: &str = r#"
+:root {
+  --bg: #f6f7f9; --panel: #ffffff; --text: #1f2328; --dim: #656d76; --line: #d8dee4;
+  --accent: #0b5cad;
+  --ok: #1a7f37; --ok-bg: #dcf5e3; --bad: #c62828; --bad-bg: #ffebe9;
+  --warn: #9a6700; --warn-bg: #fff5cc; --muted: #57606a; --muted-bg: #eaeef2;
+  --info: #0b5cad; --info-bg: #ddf0ff;
+  --mono: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+  color-scheme: light dark;
+}
+@media (prefers-color-scheme: dark) {
+  :root {
+    --bg: #0f1318; --panel: #161b22; --text: #e6edf3; --dim: #8d96a0; --line: #2d333b;
+    --accent: #58a6ff;
+    --ok: #3fb950; --ok-bg: #12301d; --bad: #f85149; --bad-bg: #3a1618;
+    --warn: #d29922; --warn-bg: #33270e; --muted: #9198a1; --muted-bg: #262c34;
+    --info: #58a6ff; --info-bg: #102a46;
+  }
+}
+* { box-sizing: border-box; }
+body {
+  margin: 0; background: var(--bg); color: var(--text);
+  font: 14px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+  font-variant-numeric: tabular-nums;
+}
+main { max-width: 1200px; margin: 0 auto; padding: 24px 20px 64px; }
+a { color: var(--accent); text-decoration: none; }
+a:hover { text-decoration: underline; }
+h1 { font-size: 24px; line-height: 1.2; margin: 0; letter-spacing: -0.01em; }
+h2 {
+  font-size: 13px; font-weight: 600; text-transform: uppercase; letter-spacing: 0.06em;
+  color: var(--dim); margin: 32px 0 10px;
+}
+code, pre, .mono { font-family: var(--mono); font-size: 12.5px; }
+.page { display: flex; flex-wrap: wrap; align-items: center; gap: 8px 14px; margin: 0 0 16px; }
+.crumbs { color: var(--dim); margin-bottom: 8px; }
+.revision { color: var(--dim); margin: 0; }
+.dim, .note, .empty { color: var(--dim); }
+.note { font-size: 12px; margin-top: 2px; }
+.empty {
+  margin: 0; padding: 14px 16px; background: var(--panel);
+  border: 1px dashed var(--line); border-radius: 8px;
+}
+table {
+  width: 100%; border-collapse: separate; border-spacing: 0; background: var(--panel);
+  border: 1px solid var(--line); border-radius: 8px; overflow: hidden;
+}
+th, td {
+  text-align: left; padding: 8px 12px; border-bottom: 1px solid var(--line); vertical-align: top;
+}
+th {
+  font-size: 12px; font-weight: 600; color: var(--dim); background: var(--bg);
+  white-space: nowrap;
+}
+tbody tr:last-child td { border-bottom: 0; }
+tbody tr:hover td { background: var(--bg); }
+.num { text-align: right; }
+th.wide { width: 30%; }
+code.url { word-break: break-all; }
+.chip { background: var(--muted-bg); padding: 1px 6px; border-radius: 4px; }
+.badge {
+  display: inline-block; padding: 0 8px; border-radius: 999px; font-size: 12px;
+  font-weight: 600; line-height: 20px; white-space: nowrap;
+}
+.badge.ok { color: var(--ok); background: var(--ok-bg); }
+.badge.bad { color: var(--bad); background: var(--bad-bg); }
+.badge.warn { color: var(--warn); background: var(--warn-bg); }
+.badge.muted { color: var(--muted); background: var(--muted-bg); }
+.badge.info { color: var(--info); background: var(--info-bg); }
+.banner {
+  background: var(--bad-bg); border: 1px solid var(--bad); border-left-width: 5px;
+  border-radius: 8px; padding: 14px 18px; margin: 0 0 20px;
+}
+.banner h2 {
+  color: var(--bad); font-size: 16px; text-transform: none; letter-spacing: 0;
+  margin: 0 0 4px;
+}
+.banner p { margin: 0 0 8px; }
+.banner ul { margin: 0; padding-left: 20px; }
+.banner li {
+  font-family: var(--mono); font-size: 12.5px; white-space: pre-wrap; overflow-wrap: anywhere;
+}
+.strip {
+  display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: 12px;
+  margin: 20px 0 8px;
+}
+.card {
+  background: var(--panel); border: 1px solid var(--line); border-radius: 8px;
+  padding: 12px 16px;
+}
+.card .value { font-size: 26px; font-weight: 650; line-height: 1.2; }
+.card .label { color: var(--dim); font-size: 12px; }
+.card.calm { border-top: 3px solid var(--ok); }
+.card.warn { border-top: 3px solid var(--warn); }
+.card.warn .value { color: var(--warn); }
+.card.bad { border-top: 3px solid var(--bad); }
+.card.bad .value { color: var(--bad); }
+dl.facts {
+  display: grid; grid-template-columns: max-content 1fr; gap: 6px 28px; margin: 0;
+  background: var(--panel); border: 1px solid var(--line); border-radius: 8px;
+  padding: 14px 18px;
+}
+dl.facts dt { color: var(--dim); }
+dl.facts dd { margin: 0; overflow-wrap: anywhere; }
+.progress {
+  display: flex; flex-direction: column; gap: 6px; background: var(--panel);
+  border: 1px solid var(--line); border-radius: 8px; padding: 14px 18px;
+}
+progress { width: 100%; height: 10px; accent-color: var(--info); }
+#live { font-size: 12px; }
+pre#log {
+  margin: 8px 0 0; padding: 12px 14px; max-height: 520px; overflow: auto;
+  white-space: pre-wrap; overflow-wrap: anywhere; line-height: 1.45;
+  background: #0d1117; color: #e6edf3; border-radius: 8px;
+}
+pre#log:empty { display: none; }
+svg {
+  display: block; width: 100%; height: auto; background: var(--panel);
+  border: 1px solid var(--line); border-radius: 8px;
+}
+svg text { fill: var(--dim); font-size: 11px; }
+svg .grid { stroke: var(--line); stroke-width: 1; }
+svg .lane { stroke: var(--line); stroke-dasharray: 2 4; }
+svg .mark.ok { fill: var(--ok); }
+svg .mark.bad { fill: var(--bad); }
+svg .mark.warn { fill: var(--warn); }
+svg .mark.muted { fill: var(--muted); }
+svg .mark.info { fill: var(--info); }
+svg a:hover .mark { opacity: 0.65; }
+svg .line { fill: none; stroke: var(--accent); stroke-width: 2; stroke-linejoin: round; }
+svg .dot { fill: var(--accent); }
+figure.chart { margin: 0 0 16px; }
+figcaption { margin: 0 0 6px; }
+.legend {
+  display: flex; flex-wrap: wrap; gap: 4px 16px; color: var(--dim); font-size: 12px;
+  margin: 8px 0 0;
+}
+.legend i {
+  display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px;
+}
+.legend i.ok { background: var(--ok); }
+.legend i.bad { background: var(--bad); }
+.legend i.warn { background: var(--warn); }
+.legend i.muted { background: var(--muted); }
+.legend i.info { background: var(--info); }
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{
+        BackupSpec, BackupStatus, HostSpec, LastRun, RunStatus, ScheduleSpec, ScheduleStatus,
+    };
+    use crate::web::view::Revisions;
+    use protocol::Operation;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_750_000_000, 0).expect("valid instant")
+    }
+
+    fn host_named(name: &str, online: Option<bool>) -> Host {
+        let mut host = Host::new(name, HostSpec::default());
+        host.metadata.namespace = Some("default".into());
+        host.status = online.map(|online| HostStatus {
+            online: Some(online),
+            ..HostStatus::default()
+        });
+        host
+    }
+
+    fn backup(name: &str, phase: Phase, start: Option<DateTime<Utc>>) -> Backup {
+        let mut backup = Backup::new(
+            name,
+            BackupSpec {
+                host: "web-1".into(),
+                schedule: Some("nightly".into()),
+                operation: Some(Operation::Backup),
+                repo: None,
+            },
+        );
+        backup.metadata.namespace = Some("default".into());
+        backup.status = Some(BackupStatus {
+            run: RunStatus {
+                phase: Some(phase),
+                start_time: start.map(time::k8s),
+                ..RunStatus::default()
+            },
+            ..BackupStatus::default()
+        });
+        backup
+    }
+
+    fn schedule(name: &str, entries: Vec<ScheduleHostStatus>) -> Schedule {
+        let mut schedule = Schedule::new(
+            name,
+            ScheduleSpec {
+                operation: Operation::Backup,
+                cron: "0 2 * * *".into(),
+                time_zone: None,
+                hosts: vec![],
+                host_selector: None,
+                repo: None,
+                paths: vec!["/etc".into()],
+                excludes: vec![],
+                tags: vec![],
+                hooks: None,
+                limits: None,
+                retention: None,
+                prune: false,
+                read_data_subset: None,
+                concurrency_policy: Default::default(),
+                missed_run_policy: Default::default(),
+                jitter: None,
+                suspend: false,
+                successful_runs_history_limit: None,
+                failed_runs_history_limit: None,
+                stale_after: None,
+            },
+        );
+        schedule.metadata.namespace = Some("default".into());
+        schedule.status = Some(ScheduleStatus {
+            hosts: entries,
+            ..ScheduleStatus::default()
+        });
+        schedule
+    }
+
+    fn fleet_page(revisions: &Revisions, hosts: &[Host], schedules: &[Schedule]) -> String {
+        fleet(&FleetView {
+            now: now(),
+            revisions,
+            hosts,
+            schedules,
+            repos: &[],
+            active: vec![],
+        })
+        .into_string()
+    }
+
+    fn run_page(backup: &Backup) -> String {
+        run(&RunView {
+            now: now(),
+            backup,
+            log: &[],
+            events_url: "/runs/default/r1/events".into(),
+        })
+        .into_string()
+    }
+
+    /// The `<tr data-host="name" …>…</tr>` of one host.
+    fn row<'a>(page: &'a str, name: &str) -> &'a str {
+        let start = page
+            .find(&format!("<tr data-host=\"{name}\""))
+            .unwrap_or_else(|| panic!("no row for {name}"));
+        let len = page[start..].find("</tr>").expect("row ends");
+        &page[start..start + len]
+    }
+
+    fn escaped(text: &str) -> String {
+        html! { (text) }.into_string()
+    }
+
+    #[test]
+    fn fleet_lists_every_host_with_its_state() {
+        let hosts = [
+            host_named("web-1", Some(true)),
+            host_named("db-1", Some(false)),
+            host_named("new-1", None),
+        ];
+        let page = fleet_page(&Revisions::default(), &hosts, &[]);
+        assert_eq!(page.matches("<tr data-host=").count(), 3);
+        let web = row(&page, "web-1");
+        assert!(web.contains(r#"data-state="online""#), "{web}");
+        assert!(web.contains(">online</span>"), "{web}");
+        for name in ["db-1", "new-1"] {
+            let r = row(&page, name);
+            assert!(r.contains(r#"data-state="offline""#), "{r}");
+            assert!(r.contains(">offline</span>"), "{r}");
+        }
+        assert!(
+            page.contains(">1 / 3</div>"),
+            "hosts online in the summary strip"
+        );
+    }
+
+    #[test]
+    fn fleet_row_shows_drift_next_run_stale_and_failure() {
+        let mut web = host_named("web-1", Some(true));
+        let status = web.status.as_mut().expect("has a status");
+        status.applied_schedule_version = Some(3);
+        status.desired_schedule_version = Some(4);
+        status.drift_reason = Some("AwaitingAck".into());
+        status.last_backup = Some(LastRun {
+            time: time::k8s(now() - Duration::hours(5)),
+            phase: Phase::Failed,
+            backup: "web-1-nightly-1".into(),
+        });
+        let entry = |next: i64, stale: bool| ScheduleHostStatus {
+            host: "web-1".into(),
+            next_schedule_time: Some(time::k8s(now() + Duration::hours(next))),
+            stale,
+            ..ScheduleHostStatus::default()
+        };
+        let schedules = [
+            schedule("nightly", vec![entry(9, false)]),
+            schedule("hourly", vec![entry(2, true)]),
+        ];
+        let page = fleet_page(&Revisions::default(), &[web], &schedules);
+        let r = row(&page, "web-1");
+        assert!(
+            r.contains("v3 → v4") && r.contains(">drift<") && r.contains("AwaitingAck"),
+            "{r}"
+        );
+        assert!(r.contains(">in 2 h</time>"), "earliest next run: {r}");
+        assert!(r.contains(">stale<") && r.contains(">failed<"), "{r}");
+        assert!(r.contains(r#"href="/runs/default/web-1-nightly-1""#), "{r}");
+    }
+
+    #[test]
+    fn rejected_revision_lists_errors_verbatim() {
+        let errors = vec![
+            "fleet/schedules/nightly.yaml:8:3: Schedule/nightly: spec.cron: `30 1 * *` has 4 fields"
+                .to_string(),
+            "fleet/hosts/web.yaml:4:5: Host/web: spec.defaultRepo: no Repo \"main\" <here>"
+                .to_string(),
+        ];
+        let revisions = Revisions {
+            applied: Some(RevisionRecord {
+                id: 6,
+                commit: Some("0123456789abcdef".into()),
+                at: now() - Duration::hours(3),
+                summary: "1 repo, 2 hosts".into(),
+                errors: vec![],
+            }),
+            rejected: Some(RevisionRecord {
+                id: 7,
+                commit: None,
+                at: now() - Duration::minutes(3),
+                summary: String::new(),
+                errors: errors.clone(),
+            }),
+        };
+        let page = fleet_page(&revisions, &[], &[]);
+        assert!(page.contains(r#"class="banner""#) && page.contains("Revision 7 rejected"));
+        for error in &errors {
+            assert!(
+                page.contains(&format!("<li>{}</li>", escaped(error))),
+                "{error}"
+            );
+        }
+        assert!(page.contains(">0123456</code>") && page.contains(">3 h ago</time>"));
+
+        let fine = Revisions {
+            rejected: None,
+            ..revisions
+        };
+        assert!(!fleet_page(&fine, &[], &[]).contains("rejected"));
+    }
+
+    #[test]
+    fn names_and_messages_are_escaped() {
+        let page = fleet_page(
+            &Revisions::default(),
+            &[host_named("a<b>&\"c", Some(true))],
+            &[],
+        );
+        assert!(!page.contains("a<b>"));
+        assert!(page.contains("a&lt;b&gt;&amp;&quot;c"));
+
+        let mut b = backup("r1", Phase::Failed, Some(now()));
+        let status = b.status.as_mut().expect("has a status");
+        status.run.message = Some("<img src=x onerror=alert(1)>".into());
+        status.run.reason = Some("</script><script>x()</script>".into());
+        let page = run_page(&b);
+        assert!(!page.contains("<img src=x"));
+        assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(!page.contains("</script><script>x()"));
+    }
+
+    #[test]
+    fn timeline_marks_each_run_of_the_last_30_days() {
+        let runs = [
+            backup("r-1h", Phase::Succeeded, Some(now() - Duration::hours(1))),
+            backup("r-10d", Phase::Failed, Some(now() - Duration::days(10))),
+            backup("r-29d", Phase::Missed, Some(now() - Duration::days(29))),
+            backup("r-31d", Phase::Succeeded, Some(now() - Duration::days(31))),
+            backup("r-45d", Phase::Succeeded, Some(now() - Duration::days(45))),
+        ];
+        let refs: Vec<&Backup> = runs.iter().collect();
+        let svg = timeline(now(), &refs).into_string();
+        assert_eq!(svg.matches(r#"class="mark "#).count(), 3, "{svg}");
+        assert!(svg.contains(r#"href="/runs/default/r-10d""#));
+        assert!(svg.contains(r#"class="mark bad""#));
+        assert!(svg.contains("<title>nightly · Failed · "));
+        assert!(!svg.contains("r-31d") && !svg.contains("r-45d"));
+
+        let old: Vec<&Backup> = refs[3..].to_vec();
+        let page = host(&HostView {
+            now: now(),
+            host: &host_named("web-1", Some(true)),
+            schedules: vec![],
+            runs: old,
+            repo_sizes: vec![],
+        })
+        .into_string();
+        assert_eq!(page.matches(r#"class="mark "#).count(), 0);
+    }
+
+    #[test]
+    fn size_chart_draws_one_line_per_repo() {
+        let series = RepoSeries {
+            repo: "main".into(),
+            points: vec![
+                (now() - Duration::days(20), 10 << 20),
+                (now() - Duration::days(1), 12 << 20),
+            ],
+        };
+        let svg = size_chart(now(), &series).into_string();
+        assert_eq!(svg.matches("<polyline").count(), 1);
+        assert_eq!(svg.matches("<circle").count(), 2);
+        assert!(svg.contains("<strong>main</strong> · 12.0 MiB"), "{svg}");
+        for axis in [
+            ">0 B</text>",
+            ">6.0 MiB</text>",
+            ">12.0 MiB</text>",
+            ">now</text>",
+        ] {
+            assert!(svg.contains(axis), "{axis}");
+        }
+    }
+
+    #[test]
+    fn relative_time_reads_naturally() {
+        let n = now();
+        assert_eq!(relative(n, n), "just now");
+        assert_eq!(relative(n, n - Duration::seconds(20)), "just now");
+        assert_eq!(relative(n, n - Duration::minutes(3)), "3 min ago");
+        assert_eq!(relative(n, n + Duration::hours(2)), "in 2 h");
+        assert_eq!(relative(n, n - Duration::hours(47)), "47 h ago");
+        assert_eq!(relative(n, n - Duration::days(2)), "2 d ago");
+        assert_eq!(relative(n, n + Duration::seconds(30)), "in a moment");
+        let el = time_el(n, n - Duration::minutes(3)).into_string();
+        assert_eq!(
+            el,
+            r#"<time datetime="2025-06-15T15:03:40Z" title="2025-06-15 15:03:40 UTC">3 min ago</time>"#
+        );
+    }
+
+    #[test]
+    fn sizes_and_counts_are_formatted() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(12_897_485), "12.3 MiB");
+        assert_eq!(bytes(u64::MAX), "16.0 EiB");
+        assert_eq!(count(0), "0");
+        assert_eq!(count(1234567), "1,234,567");
+        assert_eq!(format_seconds(83), "1m23s");
+        assert_eq!(format_seconds(7500), "2h05m");
+    }
+
+    #[test]
+    fn only_an_unfinished_run_follows_events() {
+        for phase in [
+            Phase::Succeeded,
+            Phase::PartiallyFailed,
+            Phase::Failed,
+            Phase::Missed,
+            Phase::Skipped,
+            Phase::Cancelled,
+        ] {
+            let page = run_page(&backup("r1", phase, Some(now())));
+            assert!(!page.contains("EventSource"), "{phase:?}");
+            assert!(!page.contains("<script"), "{phase:?}");
+            assert!(page.contains(&format!(">{}</span>", phase_name(Some(phase)))));
+        }
+        let mut running = backup("r1", Phase::Running, Some(now() - Duration::minutes(2)));
+        let status = running.status.as_mut().expect("has a status");
+        status.run.progress = Some(Progress {
+            percent: "42%".into(),
+            files_done: 1200,
+            total_files: Some(3000),
+            bytes_done: 1 << 30,
+            total_bytes: None,
+            seconds_remaining: Some(185),
+        });
+        let page = run_page(&running);
+        assert!(page.contains("new EventSource(url)"));
+        assert!(page.contains(r#"data-events="/runs/default/r1/events""#));
+        assert!(page.contains(r#"<span id="phase" class="badge info">Running</span>"#));
+        assert!(page.contains(r#"<progress id="progress" max="100" value="42.0">"#));
+        assert!(page.contains("42% · 1,200 / 3,000 files · 1.0 GiB · about 3m05s left"));
+        assert!(page.contains(r#""Cancelled""#) && page.contains(r#"PartiallyFailed: "warn""#));
+    }
+
+    #[test]
+    fn run_page_shows_log_and_links_its_host() {
+        let b = backup("r1", Phase::Succeeded, Some(now() - Duration::minutes(5)));
+        let log = vec!["open repository".to_string(), "<done>".to_string()];
+        let page = run(&RunView {
+            now: now(),
+            backup: &b,
+            log: &log,
+            events_url: "/runs/default/r1/events".into(),
+        })
+        .into_string();
+        assert!(page.contains("<pre id=\"log\">open repository\n&lt;done&gt;\n</pre>"));
+        assert!(page.contains(r#"href="/hosts/default/web-1""#));
+        assert!(page.contains(r#"value="100.0""#));
+    }
+
+    #[test]
+    fn every_page_is_standalone_and_read_only() {
+        let hosts = [host_named("web-1", Some(true))];
+        let b = backup("r1", Phase::Running, Some(now()));
+        let pages = [
+            fleet_page(&Revisions::default(), &hosts, &[]),
+            host(&HostView {
+                now: now(),
+                host: &hosts[0],
+                schedules: vec![],
+                runs: vec![&b],
+                repo_sizes: vec![],
+            })
+            .into_string(),
+            run_page(&b),
+            not_found("host default/ghost").into_string(),
+        ];
+        for page in &pages {
+            assert!(
+                page.starts_with("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">")
+            );
+            assert!(page.contains(r#"<meta name="viewport""#));
+            assert!(page.contains("<title>"));
+            assert_eq!(page.matches("<style>").count(), 1);
+            for forbidden in ["<form", "<button", "<link", "src=\"http", "method="] {
+                assert!(!page.contains(forbidden), "{forbidden}");
+            }
+        }
+        assert!(pages[3].contains("There is no <strong>host default/ghost</strong>."));
+        assert!(pages[3].contains(r#"<a href="/">"#));
+    }
+}
