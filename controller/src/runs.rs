@@ -42,6 +42,40 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// A run that has not started yet: no times but `created_at`, no outcome.
+    pub fn pending(
+        kind: Kind,
+        host: &HostKey,
+        name: String,
+        job: String,
+        operation: JobOperation,
+        now: DateTime<Utc>,
+    ) -> RunRecord {
+        RunRecord {
+            kind,
+            namespace: host.namespace.clone(),
+            name,
+            host: host.name.clone(),
+            job,
+            schedule: None,
+            operation,
+            repo: None,
+            phase: Phase::Pending,
+            requested: false,
+            created_at: now,
+            scheduled_at: None,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            snapshot_id: None,
+            summary: None,
+            progress: None,
+            reason: None,
+            message: None,
+            log_tail: Vec::new(),
+        }
+    }
+
     pub fn host_key(&self) -> HostKey {
         HostKey::new(&self.namespace, &self.host)
     }
@@ -119,33 +153,23 @@ fn time(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn new_record(host: &HostKey, job: &str, schedule: Option<&str>, op: JobOperation) -> RunRecord {
+/// The record of a run first heard of in an agent's report.
+fn reported(
+    host: &HostKey,
+    job: &str,
+    schedule: Option<&str>,
+    op: JobOperation,
+    now: DateTime<Utc>,
+) -> RunRecord {
+    let kind = if op == JobOperation::Restore {
+        Kind::Restore
+    } else {
+        Kind::Backup
+    };
+    let name = record_name(&host.name, schedule, job);
     RunRecord {
-        kind: if op == JobOperation::Restore {
-            Kind::Restore
-        } else {
-            Kind::Backup
-        },
-        namespace: host.namespace.clone(),
-        name: record_name(&host.name, schedule, job),
-        host: host.name.clone(),
-        job: job.to_string(),
         schedule: schedule.map(str::to_string),
-        operation: op,
-        repo: None,
-        phase: Phase::Pending,
-        requested: false,
-        created_at: Utc::now(),
-        scheduled_at: None,
-        started_at: None,
-        finished_at: None,
-        exit_code: None,
-        snapshot_id: None,
-        summary: None,
-        progress: None,
-        reason: None,
-        message: None,
-        log_tail: Vec::new(),
+        ..RunRecord::pending(kind, host, name, job.to_string(), op, now)
     }
 }
 
@@ -156,13 +180,13 @@ pub fn started(
     report: &JobStarted,
     now: DateTime<Utc>,
 ) -> Option<RunRecord> {
-    let mut record = existing.unwrap_or_else(|| RunRecord {
-        created_at: now,
-        ..new_record(
+    let mut record = existing.unwrap_or_else(|| {
+        reported(
             host,
             &report.job,
             report.schedule.as_deref(),
             report.operation,
+            now,
         )
     });
     if record.is_final() || record.phase == Phase::Running {
@@ -193,13 +217,13 @@ pub fn finished(
     report: &JobFinished,
     now: DateTime<Utc>,
 ) -> Option<RunRecord> {
-    let mut record = existing.unwrap_or_else(|| RunRecord {
-        created_at: now,
-        ..new_record(
+    let mut record = existing.unwrap_or_else(|| {
+        reported(
             host,
             &report.job,
             report.schedule.as_deref(),
             report.operation,
+            now,
         )
     });
     if record.is_final() {

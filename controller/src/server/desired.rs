@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::Controller;
 use crate::compile::{self, HostKey};
-use crate::resources::{Kind, Phase};
+use crate::resources::Kind;
 use crate::revision::{name_of, namespace_of};
 use crate::runs::{RunRecord, request_job};
 use crate::source::files::{self, Loaded};
@@ -178,27 +178,17 @@ fn new_requests(
      -> Result<(), StoreError> {
         if store.run_by_name(kind, namespace, name)?.is_none() {
             out.push(RunRecord {
-                kind,
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-                host: host.to_string(),
-                job: request_job(kind, namespace, name),
                 schedule,
-                operation,
                 repo,
-                phase: Phase::Pending,
                 requested: true,
-                created_at: now,
-                scheduled_at: None,
-                started_at: None,
-                finished_at: None,
-                exit_code: None,
-                snapshot_id: None,
-                summary: None,
-                progress: None,
-                reason: None,
-                message: None,
-                log_tail: Vec::new(),
+                ..RunRecord::pending(
+                    kind,
+                    &HostKey::new(namespace, host),
+                    name.to_string(),
+                    request_job(kind, namespace, name),
+                    operation,
+                    now,
+                )
             });
         }
         Ok(())

@@ -1,0 +1,308 @@
+//! Latency from a schedule file write to the agents' acks, through the real `holdfast controller`
+//! (release build, default 100 ms debounce) and lightweight simulated agents that speak the real
+//! protocol over WebSocket: enroll with a token from `holdfast token create`, `hello`, and a
+//! `schedule.ack` for every `schedule.set`.
+//!
+//! Two scenarios: one host, edited 60 times; 500 hosts selected by one schedule, edited 10 times.
+//! Each round writes the schedule file with a new path, then waits for every agent to ack the
+//! next version; a latency is the time from just before the write to just after the ack was sent.
+//!
+//! Run: `cargo bench -p holdfast --bench ack_latency`. Goals: p99 under 250 ms for one host; all
+//! 500 acked within 2 s.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use protocol::{
+    AgentMessage, CONNECT_PATH, ControllerMessage, ENROLL_PATH, EnrollRequest, EnrollResponse,
+    Heartbeat, Hello, PROTOCOL_VERSION, ScheduleAck,
+};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    for (hosts, rounds) in [(1, 60), (500, 10)] {
+        let result = runtime.block_on(scenario(hosts, rounds));
+        result.print();
+    }
+}
+
+struct Result {
+    hosts: usize,
+    rounds: usize,
+    /// Every agent's ack latency, over all rounds.
+    acks: Vec<Duration>,
+    /// Per round, the time until the last agent acked.
+    all_acked: Vec<Duration>,
+}
+
+impl Result {
+    fn print(mut self) {
+        self.acks.sort();
+        self.all_acked.sort();
+        println!(
+            "{} host(s), {} rounds, {} acks: p50 {}, p99 {}, max {}; all acked per round: median {}, max {}",
+            self.hosts,
+            self.rounds,
+            self.acks.len(),
+            ms(percentile(&self.acks, 50)),
+            ms(percentile(&self.acks, 99)),
+            ms(*self.acks.last().expect("acks")),
+            ms(percentile(&self.all_acked, 50)),
+            ms(*self.all_acked.last().expect("rounds")),
+        );
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn scenario(hosts: usize, rounds: usize) -> Result {
+    let tmp = tempfile::Builder::new()
+        .prefix("holdfast-ack-bench-")
+        .tempdir()
+        .expect("a temporary directory");
+    let config = tmp.path().join("config");
+    let data = tmp.path().join("controller");
+    fs::create_dir_all(config.join("schedules")).expect("config dir");
+    fs::create_dir_all(&data).expect("data dir");
+    let names: Vec<String> = (0..hosts).map(|i| format!("sim-{i:03}")).collect();
+    write_fleet(&config, tmp.path(), &names);
+    write_schedule(&config, 0);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let controller = Controller::start(&config, &data, port, tmp.path());
+
+    // Enroll every host through the CLI and the enroll endpoint, as a real agent would.
+    let http = ureq::Agent::new_with_config(ureq::Agent::config_builder().build());
+    let credentials: Vec<String> = names
+        .iter()
+        .map(|host| {
+            let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+                .args(["token", "create", host, "--data-dir"])
+                .arg(&data)
+                .output()
+                .expect("holdfast token create");
+            assert!(out.status.success(), "holdfast token create {host}");
+            let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let response: EnrollResponse = http
+                .post(format!("http://127.0.0.1:{port}{ENROLL_PATH}"))
+                .send_json(EnrollRequest { token })
+                .expect("enroll")
+                .body_mut()
+                .read_json()
+                .expect("an enroll response");
+            response.credential
+        })
+        .collect();
+
+    let (acks, mut acked) = mpsc::unbounded_channel();
+    for (host, credential) in names.iter().zip(credentials) {
+        tokio::spawn(simulated_agent(
+            port,
+            host.clone(),
+            credential,
+            acks.clone(),
+        ));
+    }
+    // Version 1 is pushed on hello; wait until every agent has it.
+    collect(&mut acked, 1, hosts, Instant::now()).await;
+
+    let mut result = Result {
+        hosts,
+        rounds,
+        acks: Vec::new(),
+        all_acked: Vec::new(),
+    };
+    for round in 1..=rounds {
+        // Let the previous round's reads settle, so each round starts from a quiet controller.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let written = Instant::now();
+        write_schedule(&config, round);
+        let latencies = collect(&mut acked, round as u64 + 1, hosts, written).await;
+        result
+            .all_acked
+            .push(*latencies.iter().max().expect("acks"));
+        result.acks.extend(latencies);
+    }
+    drop(controller);
+    result
+}
+
+/// Waits for `hosts` acks of `version`, returning each one's latency from `since`.
+async fn collect(
+    acked: &mut mpsc::UnboundedReceiver<(u64, Instant)>,
+    version: u64,
+    hosts: usize,
+    since: Instant,
+) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(hosts);
+    while latencies.len() < hosts {
+        let (v, at) = tokio::time::timeout(Duration::from_secs(30), acked.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no ack of version {version} within 30 s"))
+            .expect("the agents are running");
+        assert!(
+            v <= version,
+            "version {v} acked before {version} was written"
+        );
+        if v == version {
+            latencies.push(at - since);
+        }
+    }
+    latencies
+}
+
+/// Connects, says hello at version 0, acks every `schedule.set` and reports when it did.
+async fn simulated_agent(
+    port: u16,
+    host: String,
+    credential: String,
+    acks: mpsc::UnboundedSender<(u64, Instant)>,
+) {
+    let mut request = format!("ws://127.0.0.1:{port}{CONNECT_PATH}")
+        .into_client_request()
+        .expect("a request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {credential}").parse().expect("a header"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the controller accepts the agent");
+    let hello = AgentMessage::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        host,
+        agent_version: "bench".into(),
+        restic_version: Some("0.14.0".into()),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        applied_schedule_version: 0,
+        applied_schedule_digest: None,
+        running: Vec::new(),
+    });
+    send(&mut socket, &hello).await;
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = heartbeat.tick() => {
+                send(&mut socket, &AgentMessage::Heartbeat(Heartbeat::default())).await;
+            }
+            message = socket.next() => {
+                let Some(Ok(Message::Text(text))) = message else {
+                    match message {
+                        Some(Ok(_)) => continue,
+                        _ => return,
+                    }
+                };
+                let Ok(ControllerMessage::ScheduleSet(set)) = serde_json::from_str(&text) else {
+                    continue;
+                };
+                let ack = AgentMessage::ScheduleAck(ScheduleAck {
+                    version: set.version,
+                    applied_version: set.version,
+                    rejected: None,
+                });
+                send(&mut socket, &ack).await;
+                if acks.send((set.version, Instant::now())).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn send<S>(socket: &mut S, message: &AgentMessage)
+where
+    S: SinkExt<Message> + Unpin,
+    S::Error: std::fmt::Debug,
+{
+    let text = serde_json::to_string(message).expect("a message serialises");
+    socket
+        .send(Message::text(text))
+        .await
+        .expect("the controller is connected");
+}
+
+fn write_fleet(config: &Path, root: &Path, hosts: &[String]) {
+    fs::write(root.join("password"), "bench").expect("password file");
+    let repo = format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata:\n  name: local\nspec:\n  url: {}\n  password:\n    file: {}\n",
+        root.join("repo").display(),
+        root.join("password").display()
+    );
+    fs::write(config.join("repos.yaml"), repo).expect("repos.yaml");
+    let hosts: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            format!(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: {h}\n  labels:\n    fleet: bench\nspec:\n  defaultRepo: local\n"
+            )
+        })
+        .collect();
+    fs::write(config.join("hosts.yaml"), hosts.join("---\n")).expect("hosts.yaml");
+}
+
+/// The one schedule, selecting every host; `round` changes its path, so every plan changes.
+fn write_schedule(config: &Path, round: usize) {
+    let schedule = format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: bench\nspec:\n  operation: backup\n  cron: \"0 3 1 1 *\"\n  hostSelector:\n    matchLabels:\n      fleet: bench\n  paths: [/srv/round-{round}]\n"
+    );
+    fs::write(config.join("schedules/bench.yaml"), schedule).expect("schedule file");
+}
+
+/// The controller process; killed when dropped.
+struct Controller(Child);
+
+impl Controller {
+    fn start(config: &Path, data: &Path, port: u16, root: &Path) -> Controller {
+        let log: PathBuf = root.join("controller.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .arg("controller")
+            .arg("--config-dir")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("holdfast controller starts");
+        let started = Instant::now();
+        while ureq::get(format!("http://127.0.0.1:{port}/readyz"))
+            .call()
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the controller did not become ready: {}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Controller(child)
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
