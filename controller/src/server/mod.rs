@@ -4,6 +4,7 @@
 //! One [`Controller`] value is shared by every task. The database sits behind a mutex: each
 //! call is a short transaction, and reports are acked only after their transaction commits.
 
+pub mod changes;
 mod desired;
 mod hub;
 mod model;
@@ -78,6 +79,8 @@ pub struct Controller {
     model: RwLock<Arc<ReadModel>>,
     dirty: Notify,
     runs: broadcast::Sender<RunEvent>,
+    /// Recent changes of the read model, for watches.
+    pub changes: changes::Changes,
     ready: AtomicBool,
     next_session: AtomicU64,
     pub metrics: crate::web::metrics::Metrics,
@@ -95,6 +98,7 @@ impl Controller {
                 agents,
                 ..State::default()
             }),
+            changes: changes::Changes::new(model.resource_version),
             model: RwLock::new(Arc::new(model)),
             dirty: Notify::new(),
             runs: broadcast::channel(1024).0,

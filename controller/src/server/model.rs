@@ -14,6 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::Controller;
+use super::changes::{Change, ChangeType};
 use crate::compile::HostKey;
 use crate::resources::{
     Backup, BackupSpec, BackupStatus, BackupSummary, Host, Kind, Phase, Progress, Repo, Restore,
@@ -48,6 +49,62 @@ pub struct ReadModel {
 }
 
 impl ReadModel {
+    /// Every object of `kind` as JSON, sorted by namespace and name (the API's list order).
+    pub fn objects_json(&self, kind: Kind) -> Vec<serde_json::Value> {
+        fn all<K: Serialize>(items: &[K]) -> Vec<serde_json::Value> {
+            items
+                .iter()
+                .filter_map(|o| serde_json::to_value(o).ok())
+                .collect()
+        }
+        let mut objects = match kind {
+            Kind::Repo => all(&self.repos),
+            Kind::Host => all(&self.hosts),
+            Kind::Schedule => all(&self.schedules),
+            Kind::Backup => all(&self.backups),
+            Kind::Restore => all(&self.restores),
+        };
+        objects.sort_by(|a, b| {
+            let key = |o: &serde_json::Value| {
+                (
+                    o["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        objects
+    }
+
+    /// An object being deleted, as last written, at the deletion's resourceVersion. After a
+    /// restart the objects are not loaded yet: then the identity alone.
+    fn object_json(&self, id: &ObjectId, resource_version: i64) -> serde_json::Value {
+        let (kind, namespace, name) = id;
+        let found = self.objects_json(*kind).into_iter().find(|o| {
+            o["metadata"]["namespace"] == namespace.as_str()
+                && o["metadata"]["name"] == name.as_str()
+        });
+        let mut object = found.unwrap_or_else(|| {
+            serde_json::json!({
+                "apiVersion": crate::web::kubeapi::discovery::GROUP_VERSION,
+                "kind": kind.as_str(),
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "uid": self.stored.get(id).map(|o| o.meta.uid.clone()),
+                },
+            })
+        });
+        object["metadata"]["resourceVersion"] = resource_version.to_string().into();
+        object
+    }
+
     /// The stored identities and statuses; the objects come with the first recompute.
     pub fn load(store: &Store) -> Result<ReadModel, StoreError> {
         Ok(ReadModel {
@@ -134,6 +191,7 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
         previous: &previous.stored,
         next: BTreeMap::new(),
         changes: Vec::new(),
+        events: Vec::new(),
         resource_version: previous.resource_version,
         now,
     };
@@ -193,6 +251,12 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
         .collect();
     for id in gone {
         writer.resource_version += 1;
+        writer.events.push(Change {
+            resource_version: writer.resource_version,
+            kind: id.0,
+            change: ChangeType::Deleted,
+            object: previous.object_json(&id, writer.resource_version),
+        });
         writer.changes.push((id, None));
     }
     if !writer.changes.is_empty() {
@@ -211,6 +275,7 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
         stored: writer.next,
     };
     *controller.model.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(model);
+    controller.changes.publish(writer.events);
     controller
         .ready
         .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -222,6 +287,8 @@ struct Writer<'a> {
     previous: &'a BTreeMap<ObjectId, StoredObject>,
     next: BTreeMap<ObjectId, StoredObject>,
     changes: Vec<(ObjectId, Option<StoredObject>)>,
+    /// The same changes as watch events.
+    events: Vec<Change>,
     resource_version: i64,
     now: DateTime<Utc>,
 }
@@ -293,9 +360,8 @@ impl<'a> Writer<'a> {
             .unwrap_or_default();
         object.finish(&previous_conditions, meta.generation, self.now);
         let status = object.status_json();
-        let stored = if let Some(b) =
-            before.filter(|b| b.spec_digest == spec_digest && b.status == status)
-        {
+        let unchanged = before.filter(|b| b.spec_digest == spec_digest && b.status == status);
+        let stored = if let Some(b) = unchanged {
             b.clone()
         } else {
             self.resource_version += 1;
@@ -316,6 +382,18 @@ impl<'a> Writer<'a> {
         m.generation = Some(stored.meta.generation);
         m.resource_version = Some(stored.meta.resource_version.to_string());
         m.creation_timestamp = Some(crate::time::k8s(stored.meta.created_at));
+        if unchanged.is_none() {
+            self.events.push(Change {
+                resource_version: stored.meta.resource_version,
+                kind,
+                change: if before.is_some() {
+                    ChangeType::Modified
+                } else {
+                    ChangeType::Added
+                },
+                object: serde_json::to_value(&object).unwrap_or_default(),
+            });
+        }
         self.next.insert(id, stored);
         object
     }

@@ -56,6 +56,8 @@ struct RepoLabels {
 pub struct Metrics {
     jobs: Family<JobLabels, Counter>,
     durations: Family<OperationLabels, Histogram>,
+    /// Watches open on the Kubernetes-compatible API.
+    pub watches: Gauge,
 }
 
 impl Default for Metrics {
@@ -66,6 +68,7 @@ impl Default for Metrics {
             durations: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(1.0, 3.0, 11))
             }),
+            watches: Gauge::default(),
         }
     }
 }
@@ -107,6 +110,11 @@ impl Metrics {
             "job_duration_seconds",
             "How long finished runs took",
             self.durations.clone(),
+        );
+        registry.register(
+            "api_watches",
+            "Watches open on the Kubernetes-compatible API",
+            self.watches.clone(),
         );
 
         let online = Family::<HostLabels, Gauge>::default();

@@ -1,6 +1,7 @@
 //! The read-only HTTP surfaces: the status page, the JSON API, metrics and health. Nothing here
 //! changes state; the agent endpoints live in the hub.
 
+pub mod kubeapi;
 pub mod metrics;
 pub mod page;
 pub mod view;
@@ -44,7 +45,8 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(controller)
+        .with_state(controller.clone())
+        .merge(kubeapi::router(controller))
 }
 
 async fn readyz(State(c): Shared) -> Response {
@@ -76,11 +78,7 @@ async fn revisions(State(c): Shared) -> Response {
 }
 
 fn not_found(message: String) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(serde_json::json!({ "message": message })),
-    )
-        .into_response()
+    kubeapi::not_found(&message, None)
 }
 
 fn named<K: Resource>(object: &K, namespace: &str, name: &str) -> bool {

@@ -494,6 +494,28 @@ impl Fleet {
         Ok((response.status().as_u16(), body))
     }
 
+    /// GET or DELETE: status, content type and body, whatever the status.
+    pub fn http_response(&self, path: &str, method: &str) -> Result<(u16, String, String), String> {
+        let url = self.url(path);
+        let mut response = match method {
+            "GET" => self.http.get(url).call(),
+            "DELETE" => self.http.delete(url).call(),
+            other => return Err(format!("the harness has no method {other}")),
+        }
+        .map_err(|e| format!("{method} {path}: {e}"))?;
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("{method} {path}: reading the body: {e}"))?;
+        Ok((response.status().as_u16(), content_type, body))
+    }
+
     pub fn post_json(&self, path: &str, body: &Value) -> Result<(u16, String), String> {
         let mut response = self
             .http

@@ -1,0 +1,140 @@
+//! The recent changes of the read model, so that a watch can resume from a resourceVersion.
+//!
+//! Like the API server's watch cache, the window lives in memory: it starts empty at the stored
+//! resourceVersion when the controller starts, keeps the last [`KEEP`] changes, and a watch from
+//! a resourceVersion older than the window is told so (410 Expired) and lists again.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::resources::Kind;
+
+/// How many changes a watch can resume across.
+const KEEP: usize = 10_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ChangeType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One object written or deleted, with the resourceVersion of that write.
+#[derive(Debug)]
+pub struct Change {
+    pub resource_version: i64,
+    pub kind: Kind,
+    pub change: ChangeType,
+    /// The object as written; for a deletion, as it was last.
+    pub object: serde_json::Value,
+}
+
+/// Where a watch starts: the changes it missed, and a receiver for the ones to come.
+pub type Resume = (Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>);
+
+pub struct Changes {
+    window: Mutex<Window>,
+    tx: broadcast::Sender<Arc<Change>>,
+}
+
+struct Window {
+    /// Every change after this resourceVersion is in `recent`.
+    after: i64,
+    recent: VecDeque<Arc<Change>>,
+}
+
+impl Changes {
+    pub fn new(resource_version: i64) -> Changes {
+        Changes {
+            window: Mutex::new(Window {
+                after: resource_version,
+                recent: VecDeque::new(),
+            }),
+            tx: broadcast::channel(KEEP).0,
+        }
+    }
+
+    fn window(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.window.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records changes (in resourceVersion order) and sends them to every watch.
+    pub fn publish(&self, changes: Vec<Change>) {
+        let mut window = self.window();
+        for change in changes {
+            let change = Arc::new(change);
+            window.recent.push_back(change.clone());
+            if window.recent.len() > KEEP
+                && let Some(oldest) = window.recent.pop_front()
+            {
+                window.after = oldest.resource_version;
+            }
+            // No receiver is not an error: nobody is watching.
+            let _ = self.tx.send(change);
+        }
+    }
+
+    /// The changes after `resource_version` and a receiver for the ones to come, or `None`
+    /// when that version is older than the window.
+    pub fn since(&self, resource_version: i64) -> Option<Resume> {
+        let window = self.window();
+        if resource_version < window.after {
+            return None;
+        }
+        let past = window
+            .recent
+            .iter()
+            .filter(|c| c.resource_version > resource_version)
+            .cloned()
+            .collect();
+        Some((past, self.tx.subscribe()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(rv: i64) -> Change {
+        Change {
+            resource_version: rv,
+            kind: Kind::Host,
+            change: ChangeType::Modified,
+            object: serde_json::json!({ "rv": rv }),
+        }
+    }
+
+    #[test]
+    fn a_watch_resumes_inside_the_window_and_expires_before_it() {
+        let changes = Changes::new(10);
+        assert!(changes.since(9).is_none(), "before the start is expired");
+        let (past, mut rx) = changes.since(10).expect("the start is in the window");
+        assert!(past.is_empty());
+        changes.publish(vec![change(11), change(12)]);
+        assert_eq!(rx.try_recv().expect("sent").resource_version, 11);
+        let (past, _) = changes.since(11).expect("in the window");
+        let versions: Vec<i64> = past.iter().map(|c| c.resource_version).collect();
+        assert_eq!(versions, [12]);
+
+        changes.publish((13..13 + KEEP as i64).map(change).collect());
+        assert!(changes.since(11).is_none(), "pushed out of the window");
+        let (past, _) = changes.since(12).expect("the oldest kept starts after 12");
+        assert_eq!(past.len(), KEEP);
+    }
+
+    #[test]
+    fn change_types_serialise_like_watch_events() {
+        assert_eq!(
+            serde_json::to_value(ChangeType::Added).expect("serialises"),
+            "ADDED"
+        );
+        assert_eq!(
+            serde_json::to_value(ChangeType::Deleted).expect("serialises"),
+            "DELETED"
+        );
+    }
+}

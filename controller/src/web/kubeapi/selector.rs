@@ -1,0 +1,221 @@
+//! `labelSelector` and `fieldSelector` query parameters, in Kubernetes' text syntax.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::core::{Expression, Selector, SelectorExt};
+
+/// Parses `app=web,tier!=db,env in (a,b),!legacy,owner` into a selector; empty text selects
+/// all. Errors name the requirement that cannot be read.
+pub fn labels(text: &str) -> Result<Selector, String> {
+    let mut expressions = Vec::new();
+    for requirement in split_top_level(text) {
+        let r = requirement.trim();
+        if r.is_empty() {
+            continue;
+        }
+        expressions.push(requirement_of(r)?);
+    }
+    Ok(Selector::from_iter(expressions))
+}
+
+pub fn matches(selector: &Selector, labels: Option<&BTreeMap<String, String>>) -> bool {
+    let empty = BTreeMap::new();
+    selector.matches(labels.unwrap_or(&empty))
+}
+
+/// Commas separate requirements, except inside a set's parentheses.
+fn split_top_level(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+fn requirement_of(r: &str) -> Result<Expression, String> {
+    let invalid = |why: &str| format!("unable to parse requirement {r:?}: {why}");
+    let key = |k: &str| -> Result<String, String> {
+        let k = k.trim();
+        if k.is_empty() || k.contains(char::is_whitespace) {
+            Err(invalid("a label key is required"))
+        } else {
+            Ok(k.to_string())
+        }
+    };
+    if let Some(rest) = r.strip_prefix('!') {
+        return Ok(Expression::DoesNotExist(key(rest)?));
+    }
+    for (op, not) in [("!=", true), ("==", false), ("=", false)] {
+        if let Some((k, v)) = r.split_once(op) {
+            let (k, v) = (key(k)?, v.trim().to_string());
+            return Ok(if not {
+                Expression::NotEqual(k, v)
+            } else {
+                Expression::Equal(k, v)
+            });
+        }
+    }
+    if r.contains(['<', '>']) {
+        return Err(invalid("the operators < and > are not supported here"));
+    }
+    let mut words = r.splitn(2, char::is_whitespace);
+    let k = key(words.next().unwrap_or_default())?;
+    let Some(rest) = words.next().map(str::trim) else {
+        return Ok(Expression::Exists(k));
+    };
+    let (set_op, values) = rest
+        .split_once('(')
+        .ok_or_else(|| invalid("expected `in (...)` or `notin (...)`"))?;
+    let values = values
+        .strip_suffix(')')
+        .ok_or_else(|| invalid("a set must end with `)`"))?;
+    let values: BTreeSet<String> = values
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    match set_op.trim() {
+        "in" => Ok(Expression::In(k, values)),
+        "notin" => Ok(Expression::NotIn(k, values)),
+        other => Err(invalid(&format!(
+            "unknown operator {other:?}; use in or notin"
+        ))),
+    }
+}
+
+/// A `fieldSelector`: only `metadata.name` and `metadata.namespace`, with `=`, `==` or `!=`,
+/// which is all the API server supports for custom resources.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Fields(Vec<FieldRequirement>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct FieldRequirement {
+    field: Field,
+    equal: bool,
+    value: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Field {
+    Name,
+    Namespace,
+}
+
+pub fn fields(text: &str) -> Result<Fields, String> {
+    let mut out = Vec::new();
+    for r in text.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        let (field, equal, value) = if let Some((f, v)) = r.split_once("!=") {
+            (f, false, v)
+        } else if let Some((f, v)) = r.split_once("==") {
+            (f, true, v)
+        } else if let Some((f, v)) = r.split_once('=') {
+            (f, true, v)
+        } else {
+            return Err(format!(
+                "invalid field selector {r:?}: expected field=value"
+            ));
+        };
+        let field = match field.trim() {
+            "metadata.name" => Field::Name,
+            "metadata.namespace" => Field::Namespace,
+            other => {
+                return Err(format!(
+                    "field label not supported: {other} (use metadata.name or metadata.namespace)"
+                ));
+            }
+        };
+        out.push(FieldRequirement {
+            field,
+            equal,
+            value: value.trim().to_string(),
+        });
+    }
+    Ok(Fields(out))
+}
+
+impl Fields {
+    pub fn matches(&self, namespace: &str, name: &str) -> bool {
+        self.0.iter().all(|r| {
+            let actual = match r.field {
+                Field::Name => name,
+                Field::Namespace => namespace,
+            };
+            (actual == r.value) == r.equal
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labelled(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn label_selectors_match_like_kubernetes() {
+        let web = labelled(&[("role", "web"), ("site", "ams")]);
+        let db = labelled(&[("role", "db"), ("legacy", "yes")]);
+        let cases = [
+            ("", true, true),
+            ("role=web", true, false),
+            ("role==web", true, false),
+            ("role!=web", false, true),
+            ("role in (web, db),site", true, false),
+            ("role notin (web)", false, true),
+            ("!legacy", true, false),
+            ("legacy", false, true),
+            ("role in (db),legacy", false, true),
+            (" role = web , site = ams ", true, false),
+        ];
+        for (text, on_web, on_db) in cases {
+            let s = labels(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(matches(&s, Some(&web)), on_web, "{text:?} on web");
+            assert_eq!(matches(&s, Some(&db)), on_db, "{text:?} on db");
+        }
+        assert!(matches(&labels("!role").expect("parses"), None));
+    }
+
+    #[test]
+    fn bad_label_selectors_say_what_is_wrong() {
+        for (text, says) in [
+            ("=web", "label key"),
+            ("role in web", "in (...)"),
+            ("role in (web", "end with `)`"),
+            ("role inn (web)", "unknown operator"),
+            ("replicas>3", "not supported"),
+        ] {
+            let e = labels(text).expect_err(text);
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn field_selectors_take_name_and_namespace() {
+        let f = fields("metadata.name=web-1").expect("parses");
+        assert!(f.matches("default", "web-1"));
+        assert!(!f.matches("default", "web-2"));
+        let f = fields("metadata.namespace==prod,metadata.name!=web-1").expect("parses");
+        assert!(f.matches("prod", "web-2"));
+        assert!(!f.matches("prod", "web-1"));
+        assert!(!f.matches("default", "web-2"));
+        assert!(fields("").expect("parses").matches("any", "thing"));
+        let e = fields("status.phase=Failed").expect_err("unsupported");
+        assert!(e.contains("status.phase"), "{e}");
+        assert!(fields("metadata.name").is_err());
+    }
+}

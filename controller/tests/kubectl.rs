@@ -1,0 +1,578 @@
+//! `kubectl` against the files-mode controller, with every `kubectl` this machine has: the one on
+//! the PATH, the version-suffixed `kubectl.1.NN` the Google Cloud SDK installs beside it, and
+//! Debian's kubectl 1.20 when `scripts/old-kubectl` could unpack it. Each runs with a kubeconfig
+//! like the one in the user guide, against a real controller, agent and restic.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+
+use common::fleet::*;
+use serde_json::Value;
+
+/// The run-now Backup the agent runs before the checks.
+const BACKUP: &str = "manual";
+
+/// Every distinct kubectl binary found.
+fn kubectls() -> Vec<PathBuf> {
+    let mut found: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    // The SDK's kubectl on the PATH is a symlink; its versioned siblings are in its directory.
+    let linked: Vec<PathBuf> = dirs
+        .iter()
+        .filter_map(|d| std::fs::canonicalize(d.join("kubectl")).ok())
+        .filter_map(|k| k.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.extend(linked);
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let versioned = name
+                .strip_prefix("kubectl.1.")
+                .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()));
+            if (name == "kubectl" || versioned)
+                && let Ok(path) = std::fs::canonicalize(entry.path())
+            {
+                found.insert(path);
+            }
+        }
+    }
+    let debian = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/tools/kubernetes-client/usr/bin/kubectl");
+    if let Ok(path) = std::fs::canonicalize(debian) {
+        found.insert(path);
+    }
+    found.into_iter().collect()
+}
+
+/// A fleet whose agent has run the Backup [`BACKUP`], and a kubeconfig pointing at it.
+fn fleet_with_a_backup() -> (Fleet, PathBuf) {
+    let fleet = Fleet::start();
+    fleet.write(
+        &format!("backups/{BACKUP}.yaml"),
+        &backup_request_yaml(BACKUP, "files"),
+    );
+    fleet.eventually(LONG, "the run-now backup to succeed", || {
+        let b = fleet.backup(BACKUP)?;
+        match b.pointer("/status/phase").and_then(Value::as_str) {
+            Some("Succeeded") => Ok(()),
+            other => Err(format!("phase {other:?}")),
+        }
+    });
+    let kubeconfig = fleet.root.join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_yaml(&fleet.url(""))).unwrap();
+    (fleet, kubeconfig)
+}
+
+/// The user guide's kubeconfig for files mode, with the test's server.
+fn kubeconfig_yaml(server: &str) -> String {
+    format!(
+        "\
+apiVersion: v1
+kind: Config
+clusters:
+  - name: holdfast
+    cluster:
+      server: {server}
+contexts:
+  - name: holdfast
+    context:
+      cluster: holdfast
+      namespace: default
+current-context: holdfast
+users: []
+"
+    )
+}
+
+struct Kubectl<'a> {
+    bin: &'a Path,
+    kubeconfig: &'a Path,
+    cache: PathBuf,
+}
+
+impl Kubectl<'_> {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(self.bin);
+        c.arg("--kubeconfig")
+            .arg(self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .args(args)
+            .env_remove("KUBECONFIG");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        output_within(&mut self.command(args), LONG)
+    }
+
+    /// Runs and requires success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{} {}: {}\n{}",
+            self.bin.display(),
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs and requires failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "{} {} succeeded: {}",
+            self.bin.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+fn with_every_kubectl(kubeconfig: &Path, root: &Path, mut check: impl FnMut(&Kubectl)) -> bool {
+    let bins = kubectls();
+    if bins.is_empty() {
+        eprintln!("SKIPPED: no kubectl on this machine (PATH, kubectl.1.NN, scripts/old-kubectl)");
+        return false;
+    }
+    eprintln!("kubectl binaries: {bins:?}");
+    for (i, bin) in bins.iter().enumerate() {
+        let k = Kubectl {
+            bin,
+            kubeconfig,
+            cache: root.join(format!("kubectl-cache-{i}")),
+        };
+        check(&k);
+    }
+    true
+}
+
+/// A table as `kubectl get` prints it: the column names, and each row as the text under each
+/// column (empty for an empty cell). Columns start where the header has a word after at least
+/// two spaces, which keeps `LAST BACKUP` one column.
+fn parse_table(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let bytes = header.as_bytes();
+    let starts: Vec<usize> = (0..bytes.len())
+        .filter(|&i| bytes[i] != b' ' && (i == 0 || (i >= 2 && &bytes[i - 2..i] == b"  ")))
+        .collect();
+    let cell = |line: &str, i: usize| {
+        let from = starts[i].min(line.len());
+        let to = starts.get(i + 1).map_or(line.len(), |&e| e.min(line.len()));
+        line[from..to].trim().to_string()
+    };
+    let names = (0..starts.len()).map(|i| cell(header, i)).collect();
+    let rows = lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| (0..starts.len()).map(|i| cell(l, i)).collect())
+        .collect();
+    (names, rows)
+}
+
+/// The row whose column `key` is `value`, as column name → cell.
+fn row_where(text: &str, key: &str, value: &str) -> std::collections::BTreeMap<String, String> {
+    let (names, rows) = parse_table(text);
+    let at = names
+        .iter()
+        .position(|n| n == key)
+        .unwrap_or_else(|| panic!("no column {key} in:\n{text}"));
+    let row = rows
+        .into_iter()
+        .find(|r| r[at] == value)
+        .unwrap_or_else(|| panic!("no row with {key} {value} in:\n{text}"));
+    names.into_iter().zip(row).collect()
+}
+
+#[test]
+fn kubectl_gets_describes_and_is_refused_like_a_cluster() {
+    let (fleet, kubeconfig) = fleet_with_a_backup();
+    let backup = fleet.backup(BACKUP).unwrap();
+    let snapshot = backup["status"]["snapshotId"].as_str().unwrap().to_string();
+    let (desired, applied) = fleet.versions(HOST).unwrap();
+    assert_eq!(desired, applied);
+
+    let ran = with_every_kubectl(&kubeconfig, &fleet.root, |k| {
+        let who = k.bin.display();
+
+        // get backups: the CRD's columns without the wide ones, and the Succeeded row.
+        let out = k.ok(&["get", "backups"]);
+        assert_eq!(
+            parse_table(&out).0,
+            [
+                "NAME",
+                "HOST",
+                "OPERATION",
+                "SCHEDULE",
+                "PHASE",
+                "PROGRESS",
+                "ADDED",
+                "DURATION",
+                "AGE"
+            ],
+            "{who}: get backups\n{out}"
+        );
+        let row = row_where(&out, "NAME", BACKUP);
+        assert_eq!(
+            [&row["HOST"], &row["SCHEDULE"], &row["PHASE"]],
+            [HOST, "files", "Succeeded"],
+            "{who}: get backups\n{out}"
+        );
+        assert!(row["ADDED"].ends_with("B"), "{who}: ADDED\n{out}");
+
+        // -o wide adds the priority-1 columns: the snapshot's short id and the start.
+        let out = k.ok(&["get", "backups", "-o", "wide"]);
+        let row = row_where(&out, "NAME", BACKUP);
+        assert_eq!(row["SNAPSHOT"], snapshot[..8], "{who}: -o wide\n{out}");
+        assert!(!row["STARTED"].is_empty(), "{who}: -o wide\n{out}");
+        assert_eq!(row["PHASE"], "Succeeded", "{who}: -o wide\n{out}");
+
+        // -o yaml: the object as a cluster would hold it, with the full status.
+        let out = k.ok(&["get", "hosts", "-o", "yaml"]);
+        let list: Value = serde_yaml::from_str(&out).unwrap();
+        let host = &list["items"][0];
+        assert_eq!(host["kind"], "Host", "{who}: -o yaml\n{out}");
+        assert_eq!(host["apiVersion"], "holdfast.dev/v1alpha1");
+        assert_eq!(host["metadata"]["name"], HOST);
+        assert_eq!(host["metadata"]["namespace"], "default");
+        assert_eq!(host["metadata"]["generation"], 1);
+        for field in ["uid", "resourceVersion", "creationTimestamp"] {
+            assert!(
+                host["metadata"][field].is_string(),
+                "{who}: metadata.{field} in\n{out}"
+            );
+        }
+        assert_eq!(host["status"]["desiredScheduleVersion"], desired);
+        assert_eq!(host["status"]["appliedScheduleVersion"], applied);
+        assert_eq!(host["status"]["online"], true);
+
+        // The category: every kind with objects, by kind.
+        let out = k.ok(&["get", "holdfast"]);
+        for name in [
+            "repo.holdfast.dev/local".to_string(),
+            format!("host.holdfast.dev/{HOST}"),
+            "schedule.holdfast.dev/files".to_string(),
+            format!("backup.holdfast.dev/{BACKUP}"),
+        ] {
+            assert!(
+                out.contains(&name),
+                "{who}: get holdfast has no {name}:\n{out}"
+            );
+        }
+
+        // Across namespaces: kubectl adds the NAMESPACE column from each row's metadata.
+        let out = k.ok(&["get", "backups", "-A"]);
+        assert_eq!(
+            parse_table(&out).0[..2],
+            ["NAMESPACE", "NAME"],
+            "{who}: -A\n{out}"
+        );
+        assert_eq!(
+            row_where(&out, "NAME", BACKUP)["NAMESPACE"],
+            "default",
+            "{who}: -A\n{out}"
+        );
+
+        // Selectors reach the server.
+        let out = k.ok(&["get", "backups", "-l", &format!("holdfast.dev/host={HOST}")]);
+        assert!(out.contains(BACKUP), "{who}: -l\n{out}");
+        let out = k.run(&["get", "backups", "-l", "holdfast.dev/host=elsewhere"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !text.contains(BACKUP) && text.contains("No resources found"),
+            "{who}: -l for another host\n{text}"
+        );
+        let out = k.ok(&[
+            "get",
+            "backups",
+            "--field-selector",
+            &format!("metadata.name={BACKUP}"),
+        ]);
+        assert!(out.contains(BACKUP), "{who}: --field-selector\n{out}");
+
+        // describe: the generic describer prints metadata and status.
+        let out = k.ok(&["describe", "host", HOST]);
+        for line in [
+            format!("Name:         {HOST}"),
+            "Kind:         Host".to_string(),
+            format!("Applied Schedule Version:  {applied}"),
+        ] {
+            assert!(
+                out.contains(&line),
+                "{who}: describe has no {line:?}:\n{out}"
+            );
+        }
+
+        // A missing object, and a write.
+        let err = k.fails(&["get", "backup", "missing"]);
+        assert!(
+            err.contains(
+                "Error from server (NotFound): backups.holdfast.dev \"missing\" not found"
+            ),
+            "{who}: get backup missing\n{err}"
+        );
+        let err = k.fails(&["delete", "host", HOST]);
+        assert!(
+            err.contains("Error from server (MethodNotAllowed)") && err.contains("read-only"),
+            "{who}: delete host\n{err}"
+        );
+    });
+    if ran {
+        fleet
+            .host(HOST)
+            .expect("the host is still there after delete");
+    }
+}
+
+#[test]
+fn kubectl_watch_prints_the_version_bump_of_a_schedule_edit() {
+    let (fleet, kubeconfig) = fleet_with_a_backup();
+    let mut round = 0;
+    with_every_kubectl(&kubeconfig, &fleet.root, |k| {
+        let who = k.bin.display().to_string();
+        fleet.eventually(
+            LONG,
+            "the previous watch to close",
+            || match open_watches(&fleet)? {
+                0 => Ok(()),
+                n => Err(format!("{n} open")),
+            },
+        );
+        let (desired, _) = fleet.versions(HOST).unwrap();
+        let mut child = k
+            .command(&["get", "host", HOST, "-w"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // Columns: NAME ONLINE APPLIED DESIRED IN-SYNC LAST-BACKUP AGE.
+        let mut seen = Vec::new();
+        let mut wait_for = |want: &dyn Fn(&[&str]) -> bool, what: &str| loop {
+            match rx.recv_timeout(LONG) {
+                Ok(line) => {
+                    seen.push(line.clone());
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    if words.first() == Some(&HOST) && want(&words) {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("{who}: no line with {what}; printed:\n{}", seen.join("\n"));
+                }
+            }
+        };
+        let current = desired.to_string();
+        wait_for(
+            &|w| w.get(3) == Some(&current.as_str()),
+            "the current version",
+        );
+        // kubectl prints the object, then opens its watch and drops the watch's first event (the
+        // object again): an edit before the watch is open would be that dropped event.
+        fleet.eventually(LONG, "kubectl's watch to be open", || {
+            match open_watches(&fleet)? {
+                1 => Ok(()),
+                n => Err(format!("{n} open")),
+            }
+        });
+
+        round += 1;
+        fleet.write(
+            "schedules/files.yaml",
+            &fleet.files_schedule(&format!("0 4 {round} 1 *")),
+        );
+        // The push and the ack can land in one status write: wait for both versions at once.
+        let bumped = (desired + 1).to_string();
+        wait_for(
+            &|w| w.get(2) == Some(&bumped.as_str()) && w.get(3) == Some(&bumped.as_str()),
+            &format!("APPLIED and DESIRED {bumped} after the edit"),
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        // The next kubectl starts from a host in sync.
+        fleet.wait_in_sync(HOST);
+    });
+}
+
+/// `holdfast_api_watches` from `/metrics`.
+fn open_watches(fleet: &Fleet) -> Result<u64, String> {
+    let (_, text) = fleet.get("/metrics")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("holdfast_api_watches "))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| format!("no holdfast_api_watches in /metrics:\n{text}"))
+}
+
+/// The watch also works below kubectl: from a resourceVersion, a Table or raw, and 410 when
+/// the version is older than the controller remembers.
+#[test]
+fn the_watch_api_resumes_from_a_resource_version_and_expires_before_it() {
+    let fleet = Fleet::start();
+    let hosts_path = "/apis/holdfast.dev/v1alpha1/namespaces/default/hosts";
+    let list = fleet.api(hosts_path).unwrap();
+    assert_eq!(list["kind"], "HostList");
+    let rv: i64 = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let (status, body) = fleet
+        .get(&format!(
+            "{hosts_path}?watch=true&resourceVersion={}",
+            rv - 1_000_000
+        ))
+        .unwrap();
+    let expired: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, expired["kind"].as_str(), expired["reason"].as_str()),
+        (410, Some("Status"), Some("Expired")),
+        "{body}"
+    );
+
+    // Edit, then watch from the list's version: the change is replayed.
+    let (desired, _) = fleet.versions(HOST).unwrap();
+    fleet.write("schedules/files.yaml", &fleet.files_schedule("0 4 1 1 *"));
+    fleet.eventually(LONG, "the desired version to go up", || {
+        let (d, _) = fleet.versions(HOST)?;
+        if d > desired {
+            Ok(())
+        } else {
+            Err(format!("desired {d}"))
+        }
+    });
+    let (status, body) = fleet
+        .get(&format!(
+            "{hosts_path}?watch=true&resourceVersion={rv}&timeoutSeconds=1"
+        ))
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let events: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .all(|e| e["type"] == "MODIFIED" && e["object"]["kind"] == "Host"),
+        "{body}"
+    );
+    let last = events
+        .last()
+        .unwrap_or_else(|| panic!("no events:\n{body}"));
+    assert_eq!(
+        last["object"]["status"]["desiredScheduleVersion"],
+        desired + 1
+    );
+    let versions: Vec<i64> = events
+        .iter()
+        .map(|e| {
+            e["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        versions.windows(2).all(|w| w[0] < w[1]) && versions[0] > rv,
+        "{versions:?} after {rv}"
+    );
+
+    // Without a version: the current state as ADDED, here as a Table.
+    let (status, body) = fleet
+        .get_with(
+            &format!("{hosts_path}?watch=true&timeoutSeconds=1"),
+            &[("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")],
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let first: Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "ADDED");
+    assert_eq!(first["object"]["kind"], "Table");
+    assert_eq!(first["object"]["rows"][0]["cells"][0], HOST);
+}
+
+/// Discovery and errors, as a client reads them.
+#[test]
+fn discovery_is_plain_json_and_errors_are_status_objects() {
+    let fleet = Fleet::start();
+    for path in ["/api", "/apis", "/apis/holdfast.dev/v1alpha1"] {
+        let response = fleet
+            .http_response(path, "GET")
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(response.0, 200, "{path}");
+        assert_eq!(response.1, "application/json", "{path}: content type");
+    }
+    let resources = fleet.api("/apis/holdfast.dev/v1alpha1").unwrap();
+    let names: Vec<&str> = resources["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    for name in [
+        "repos",
+        "hosts",
+        "schedules",
+        "backups",
+        "restores",
+        "hosts/status",
+    ] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+
+    let item = format!("/apis/holdfast.dev/v1alpha1/namespaces/default/hosts/{HOST}");
+    let (status, content_type, body) = fleet.http_response(&item, "DELETE").unwrap();
+    assert_eq!((status, content_type.as_str()), (405, "application/json"));
+    let refusal: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(refusal["kind"], "Status");
+    assert_eq!(refusal["reason"], "MethodNotAllowed");
+    assert_eq!(refusal["code"], 405);
+
+    for path in [
+        "/apis/holdfast.dev/v1alpha1/namespaces/default/hosts/nowhere",
+        "/apis/holdfast.dev/v1alpha1/namespaces/default/widgets",
+        "/apis/other.example/v1",
+    ] {
+        let (status, body) = fleet.get(path).unwrap();
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (status, error["kind"].as_str(), error["reason"].as_str()),
+            (404, Some("Status"), Some("NotFound")),
+            "{path}: {body}"
+        );
+    }
+    let (status, _) = fleet
+        .get("/apis/holdfast.dev/v1alpha1/hosts?labelSelector=a%20in%20b")
+        .unwrap();
+    assert_eq!(status, 400);
+    // The controller is unchanged by the refused write.
+    assert!(fleet.host(HOST).is_ok());
+}
