@@ -4,6 +4,7 @@
 //! The pure core — [`validate`], [`compile`], [`versions`], [`plan`] — takes resources and
 //! returns values; reading files ([`source`]) and the database ([`store`]) sit at the edges.
 
+pub mod cluster;
 pub mod compile;
 pub mod crds;
 pub mod cronspec;

@@ -1,0 +1,13 @@
+//! Kubernetes mode: desired state from the API server instead of a directory, status through
+//! the status subresource instead of SQLite. Compile, versions and status computation are the
+//! same pure code as in files mode.
+//!
+//! - [`sink`]: status by server-side apply (field manager `holdfast`), coalesced; a Backup
+//!   object for every run (AlreadyExists means recorded).
+//! - [`lease`]: leader election on a `coordination.k8s.io` Lease.
+//! - [`reconcile`]: a Host's desired version and status from reflector stores, for
+//!   `kube-runtime`'s applier; versions continue from what Host status holds.
+
+pub mod lease;
+pub mod reconcile;
+pub mod sink;

@@ -1,0 +1,509 @@
+//! A Host's reconcile in Kubernetes mode, for `kube-runtime`'s applier: the desired state is
+//! read from reflector stores instead of a directory, compiled by the same [`compile`], its
+//! version assigned by the same [`versions::assign`] from what Host status already holds, and
+//! the status computed by the same [`status::hosts`]; only the sink differs.
+//!
+//! Versions continue from Host status (`desiredScheduleVersion` and its digest), so a restart,
+//! a new leader or a no-op change bumps nothing. Versions this process wrote but the Host store
+//! has not shown yet are remembered, so a quick second change cannot hand out a version twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
+
+use crate::compile::{self, CompileError, HostKey};
+use crate::resources::{Host, HostStatus, Repo, Schedule};
+use crate::revision::{Revision, name_of, namespace_of};
+use crate::status::{self, Inputs, finish_conditions};
+use crate::store::AgentRecord;
+use crate::versions::{self, Versioned};
+
+/// Recompute at least this often: online and last seen move without any object changing.
+const RESYNC: Duration = Duration::from_secs(60);
+
+/// What connected agents say, kept by the agent hub.
+#[derive(Clone, Debug, Default)]
+pub struct Agents {
+    pub records: BTreeMap<HostKey, AgentRecord>,
+    pub online: BTreeSet<HostKey>,
+}
+
+/// Where Host status goes: the API server, or memory in tests.
+pub trait StatusSink: Send + Sync {
+    fn apply_host(
+        &self,
+        key: &HostKey,
+        status: &HostStatus,
+    ) -> BoxFuture<'static, Result<(), kube::Error>>;
+}
+
+/// Host status by server-side apply on the status subresource.
+pub struct ApiSink(pub Client);
+
+impl StatusSink for ApiSink {
+    fn apply_host(
+        &self,
+        key: &HostKey,
+        status: &HostStatus,
+    ) -> BoxFuture<'static, Result<(), kube::Error>> {
+        let api: Api<Host> = Api::namespaced(self.0.clone(), &key.namespace);
+        let name = key.name.clone();
+        let status = serde_json::to_value(status).unwrap_or_default();
+        Box::pin(async move { super::sink::apply_status(&api, &name, &status).await })
+    }
+}
+
+pub struct Context {
+    pub repos: Store<Repo>,
+    pub hosts: Store<Host>,
+    pub schedules: Store<Schedule>,
+    pub agents: Mutex<Agents>,
+    pub sink: Arc<dyn StatusSink>,
+    /// Versions applied by this process, ahead of the Host store.
+    written: Mutex<BTreeMap<HostKey, Versioned>>,
+}
+
+impl Context {
+    pub fn new(
+        repos: Store<Repo>,
+        hosts: Store<Host>,
+        schedules: Store<Schedule>,
+        sink: Arc<dyn StatusSink>,
+    ) -> Context {
+        Context {
+            repos,
+            hosts,
+            schedules,
+            agents: Mutex::new(Agents::default()),
+            sink,
+            written: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn agents(&self) -> Agents {
+        self.agents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The desired state in the stores, as one revision.
+    fn revision(&self) -> Revision {
+        fn all<K>(store: &Store<K>) -> Vec<K>
+        where
+            K: kube::runtime::reflector::Lookup + Clone,
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            store.state().iter().map(|o| (**o).clone()).collect()
+        }
+        Revision {
+            repos: all(&self.repos),
+            hosts: all(&self.hosts),
+            schedules: all(&self.schedules),
+            backups: Vec::new(),
+            restores: Vec::new(),
+        }
+    }
+
+    /// What every host had: its status, or what this process wrote since, whichever is newer.
+    fn previous_versions(&self, hosts: &[Host]) -> BTreeMap<HostKey, Versioned> {
+        let mut previous = stored_versions(hosts);
+        let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, v) in written.iter() {
+            if previous.get(key).is_none_or(|p| p.version < v.version) {
+                previous.insert(key.clone(), v.clone());
+            }
+        }
+        previous
+    }
+}
+
+/// The schedule versions Host objects hold in their status.
+pub fn stored_versions(hosts: &[Host]) -> BTreeMap<HostKey, Versioned> {
+    hosts
+        .iter()
+        .filter_map(|h| {
+            let status = h.status.as_ref()?;
+            let versioned = Versioned {
+                version: status.desired_schedule_version?,
+                digest: status.desired_schedule_digest.clone()?,
+            };
+            Some((HostKey::new(namespace_of(h), name_of(h)), versioned))
+        })
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error("cannot write the status of Host {host}: {source}")]
+    Write {
+        host: HostKey,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Computes one Host's desired version and status, and applies the status when it changed.
+pub fn reconcile(
+    host: Arc<Host>,
+    ctx: Arc<Context>,
+) -> BoxFuture<'static, Result<Action, ReconcileError>> {
+    Box::pin(async move {
+        let now = Utc::now();
+        let key = HostKey::new(namespace_of(&*host), name_of(&*host));
+        let Some(status) = desired_status(&ctx, &host, now)? else {
+            return Ok(Action::await_change());
+        };
+        if host.status.as_ref() != Some(&status) {
+            ctx.sink
+                .apply_host(&key, &status)
+                .await
+                .map_err(|source| ReconcileError::Write {
+                    host: key.clone(),
+                    source,
+                })?;
+            if let (Some(version), Some(digest)) = (
+                status.desired_schedule_version,
+                status.desired_schedule_digest.clone(),
+            ) {
+                ctx.written
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, Versioned { version, digest });
+            }
+        }
+        Ok(Action::requeue(RESYNC))
+    })
+}
+
+fn desired_status(
+    ctx: &Context,
+    host: &Host,
+    now: DateTime<Utc>,
+) -> Result<Option<HostStatus>, CompileError> {
+    let key = HostKey::new(namespace_of(host), name_of(host));
+    let revision = ctx.revision();
+    let fleet = compile::compile(&revision)?;
+    let versions = versions::assign(&ctx.previous_versions(&revision.hosts), &fleet);
+    let agents = ctx.agents();
+    let online = |k: &HostKey| agents.online.contains(k);
+    let inputs = Inputs {
+        now,
+        revision: &revision,
+        fleet: &fleet,
+        versions: &versions,
+        agents: &agents.records,
+        online: &online,
+        runs: &[],
+        repo_sizes: &BTreeMap::new(),
+        snapshot_counts: &BTreeMap::new(),
+        schedule_created: &|_, _| None,
+    };
+    let Some(mut status) = status::hosts(&inputs).remove(&key) else {
+        return Ok(None);
+    };
+    let generation = host.metadata.generation.unwrap_or(0);
+    let previous = host
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    status.observed_generation = Some(generation);
+    finish_conditions(&mut status.conditions, &previous, generation, now);
+    Ok(Some(status))
+}
+
+/// Retries a failed reconcile after a pause; a compile error waits for the next change.
+pub fn error_policy(host: Arc<Host>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(host = name_of(&*host), "reconcile failed: {error}");
+    match error {
+        ReconcileError::Compile(_) => Action::await_change(),
+        ReconcileError::Write { .. } => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use kube::runtime::reflector::{self, ObjectRef, store::Writer};
+    use kube::runtime::{Config, applier, watcher};
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::UnboundedReceiverStream;
+
+    use super::*;
+
+    /// Status applies, kept instead of sent.
+    #[derive(Default)]
+    struct MemorySink(Mutex<Vec<(HostKey, HostStatus)>>);
+
+    impl MemorySink {
+        fn take(&self) -> Vec<(HostKey, HostStatus)> {
+            std::mem::take(&mut *self.0.lock().expect("not poisoned"))
+        }
+    }
+
+    impl StatusSink for MemorySink {
+        fn apply_host(
+            &self,
+            key: &HostKey,
+            status: &HostStatus,
+        ) -> BoxFuture<'static, Result<(), kube::Error>> {
+            self.0
+                .lock()
+                .expect("not poisoned")
+                .push((key.clone(), status.clone()));
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// Reflector stores fed with fixture objects, as watches would feed them.
+    struct World {
+        hosts: Writer<Host>,
+        schedules: Writer<Schedule>,
+        ctx: Arc<Context>,
+        sink: Arc<MemorySink>,
+    }
+
+    fn from_yaml<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
+        serde_yaml::from_str(yaml).expect("a fixture object")
+    }
+
+    fn host(name: &str, role: &str) -> Host {
+        from_yaml(&format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata: {{name: {name}, namespace: fleet, generation: 1, labels: {{role: {role}}}}}\nspec: {{defaultRepo: nas}}\n"
+        ))
+    }
+
+    fn schedule(name: &str, role: &str, path: &str) -> Schedule {
+        from_yaml(&format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata: {{name: {name}, namespace: fleet, generation: 1}}\nspec: {{operation: backup, cron: '0 1 * * *', hostSelector: {{matchLabels: {{role: {role}}}}}, paths: [{path}]}}\n"
+        ))
+    }
+
+    /// The initial list of a watch: the store is ready (the applier waits for that) once it ends.
+    fn list<K>(writer: &mut Writer<K>, objects: Vec<K>)
+    where
+        K: kube::runtime::reflector::Lookup + Clone + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone,
+    {
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for o in objects {
+            writer.apply_watcher_event(&watcher::Event::InitApply(o));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+    }
+
+    const REPO: &str = "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata: {name: nas, namespace: fleet, generation: 1}\nspec: {url: /srv/restic, password: {hostFile: /etc/holdfast/nas.password}}\n";
+
+    impl World {
+        /// Three hosts, two web and one db, each with its own schedule; `hosts` may carry
+        /// status from before.
+        fn new(hosts: Vec<Host>) -> World {
+            let (repo_store, mut repos) = reflector::store::<Repo>();
+            let (host_store, mut host_writer) = reflector::store::<Host>();
+            let (schedule_store, mut schedule_writer) = reflector::store::<Schedule>();
+            list(&mut repos, vec![from_yaml(REPO)]);
+            list(&mut host_writer, hosts);
+            list(
+                &mut schedule_writer,
+                vec![
+                    schedule("web-nightly", "web", "/srv/www"),
+                    schedule("db-nightly", "db", "/var/lib/db"),
+                ],
+            );
+            let sink = Arc::new(MemorySink::default());
+            let ctx = Arc::new(Context::new(
+                repo_store,
+                host_store,
+                schedule_store,
+                sink.clone(),
+            ));
+            World {
+                hosts: host_writer,
+                schedules: schedule_writer,
+                ctx,
+                sink,
+            }
+        }
+
+        /// Reconciles every host once through the applier, and returns the statuses applied,
+        /// after writing them into the Host store as the API server's watch would.
+        async fn reconcile_all(&mut self) -> BTreeMap<String, HostStatus> {
+            let refs: Vec<ObjectRef<Host>> = self
+                .ctx
+                .hosts
+                .state()
+                .iter()
+                .map(|h| ObjectRef::from_obj(&**h))
+                .collect();
+            let (tx, rx) = mpsc::unbounded_channel();
+            for r in &refs {
+                tx.send(Ok::<_, std::convert::Infallible>(r.clone()))
+                    .expect("the queue is open");
+            }
+            let results: Vec<_> = applier(
+                reconcile,
+                error_policy,
+                self.ctx.clone(),
+                self.ctx.hosts.clone(),
+                UnboundedReceiverStream::new(rx),
+                Config::default(),
+            )
+            .take(refs.len())
+            .collect()
+            .await;
+            for r in &results {
+                assert!(r.is_ok(), "reconcile failed: {r:?}");
+            }
+            let applied = self.sink.take();
+            for (key, status) in &applied {
+                let stored = self
+                    .ctx
+                    .hosts
+                    .state()
+                    .into_iter()
+                    .find(|h| name_of(&**h) == key.name)
+                    .expect("the host is in the store");
+                let mut h = (*stored).clone();
+                h.status = Some(status.clone());
+                self.hosts.apply_watcher_event(&watcher::Event::Apply(h));
+            }
+            applied.into_iter().map(|(k, s)| (k.name, s)).collect()
+        }
+
+        fn edit_schedule(&mut self, s: Schedule) {
+            self.schedules
+                .apply_watcher_event(&watcher::Event::Apply(s));
+        }
+
+        fn agent_runs(&self, host: &str, version: u64) {
+            let key = HostKey::new("fleet", host);
+            let mut agents = self.ctx.agents.lock().expect("not poisoned");
+            agents.online.insert(key.clone());
+            agents.records.insert(
+                key,
+                AgentRecord {
+                    applied_version: Some(version),
+                    last_seen: Some(Utc::now()),
+                    ..AgentRecord::default()
+                },
+            );
+        }
+
+        fn status(&self, host: &str) -> HostStatus {
+            self.ctx
+                .hosts
+                .state()
+                .into_iter()
+                .find(|h| name_of(&**h) == host)
+                .and_then(|h| h.status.clone())
+                .expect("a status")
+        }
+    }
+
+    fn fleet() -> Vec<Host> {
+        vec![
+            host("web-1", "web"),
+            host("web-2", "web"),
+            host("db-1", "db"),
+        ]
+    }
+
+    fn condition(status: &HostStatus, kind: &str) -> String {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == kind)
+            .map(|c| format!("{}/{}", c.status, c.reason))
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_schedule_edit_bumps_exactly_the_matching_hosts() {
+        let mut world = World::new(fleet());
+        let first = world.reconcile_all().await;
+        assert_eq!(first.len(), 3, "every host gets its first status");
+        for status in first.values() {
+            assert_eq!(status.desired_schedule_version, Some(1));
+            assert_eq!(status.observed_generation, Some(1));
+        }
+
+        world.edit_schedule(schedule("web-nightly", "web", "/srv/www-2"));
+        let second = world.reconcile_all().await;
+        let bumped: BTreeMap<&str, Option<u64>> = second
+            .iter()
+            .map(|(k, s)| (k.as_str(), s.desired_schedule_version))
+            .collect();
+        assert_eq!(
+            bumped,
+            BTreeMap::from([("web-1", Some(2)), ("web-2", Some(2))]),
+            "only the web hosts change, and db-1 is not written at all"
+        );
+        assert_eq!(world.status("db-1").desired_schedule_version, Some(1));
+    }
+
+    #[tokio::test]
+    async fn an_agent_ack_turns_reconciling_off_and_schedule_in_sync_on() {
+        let mut world = World::new(fleet());
+        world.agent_runs("web-1", 0);
+        world.reconcile_all().await;
+        let waiting = world.status("web-1");
+        assert_eq!(condition(&waiting, "Reconciling"), "True/AwaitingAck");
+        assert_eq!(condition(&waiting, "ScheduleInSync"), "False/AwaitingAck");
+        assert_eq!(waiting.online, Some(true));
+
+        world.agent_runs("web-1", 1);
+        let after = world.reconcile_all().await;
+        let acked = &after["web-1"];
+        assert_eq!(condition(acked, "Reconciling"), "False/Idle");
+        assert_eq!(condition(acked, "ScheduleInSync"), "True/InSync");
+        assert_eq!(condition(acked, "Ready"), "True/Ready");
+        assert_eq!(acked.applied_schedule_version, Some(1));
+        assert!(!after.contains_key("db-1"), "nothing changed for db-1");
+    }
+
+    #[tokio::test]
+    async fn a_restart_from_stored_status_bumps_nothing() {
+        let mut world = World::new(fleet());
+        world.edit_schedule(schedule("web-nightly", "web", "/srv/www-2"));
+        world.reconcile_all().await;
+        world.edit_schedule(schedule("web-nightly", "web", "/srv/www-3"));
+        world.reconcile_all().await;
+        let before: Vec<Host> = ["web-1", "web-2", "db-1"]
+            .iter()
+            .map(|name| {
+                let mut h = host(name, if name.starts_with("web") { "web" } else { "db" });
+                h.status = Some(world.status(name));
+                h
+            })
+            .collect();
+        assert_eq!(
+            before[0]
+                .status
+                .as_ref()
+                .and_then(|s| s.desired_schedule_version),
+            Some(2)
+        );
+
+        // A new process (a restart, or another replica taking the lease) with the same objects.
+        let mut restarted = World::new(before);
+        restarted.edit_schedule(schedule("web-nightly", "web", "/srv/www-3"));
+        let applied = restarted.reconcile_all().await;
+        assert!(
+            applied.is_empty(),
+            "nothing to write after a restart: {:?}",
+            applied.keys().collect::<Vec<_>>()
+        );
+        assert_eq!(restarted.status("web-1").desired_schedule_version, Some(2));
+        assert_eq!(restarted.status("db-1").desired_schedule_version, Some(1));
+    }
+}
