@@ -54,11 +54,33 @@ enum Command {
 #[derive(clap::Args)]
 struct ControllerArgs {
     /// The directory (a git checkout) holding the fleet's YAML.
-    #[arg(long, env = "HOLDFAST_CONFIG_DIR")]
-    config_dir: PathBuf,
+    #[arg(
+        long,
+        env = "HOLDFAST_CONFIG_DIR",
+        required_unless_present = "kube",
+        conflicts_with = "kube"
+    )]
+    config_dir: Option<PathBuf>,
     /// Where the controller keeps its database.
-    #[arg(long, env = "HOLDFAST_DATA_DIR")]
-    data_dir: PathBuf,
+    #[arg(
+        long,
+        env = "HOLDFAST_DATA_DIR",
+        required_unless_present = "kube",
+        conflicts_with = "kube"
+    )]
+    data_dir: Option<PathBuf>,
+    /// Kubernetes mode: desired state and status in the cluster's API server, through the
+    /// pod's service account or KUBECONFIG.
+    #[arg(long)]
+    kube: bool,
+    /// Kubernetes mode: the controller's own namespace, where its Lease lives.
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        default_value = "holdfast-system",
+        requires = "kube"
+    )]
+    namespace: String,
     /// Address for the page, the API and the agents.
     #[arg(long, env = "HOLDFAST_LISTEN", default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
@@ -195,16 +217,39 @@ fn plan_command(dir: &Path, data_dir: Option<&Path>) -> Result<ExitCode, String>
     Ok(ExitCode::SUCCESS)
 }
 
+/// How this replica names itself as the Lease's holder: the pod's name (the Deployment sets
+/// `POD_NAME`), else the machine's host name.
+fn pod_identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("holdfast-{}", std::process::id()))
+}
+
 fn controller_command(args: ControllerArgs) -> Result<ExitCode, String> {
-    if !args.config_dir.is_dir() {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
+    let (Some(config_dir), Some(data_dir)) = (args.config_dir, args.data_dir) else {
+        // clap requires both unless --kube.
+        let config = holdfast::cluster::run::Config {
+            namespace: args.namespace,
+            identity: pod_identity(),
+            listen: args.listen,
+        };
+        runtime.block_on(holdfast::cluster::run::run(config))?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    if !config_dir.is_dir() {
         return Err(format!(
             "{} is not a directory; point --config-dir at the checkout of your fleet's YAML",
-            args.config_dir.display()
+            config_dir.display()
         ));
     }
     let config = holdfast::server::Config {
-        config_dir: args.config_dir,
-        data_dir: args.data_dir,
+        config_dir,
+        data_dir,
         listen: args.listen,
         offline_after: args.offline_after,
         // An agent must get a few heartbeats in before it counts as offline.
@@ -212,7 +257,6 @@ fn controller_command(args: ControllerArgs) -> Result<ExitCode, String> {
         debounce: args.debounce,
         tls: args.tls_cert.zip(args.tls_key),
     };
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
     runtime.block_on(holdfast::server::run(config))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -200,3 +200,33 @@ fn symlinked_directories_are_not_followed() {
     assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
     assert_eq!(loaded.files, 9);
 }
+
+#[test]
+fn kube_mode_without_a_cluster_says_where_it_looked_and_files_flags_do_not_mix() {
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["controller", "--kube", "--listen", "127.0.0.1:0"])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the Kubernetes API server")
+            && stderr.contains("/nonexistent/kubeconfig")
+            && stderr.contains("service account"),
+        "{stderr}"
+    );
+
+    let out = holdfast(&["controller", "--kube", "--config-dir", "examples/fleet"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    let out = holdfast(&["controller", "--data-dir", "/tmp"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && stderr.contains("--config-dir"),
+        "{stderr}"
+    );
+}

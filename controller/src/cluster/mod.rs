@@ -7,7 +7,9 @@
 //! - [`lease`]: leader election on a `coordination.k8s.io` Lease.
 //! - [`reconcile`]: a Host's desired version and status from reflector stores, for
 //!   `kube-runtime`'s applier; versions continue from what Host status holds.
+//! - [`run`]: `holdfast controller --kube`, putting them together.
 
 pub mod lease;
 pub mod reconcile;
+pub mod run;
 pub mod sink;
