@@ -14,8 +14,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use kube::Client;
+use kube::Resource;
 use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
 use crate::compile::{self, CompileError, HostKey};
@@ -35,17 +37,44 @@ pub struct Agents {
     pub online: BTreeSet<HostKey>,
 }
 
-/// Where Host status goes: the API server, or memory in tests.
+/// A decision worth an Event on the object it concerns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+/// Where Host status and Events go: the API server, or memory in tests.
 pub trait StatusSink: Send + Sync {
     fn apply_host(
         &self,
         key: &HostKey,
         status: &HostStatus,
     ) -> BoxFuture<'static, Result<(), kube::Error>>;
+    fn event(&self, host: &Host, decision: Decision)
+    -> BoxFuture<'static, Result<(), kube::Error>>;
 }
 
-/// Host status by server-side apply on the status subresource.
-pub struct ApiSink(pub Client);
+/// Host status by server-side apply on the status subresource; Events by `kube-runtime`'s
+/// recorder (events.k8s.io, repeated ones folded into a series).
+pub struct ApiSink {
+    client: Client,
+    recorder: Recorder,
+}
+
+impl ApiSink {
+    pub fn new(client: Client, identity: &str) -> ApiSink {
+        let reporter = Reporter {
+            controller: super::sink::FIELD_MANAGER.into(),
+            instance: Some(identity.into()),
+        };
+        ApiSink {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+        }
+    }
+}
 
 impl StatusSink for ApiSink {
     fn apply_host(
@@ -53,10 +82,33 @@ impl StatusSink for ApiSink {
         key: &HostKey,
         status: &HostStatus,
     ) -> BoxFuture<'static, Result<(), kube::Error>> {
-        let api: Api<Host> = Api::namespaced(self.0.clone(), &key.namespace);
+        let api: Api<Host> = Api::namespaced(self.client.clone(), &key.namespace);
         let name = key.name.clone();
         let status = serde_json::to_value(status).unwrap_or_default();
         Box::pin(async move { super::sink::apply_status(&api, &name, &status).await })
+    }
+
+    fn event(
+        &self,
+        host: &Host,
+        decision: Decision,
+    ) -> BoxFuture<'static, Result<(), kube::Error>> {
+        let recorder = self.recorder.clone();
+        let reference = host.object_ref(&());
+        Box::pin(async move {
+            let event = Event {
+                type_: if decision.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: decision.reason.into(),
+                note: Some(decision.note),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            recorder.publish(&event, &reference).await
+        })
     }
 }
 
@@ -160,8 +212,18 @@ pub fn reconcile(
     Box::pin(async move {
         let now = Utc::now();
         let key = HostKey::new(namespace_of(&*host), name_of(&*host));
-        let Some(status) = desired_status(&ctx, &host, now)? else {
-            return Ok(Action::await_change());
+        let status = match desired_status(&ctx, &host, now) {
+            Ok(Some(status)) => status,
+            Ok(None) => return Ok(Action::await_change()),
+            Err(e) => {
+                let decision = Decision {
+                    warning: true,
+                    reason: "CompileFailed",
+                    note: e.to_string(),
+                };
+                publish(&ctx, &host, decision).await;
+                return Err(e.into());
+            }
         };
         if host.status.as_ref() != Some(&status) {
             ctx.sink
@@ -180,9 +242,33 @@ pub fn reconcile(
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(key, Versioned { version, digest });
             }
+            let before = host
+                .status
+                .as_ref()
+                .and_then(|s| s.desired_schedule_version);
+            if let (Some(before), Some(after)) = (before, status.desired_schedule_version)
+                && after > before
+            {
+                let decision = Decision {
+                    warning: false,
+                    reason: "ScheduleVersionChanged",
+                    note: format!(
+                        "desired schedule version {after} (was {before}); the agent gets it when connected"
+                    ),
+                };
+                publish(&ctx, &host, decision).await;
+            }
         }
         Ok(Action::requeue(RESYNC))
     })
+}
+
+/// Events are for people: one that cannot be written is logged, and the reconcile goes on.
+async fn publish(ctx: &Context, host: &Host, decision: Decision) {
+    let reason = decision.reason;
+    if let Err(e) = ctx.sink.event(host, decision).await {
+        tracing::warn!(host = name_of(host), reason, "cannot record an event: {e}");
+    }
 }
 
 fn desired_status(
@@ -241,13 +327,20 @@ mod tests {
 
     use super::*;
 
-    /// Status applies, kept instead of sent.
+    /// Status applies and Events, kept instead of sent.
     #[derive(Default)]
-    struct MemorySink(Mutex<Vec<(HostKey, HostStatus)>>);
+    struct MemorySink {
+        applied: Mutex<Vec<(HostKey, HostStatus)>>,
+        events: Mutex<Vec<(String, Decision)>>,
+    }
 
     impl MemorySink {
         fn take(&self) -> Vec<(HostKey, HostStatus)> {
-            std::mem::take(&mut *self.0.lock().expect("not poisoned"))
+            std::mem::take(&mut *self.applied.lock().expect("not poisoned"))
+        }
+
+        fn take_events(&self) -> Vec<(String, Decision)> {
+            std::mem::take(&mut *self.events.lock().expect("not poisoned"))
         }
     }
 
@@ -257,10 +350,22 @@ mod tests {
             key: &HostKey,
             status: &HostStatus,
         ) -> BoxFuture<'static, Result<(), kube::Error>> {
-            self.0
+            self.applied
                 .lock()
                 .expect("not poisoned")
                 .push((key.clone(), status.clone()));
+            Box::pin(async { Ok(()) })
+        }
+
+        fn event(
+            &self,
+            host: &Host,
+            decision: Decision,
+        ) -> BoxFuture<'static, Result<(), kube::Error>> {
+            self.events
+                .lock()
+                .expect("not poisoned")
+                .push((name_of(host).to_string(), decision));
             Box::pin(async { Ok(()) })
         }
     }
@@ -449,6 +554,20 @@ mod tests {
             "only the web hosts change, and db-1 is not written at all"
         );
         assert_eq!(world.status("db-1").desired_schedule_version, Some(1));
+        let events: Vec<(String, &str)> = world
+            .sink
+            .take_events()
+            .into_iter()
+            .map(|(host, d)| (host, d.reason))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ("web-1".to_string(), "ScheduleVersionChanged"),
+                ("web-2".to_string(), "ScheduleVersionChanged")
+            ],
+            "an event for each bumped host, none for the first version"
+        );
     }
 
     #[tokio::test]
@@ -505,5 +624,85 @@ mod tests {
         );
         assert_eq!(restarted.status("web-1").desired_schedule_version, Some(2));
         assert_eq!(restarted.status("db-1").desired_schedule_version, Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_schedule_that_cannot_compile_is_a_warning_and_changes_no_version() {
+        let mut world = World::new(fleet());
+        world.reconcile_all().await;
+        let mut broken = schedule("web-nightly", "web", "/srv/www-2");
+        broken.spec.repo = Some("missing".into());
+        world.edit_schedule(broken);
+        let refs: Vec<ObjectRef<Host>> = world
+            .ctx
+            .hosts
+            .state()
+            .iter()
+            .map(|h| ObjectRef::from_obj(&**h))
+            .collect();
+        for r in refs {
+            let host = world.ctx.hosts.get(&r).expect("in the store");
+            let result = reconcile(host, world.ctx.clone()).await;
+            assert!(
+                matches!(result, Err(ReconcileError::Compile(_))),
+                "{result:?}"
+            );
+        }
+        assert!(world.sink.take().is_empty(), "no status is written");
+        let events = world.sink.take_events();
+        assert_eq!(events.len(), 3, "{events:?}");
+        for (_, d) in &events {
+            assert!(d.warning && d.reason == "CompileFailed", "{d:?}");
+            assert!(d.note.contains("no Repo `missing`"), "{}", d.note);
+        }
+        assert_eq!(world.status("web-1").desired_schedule_version, Some(1));
+    }
+
+    #[tokio::test]
+    async fn events_go_to_events_k8s_io_as_holdfast_about_the_host() {
+        use std::pin::pin;
+
+        use http::{Request, Response};
+        use kube::client::Body;
+        use tower_test::mock;
+
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let server = tokio::spawn(async move {
+            let mut handle = pin!(handle);
+            let (request, send) = handle.next_request().await.expect("a request");
+            assert_eq!(request.method(), http::Method::POST);
+            assert_eq!(
+                request.uri().path(),
+                "/apis/events.k8s.io/v1/namespaces/fleet/events"
+            );
+            let bytes = request.into_body().collect_bytes().await.expect("a body");
+            let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+            assert_eq!(body["type"], "Normal");
+            assert_eq!(body["reason"], "ScheduleVersionChanged");
+            assert_eq!(body["note"], "desired schedule version 2 (was 1)");
+            assert_eq!(body["action"], "Reconcile");
+            assert_eq!(body["reportingController"], "holdfast");
+            assert_eq!(body["reportingInstance"], "pod-a");
+            assert_eq!(body["regarding"]["kind"], "Host");
+            assert_eq!(body["regarding"]["name"], "web-1");
+            assert_eq!(body["regarding"]["namespace"], "fleet");
+            assert_eq!(body["regarding"]["apiVersion"], "holdfast.dev/v1alpha1");
+            send.send_response(
+                Response::builder()
+                    .status(201)
+                    .body(Body::from(bytes.to_vec()))
+                    .expect("a response"),
+            );
+        });
+        let sink = ApiSink::new(kube::Client::new(service, "default"), "pod-a");
+        let decision = Decision {
+            warning: false,
+            reason: "ScheduleVersionChanged",
+            note: "desired schedule version 2 (was 1)".into(),
+        };
+        sink.event(&host("web-1", "web"), decision)
+            .await
+            .expect("recorded");
+        server.await.expect("the server checked the request");
     }
 }

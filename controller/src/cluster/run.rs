@@ -93,7 +93,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         repos,
         hosts.clone(),
         schedules,
-        Arc::new(ApiSink(client)),
+        Arc::new(ApiSink::new(client, &config.identity)),
     ));
     let identity = config.identity.clone();
     while_leading(leading, move || {
