@@ -108,11 +108,27 @@ enum TokenCommand {
         /// The Host the agent will act as.
         host: String,
         /// The controller's data directory.
-        #[arg(long, env = "HOLDFAST_DATA_DIR")]
-        data_dir: PathBuf,
+        #[arg(
+            long,
+            env = "HOLDFAST_DATA_DIR",
+            required_unless_present = "kube",
+            conflicts_with = "kube"
+        )]
+        data_dir: Option<PathBuf>,
         /// The Host's namespace.
         #[arg(long, default_value = "default")]
         namespace: String,
+        /// Kubernetes mode: store the token as a Secret in the controller's namespace.
+        #[arg(long)]
+        kube: bool,
+        /// Kubernetes mode: the controller's namespace, where its Secrets live.
+        #[arg(
+            long,
+            env = "POD_NAMESPACE",
+            default_value = "holdfast-system",
+            requires = "kube"
+        )]
+        controller_namespace: String,
         /// How long the token stays valid.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
@@ -138,9 +154,18 @@ fn main() -> ExitCode {
                     host,
                     data_dir,
                     namespace,
+                    kube,
+                    controller_namespace,
                     ttl,
                 },
-        } => token_command(&host, &namespace, &data_dir, ttl),
+        } => {
+            let key = holdfast::compile::HostKey::new(&namespace, &host);
+            match data_dir {
+                Some(dir) if !kube => token_command(&key, &dir, ttl),
+                // clap requires --data-dir unless --kube.
+                _ => kube_token_command(&key, &controller_namespace, ttl),
+            }
+        }
     };
     result.unwrap_or_else(|message| {
         eprintln!("holdfast: {message}");
@@ -262,21 +287,43 @@ fn controller_command(args: ControllerArgs) -> Result<ExitCode, String> {
 }
 
 fn token_command(
-    host: &str,
-    namespace: &str,
+    key: &holdfast::compile::HostKey,
     data_dir: &Path,
     ttl: std::time::Duration,
 ) -> Result<ExitCode, String> {
     let mut store = Store::open(data_dir).map_err(|e| e.to_string())?;
     let ttl = chrono::Duration::from_std(ttl).map_err(|e| format!("--ttl: {e}"))?;
-    let key = holdfast::compile::HostKey::new(namespace, host);
     let token = store
-        .create_token(&key, chrono::Utc::now() + ttl)
+        .create_token(key, chrono::Utc::now() + ttl)
         .map_err(|e| e.to_string())?;
+    print_token(key, &token, ttl);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `token create --kube`: the token as a Secret, through KUBECONFIG or the service account.
+fn kube_token_command(
+    key: &holdfast::compile::HostKey,
+    controller_namespace: &str,
+    ttl: std::time::Duration,
+) -> Result<ExitCode, String> {
+    let ttl = chrono::Duration::from_std(ttl).map_err(|e| format!("--ttl: {e}"))?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
+    let token = runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("cannot reach the Kubernetes API server: {e}"))?;
+        let secrets = kube::Api::namespaced(client, controller_namespace);
+        holdfast::cluster::auth::create_token(&secrets, key, chrono::Utc::now() + ttl).await
+    })?;
+    print_token(key, &token, ttl);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The token alone on stdout (for scripts), what to do with it on stderr.
+fn print_token(key: &holdfast::compile::HostKey, token: &str, ttl: chrono::Duration) {
     println!("{token}");
     eprintln!(
         "one-time token for host {key}, valid for {}; enroll with: holdfast-agent enroll --token <token>",
         humantime::format_duration(ttl.to_std().unwrap_or_default())
     );
-    Ok(ExitCode::SUCCESS)
 }

@@ -230,3 +230,71 @@ fn kube_mode_without_a_cluster_says_where_it_looked_and_files_flags_do_not_mix()
         "{stderr}"
     );
 }
+
+/// `token create --kube` against a stand-in API server on loopback (no cluster runs here): one
+/// POST of a Secret in the controller's namespace, holding the token's hash and never the token.
+#[test]
+fn token_create_kube_stores_only_the_tokens_hash_in_a_secret() {
+    use std::sync::{Arc, Mutex};
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let seen: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+    let recorded = seen.clone();
+    let app = axum::Router::new().route(
+        "/api/v1/namespaces/{namespace}/secrets",
+        axum::routing::post(
+            move |axum::extract::Path(namespace): axum::extract::Path<String>,
+                  axum::Json(body): axum::Json<serde_json::Value>| async move {
+                recorded.lock().unwrap().push((namespace, body.clone()));
+                (axum::http::StatusCode::CREATED, axum::Json(body))
+            },
+        ),
+    );
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    runtime.spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\ncontexts: [{{name: c, context: {{cluster: c}}}}]\ncurrent-context: c\nusers: []\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["token", "create", "web-1", "--kube", "--namespace", "fleet"])
+        .args(["--controller-namespace", "ops-system", "--ttl", "10m"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let token = stdout(&out).trim().to_string();
+    assert!(
+        token.len() == 64 && token.chars().all(|c| c.is_ascii_hexdigit()),
+        "the token alone on stdout: {token:?}"
+    );
+    assert!(stderr.contains("fleet/web-1"), "{stderr}");
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let (namespace, secret) = &seen[0];
+    assert_eq!(namespace, "ops-system");
+    assert_eq!(secret["kind"], "Secret");
+    assert_eq!(secret["type"], "holdfast.dev/enrollment-token");
+    assert_eq!(secret["metadata"]["labels"]["holdfast.dev/host"], "web-1");
+    assert_eq!(secret["stringData"]["namespace"], "fleet");
+    assert_eq!(
+        secret["stringData"]["hash"],
+        holdfast::store::secret_hash(&token)
+    );
+    assert!(
+        !secret.to_string().contains(&token),
+        "the token is not stored: {secret}"
+    );
+}

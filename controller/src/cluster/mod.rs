@@ -4,11 +4,13 @@
 //!
 //! - [`sink`]: status by server-side apply (field manager `holdfast`), coalesced; a Backup
 //!   object for every run (AlreadyExists means recorded).
+//! - [`auth`]: enrollment tokens and agent credentials as Secrets holding only hashes.
 //! - [`lease`]: leader election on a `coordination.k8s.io` Lease.
 //! - [`reconcile`]: a Host's desired version and status from reflector stores, for
 //!   `kube-runtime`'s applier; versions continue from what Host status holds.
 //! - [`run`]: `holdfast controller --kube`, putting them together.
 
+pub mod auth;
 pub mod lease;
 pub mod reconcile;
 pub mod run;

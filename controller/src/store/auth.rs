@@ -31,7 +31,8 @@ pub struct Enrolled {
 /// Namespace, host, expiry and time of use of a stored token.
 type TokenRow = (String, String, DateTime<Utc>, Option<DateTime<Utc>>);
 
-fn hash(secret: &str) -> String {
+/// The SHA-256 of a token or credential, hex: all that is ever stored.
+pub fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 

@@ -11,7 +11,7 @@ mod model;
 mod runs;
 
 pub use agents::AgentRecord;
-pub use auth::{AuthError, Enrolled};
+pub use auth::{AuthError, Enrolled, hash as secret_hash, random_secret};
 pub use model::{ObjectMeta, StoredObject};
 pub use runs::{HistoryPoint, SizePoint};
 
