@@ -14,7 +14,8 @@ use protocol::{JobOperation, ResolvedSchedule};
 
 use crate::compile::{Fleet, HostKey};
 use crate::resources::{
-    HostStatus, LastRun, Phase, RepoCheck, RepoStatus, Schedule, ScheduleHostStatus, ScheduleStatus,
+    Host, HostStatus, LastRun, Phase, RepoCheck, RepoStatus, Schedule, ScheduleHostStatus,
+    ScheduleStatus,
 };
 use crate::revision::{Revision, name_of, namespace_of};
 use crate::runs::RunRecord;
@@ -75,128 +76,127 @@ fn newest<'a>(runs: impl Iterator<Item = &'a RunRecord>) -> Option<&'a RunRecord
 
 /// Status of every Host, by key.
 pub fn hosts(inputs: &Inputs) -> BTreeMap<HostKey, HostStatus> {
-    let mut out = BTreeMap::new();
-    for host in &inputs.revision.hosts {
-        let key = HostKey::new(namespace_of(host), name_of(host));
-        let agent = inputs.agents.get(&key).cloned().unwrap_or_default();
-        let online = (inputs.online)(&key);
-        let desired = inputs.versions.get(&key).map(|v| v.version);
-        let applied = agent.applied_version;
-        let in_sync = desired.is_some() && desired == applied;
-        let drift = (!in_sync).then(|| drift_reason(online, &agent, desired));
-        let last = newest(inputs.runs.iter().filter(|r| {
-            r.operation == JobOperation::Backup
-                && r.namespace == key.namespace
-                && r.host == key.name
-        }));
-        let mut conditions = vec![
-            match (online, agent.last_seen) {
-                (true, _) => condition(
-                    "AgentConnected",
-                    true,
-                    "Connected",
-                    "the agent is connected",
-                ),
-                (false, None) => condition(
-                    "AgentConnected",
-                    false,
-                    "NeverConnected",
-                    format!(
-                        "no agent has connected yet; enroll one with `holdfast token create {key}`"
-                    ),
-                ),
-                (false, Some(_)) => condition(
-                    "AgentConnected",
-                    false,
-                    "Disconnected",
-                    "the agent is not connected",
-                ),
-            },
-            match &drift {
-                None => condition(
-                    "ScheduleInSync",
-                    true,
-                    "InSync",
-                    format!(
-                        "the agent runs schedule version {}",
-                        applied.unwrap_or_default()
-                    ),
-                ),
-                Some((reason, message)) => {
-                    condition("ScheduleInSync", false, reason, message.clone())
-                }
-            },
-        ];
-        let awaiting = online && !in_sync && agent.rejected.is_none();
-        conditions.push(condition(
-            "Reconciling",
-            awaiting,
-            if awaiting { "AwaitingAck" } else { "Idle" },
-            if awaiting {
-                "schedule sent; waiting for the agent to acknowledge it"
-            } else {
-                "nothing to push"
-            },
-        ));
-        if let Some(rejected) = &agent.rejected {
-            conditions.push(condition(
-                "Stalled",
+    inputs
+        .revision
+        .hosts
+        .iter()
+        .map(|h| (HostKey::new(namespace_of(h), name_of(h)), host(inputs, h)))
+        .collect()
+}
+
+/// Status of one Host.
+pub fn host(inputs: &Inputs, host: &Host) -> HostStatus {
+    let key = HostKey::new(namespace_of(host), name_of(host));
+    let agent = inputs.agents.get(&key).cloned().unwrap_or_default();
+    let online = (inputs.online)(&key);
+    let desired = inputs.versions.get(&key).map(|v| v.version);
+    let applied = agent.applied_version;
+    let in_sync = desired.is_some() && desired == applied;
+    let drift = (!in_sync).then(|| drift_reason(online, &agent, desired));
+    let last = newest(inputs.runs.iter().filter(|r| {
+        r.operation == JobOperation::Backup && r.namespace == key.namespace && r.host == key.name
+    }));
+    let mut conditions = vec![
+        match (online, agent.last_seen) {
+            (true, _) => condition(
+                "AgentConnected",
                 true,
-                "AgentRejected",
-                rejected.clone(),
-            ));
-        }
-        let ready = online && in_sync;
+                "Connected",
+                "the agent is connected",
+            ),
+            (false, None) => condition(
+                "AgentConnected",
+                false,
+                "NeverConnected",
+                format!(
+                    "no agent has connected yet; enroll one with `holdfast token create {key}`"
+                ),
+            ),
+            (false, Some(_)) => condition(
+                "AgentConnected",
+                false,
+                "Disconnected",
+                "the agent is not connected",
+            ),
+        },
+        match &drift {
+            None => condition(
+                "ScheduleInSync",
+                true,
+                "InSync",
+                format!(
+                    "the agent runs schedule version {}",
+                    applied.unwrap_or_default()
+                ),
+            ),
+            Some((reason, message)) => condition("ScheduleInSync", false, reason, message.clone()),
+        },
+    ];
+    let awaiting = online && !in_sync && agent.rejected.is_none();
+    conditions.push(condition(
+        "Reconciling",
+        awaiting,
+        if awaiting { "AwaitingAck" } else { "Idle" },
+        if awaiting {
+            "schedule sent; waiting for the agent to acknowledge it"
+        } else {
+            "nothing to push"
+        },
+    ));
+    if let Some(rejected) = &agent.rejected {
         conditions.push(condition(
-            "Ready",
-            ready,
-            if ready {
-                "Ready"
-            } else if !online {
-                "AgentOffline"
-            } else {
-                "Drift"
-            },
-            if ready {
-                "the agent is connected and runs the desired schedule".to_string()
-            } else if !online {
-                "the agent is not connected".to_string()
-            } else {
-                "the agent does not run the desired schedule yet".to_string()
-            },
+            "Stalled",
+            true,
+            "AgentRejected",
+            rejected.clone(),
         ));
-        out.insert(
-            key,
-            HostStatus {
-                observed_generation: None,
-                conditions,
-                online: Some(online),
-                // To the minute: a heartbeat must not rewrite every host's status.
-                last_seen: agent
-                    .last_seen
-                    .and_then(|t| t.duration_trunc(chrono::Duration::minutes(1)).ok())
-                    .map(crate::time::k8s),
-                agent_version: agent.agent_version.clone(),
-                restic_version: agent.restic_version.clone(),
-                protocol_version: agent.protocol_version,
-                os: agent.os.clone(),
-                arch: agent.arch.clone(),
-                desired_schedule_version: desired,
-                desired_schedule_digest: inputs
-                    .versions
-                    .get(&HostKey::new(namespace_of(host), name_of(host)))
-                    .map(|v| v.digest.clone()),
-                applied_schedule_version: applied,
-                drift_reason: drift.map(|(_, message)| message),
-                last_backup: last.map(|r| LastRun {
-                    time: crate::time::k8s(r.finished_at.unwrap_or(r.created_at)),
-                    phase: r.phase,
-                    backup: r.name.clone(),
-                }),
-            },
-        );
     }
-    out
+    let ready = online && in_sync;
+    conditions.push(condition(
+        "Ready",
+        ready,
+        if ready {
+            "Ready"
+        } else if !online {
+            "AgentOffline"
+        } else {
+            "Drift"
+        },
+        if ready {
+            "the agent is connected and runs the desired schedule".to_string()
+        } else if !online {
+            "the agent is not connected".to_string()
+        } else {
+            "the agent does not run the desired schedule yet".to_string()
+        },
+    ));
+    HostStatus {
+        observed_generation: None,
+        conditions,
+        online: Some(online),
+        // To the minute: a heartbeat must not rewrite every host's status.
+        last_seen: agent
+            .last_seen
+            .and_then(|t| t.duration_trunc(chrono::Duration::minutes(1)).ok())
+            .map(crate::time::k8s),
+        agent_version: agent.agent_version.clone(),
+        restic_version: agent.restic_version.clone(),
+        protocol_version: agent.protocol_version,
+        os: agent.os.clone(),
+        arch: agent.arch.clone(),
+        desired_schedule_version: desired,
+        desired_schedule_digest: inputs
+            .versions
+            .get(&HostKey::new(namespace_of(host), name_of(host)))
+            .map(|v| v.digest.clone()),
+        applied_schedule_version: applied,
+        drift_reason: drift.map(|(_, message)| message),
+        last_backup: last.map(|r| LastRun {
+            time: crate::time::k8s(r.finished_at.unwrap_or(r.created_at)),
+            phase: r.phase,
+            backup: r.name.clone(),
+        }),
+    }
 }
 
 fn drift_reason(online: bool, agent: &AgentRecord, desired: Option<u64>) -> (&'static str, String) {

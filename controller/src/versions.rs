@@ -21,14 +21,19 @@ pub fn assign(
     fleet
         .hosts
         .iter()
-        .map(|(key, compiled)| {
-            let version = match previous.get(key) {
-                Some(prev) if prev.digest == compiled.digest => prev.version,
-                Some(prev) => prev.version + 1,
-                None => 1,
-            };
-            let digest = compiled.digest.clone();
-            (key.clone(), Versioned { version, digest })
-        })
+        .map(|(key, compiled)| (key.clone(), next(previous.get(key), &compiled.digest)))
         .collect()
+}
+
+/// One host's version for a plan with `digest`, given what it had before.
+pub fn next(previous: Option<&Versioned>, digest: &str) -> Versioned {
+    let version = match previous {
+        Some(prev) if prev.digest == digest => prev.version,
+        Some(prev) => prev.version + 1,
+        None => 1,
+    };
+    Versioned {
+        version,
+        digest: digest.to_string(),
+    }
 }

@@ -20,7 +20,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
-use crate::compile::{self, CompileError, HostKey};
+use crate::compile::{self, CompileError, Fleet, HostKey};
 use crate::resources::{Host, HostStatus, Repo, Schedule};
 use crate::revision::{Revision, name_of, namespace_of};
 use crate::status::{self, Inputs, finish_conditions};
@@ -120,6 +120,15 @@ pub struct Context {
     pub sink: Arc<dyn StatusSink>,
     /// Versions applied by this process, ahead of the Host store.
     written: Mutex<BTreeMap<HostKey, Versioned>>,
+    /// The last compile, reused while no spec or label changed.
+    compiled: Mutex<Option<Compiled>>,
+}
+
+/// A compiled revision and the fingerprint of the objects it came from.
+struct Compiled {
+    fingerprint: u64,
+    revision: Arc<Revision>,
+    fleet: Arc<Fleet>,
 }
 
 impl Context {
@@ -136,6 +145,7 @@ impl Context {
             agents: Mutex::new(Agents::default()),
             sink,
             written: Mutex::new(BTreeMap::new()),
+            compiled: Mutex::new(None),
         }
     }
 
@@ -164,32 +174,61 @@ impl Context {
         }
     }
 
-    /// What every host had: its status, or what this process wrote since, whichever is newer.
-    fn previous_versions(&self, hosts: &[Host]) -> BTreeMap<HostKey, Versioned> {
-        let mut previous = stored_versions(hosts);
-        let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, v) in written.iter() {
-            if previous.get(key).is_none_or(|p| p.version < v.version) {
-                previous.insert(key.clone(), v.clone());
-            }
+    /// The compiled desired state. Compiling takes the whole fleet, so it is done again only
+    /// when a spec or a label changed (status writes change neither), not on every reconcile.
+    fn desired(&self) -> Result<(Arc<Revision>, Arc<Fleet>), CompileError> {
+        let fingerprint = fingerprint(&self.repos)
+            ^ fingerprint(&self.hosts).rotate_left(21)
+            ^ fingerprint(&self.schedules).rotate_left(42);
+        let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.as_ref().filter(|c| c.fingerprint == fingerprint) {
+            return Ok((c.revision.clone(), c.fleet.clone()));
         }
-        previous
+        let revision = Arc::new(self.revision());
+        let fleet = Arc::new(compile::compile(&revision)?);
+        *cache = Some(Compiled {
+            fingerprint,
+            revision: revision.clone(),
+            fleet: fleet.clone(),
+        });
+        Ok((revision, fleet))
+    }
+
+    /// What `host` had: its status, or what this process wrote since, whichever is newer.
+    fn previous_version(&self, key: &HostKey, host: &Host) -> Option<Versioned> {
+        let stored = stored_version(host);
+        let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        match (stored, written.get(key)) {
+            (Some(s), Some(w)) if w.version > s.version => Some(w.clone()),
+            (None, Some(w)) => Some(w.clone()),
+            (stored, _) => stored,
+        }
     }
 }
 
-/// The schedule versions Host objects hold in their status.
-pub fn stored_versions(hosts: &[Host]) -> BTreeMap<HostKey, Versioned> {
-    hosts
-        .iter()
-        .filter_map(|h| {
-            let status = h.status.as_ref()?;
-            let versioned = Versioned {
-                version: status.desired_schedule_version?,
-                digest: status.desired_schedule_digest.clone()?,
-            };
-            Some((HostKey::new(namespace_of(h), name_of(h)), versioned))
-        })
-        .collect()
+/// An order-independent digest of what compile reads from a store: identity, generation (the
+/// API server bumps it on spec changes only) and labels.
+fn fingerprint<K>(store: &Store<K>) -> u64
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    use std::hash::{Hash, Hasher};
+    let objects = store.state();
+    objects.iter().fold(objects.len() as u64, |sum, o| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let m = o.meta();
+        (&m.namespace, &m.name, &m.uid, m.generation, &m.labels).hash(&mut h);
+        sum.wrapping_add(h.finish())
+    })
+}
+
+/// The schedule version a Host holds in its status.
+pub fn stored_version(host: &Host) -> Option<Versioned> {
+    let status = host.status.as_ref()?;
+    Some(Versioned {
+        version: status.desired_schedule_version?,
+        digest: status.desired_schedule_digest.clone()?,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -277,9 +316,12 @@ fn desired_status(
     now: DateTime<Utc>,
 ) -> Result<Option<HostStatus>, CompileError> {
     let key = HostKey::new(namespace_of(host), name_of(host));
-    let revision = ctx.revision();
-    let fleet = compile::compile(&revision)?;
-    let versions = versions::assign(&ctx.previous_versions(&revision.hosts), &fleet);
+    let (revision, fleet) = ctx.desired()?;
+    let Some(compiled) = fleet.hosts.get(&key) else {
+        return Ok(None);
+    };
+    let version = versions::next(ctx.previous_version(&key, host).as_ref(), &compiled.digest);
+    let versions = BTreeMap::from([(key, version)]);
     let agents = ctx.agents();
     let online = |k: &HostKey| agents.online.contains(k);
     let inputs = Inputs {
@@ -294,9 +336,7 @@ fn desired_status(
         snapshot_counts: &BTreeMap::new(),
         schedule_created: &|_, _| None,
     };
-    let Some(mut status) = status::hosts(&inputs).remove(&key) else {
-        return Ok(None);
-    };
+    let mut status = status::host(&inputs, host);
     let generation = host.metadata.generation.unwrap_or(0);
     let previous = host
         .status
@@ -485,7 +525,17 @@ mod tests {
             applied.into_iter().map(|(k, s)| (k.name, s)).collect()
         }
 
-        fn edit_schedule(&mut self, s: Schedule) {
+        /// A spec edit, as the API server records it: with the next generation.
+        fn edit_schedule(&mut self, mut s: Schedule) {
+            let before = self
+                .ctx
+                .schedules
+                .state()
+                .into_iter()
+                .find(|o| o.metadata.name == s.metadata.name)
+                .and_then(|o| o.metadata.generation)
+                .unwrap_or(0);
+            s.metadata.generation = Some(before + 1);
             self.schedules
                 .apply_watcher_event(&watcher::Event::Apply(s));
         }
@@ -554,12 +604,14 @@ mod tests {
             "only the web hosts change, and db-1 is not written at all"
         );
         assert_eq!(world.status("db-1").desired_schedule_version, Some(1));
-        let events: Vec<(String, &str)> = world
+        // The applier reconciles hosts concurrently: compare in name order.
+        let mut events: Vec<(String, &str)> = world
             .sink
             .take_events()
             .into_iter()
             .map(|(host, d)| (host, d.reason))
             .collect();
+        events.sort();
         assert_eq!(
             events,
             [
@@ -704,5 +756,21 @@ mod tests {
             .await
             .expect("recorded");
         server.await.expect("the server checked the request");
+    }
+
+    #[tokio::test]
+    async fn a_label_change_moves_a_host_to_other_schedules() {
+        let mut world = World::new(fleet());
+        world.reconcile_all().await;
+        // Labels are metadata: the API server does not bump the generation for them, and the
+        // compiled fleet must not be reused.
+        let mut moved = host("db-1", "web");
+        moved.status = Some(world.status("db-1"));
+        world
+            .hosts
+            .apply_watcher_event(&watcher::Event::Apply(moved));
+        let applied = world.reconcile_all().await;
+        assert_eq!(applied["db-1"].desired_schedule_version, Some(2));
+        assert!(!applied.contains_key("web-1"), "web-1's plan is the same");
     }
 }
