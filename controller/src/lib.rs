@@ -13,6 +13,7 @@ pub mod plan;
 pub mod resources;
 pub mod revision;
 pub mod runs;
+pub mod secrets;
 pub mod select;
 pub mod server;
 pub mod source;

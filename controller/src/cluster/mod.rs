@@ -8,10 +8,13 @@
 //! - [`lease`]: leader election on a `coordination.k8s.io` Lease.
 //! - [`reconcile`]: a Host's desired version and status from reflector stores, for
 //!   `kube-runtime`'s applier; versions continue from what Host status holds.
+//! - [`secrets`]: Repo passwords and environment from Secret keys, only in the controller's
+//!   namespaces, for the agents whose plans name them.
 //! - [`run`]: `holdfast controller --kube`, putting them together.
 
 pub mod auth;
 pub mod lease;
 pub mod reconcile;
 pub mod run;
+pub mod secrets;
 pub mod sink;

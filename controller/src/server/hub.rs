@@ -16,9 +16,8 @@ use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
 use protocol::{
     AgentMessage, CONNECT_PATH, CommandRun, ControllerMessage, ENROLL_PATH, EnrollRequest,
-    EnrollResponse, EnvValue, ErrorCode, ErrorMessage, HostPlan, MIN_AGENT_PROTOCOL,
-    PROTOCOL_VERSION, ReportBody, ResolvedRepo, RunRequest, ScheduleSet, SecretRef, SecretValue,
-    Welcome,
+    EnrollResponse, ErrorCode, ErrorMessage, HostPlan, MIN_AGENT_PROTOCOL, PROTOCOL_VERSION,
+    ReportBody, ResolvedRepo, RunRequest, ScheduleSet, SecretRef, SecretValue, Welcome,
 };
 use tokio::sync::mpsc;
 
@@ -403,27 +402,17 @@ fn ingest(
 fn controller_secrets<'a>(
     repos: impl Iterator<Item = &'a ResolvedRepo>,
 ) -> Result<Vec<SecretValue>, String> {
-    let mut out: Vec<SecretValue> = Vec::new();
-    for repo in repos {
-        let env = repo.env.iter().filter_map(|e| match &e.value {
-            EnvValue::Secret(reference) => Some(reference),
-            EnvValue::Plain(_) => None,
+    let mut out = Vec::new();
+    for (repo, reference) in crate::secrets::references(repos) {
+        let SecretRef::ControllerFile { path } = reference else {
+            continue;
+        };
+        let value = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read secret file {path} for repo {}: {e}", repo.name))?;
+        out.push(SecretValue {
+            reference: reference.clone(),
+            value: value.trim_end_matches(['\n', '\r']).to_string(),
         });
-        for reference in std::iter::once(&repo.password).chain(env) {
-            let SecretRef::ControllerFile { path } = reference else {
-                continue;
-            };
-            if out.iter().any(|s| &s.reference == reference) {
-                continue;
-            }
-            let value = std::fs::read_to_string(path).map_err(|e| {
-                format!("cannot read secret file {path} for repo {}: {e}", repo.name)
-            })?;
-            out.push(SecretValue {
-                reference: reference.clone(),
-                value: value.trim_end_matches(['\n', '\r']).to_string(),
-            });
-        }
     }
     Ok(out)
 }
