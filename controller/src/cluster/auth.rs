@@ -172,15 +172,10 @@ pub async fn authenticate(
 
 #[cfg(test)]
 mod tests {
-    use std::pin::pin;
-
-    use http::{Request, Response};
-    use kube::Client;
-    use kube::client::Body;
     use serde_json::{Value, json};
-    use tower_test::mock;
 
     use super::*;
+    use crate::cluster::scripted::{self, status};
 
     const SECRETS: &str = "/api/v1/namespaces/holdfast-system/secrets";
 
@@ -213,39 +208,19 @@ mod tests {
         })
     }
 
-    fn status(code: u16, reason: &str) -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": reason, "reason": reason, "code": code})
-    }
-
     type Seen = Vec<(String, String, Value)>;
 
     /// Serves `answers` in order and returns what was asked (method, path, body).
     fn server(answers: Vec<(u16, Value)>) -> (Api<Secret>, tokio::task::JoinHandle<Seen>) {
-        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let (client, asked) = scripted::api(answers);
         let task = tokio::spawn(async move {
-            let mut handle = pin!(handle);
-            let mut seen = Vec::new();
-            for (code, body) in answers {
-                let (request, send) = handle.next_request().await.expect("a request");
-                let method = request.method().to_string();
-                let path = request.uri().path().to_string();
-                let bytes = request.into_body().collect_bytes().await.expect("a body");
-                seen.push((
-                    method,
-                    path,
-                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-                ));
-                let response = Response::builder()
-                    .status(code)
-                    .body(Body::from(serde_json::to_vec(&body).expect("serialises")))
-                    .expect("a response");
-                send.send_response(response);
-            }
-            seen
+            let asked = asked.await.expect("the server answered");
+            asked
+                .into_iter()
+                .map(|a| (a.method.clone(), a.path().to_string(), a.body))
+                .collect()
         });
-        let api = Api::namespaced(Client::new(service, "default"), "holdfast-system");
-        (api, task)
+        (Api::namespaced(client, "holdfast-system"), task)
     }
 
     #[tokio::test]

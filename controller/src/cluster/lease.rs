@@ -146,6 +146,7 @@ mod tests {
     use tower_test::mock;
 
     use super::*;
+    use crate::cluster::scripted::{self, status};
 
     const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/holdfast-system/leases";
 
@@ -153,18 +154,6 @@ mod tests {
         DateTime::parse_from_rfc3339("2026-11-22T01:00:00Z")
             .expect("a time")
             .with_timezone(&Utc)
-    }
-
-    fn respond(status: u16, body: &Value) -> Response<Body> {
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(body).expect("serialises")))
-            .expect("a response")
-    }
-
-    fn status(code: u16, reason: &str) -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": reason, "reason": reason, "code": code})
     }
 
     fn lease(holder: &str, renewed: &str, transitions: i32) -> Value {
@@ -184,28 +173,19 @@ mod tests {
     async fn round(
         answers: Vec<(u16, Value)>,
     ) -> (Result<bool, String>, Vec<(String, String, Value)>) {
-        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-        let server = tokio::spawn(async move {
-            let mut handle = pin!(handle);
-            let mut seen = Vec::new();
-            for (code, body) in answers {
-                let (request, send) = handle.next_request().await.expect("a request");
-                let method = request.method().to_string();
-                let path = request.uri().path().to_string();
-                let bytes = request.into_body().collect_bytes().await.expect("a body");
-                let sent = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                seen.push((method, path, sent));
-                send.send_response(respond(code, &body));
-            }
-            seen
-        });
-        let api: Api<Lease> = Api::namespaced(Client::new(service, "default"), "holdfast-system");
+        let (client, server) = scripted::api(answers);
+        let api: Api<Lease> = Api::namespaced(client, "holdfast-system");
         let election = Election::new("holdfast-controller", "pod-a");
         let result = election
             .try_lead(&api, now())
             .await
             .map_err(|e| e.to_string());
-        (result, server.await.expect("the server answered"))
+        let asked = server.await.expect("the server answered");
+        let seen = asked
+            .into_iter()
+            .map(|a| (a.method.clone(), a.path().to_string(), a.body))
+            .collect();
+        (result, seen)
     }
 
     #[tokio::test]
@@ -269,6 +249,13 @@ mod tests {
         assert_eq!(result, Ok(false), "another replica wrote first");
         let (result, _) = round(vec![(200, held), (403, status(403, "Forbidden"))]).await;
         assert!(result.is_err(), "{result:?}");
+    }
+
+    fn respond(code: u16, body: &Value) -> Response<Body> {
+        Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(body).expect("serialises")))
+            .expect("a response")
     }
 
     #[tokio::test]

@@ -16,5 +16,7 @@ pub mod auth;
 pub mod lease;
 pub mod reconcile;
 pub mod run;
+#[cfg(test)]
+mod scripted;
 pub mod secrets;
 pub mod sink;

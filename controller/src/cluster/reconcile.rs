@@ -712,41 +712,13 @@ mod tests {
 
     #[tokio::test]
     async fn events_go_to_events_k8s_io_as_holdfast_about_the_host() {
-        use std::pin::pin;
-
-        use http::{Request, Response};
-        use kube::client::Body;
-        use tower_test::mock;
-
-        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-        let server = tokio::spawn(async move {
-            let mut handle = pin!(handle);
-            let (request, send) = handle.next_request().await.expect("a request");
-            assert_eq!(request.method(), http::Method::POST);
-            assert_eq!(
-                request.uri().path(),
-                "/apis/events.k8s.io/v1/namespaces/fleet/events"
-            );
-            let bytes = request.into_body().collect_bytes().await.expect("a body");
-            let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
-            assert_eq!(body["type"], "Normal");
-            assert_eq!(body["reason"], "ScheduleVersionChanged");
-            assert_eq!(body["note"], "desired schedule version 2 (was 1)");
-            assert_eq!(body["action"], "Reconcile");
-            assert_eq!(body["reportingController"], "holdfast");
-            assert_eq!(body["reportingInstance"], "pod-a");
-            assert_eq!(body["regarding"]["kind"], "Host");
-            assert_eq!(body["regarding"]["name"], "web-1");
-            assert_eq!(body["regarding"]["namespace"], "fleet");
-            assert_eq!(body["regarding"]["apiVersion"], "holdfast.dev/v1alpha1");
-            send.send_response(
-                Response::builder()
-                    .status(201)
-                    .body(Body::from(bytes.to_vec()))
-                    .expect("a response"),
-            );
+        let created = serde_json::json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "web-1.1", "namespace": "fleet"},
+            "eventTime": "2026-11-22T01:00:00.000000Z"
         });
-        let sink = ApiSink::new(kube::Client::new(service, "default"), "pod-a");
+        let (client, server) = crate::cluster::scripted::api(vec![(201, created)]);
+        let sink = ApiSink::new(client, "pod-a");
         let decision = Decision {
             warning: false,
             reason: "ScheduleVersionChanged",
@@ -755,7 +727,23 @@ mod tests {
         sink.event(&host("web-1", "web"), decision)
             .await
             .expect("recorded");
-        server.await.expect("the server checked the request");
+        let asked = server.await.expect("the server answered");
+        assert_eq!(asked[0].method, "POST");
+        assert_eq!(
+            asked[0].path(),
+            "/apis/events.k8s.io/v1/namespaces/fleet/events"
+        );
+        let body = &asked[0].body;
+        assert_eq!(body["type"], "Normal");
+        assert_eq!(body["reason"], "ScheduleVersionChanged");
+        assert_eq!(body["note"], "desired schedule version 2 (was 1)");
+        assert_eq!(body["action"], "Reconcile");
+        assert_eq!(body["reportingController"], "holdfast");
+        assert_eq!(body["reportingInstance"], "pod-a");
+        assert_eq!(body["regarding"]["kind"], "Host");
+        assert_eq!(body["regarding"]["name"], "web-1");
+        assert_eq!(body["regarding"]["namespace"], "fleet");
+        assert_eq!(body["regarding"]["apiVersion"], "holdfast.dev/v1alpha1");
     }
 
     #[tokio::test]

@@ -122,69 +122,18 @@ impl Coalescer {
 
 #[cfg(test)]
 mod tests {
-    use std::pin::pin;
-
-    use http::{Request, Response};
-    use kube::Client;
-    use kube::client::Body;
-    use tower_test::mock;
-
     use super::*;
+    use crate::cluster::scripted::{self, status};
     use crate::resources::{BackupSpec, Host};
-
-    type Handle = mock::Handle<Request<Body>, Response<Body>>;
-
-    fn client() -> (Client, Handle) {
-        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-        (Client::new(service, "holdfast-system"), handle)
-    }
-
-    async fn body_json(request: Request<Body>) -> Value {
-        let bytes = request
-            .into_body()
-            .collect_bytes()
-            .await
-            .expect("a request body");
-        serde_json::from_slice(&bytes).expect("a JSON body")
-    }
-
-    fn respond(status: u16, body: Value) -> Response<Body> {
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(&body).expect("serialises")))
-            .expect("a response")
-    }
 
     #[tokio::test]
     async fn status_is_server_side_applied_by_holdfast_on_the_status_subresource() {
-        let (client, handle) = client();
-        let server = tokio::spawn(async move {
-            let mut handle = pin!(handle);
-            let (request, send) = handle.next_request().await.expect("a request");
-            assert_eq!(request.method(), http::Method::PATCH);
-            assert_eq!(
-                request.uri().to_string(),
-                "/apis/holdfast.dev/v1alpha1/namespaces/fleet/hosts/web-1/status?&force=true&fieldManager=holdfast"
-            );
-            assert_eq!(
-                request.headers()["content-type"],
-                "application/apply-patch+yaml"
-            );
-            let body = body_json(request).await;
-            assert_eq!(
-                body,
-                json!({
-                    "apiVersion": "holdfast.dev/v1alpha1",
-                    "kind": "Host",
-                    "metadata": {"name": "web-1"},
-                    "status": {"online": true, "desiredScheduleVersion": 4}
-                })
-            );
-            let mut host = body.clone();
-            host["metadata"]["namespace"] = json!("fleet");
-            host["spec"] = json!({});
-            send.send_response(respond(200, host));
+        let host = json!({
+            "apiVersion": "holdfast.dev/v1alpha1", "kind": "Host",
+            "metadata": {"name": "web-1", "namespace": "fleet"}, "spec": {},
+            "status": {"online": true, "desiredScheduleVersion": 4}
         });
+        let (client, server) = scripted::api(vec![(200, host)]);
         let hosts: Api<Host> = Api::namespaced(client, "fleet");
         apply_status(
             &hosts,
@@ -193,7 +142,22 @@ mod tests {
         )
         .await
         .expect("applied");
-        server.await.expect("the server checked the request");
+        let asked = server.await.expect("the server answered");
+        assert_eq!(asked[0].method, "PATCH");
+        assert_eq!(
+            asked[0].uri,
+            "/apis/holdfast.dev/v1alpha1/namespaces/fleet/hosts/web-1/status?&force=true&fieldManager=holdfast"
+        );
+        assert_eq!(asked[0].content_type, "application/apply-patch+yaml");
+        assert_eq!(
+            asked[0].body,
+            json!({
+                "apiVersion": "holdfast.dev/v1alpha1",
+                "kind": "Host",
+                "metadata": {"name": "web-1"},
+                "status": {"online": true, "desiredScheduleVersion": 4}
+            })
+        );
     }
 
     fn backup() -> Backup {
@@ -221,56 +185,35 @@ mod tests {
 
     #[tokio::test]
     async fn a_run_is_created_as_a_backup_with_its_name_and_labels() {
-        let (client, handle) = client();
-        let server = tokio::spawn(async move {
-            let mut handle = pin!(handle);
-            let (request, send) = handle.next_request().await.expect("a request");
-            assert_eq!(request.method(), http::Method::POST);
-            assert_eq!(
-                request.uri().to_string(),
-                "/apis/holdfast.dev/v1alpha1/namespaces/fleet/backups?&fieldManager=holdfast"
-            );
-            let body = body_json(request).await;
-            assert_eq!(body["metadata"]["name"], "nightly-web-1-29400000");
-            assert_eq!(body["metadata"]["labels"]["holdfast.dev/host"], "web-1");
-            assert_eq!(
-                body["metadata"]["labels"]["holdfast.dev/schedule"],
-                "nightly"
-            );
-            assert_eq!(body["spec"]["host"], "web-1");
-            send.send_response(respond(201, body));
-        });
+        let created = serde_json::to_value(backup()).expect("serialises");
+        let (client, server) = scripted::api(vec![(201, created)]);
         let backups: Api<Backup> = Api::namespaced(client, "fleet");
         assert_eq!(
             record_run(&backups, &backup()).await.expect("created"),
             Recorded::Created
         );
-        server.await.expect("the server checked the request");
+        let asked = server.await.expect("the server answered");
+        assert_eq!(asked[0].method, "POST");
+        assert_eq!(
+            asked[0].uri,
+            "/apis/holdfast.dev/v1alpha1/namespaces/fleet/backups?&fieldManager=holdfast"
+        );
+        let body = &asked[0].body;
+        assert_eq!(body["metadata"]["name"], "nightly-web-1-29400000");
+        assert_eq!(body["metadata"]["labels"]["holdfast.dev/host"], "web-1");
+        assert_eq!(
+            body["metadata"]["labels"]["holdfast.dev/schedule"],
+            "nightly"
+        );
+        assert_eq!(body["spec"]["host"], "web-1");
     }
 
     #[tokio::test]
     async fn already_exists_means_the_run_is_recorded() {
-        let (client, handle) = client();
-        let server = tokio::spawn(async move {
-            let mut handle = pin!(handle);
-            let (_, send) = handle.next_request().await.expect("a request");
-            send.send_response(respond(
-                409,
-                json!({
-                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "message": "backups.holdfast.dev \"nightly-web-1-29400000\" already exists",
-                    "reason": "AlreadyExists", "code": 409
-                }),
-            ));
-            let (_, send) = handle.next_request().await.expect("a second request");
-            send.send_response(respond(
-                403,
-                json!({
-                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "message": "forbidden", "reason": "Forbidden", "code": 403
-                }),
-            ));
-        });
+        let (client, server) = scripted::api(vec![
+            (409, status(409, "AlreadyExists")),
+            (403, status(403, "Forbidden")),
+        ]);
         let backups: Api<Backup> = Api::namespaced(client, "fleet");
         assert_eq!(
             record_run(&backups, &backup()).await.expect("done"),
