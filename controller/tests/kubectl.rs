@@ -429,11 +429,12 @@ fn open_watches(fleet: &Fleet) -> Result<u64, String> {
         .ok_or_else(|| format!("no holdfast_api_watches in /metrics:\n{text}"))
 }
 
-/// The watch also works below kubectl: from a resourceVersion, a Table or raw, and 410 when
-/// the version is older than the controller remembers.
+/// The watch also works below kubectl: from a resourceVersion, a Table or raw, selectors on the
+/// first events too, and 410 when the version is older than the controller remembers or newer
+/// than anything it wrote.
 #[test]
 fn the_watch_api_resumes_from_a_resource_version_and_expires_before_it() {
-    let fleet = Fleet::start();
+    let fleet = Fleet::with_hosts(&[HOST, "web-2"]);
     let hosts_path = "/apis/holdfast.dev/v1alpha1/namespaces/default/hosts";
     let list = fleet.api(hosts_path).unwrap();
     assert_eq!(list["kind"], "HostList");
@@ -513,10 +514,32 @@ fn the_watch_api_resumes_from_a_resource_version_and_expires_before_it() {
         )
         .unwrap();
     assert_eq!(status, 200, "{body}");
-    let first: Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
-    assert_eq!(first["type"], "ADDED");
-    assert_eq!(first["object"]["kind"], "Table");
-    assert_eq!(first["object"]["rows"][0]["cells"][0], HOST);
+    let first: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&Value> = first
+        .iter()
+        .map(|e| &e["object"]["rows"][0]["cells"][0])
+        .collect();
+    assert_eq!(names, [HOST, "web-2"], "{body}");
+    assert!(
+        first
+            .iter()
+            .all(|e| e["type"] == "ADDED" && e["object"]["kind"] == "Table")
+    );
+
+    // kubectl's `get host NAME -w` watches from 0 with a field selector: only that host.
+    let (_, body) = fleet
+        .get(&format!(
+            "{hosts_path}?watch=true&resourceVersion=0&fieldSelector=metadata.name%3Dweb-2&timeoutSeconds=1"
+        ))
+        .unwrap();
+    let names: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["object"]["metadata"]["name"].clone())
+        .collect();
+    assert_eq!(names, ["web-2"], "{body}");
 }
 
 /// Discovery and errors, as a client reads them.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 
 use super::sink::FIELD_MANAGER;
 use crate::compile::HostKey;
@@ -117,25 +117,14 @@ pub async fn enroll(
     if expired {
         return Ok(Err(AuthError::TokenExpired(host.to_string())));
     }
-    // Used, with the resourceVersion read: a second enrollment with this token gets a conflict.
-    stored
-        .data
-        .get_or_insert_default()
-        .insert("usedAt".into(), ByteString(now.to_rfc3339().into_bytes()));
-    match secrets
-        .replace(&token_name(&hash), &params(), &stored)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.is_conflict() || s.is_not_found() => {
-            return Ok(Err(AuthError::TokenUsed(host.to_string())));
-        }
-        Err(e) => return Err(format!("cannot mark the token used: {e}")),
-    }
+    // The credential first, then the token marked used with the resourceVersion read: of two
+    // enrollments racing with one token, the API server lets one mark it, and the other's
+    // credential is deleted again. A token is never used up without a credential to show.
     let credential = random_secret()?;
     let credential_hash = secret_hash(&credential);
+    let credential_secret = credential_name(&credential_hash);
     let s = secret(
-        credential_name(&credential_hash),
+        credential_secret.clone(),
         CREDENTIAL_TYPE,
         &host,
         &[
@@ -149,7 +138,27 @@ pub async fn enroll(
         .create(&params(), &s)
         .await
         .map_err(|e| format!("cannot store the credential's Secret: {e}"))?;
-    Ok(Ok(Enrolled { host, credential }))
+    stored
+        .data
+        .get_or_insert_default()
+        .insert("usedAt".into(), ByteString(now.to_rfc3339().into_bytes()));
+    let refused = match secrets
+        .replace(&token_name(&hash), &params(), &stored)
+        .await
+    {
+        Ok(_) => return Ok(Ok(Enrolled { host, credential })),
+        Err(kube::Error::Api(s)) if s.is_conflict() || s.is_not_found() => {
+            Ok(Err(AuthError::TokenUsed(host.to_string())))
+        }
+        Err(e) => Err(format!("cannot mark the token used: {e}")),
+    };
+    if let Err(e) = secrets
+        .delete(&credential_secret, &DeleteParams::default())
+        .await
+    {
+        tracing::warn!(host = %host, "cannot delete the credential of a refused enrollment: {e}");
+    }
+    refused
 }
 
 /// The host a credential belongs to.
@@ -246,16 +255,17 @@ mod tests {
         );
     }
 
+    fn created() -> Value {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "c"}})
+    }
+
     #[tokio::test]
     async fn a_token_enrolls_once_by_resource_version_and_stores_the_credential_hash() {
         let token = "t0ken";
         let (api, task) = server(vec![
             (200, stored_token(token, "2026-11-22T02:00:00+00:00", false)),
+            (201, created()),
             (200, stored_token(token, "2026-11-22T02:00:00+00:00", true)),
-            (
-                201,
-                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "c"}}),
-            ),
         ]);
         let enrolled = enroll(&api, token, now())
             .await
@@ -266,59 +276,68 @@ mod tests {
         let hash = secret_hash(token);
         assert_eq!(seen[0].0, "GET");
         assert_eq!(seen[0].1, format!("{SECRETS}/{}", token_name(&hash)));
-        assert_eq!(seen[1].0, "PUT");
-        assert_eq!(seen[1].2["metadata"]["resourceVersion"], "7");
-        assert_eq!(
-            seen[1].2["data"]["usedAt"],
-            b64("2026-11-22T01:00:00+00:00")
-        );
-        assert_eq!(seen[2].0, "POST");
+        assert_eq!(seen[1].0, "POST");
         let credential_hash = secret_hash(&enrolled.credential);
         assert_eq!(
-            seen[2].2["metadata"]["name"],
+            seen[1].2["metadata"]["name"],
             credential_name(&credential_hash)
         );
-        assert_eq!(seen[2].2["type"], CREDENTIAL_TYPE);
-        assert_eq!(seen[2].2["stringData"]["hash"], credential_hash);
-        assert!(!seen[2].2.to_string().contains(&enrolled.credential));
+        assert_eq!(seen[1].2["type"], CREDENTIAL_TYPE);
+        assert_eq!(seen[1].2["stringData"]["hash"], credential_hash);
+        assert!(!seen[1].2.to_string().contains(&enrolled.credential));
+        assert_eq!(seen[2].0, "PUT");
+        assert_eq!(seen[2].1, format!("{SECRETS}/{}", token_name(&hash)));
+        assert_eq!(seen[2].2["metadata"]["resourceVersion"], "7");
+        assert_eq!(
+            seen[2].2["data"]["usedAt"],
+            b64("2026-11-22T01:00:00+00:00")
+        );
     }
 
     #[tokio::test]
-    async fn used_expired_unknown_and_raced_tokens_are_refused_without_a_credential() {
+    async fn used_expired_and_unknown_tokens_are_refused_without_writing() {
         let token = "t0ken";
         let cases = [
             (
-                vec![(200, stored_token(token, "2026-11-22T02:00:00+00:00", true))],
+                stored_token(token, "2026-11-22T02:00:00+00:00", true),
+                200,
                 AuthError::TokenUsed("fleet/web-1".into()),
             ),
             (
-                vec![(200, stored_token(token, "2026-11-22T00:59:59+00:00", false))],
+                stored_token(token, "2026-11-22T00:59:59+00:00", false),
+                200,
                 AuthError::TokenExpired("fleet/web-1".into()),
             ),
-            (
-                vec![(404, status(404, "NotFound"))],
-                AuthError::UnknownToken,
-            ),
-            (
-                vec![
-                    (200, stored_token(token, "2026-11-22T02:00:00+00:00", false)),
-                    (409, status(409, "Conflict")),
-                ],
-                AuthError::TokenUsed("fleet/web-1".into()),
-            ),
+            (status(404, "NotFound"), 404, AuthError::UnknownToken),
         ];
-        for (answers, want) in cases {
-            let writes = answers.len() - 1;
-            let (api, task) = server(answers);
+        for (answer, code, want) in cases {
+            let (api, task) = server(vec![(code, answer)]);
             let refused = enroll(&api, token, now()).await.expect("the API answers");
             assert_eq!(refused.expect_err("refused"), want);
             let seen = task.await.expect("served");
-            assert!(
-                seen.iter().all(|(m, _, _)| m != "POST"),
-                "no credential for {want:?}: {seen:?}"
-            );
-            assert!(seen.len() <= writes + 1);
+            assert_eq!(seen.len(), 1, "only the read for {want:?}: {seen:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_loser_of_a_race_for_one_token_deletes_its_credential() {
+        let token = "t0ken";
+        let (api, task) = server(vec![
+            (200, stored_token(token, "2026-11-22T02:00:00+00:00", false)),
+            (201, created()),
+            (409, status(409, "Conflict")),
+            (200, status(200, "Success")),
+        ]);
+        let refused = enroll(&api, token, now()).await.expect("the API answers");
+        assert_eq!(
+            refused.expect_err("refused"),
+            AuthError::TokenUsed("fleet/web-1".into())
+        );
+        let seen = task.await.expect("served");
+        let methods: Vec<&str> = seen.iter().map(|(m, _, _)| m.as_str()).collect();
+        assert_eq!(methods, ["GET", "POST", "PUT", "DELETE"]);
+        let created_name = seen[1].2["metadata"]["name"].as_str().expect("a name");
+        assert_eq!(seen[3].1, format!("{SECRETS}/{created_name}"));
     }
 
     #[tokio::test]

@@ -47,9 +47,11 @@ pub struct Decision {
 
 /// Where Host status and Events go: the API server, or memory in tests.
 pub trait StatusSink: Send + Sync {
+    /// Applies `status`, computed from the Host at `resource_version`.
     fn apply_host(
         &self,
         key: &HostKey,
+        resource_version: Option<&str>,
         status: &HostStatus,
     ) -> BoxFuture<'static, Result<(), kube::Error>>;
     fn event(&self, host: &Host, decision: Decision)
@@ -80,12 +82,16 @@ impl StatusSink for ApiSink {
     fn apply_host(
         &self,
         key: &HostKey,
+        resource_version: Option<&str>,
         status: &HostStatus,
     ) -> BoxFuture<'static, Result<(), kube::Error>> {
         let api: Api<Host> = Api::namespaced(self.client.clone(), &key.namespace);
         let name = key.name.clone();
+        let rv = resource_version.map(str::to_string);
         let status = serde_json::to_value(status).unwrap_or_default();
-        Box::pin(async move { super::sink::apply_status(&api, &name, &status).await })
+        Box::pin(
+            async move { super::sink::apply_status(&api, &name, rv.as_deref(), &status).await },
+        )
     }
 
     fn event(
@@ -120,8 +126,9 @@ pub struct Context {
     pub sink: Arc<dyn StatusSink>,
     /// Versions applied by this process, ahead of the Host store.
     written: Mutex<BTreeMap<HostKey, Versioned>>,
-    /// The last compile, reused while no spec or label changed.
-    compiled: Mutex<Option<Compiled>>,
+    /// The last compile, reused while no spec or label changed. An async lock: reconciles
+    /// after a change wait for one compile instead of each compiling, without blocking threads.
+    compiled: tokio::sync::Mutex<Option<Compiled>>,
 }
 
 /// A compiled revision and the fingerprint of the objects it came from.
@@ -145,7 +152,7 @@ impl Context {
             agents: Mutex::new(Agents::default()),
             sink,
             written: Mutex::new(BTreeMap::new()),
-            compiled: Mutex::new(None),
+            compiled: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -176,16 +183,21 @@ impl Context {
 
     /// The compiled desired state. Compiling takes the whole fleet, so it is done again only
     /// when a spec or a label changed (status writes change neither), not on every reconcile.
-    fn desired(&self) -> Result<(Arc<Revision>, Arc<Fleet>), CompileError> {
+    async fn desired(&self) -> Result<(Arc<Revision>, Arc<Fleet>), ReconcileError> {
         let fingerprint = fingerprint(&self.repos)
             ^ fingerprint(&self.hosts).rotate_left(21)
             ^ fingerprint(&self.schedules).rotate_left(42);
-        let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.compiled.lock().await;
         if let Some(c) = cache.as_ref().filter(|c| c.fingerprint == fingerprint) {
             return Ok((c.revision.clone(), c.fleet.clone()));
         }
         let revision = Arc::new(self.revision());
-        let fleet = Arc::new(compile::compile(&revision)?);
+        let input = revision.clone();
+        // Compiling a large fleet takes a while: off the async threads.
+        let fleet = tokio::task::spawn_blocking(move || compile::compile(&input))
+            .await
+            .map_err(|e| ReconcileError::Internal(format!("compile stopped: {e}")))??;
+        let fleet = Arc::new(fleet);
         *cache = Some(Compiled {
             fingerprint,
             revision: revision.clone(),
@@ -194,15 +206,22 @@ impl Context {
         Ok((revision, fleet))
     }
 
-    /// What `host` had: its status, or what this process wrote since, whichever is newer.
-    fn previous_version(&self, key: &HostKey, host: &Host) -> Option<Versioned> {
-        let stored = stored_version(host);
+    /// What `host` had: the newest of its status, what this process wrote since (ahead of the
+    /// watch), and what its agent says it applied (a Host deleted and created again starts
+    /// from its status anew, but its agent never accepts a lower version).
+    fn previous_version(&self, key: &HostKey, host: &Host, agents: &Agents) -> Option<Versioned> {
         let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        match (stored, written.get(key)) {
-            (Some(s), Some(w)) if w.version > s.version => Some(w.clone()),
-            (None, Some(w)) => Some(w.clone()),
-            (stored, _) => stored,
-        }
+        let applied = agents.records.get(key).and_then(|a| {
+            Some(Versioned {
+                version: a.applied_version?,
+                digest: a.applied_digest.clone().unwrap_or_default(),
+            })
+        });
+        // `max_by_key` keeps the last of equals: the agent's report counts only when newer.
+        [applied, written.get(key).cloned(), stored_version(host)]
+            .into_iter()
+            .flatten()
+            .max_by_key(|v| v.version)
     }
 }
 
@@ -235,6 +254,8 @@ pub fn stored_version(host: &Host) -> Option<Versioned> {
 pub enum ReconcileError {
     #[error(transparent)]
     Compile(#[from] CompileError),
+    #[error("{0}")]
+    Internal(String),
     #[error("cannot write the status of Host {host}: {source}")]
     Write {
         host: HostKey,
@@ -251,22 +272,27 @@ pub fn reconcile(
     Box::pin(async move {
         let now = Utc::now();
         let key = HostKey::new(namespace_of(&*host), name_of(&*host));
-        let status = match desired_status(&ctx, &host, now) {
-            Ok(Some(status)) => status,
-            Ok(None) => return Ok(Action::await_change()),
+        let desired = match ctx.desired().await {
+            Ok(desired) => desired,
             Err(e) => {
-                let decision = Decision {
-                    warning: true,
-                    reason: "CompileFailed",
-                    note: e.to_string(),
-                };
-                publish(&ctx, &host, decision).await;
-                return Err(e.into());
+                if let ReconcileError::Compile(_) = &e {
+                    let decision = Decision {
+                        warning: true,
+                        reason: "CompileFailed",
+                        note: e.to_string(),
+                    };
+                    publish(&ctx, &host, decision).await;
+                }
+                return Err(e);
             }
+        };
+        let status = match desired_status(&ctx, &host, &desired, now) {
+            Some(status) => status,
+            None => return Ok(Action::await_change()),
         };
         if host.status.as_ref() != Some(&status) {
             ctx.sink
-                .apply_host(&key, &status)
+                .apply_host(&key, host.metadata.resource_version.as_deref(), &status)
                 .await
                 .map_err(|source| ReconcileError::Write {
                     host: key.clone(),
@@ -313,21 +339,20 @@ async fn publish(ctx: &Context, host: &Host, decision: Decision) {
 fn desired_status(
     ctx: &Context,
     host: &Host,
+    (revision, fleet): &(Arc<Revision>, Arc<Fleet>),
     now: DateTime<Utc>,
-) -> Result<Option<HostStatus>, CompileError> {
+) -> Option<HostStatus> {
     let key = HostKey::new(namespace_of(host), name_of(host));
-    let (revision, fleet) = ctx.desired()?;
-    let Some(compiled) = fleet.hosts.get(&key) else {
-        return Ok(None);
-    };
-    let version = versions::next(ctx.previous_version(&key, host).as_ref(), &compiled.digest);
-    let versions = BTreeMap::from([(key, version)]);
+    let compiled = fleet.hosts.get(&key)?;
     let agents = ctx.agents();
+    let previous = ctx.previous_version(&key, host, &agents);
+    let version = versions::next(previous.as_ref(), &compiled.digest);
+    let versions = BTreeMap::from([(key, version)]);
     let online = |k: &HostKey| agents.online.contains(k);
     let inputs = Inputs {
         now,
-        revision: &revision,
-        fleet: &fleet,
+        revision,
+        fleet,
         versions: &versions,
         agents: &agents.records,
         online: &online,
@@ -338,21 +363,30 @@ fn desired_status(
     };
     let mut status = status::host(&inputs, host);
     let generation = host.metadata.generation.unwrap_or(0);
-    let previous = host
+    let previous_conditions = host
         .status
         .as_ref()
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
     status.observed_generation = Some(generation);
-    finish_conditions(&mut status.conditions, &previous, generation, now);
-    Ok(Some(status))
+    finish_conditions(
+        &mut status.conditions,
+        &previous_conditions,
+        generation,
+        now,
+    );
+    Some(status)
 }
 
-/// Retries a failed reconcile after a pause; a compile error waits for the next change.
+/// Retries a failed reconcile after a pause: soon for a write (a conflict means the store is
+/// behind), later for a compile error (a fix anywhere in the fleet may clear it, and the
+/// fixing change may be a deletion in another namespace).
 pub fn error_policy(host: Arc<Host>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
     tracing::warn!(host = name_of(&*host), "reconcile failed: {error}");
     match error {
-        ReconcileError::Compile(_) => Action::await_change(),
+        ReconcileError::Compile(_) | ReconcileError::Internal(_) => {
+            Action::requeue(Duration::from_secs(30))
+        }
         ReconcileError::Write { .. } => Action::requeue(Duration::from_secs(5)),
     }
 }
@@ -388,6 +422,7 @@ mod tests {
         fn apply_host(
             &self,
             key: &HostKey,
+            _resource_version: Option<&str>,
             status: &HostStatus,
         ) -> BoxFuture<'static, Result<(), kube::Error>> {
             self.applied
@@ -760,5 +795,16 @@ mod tests {
         let applied = world.reconcile_all().await;
         assert_eq!(applied["db-1"].desired_schedule_version, Some(2));
         assert!(!applied.contains_key("web-1"), "web-1's plan is the same");
+    }
+
+    #[tokio::test]
+    async fn a_host_created_again_continues_above_what_its_agent_runs() {
+        // The Host object was deleted and created again: no status, but its agent still runs
+        // version 7 and would refuse anything lower.
+        let mut world = World::new(fleet());
+        world.agent_runs("web-1", 7);
+        let applied = world.reconcile_all().await;
+        assert_eq!(applied["web-1"].desired_schedule_version, Some(8));
+        assert_eq!(applied["web-2"].desired_schedule_version, Some(1));
     }
 }

@@ -18,7 +18,7 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, applier, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -56,8 +56,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     tokio::spawn(follow(client.clone(), host_writer, move |h: &Host| {
         enqueue(&host_queue, [ObjectRef::from_obj(h)]);
     }));
-    for_namespace_changes(client.clone(), repo_writer, hosts.clone(), queue.clone());
-    for_namespace_changes(
+    on_fleet_change(client.clone(), repo_writer, hosts.clone(), queue.clone());
+    on_fleet_change(
         client.clone(),
         schedule_writer,
         hosts.clone(),
@@ -153,9 +153,10 @@ fn enqueue(queue: &Queue, refs: impl IntoIterator<Item = ObjectRef<Host>>) {
     }
 }
 
-/// Repos and Schedules select hosts in their namespace: a change reconciles every host there
-/// (an unchanged host computes the same status and writes nothing).
-fn for_namespace_changes<K>(
+/// A Repo or Schedule change, deletions included, reconciles every host: the fleet compiles
+/// as a whole, so a fix (or a break) anywhere concerns every host. Unchanged hosts compute
+/// the same status from the one cached compile and write nothing.
+fn on_fleet_change<K>(
     client: Client,
     writer: reflector::store::Writer<K>,
     hosts: Store<Host>,
@@ -169,20 +170,24 @@ fn for_namespace_changes<K>(
         + Sync
         + 'static,
 {
-    tokio::spawn(follow(client, writer, move |object: &K| {
-        let namespace = object.namespace().unwrap_or_default();
-        let in_namespace: Vec<ObjectRef<Host>> = hosts
-            .state()
-            .iter()
-            .filter(|h| h.namespace().unwrap_or_default() == namespace)
-            .map(|h| ObjectRef::from_obj(&**h))
-            .collect();
-        enqueue(&queue, in_namespace);
-    }));
+    tokio::spawn(async move {
+        let stream = watcher(Api::<K>::all(client), watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects();
+        drive(stream, |_: &K| {
+            enqueue(
+                &queue,
+                hosts.state().iter().map(|h| ObjectRef::from_obj(&**h)),
+            );
+        })
+        .await;
+    });
 }
 
 /// Keeps `writer`'s store in step with the API server, calling `changed` for every object
-/// added or modified; watch errors are logged and retried with backoff.
+/// added or modified (a deleted Host needs no reconcile); watch errors are logged and retried
+/// with backoff.
 async fn follow<K>(client: Client, writer: reflector::store::Writer<K>, changed: impl Fn(&K))
 where
     K: Resource<DynamicType = ()>

@@ -22,29 +22,41 @@ pub const FIELD_MANAGER: &str = "holdfast";
 /// How often the progress of a running backup may be written.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The apply configuration for the status of `name`: only the fields Holdfast owns.
-pub fn status_patch<K: Resource<DynamicType = ()>>(name: &str, status: &Value) -> Value {
+/// The apply configuration for the status of `name`: only the fields Holdfast owns. With the
+/// `resource_version` the status was computed from, the API server refuses it (409 Conflict)
+/// when the object changed since: a status computed from a stale copy is never written.
+pub fn status_patch<K: Resource<DynamicType = ()>>(
+    name: &str,
+    resource_version: Option<&str>,
+    status: &Value,
+) -> Value {
+    let mut metadata = json!({ "name": name });
+    if let Some(rv) = resource_version {
+        metadata["resourceVersion"] = json!(rv);
+    }
     json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "metadata": { "name": name },
+        "metadata": metadata,
         "status": status,
     })
 }
 
 /// Server-side applies `status` to the object `name`, taking ownership of its fields from any
 /// other manager (the controller is the only writer of status).
-pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &Value) -> Result<(), kube::Error>
+pub async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    resource_version: Option<&str>,
+    status: &Value,
+) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(
-        name,
-        &params,
-        &Patch::Apply(status_patch::<K>(name, status)),
-    )
-    .await?;
+    let patch = status_patch::<K>(name, resource_version, status);
+    api.patch_status(name, &params, &Patch::Apply(patch))
+        .await?;
     Ok(())
 }
 
@@ -138,6 +150,7 @@ mod tests {
         apply_status(
             &hosts,
             "web-1",
+            Some("812"),
             &json!({"online": true, "desiredScheduleVersion": 4}),
         )
         .await
@@ -154,7 +167,7 @@ mod tests {
             json!({
                 "apiVersion": "holdfast.dev/v1alpha1",
                 "kind": "Host",
-                "metadata": {"name": "web-1"},
+                "metadata": {"name": "web-1", "resourceVersion": "812"},
                 "status": {"online": true, "desiredScheduleVersion": 4}
             })
         );

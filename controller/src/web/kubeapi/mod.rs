@@ -167,8 +167,9 @@ impl Request {
                     .map_err(|_| format!("invalid resourceVersion {text:?}: expected a number"))?,
             ),
         };
+        // 0 means no timeout, as for the API server (whose own limit is 30 to 60 minutes).
         let timeout = match param("timeoutSeconds") {
-            "" => None,
+            "" | "0" => None,
             text => Some(std::time::Duration::from_secs(text.parse().map_err(
                 |_| format!("invalid timeoutSeconds {text:?}: expected a number"),
             )?)),
@@ -345,6 +346,19 @@ fn watch(c: &Controller, served: &'static Served, request: Request) -> Response 
         None | Some(0) => model.resource_version,
         Some(rv) => rv,
     };
+    // Newer than anything written: the client saw another store (a restored or reset data
+    // directory). Like a version too old, it has to list again.
+    if from > model.resource_version {
+        return failure(
+            StatusCode::GONE,
+            "Expired",
+            format!(
+                "too large resource version: {from}, current: {}",
+                model.resource_version
+            ),
+            None,
+        );
+    }
     let Some((past, receiver)) = c.changes.since(from) else {
         return failure(
             StatusCode::GONE,
@@ -364,16 +378,19 @@ fn watch(c: &Controller, served: &'static Served, request: Request) -> Response 
     };
     if matches!(watching.request.resource_version, None | Some(0)) {
         for object in model.objects_json(served.kind) {
-            watching.add(ChangeType::Added, &object);
+            if watching.request.selects(&object) {
+                watching.add(ChangeType::Added, &object);
+            }
         }
     }
     for change in past {
         watching.take(&change);
     }
+    // A timeout too large for the clock is no timeout.
     let deadline = watching
         .request
         .timeout
-        .map(|t| tokio::time::Instant::now() + t);
+        .and_then(|t| tokio::time::Instant::now().checked_add(t));
     let stream = futures_util::stream::unfold(watching, move |mut w| async move {
         loop {
             if let Some(line) = w.lines.pop_front() {
@@ -539,6 +556,7 @@ mod tests {
             ("includeObject", "Everything", "includeObject"),
             ("labelSelector", "a in b", "in (...)"),
             ("fieldSelector", "spec.host=x", "spec.host"),
+            ("timeoutSeconds", "-1", "invalid timeoutSeconds"),
         ] {
             let params = BTreeMap::from([(k.to_string(), v.to_string())]);
             let e = Request::parse(None, &params, &HeaderMap::new())
