@@ -599,3 +599,52 @@ fn discovery_is_plain_json_and_errors_are_status_objects() {
     // The controller is unchanged by the refused write.
     assert!(fleet.host(HOST).is_ok());
 }
+
+/// Labels are metadata: editing them makes a new resourceVersion (so watches and `-l` see it)
+/// but not a new generation, as in a cluster.
+#[test]
+fn a_label_edit_is_a_new_resource_version_not_a_new_generation() {
+    let fleet = Fleet::with_hosts(&[HOST, "web-2"]);
+    let path = "/apis/holdfast.dev/v1alpha1/namespaces/default/hosts/web-2";
+    let before = fleet.api(path).unwrap();
+    let rv = |o: &Value| -> i64 {
+        o["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    fleet.write(
+        "hosts/web-2.yaml",
+        &host_yaml("web-2").replace("  name: web-2\n", "  name: web-2\n  labels: {tier: edge}\n"),
+    );
+    let after = fleet.eventually(LONG, "the new label on web-2", || {
+        let o = fleet.api(path)?;
+        if o["metadata"]["labels"]["tier"] == "edge" {
+            Ok(o)
+        } else {
+            Err(format!("metadata: {}", o["metadata"]))
+        }
+    });
+    assert!(
+        rv(&after) > rv(&before),
+        "{} then {}",
+        before["metadata"],
+        after["metadata"]
+    );
+    assert_eq!(
+        after["metadata"]["generation"],
+        before["metadata"]["generation"]
+    );
+    let (_, body) = fleet
+        .get(&format!(
+            "/apis/holdfast.dev/v1alpha1/namespaces/default/hosts?watch=true&resourceVersion={}&timeoutSeconds=1",
+            rv(&before)
+        ))
+        .unwrap();
+    assert!(
+        body.lines()
+            .any(|l| l.contains("\"tier\":\"edge\"") && l.contains("MODIFIED")),
+        "the label edit is a watch event: {body}"
+    );
+}

@@ -339,6 +339,10 @@ impl<'a> Writer<'a> {
             object.meta().name.clone().unwrap_or_default(),
         );
         let spec_digest = hex::encode(Sha256::digest(object.spec_json().to_string()));
+        let m = object.meta();
+        let meta_digest = hex::encode(Sha256::digest(
+            serde_json::json!([m.labels, m.annotations]).to_string(),
+        ));
         let before = self.previous.get(&id);
         let meta = match before {
             Some(b) if b.spec_digest == spec_digest => b.meta.clone(),
@@ -360,7 +364,9 @@ impl<'a> Writer<'a> {
             .unwrap_or_default();
         object.finish(&previous_conditions, meta.generation, self.now);
         let status = object.status_json();
-        let unchanged = before.filter(|b| b.spec_digest == spec_digest && b.status == status);
+        let unchanged = before.filter(|b| {
+            b.spec_digest == spec_digest && b.meta_digest == meta_digest && b.status == status
+        });
         let stored = if let Some(b) = unchanged {
             b.clone()
         } else {
@@ -371,6 +377,7 @@ impl<'a> Writer<'a> {
                     ..meta
                 },
                 spec_digest,
+                meta_digest,
                 status,
             };
             self.changes.push((id.clone(), Some(stored.clone())));

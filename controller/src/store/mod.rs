@@ -52,6 +52,8 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, host)
     )",
     include_str!("schema_2.sql"),
+    // Labels and annotations: a change to them is a new resourceVersion, not a new generation.
+    "ALTER TABLE objects ADD COLUMN meta_digest TEXT NOT NULL DEFAULT ''",
 ];
 
 #[derive(Debug, thiserror::Error)]

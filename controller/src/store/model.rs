@@ -28,6 +28,8 @@ pub struct ObjectMeta {
 pub struct StoredObject {
     pub meta: ObjectMeta,
     pub spec_digest: String,
+    /// Of the labels and annotations.
+    pub meta_digest: String,
     pub status: Option<serde_json::Value>,
 }
 
@@ -40,7 +42,7 @@ impl Store {
             .conn
             .prepare(
                 "SELECT kind, namespace, name, uid, generation, spec_digest, created_at, status,
-                        resource_version FROM objects",
+                        resource_version, meta_digest FROM objects",
             )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
@@ -58,6 +60,7 @@ impl Store {
                             resource_version: r.get(8)?,
                         },
                         spec_digest: r.get(5)?,
+                        meta_digest: r.get(9)?,
                         status: r
                             .get::<_, Option<String>>(7)?
                             .and_then(|s| serde_json::from_str(&s).ok()),
@@ -103,8 +106,8 @@ impl Store {
             match object {
                 Some(o) => tx.execute(
                     "INSERT OR REPLACE INTO objects (kind, namespace, name, uid, generation,
-                         spec_digest, created_at, status, resource_version)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                         spec_digest, created_at, status, resource_version, meta_digest)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     params![
                         kind.as_str(),
                         namespace,
@@ -115,6 +118,7 @@ impl Store {
                         o.meta.created_at,
                         o.status.as_ref().map(|s| s.to_string()),
                         o.meta.resource_version,
+                        o.meta_digest,
                     ],
                 ),
                 None => tx.execute(
