@@ -647,4 +647,40 @@ fn a_label_edit_is_a_new_resource_version_not_a_new_generation() {
             .any(|l| l.contains("\"tier\":\"edge\"") && l.contains("MODIFIED")),
         "the label edit is a watch event: {body}"
     );
+
+    // Through a label selector, web-2 enters (ADDED) and, when the label goes, leaves (DELETED).
+    let selected = |from: i64| -> Vec<(String, String)> {
+        let (_, body) = fleet
+            .get(&format!(
+                "/apis/holdfast.dev/v1alpha1/namespaces/default/hosts?watch=true&resourceVersion={from}&labelSelector=tier%3Dedge&timeoutSeconds=1"
+            ))
+            .unwrap();
+        body.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|e| {
+                let name = e["object"]["metadata"]["name"].as_str().unwrap_or_default();
+                (
+                    e["type"].as_str().unwrap_or_default().to_string(),
+                    name.to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        selected(rv(&before)),
+        [("ADDED".to_string(), "web-2".to_string())]
+    );
+    fleet.write("hosts/web-2.yaml", &host_yaml("web-2"));
+    fleet.eventually(LONG, "the label gone from web-2", || {
+        let o = fleet.api(path)?;
+        if o["metadata"]["labels"].get("tier").is_none() {
+            Ok(())
+        } else {
+            Err(format!("metadata: {}", o["metadata"]))
+        }
+    });
+    assert_eq!(
+        selected(rv(&after)),
+        [("DELETED".to_string(), "web-2".to_string())]
+    );
 }

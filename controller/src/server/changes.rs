@@ -31,6 +31,10 @@ pub struct Change {
     pub change: ChangeType,
     /// The object as written; for a deletion, as it was last.
     pub object: serde_json::Value,
+    /// The metadata (namespace, name, labels) it had before, as `{"metadata": …}`; `None`
+    /// when it is new. A watch with selectors tells from it whether the object enters its
+    /// selection (ADDED), stays (MODIFIED) or leaves it (DELETED).
+    pub before: Option<serde_json::Value>,
 }
 
 /// Where a watch starts: the changes it missed, and a receiver for the ones to come.
@@ -105,6 +109,7 @@ mod tests {
             kind: Kind::Host,
             change: ChangeType::Modified,
             object: serde_json::json!({ "rv": rv }),
+            before: None,
         }
     }
 

@@ -3,7 +3,7 @@
 //! [`COALESCE`]) and at least once a second (for times: offline, stale, next run), and writes
 //! to SQLite only the objects whose spec or status changed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,6 +80,32 @@ impl ReadModel {
             key(a).cmp(&key(b))
         });
         objects
+    }
+
+    /// What selectors read of every object (namespace, name, labels), as `{"metadata": …}`.
+    fn selection_metadata(&self) -> HashMap<ObjectId, serde_json::Value> {
+        fn all<K: Resource>(
+            kind: Kind,
+            items: &[K],
+            out: &mut HashMap<ObjectId, serde_json::Value>,
+        ) {
+            for o in items {
+                let m = o.meta();
+                let namespace = m.namespace.clone().unwrap_or_default();
+                let name = m.name.clone().unwrap_or_default();
+                let metadata = serde_json::json!({"metadata": {
+                    "namespace": namespace, "name": name, "labels": m.labels,
+                }});
+                out.insert((kind, namespace, name), metadata);
+            }
+        }
+        let mut out = HashMap::new();
+        all(Kind::Repo, &self.repos, &mut out);
+        all(Kind::Host, &self.hosts, &mut out);
+        all(Kind::Schedule, &self.schedules, &mut out);
+        all(Kind::Backup, &self.backups, &mut out);
+        all(Kind::Restore, &self.restores, &mut out);
+        out
     }
 
     /// An object being deleted, as last written, at the deletion's resourceVersion. After a
@@ -256,6 +282,7 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
             kind: id.0,
             change: ChangeType::Deleted,
             object: previous.object_json(&id, writer.resource_version),
+            before: None,
         });
         writer.changes.push((id, None));
     }
@@ -274,8 +301,26 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
         restores,
         stored: writer.next,
     };
+    let mut events = writer.events;
+    if !events.is_empty() {
+        let before = previous.selection_metadata();
+        for event in &mut events {
+            let id = (
+                event.kind,
+                event.object["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                event.object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            event.before = before.get(&id).cloned();
+        }
+    }
     *controller.model.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(model);
-    controller.changes.publish(writer.events);
+    controller.changes.publish(events);
     controller
         .ready
         .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -399,6 +444,7 @@ impl<'a> Writer<'a> {
                     ChangeType::Added
                 },
                 object: serde_json::to_value(&object).unwrap_or_default(),
+                before: None,
             });
         }
         self.next.insert(id, stored);

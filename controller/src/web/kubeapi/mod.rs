@@ -455,9 +455,24 @@ impl Watching {
             return;
         }
         self.after = change.resource_version;
-        if self.request.selects(&change.object) {
-            self.add(change.change, &change.object);
-        }
+        // As the API server does for a watch with selectors: an object that starts matching
+        // is ADDED for this client, one that stops matching is DELETED.
+        // Without a record of before (the first write after a restart), an object that existed
+        // is taken to have had the labels it has.
+        let before = match (&change.before, change.change) {
+            (Some(before), _) => Some(before),
+            (None, ChangeType::Added) => None,
+            (None, _) => Some(&change.object),
+        };
+        let was = before.is_some_and(|b| self.request.selects(b));
+        let is = change.change != ChangeType::Deleted && self.request.selects(&change.object);
+        let event = match (was, is) {
+            (false, true) => ChangeType::Added,
+            (true, true) => ChangeType::Modified,
+            (true, false) => ChangeType::Deleted,
+            (false, false) => return,
+        };
+        self.add(event, &change.object);
     }
 
     fn add(&mut self, change: ChangeType, object: &Value) {
