@@ -118,15 +118,22 @@ async fn connect(endpoint: &Endpoint) -> Result<Socket, Ended> {
         Ok((socket, _)) => Ok(socket),
         Err(tungstenite::Error::Http(response)) => {
             let status = response.status();
+            // The controller says why in one sentence.
+            let why = response
+                .body()
+                .as_deref()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(|text| format!(": {}", text.trim()))
+                .unwrap_or_default();
             Err(match status.as_u16() {
                 401 | 403 => Ended::Fatal(format!(
-                    "the controller refused this agent's credential (HTTP {status}): create a new token with `holdfast token create HOST` and run `holdfast-agent enroll` again"
+                    "the controller refused this agent's credential (HTTP {status}{why}); create a new token with `holdfast token create HOST` and run `holdfast-agent enroll` again"
                 )),
                 404 => Ended::Fatal(format!(
                     "the controller has no agent endpoint at {} (HTTP 404): check the server URL",
                     endpoint.url
                 )),
-                _ => Ended::Transient(format!("the controller answered HTTP {status}")),
+                _ => Ended::Transient(format!("the controller answered HTTP {status}{why}")),
             })
         }
         Err(e) => Err(Ended::Transient(e.to_string())),

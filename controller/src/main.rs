@@ -61,19 +61,16 @@ struct ControllerArgs {
         conflicts_with = "kube"
     )]
     config_dir: Option<PathBuf>,
-    /// Where the controller keeps its database.
-    #[arg(
-        long,
-        env = "HOLDFAST_DATA_DIR",
-        required_unless_present = "kube",
-        conflicts_with = "kube"
-    )]
+    /// Where the controller keeps its database. In Kubernetes mode it holds only what agents
+    /// reported until it is in the cluster (an emptyDir will do); default /var/lib/holdfast.
+    #[arg(long, env = "HOLDFAST_DATA_DIR", required_unless_present = "kube")]
     data_dir: Option<PathBuf>,
     /// Kubernetes mode: desired state and status in the cluster's API server, through the
     /// pod's service account or KUBECONFIG.
     #[arg(long)]
     kube: bool,
-    /// Kubernetes mode: the controller's own namespace, where its Lease lives.
+    /// Kubernetes mode: the controller's own namespace, where its Lease, enrollment tokens,
+    /// credentials and (by default) the Secrets Repos name live.
     #[arg(
         long,
         env = "POD_NAMESPACE",
@@ -81,6 +78,9 @@ struct ControllerArgs {
         requires = "kube"
     )]
     namespace: String,
+    /// Kubernetes mode: another namespace whose Repos may name Secrets (repeatable).
+    #[arg(long = "secret-namespace", requires = "kube")]
+    secret_namespaces: Vec<String>,
     /// Address for the page, the API and the agents.
     #[arg(long, env = "HOLDFAST_LISTEN", default_value = "127.0.0.1:8080")]
     listen: std::net::SocketAddr,
@@ -256,12 +256,27 @@ fn pod_identity() -> String {
 
 fn controller_command(args: ControllerArgs) -> Result<ExitCode, String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
-    let (Some(config_dir), Some(data_dir)) = (args.config_dir, args.data_dir) else {
+    let server = |data_dir: PathBuf| holdfast::server::Config {
+        data_dir,
+        listen: args.listen,
+        offline_after: args.offline_after,
+        // An agent must get a few heartbeats in before it counts as offline.
+        heartbeat: args.heartbeat.min(args.offline_after / 3),
+        debounce: args.debounce,
+        tls: args.tls_cert.clone().zip(args.tls_key.clone()),
+    };
+    let (Some(config_dir), Some(data_dir)) = (args.config_dir.clone(), args.data_dir.clone())
+    else {
         // clap requires both unless --kube.
+        let data_dir = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/holdfast"));
         let config = holdfast::cluster::run::Config {
-            namespace: args.namespace,
+            namespace: args.namespace.clone(),
+            secret_namespaces: args.secret_namespaces.clone(),
             identity: pod_identity(),
-            listen: args.listen,
+            server: server(data_dir),
         };
         runtime.block_on(holdfast::cluster::run::run(config))?;
         return Ok(ExitCode::SUCCESS);
@@ -272,17 +287,7 @@ fn controller_command(args: ControllerArgs) -> Result<ExitCode, String> {
             config_dir.display()
         ));
     }
-    let config = holdfast::server::Config {
-        config_dir,
-        data_dir,
-        listen: args.listen,
-        offline_after: args.offline_after,
-        // An agent must get a few heartbeats in before it counts as offline.
-        heartbeat: args.heartbeat.min(args.offline_after / 3),
-        debounce: args.debounce,
-        tls: args.tls_cert.zip(args.tls_key),
-    };
-    runtime.block_on(holdfast::server::run(config))?;
+    runtime.block_on(holdfast::server::run(server(data_dir), config_dir))?;
     Ok(ExitCode::SUCCESS)
 }
 

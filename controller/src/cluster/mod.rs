@@ -10,13 +10,18 @@
 //!   `kube-runtime`'s applier; versions continue from what Host status holds.
 //! - [`secrets`]: Repo passwords and environment from Secret keys, only in the controller's
 //!   namespaces, for the agents whose plans name them.
+//! - [`agents`]: what the agent hub uses instead of the database and secret files.
+//! - [`writeback`]: the read model's Repo, Schedule, Backup and Restore status written to the
+//!   API server, Backup records created and pruned, Events for runs.
 //! - [`run`]: `holdfast controller --kube`, putting them together.
 
+pub mod agents;
 pub mod auth;
 pub mod lease;
 pub mod reconcile;
 pub mod run;
 #[cfg(test)]
-mod scripted;
+pub(crate) mod scripted;
 pub mod secrets;
 pub mod sink;
+pub mod writeback;

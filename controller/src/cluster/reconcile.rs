@@ -1,7 +1,9 @@
 //! A Host's reconcile in Kubernetes mode, for `kube-runtime`'s applier: the desired state is
-//! read from reflector stores instead of a directory, compiled by the same [`compile`], its
-//! version assigned by the same [`versions::assign`] from what Host status already holds, and
-//! the status computed by the same [`status::hosts`]; only the sink differs.
+//! read from reflector stores instead of a directory, validated and compiled by the same
+//! [`validate`](crate::validate) and [`compile`], its version continued by the same
+//! [`versions::next`] from what Host status already holds, and the status computed by the same
+//! [`status::host`]; only the sink differs. The version, once in Host status, goes to the
+//! agent hub ([`Hub::adopt`]), which pushes it.
 //!
 //! Versions continue from Host status (`desiredScheduleVersion` and its digest), so a restart,
 //! a new leader or a no-op change bumps nothing. Versions this process wrote but the Host store
@@ -20,11 +22,16 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 use crate::compile::{self, CompileError, Fleet, HostKey};
-use crate::resources::{Host, HostStatus, Repo, Schedule};
+use crate::diagnostics::Severity;
+use crate::resources::{Backup, Host, HostStatus, Phase, Repo, Restore, Schedule};
 use crate::revision::{Revision, name_of, namespace_of};
 use crate::status::{self, Inputs, finish_conditions};
 use crate::store::AgentRecord;
+use crate::validate::{Mode, validate};
 use crate::versions::{self, Versioned};
 
 /// Recompute at least this often: online and last seen move without any object changing.
@@ -35,6 +42,36 @@ const RESYNC: Duration = Duration::from_secs(60);
 pub struct Agents {
     pub records: BTreeMap<HostKey, AgentRecord>,
     pub online: BTreeSet<HostKey>,
+}
+
+/// The agent hub, as the reconcile sees it: what agents say, and where a host's version goes
+/// once it is in the Host's status.
+pub trait Hub: Send + Sync {
+    fn agents(&self) -> Agents;
+    /// `host` is to run `version` of `fleet`, compiled from `revision`: push it if its agent
+    /// is connected and runs another, and dispatch the revision's new run requests.
+    fn adopt(
+        &self,
+        revision: &Arc<Revision>,
+        fleet: &Arc<Fleet>,
+        host: &HostKey,
+        version: Versioned,
+    );
+}
+
+/// The label on the Backups Holdfast records from runs. A Backup or Restore without it was
+/// created by a person (or a GitOps tool): a run request.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "holdfast");
+
+/// Whether a Backup or Restore is a run request still to dispatch: created by a person and not
+/// yet past Pending. Once dispatched its status says so, and no leader dispatches it again.
+pub fn is_open_request(meta: &ObjectMeta, phase: Option<Phase>) -> bool {
+    let recorded = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY.0))
+        .is_some_and(|v| v == MANAGED_BY.1);
+    !recorded && phase.is_none_or(|p| p == Phase::Pending)
 }
 
 /// A decision worth an Event on the object it concerns.
@@ -54,8 +91,12 @@ pub trait StatusSink: Send + Sync {
         resource_version: Option<&str>,
         status: &HostStatus,
     ) -> BoxFuture<'static, Result<(), kube::Error>>;
-    fn event(&self, host: &Host, decision: Decision)
-    -> BoxFuture<'static, Result<(), kube::Error>>;
+    /// Records `decision` as an Event about the object `regarding`.
+    fn event(
+        &self,
+        regarding: ObjectReference,
+        decision: Decision,
+    ) -> BoxFuture<'static, Result<(), kube::Error>>;
 }
 
 /// Host status by server-side apply on the status subresource; Events by `kube-runtime`'s
@@ -96,11 +137,10 @@ impl StatusSink for ApiSink {
 
     fn event(
         &self,
-        host: &Host,
+        reference: ObjectReference,
         decision: Decision,
     ) -> BoxFuture<'static, Result<(), kube::Error>> {
         let recorder = self.recorder.clone();
-        let reference = host.object_ref(&());
         Box::pin(async move {
             let event = Event {
                 type_: if decision.warning {
@@ -118,11 +158,19 @@ impl StatusSink for ApiSink {
     }
 }
 
-pub struct Context {
+/// The reflector stores of the desired state.
+#[derive(Clone)]
+pub struct Stores {
     pub repos: Store<Repo>,
     pub hosts: Store<Host>,
     pub schedules: Store<Schedule>,
-    pub agents: Mutex<Agents>,
+    pub backups: Store<Backup>,
+    pub restores: Store<Restore>,
+}
+
+pub struct Context {
+    pub stores: Stores,
+    pub hub: Arc<dyn Hub>,
     pub sink: Arc<dyn StatusSink>,
     /// Versions applied by this process, ahead of the Host store.
     written: Mutex<BTreeMap<HostKey, Versioned>>,
@@ -139,64 +187,58 @@ struct Compiled {
 }
 
 impl Context {
-    pub fn new(
-        repos: Store<Repo>,
-        hosts: Store<Host>,
-        schedules: Store<Schedule>,
-        sink: Arc<dyn StatusSink>,
-    ) -> Context {
+    pub fn new(stores: Stores, hub: Arc<dyn Hub>, sink: Arc<dyn StatusSink>) -> Context {
         Context {
-            repos,
-            hosts,
-            schedules,
-            agents: Mutex::new(Agents::default()),
+            stores,
+            hub,
             sink,
             written: Mutex::new(BTreeMap::new()),
             compiled: tokio::sync::Mutex::new(None),
         }
     }
 
-    fn agents(&self) -> Agents {
-        self.agents
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The desired state in the stores, as one revision.
+    /// The desired state in the stores, as one revision: every Repo, Host and Schedule, and
+    /// the open run requests.
     fn revision(&self) -> Revision {
-        fn all<K>(store: &Store<K>) -> Vec<K>
-        where
-            K: kube::runtime::reflector::Lookup + Clone,
-            K::DynamicType: Eq + std::hash::Hash + Clone,
-        {
-            store.state().iter().map(|o| (**o).clone()).collect()
-        }
+        let s = &self.stores;
         Revision {
-            repos: all(&self.repos),
-            hosts: all(&self.hosts),
-            schedules: all(&self.schedules),
-            backups: Vec::new(),
-            restores: Vec::new(),
+            repos: all(&s.repos).map(|o| (*o).clone()).collect(),
+            hosts: all(&s.hosts).map(|o| (*o).clone()).collect(),
+            schedules: all(&s.schedules).map(|o| (*o).clone()).collect(),
+            backups: open_backups(&s.backups).map(|o| (*o).clone()).collect(),
+            restores: open_restores(&s.restores).map(|o| (*o).clone()).collect(),
         }
     }
 
     /// The compiled desired state. Compiling takes the whole fleet, so it is done again only
     /// when a spec or a label changed (status writes change neither), not on every reconcile.
     async fn desired(&self) -> Result<(Arc<Revision>, Arc<Fleet>), ReconcileError> {
-        let fingerprint = fingerprint(&self.repos)
-            ^ fingerprint(&self.hosts).rotate_left(21)
-            ^ fingerprint(&self.schedules).rotate_left(42);
+        let s = &self.stores;
+        let fingerprint = fingerprint(all(&s.repos))
+            ^ fingerprint(all(&s.hosts)).rotate_left(13)
+            ^ fingerprint(all(&s.schedules)).rotate_left(26)
+            ^ fingerprint(open_backups(&s.backups)).rotate_left(39)
+            ^ fingerprint(open_restores(&s.restores)).rotate_left(52);
         let mut cache = self.compiled.lock().await;
         if let Some(c) = cache.as_ref().filter(|c| c.fingerprint == fingerprint) {
             return Ok((c.revision.clone(), c.fleet.clone()));
         }
         let revision = Arc::new(self.revision());
         let input = revision.clone();
-        // Compiling a large fleet takes a while: off the async threads.
-        let fleet = tokio::task::spawn_blocking(move || compile::compile(&input))
-            .await
-            .map_err(|e| ReconcileError::Internal(format!("compile stopped: {e}")))??;
+        // Validating and compiling a large fleet takes a while: off the async threads.
+        let fleet = tokio::task::spawn_blocking(move || {
+            let errors: Vec<String> = validate(&input, Mode::Kubernetes)
+                .into_iter()
+                .filter(|f| f.severity == Severity::Error)
+                .map(|f| format!("{} {}: {}", f.object, f.field, f.message))
+                .collect();
+            if !errors.is_empty() {
+                return Err(ReconcileError::Rejected(errors));
+            }
+            Ok(compile::compile(&input)?)
+        })
+        .await
+        .map_err(|e| ReconcileError::Internal(format!("compile stopped: {e}")))??;
         let fleet = Arc::new(fleet);
         *cache = Some(Compiled {
             fingerprint,
@@ -225,20 +267,32 @@ impl Context {
     }
 }
 
-/// An order-independent digest of what compile reads from a store: identity, generation (the
-/// API server bumps it on spec changes only) and labels.
-fn fingerprint<K>(store: &Store<K>) -> u64
+fn all<K>(store: &Store<K>) -> impl Iterator<Item = Arc<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
+    store.state().into_iter()
+}
+
+fn open_backups(store: &Store<Backup>) -> impl Iterator<Item = Arc<Backup>> {
+    all(store).filter(|b| is_open_request(&b.metadata, b.status.as_ref().and_then(|s| s.run.phase)))
+}
+
+fn open_restores(store: &Store<Restore>) -> impl Iterator<Item = Arc<Restore>> {
+    all(store).filter(|r| is_open_request(&r.metadata, r.status.as_ref().and_then(|s| s.run.phase)))
+}
+
+/// An order-independent digest of what compile reads of some objects: identity, generation
+/// (the API server bumps it on spec changes only) and labels.
+fn fingerprint<K: Resource>(objects: impl Iterator<Item = Arc<K>>) -> u64 {
     use std::hash::{Hash, Hasher};
-    let objects = store.state();
-    objects.iter().fold(objects.len() as u64, |sum, o| {
+    let (sum, count) = objects.fold((0u64, 0u64), |(sum, count), o| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         let m = o.meta();
         (&m.namespace, &m.name, &m.uid, m.generation, &m.labels).hash(&mut h);
-        sum.wrapping_add(h.finish())
-    })
+        (sum.wrapping_add(h.finish()), count + 1)
+    });
+    sum ^ count.rotate_left(32)
 }
 
 /// The schedule version a Host holds in its status.
@@ -252,6 +306,8 @@ pub fn stored_version(host: &Host) -> Option<Versioned> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
+    #[error("the fleet does not validate; the version in force stays: {}", .0.join("; "))]
+    Rejected(Vec<String>),
     #[error(transparent)]
     Compile(#[from] CompileError),
     #[error("{0}")]
@@ -275,10 +331,10 @@ pub fn reconcile(
         let desired = match ctx.desired().await {
             Ok(desired) => desired,
             Err(e) => {
-                if let ReconcileError::Compile(_) = &e {
+                if let ReconcileError::Rejected(_) | ReconcileError::Compile(_) = &e {
                     let decision = Decision {
                         warning: true,
-                        reason: "CompileFailed",
+                        reason: "RevisionRejected",
                         note: e.to_string(),
                     };
                     publish(&ctx, &host, decision).await;
@@ -286,10 +342,20 @@ pub fn reconcile(
                 return Err(e);
             }
         };
-        let status = match desired_status(&ctx, &host, &desired, now) {
+        let agents = ctx.hub.agents();
+        let status = match desired_status(&ctx, &host, &desired, &agents, now) {
             Some(status) => status,
             None => return Ok(Action::await_change()),
         };
+        let was_online = host.status.as_ref().and_then(|s| s.online);
+        if was_online == Some(true) && status.online == Some(false) {
+            let decision = Decision {
+                warning: true,
+                reason: "AgentOffline",
+                note: "the agent is no longer connected; schedules already applied keep running on the host".into(),
+            };
+            publish(&ctx, &host, decision).await;
+        }
         if host.status.as_ref() != Some(&status) {
             ctx.sink
                 .apply_host(&key, host.metadata.resource_version.as_deref(), &status)
@@ -305,7 +371,7 @@ pub fn reconcile(
                 ctx.written
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(key, Versioned { version, digest });
+                    .insert(key.clone(), Versioned { version, digest });
             }
             let before = host
                 .status
@@ -324,6 +390,15 @@ pub fn reconcile(
                 publish(&ctx, &host, decision).await;
             }
         }
+        // Pushed only once the version is in Host status: a new leader continues from there.
+        if let (Some(version), Some(digest)) = (
+            status.desired_schedule_version,
+            status.desired_schedule_digest.clone(),
+        ) {
+            let (revision, fleet) = &desired;
+            ctx.hub
+                .adopt(revision, fleet, &key, Versioned { version, digest });
+        }
         Ok(Action::requeue(RESYNC))
     })
 }
@@ -331,7 +406,7 @@ pub fn reconcile(
 /// Events are for people: one that cannot be written is logged, and the reconcile goes on.
 async fn publish(ctx: &Context, host: &Host, decision: Decision) {
     let reason = decision.reason;
-    if let Err(e) = ctx.sink.event(host, decision).await {
+    if let Err(e) = ctx.sink.event(host.object_ref(&()), decision).await {
         tracing::warn!(host = name_of(host), reason, "cannot record an event: {e}");
     }
 }
@@ -340,12 +415,12 @@ fn desired_status(
     ctx: &Context,
     host: &Host,
     (revision, fleet): &(Arc<Revision>, Arc<Fleet>),
+    agents: &Agents,
     now: DateTime<Utc>,
 ) -> Option<HostStatus> {
     let key = HostKey::new(namespace_of(host), name_of(host));
     let compiled = fleet.hosts.get(&key)?;
-    let agents = ctx.agents();
-    let previous = ctx.previous_version(&key, host, &agents);
+    let previous = ctx.previous_version(&key, host, agents);
     let version = versions::next(previous.as_ref(), &compiled.digest);
     let versions = BTreeMap::from([(key, version)]);
     let online = |k: &HostKey| agents.online.contains(k);
@@ -384,7 +459,7 @@ fn desired_status(
 pub fn error_policy(host: Arc<Host>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
     tracing::warn!(host = name_of(&*host), "reconcile failed: {error}");
     match error {
-        ReconcileError::Compile(_) | ReconcileError::Internal(_) => {
+        ReconcileError::Rejected(_) | ReconcileError::Compile(_) | ReconcileError::Internal(_) => {
             Action::requeue(Duration::from_secs(30))
         }
         ReconcileError::Write { .. } => Action::requeue(Duration::from_secs(5)),
@@ -434,14 +509,41 @@ mod tests {
 
         fn event(
             &self,
-            host: &Host,
+            regarding: ObjectReference,
             decision: Decision,
         ) -> BoxFuture<'static, Result<(), kube::Error>> {
             self.events
                 .lock()
                 .expect("not poisoned")
-                .push((name_of(host).to_string(), decision));
+                .push((regarding.name.unwrap_or_default(), decision));
             Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// Agents as a test sets them; versions adopted, kept instead of pushed.
+    #[derive(Default)]
+    struct MemoryHub {
+        agents: Mutex<Agents>,
+        adopted: Mutex<Vec<(HostKey, u64, usize)>>,
+    }
+
+    impl Hub for MemoryHub {
+        fn agents(&self) -> Agents {
+            self.agents.lock().expect("not poisoned").clone()
+        }
+
+        fn adopt(
+            &self,
+            revision: &Arc<Revision>,
+            _fleet: &Arc<Fleet>,
+            host: &HostKey,
+            version: Versioned,
+        ) {
+            self.adopted.lock().expect("not poisoned").push((
+                host.clone(),
+                version.version,
+                revision.backups.len(),
+            ));
         }
     }
 
@@ -449,8 +551,10 @@ mod tests {
     struct World {
         hosts: Writer<Host>,
         schedules: Writer<Schedule>,
+        backups: Writer<Backup>,
         ctx: Arc<Context>,
         sink: Arc<MemorySink>,
+        hub: Arc<MemoryHub>,
     }
 
     fn from_yaml<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
@@ -491,6 +595,10 @@ mod tests {
             let (repo_store, mut repos) = reflector::store::<Repo>();
             let (host_store, mut host_writer) = reflector::store::<Host>();
             let (schedule_store, mut schedule_writer) = reflector::store::<Schedule>();
+            let (backup_store, mut backup_writer) = reflector::store::<Backup>();
+            let (restore_store, mut restore_writer) = reflector::store::<Restore>();
+            list(&mut backup_writer, vec![]);
+            list(&mut restore_writer, vec![]);
             list(&mut repos, vec![from_yaml(REPO)]);
             list(&mut host_writer, hosts);
             list(
@@ -501,17 +609,22 @@ mod tests {
                 ],
             );
             let sink = Arc::new(MemorySink::default());
-            let ctx = Arc::new(Context::new(
-                repo_store,
-                host_store,
-                schedule_store,
-                sink.clone(),
-            ));
+            let hub = Arc::new(MemoryHub::default());
+            let stores = Stores {
+                repos: repo_store,
+                hosts: host_store,
+                schedules: schedule_store,
+                backups: backup_store,
+                restores: restore_store,
+            };
+            let ctx = Arc::new(Context::new(stores, hub.clone(), sink.clone()));
             World {
                 hosts: host_writer,
                 schedules: schedule_writer,
+                backups: backup_writer,
                 ctx,
                 sink,
+                hub,
             }
         }
 
@@ -520,6 +633,7 @@ mod tests {
         async fn reconcile_all(&mut self) -> BTreeMap<String, HostStatus> {
             let refs: Vec<ObjectRef<Host>> = self
                 .ctx
+                .stores
                 .hosts
                 .state()
                 .iter()
@@ -534,7 +648,7 @@ mod tests {
                 reconcile,
                 error_policy,
                 self.ctx.clone(),
-                self.ctx.hosts.clone(),
+                self.ctx.stores.hosts.clone(),
                 UnboundedReceiverStream::new(rx),
                 Config::default(),
             )
@@ -548,6 +662,7 @@ mod tests {
             for (key, status) in &applied {
                 let stored = self
                     .ctx
+                    .stores
                     .hosts
                     .state()
                     .into_iter()
@@ -564,6 +679,7 @@ mod tests {
         fn edit_schedule(&mut self, mut s: Schedule) {
             let before = self
                 .ctx
+                .stores
                 .schedules
                 .state()
                 .into_iter()
@@ -575,9 +691,25 @@ mod tests {
                 .apply_watcher_event(&watcher::Event::Apply(s));
         }
 
+        fn agent_offline(&self, host: &str) {
+            let key = HostKey::new("fleet", host);
+            self.hub
+                .agents
+                .lock()
+                .expect("not poisoned")
+                .online
+                .remove(&key);
+        }
+
+        fn adopted(&self) -> Vec<(HostKey, u64, usize)> {
+            let mut adopted = std::mem::take(&mut *self.hub.adopted.lock().expect("not poisoned"));
+            adopted.sort();
+            adopted
+        }
+
         fn agent_runs(&self, host: &str, version: u64) {
             let key = HostKey::new("fleet", host);
-            let mut agents = self.ctx.agents.lock().expect("not poisoned");
+            let mut agents = self.hub.agents.lock().expect("not poisoned");
             agents.online.insert(key.clone());
             agents.records.insert(
                 key,
@@ -591,6 +723,7 @@ mod tests {
 
         fn status(&self, host: &str) -> HostStatus {
             self.ctx
+                .stores
                 .hosts
                 .state()
                 .into_iter()
@@ -714,7 +847,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_schedule_that_cannot_compile_is_a_warning_and_changes_no_version() {
+    async fn a_fleet_that_does_not_validate_is_rejected_with_a_warning_and_changes_no_version() {
         let mut world = World::new(fleet());
         world.reconcile_all().await;
         let mut broken = schedule("web-nightly", "web", "/srv/www-2");
@@ -722,16 +855,17 @@ mod tests {
         world.edit_schedule(broken);
         let refs: Vec<ObjectRef<Host>> = world
             .ctx
+            .stores
             .hosts
             .state()
             .iter()
             .map(|h| ObjectRef::from_obj(&**h))
             .collect();
         for r in refs {
-            let host = world.ctx.hosts.get(&r).expect("in the store");
+            let host = world.ctx.stores.hosts.get(&r).expect("in the store");
             let result = reconcile(host, world.ctx.clone()).await;
             assert!(
-                matches!(result, Err(ReconcileError::Compile(_))),
+                matches!(result, Err(ReconcileError::Rejected(_))),
                 "{result:?}"
             );
         }
@@ -739,7 +873,7 @@ mod tests {
         let events = world.sink.take_events();
         assert_eq!(events.len(), 3, "{events:?}");
         for (_, d) in &events {
-            assert!(d.warning && d.reason == "CompileFailed", "{d:?}");
+            assert!(d.warning && d.reason == "RevisionRejected", "{d:?}");
             assert!(d.note.contains("no Repo `missing`"), "{}", d.note);
         }
         assert_eq!(world.status("web-1").desired_schedule_version, Some(1));
@@ -759,7 +893,7 @@ mod tests {
             reason: "ScheduleVersionChanged",
             note: "desired schedule version 2 (was 1)".into(),
         };
-        sink.event(&host("web-1", "web"), decision)
+        sink.event(host("web-1", "web").object_ref(&()), decision)
             .await
             .expect("recorded");
         let asked = server.await.expect("the server answered");
@@ -806,5 +940,83 @@ mod tests {
         let applied = world.reconcile_all().await;
         assert_eq!(applied["web-1"].desired_schedule_version, Some(8));
         assert_eq!(applied["web-2"].desired_schedule_version, Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_version_goes_to_the_hub_once_it_is_in_host_status() {
+        let mut world = World::new(fleet());
+        world.reconcile_all().await;
+        let adopted: Vec<(String, u64)> = world
+            .adopted()
+            .into_iter()
+            .map(|(k, v, _)| (k.name, v))
+            .collect();
+        assert_eq!(
+            adopted,
+            [("db-1".into(), 1), ("web-1".into(), 1), ("web-2".into(), 1)]
+        );
+        world.edit_schedule(schedule("web-nightly", "web", "/srv/www-2"));
+        world.reconcile_all().await;
+        let versions: BTreeMap<String, u64> = world
+            .adopted()
+            .into_iter()
+            .map(|(k, v, _)| (k.name, v))
+            .collect();
+        assert_eq!(versions["web-1"], 2);
+        assert_eq!(versions["db-1"], 1);
+    }
+
+    fn backup(name: &str, extra: &str) -> Backup {
+        from_yaml(&format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Backup\nmetadata: {{name: {name}, namespace: fleet, generation: 1{extra}}}\nspec: {{host: web-1, schedule: web-nightly}}\n"
+        ))
+    }
+
+    #[tokio::test]
+    async fn open_run_requests_join_the_revision_and_records_do_not() {
+        let mut world = World::new(fleet());
+        let request = backup("by-hand", "");
+        let record = backup(
+            "web-nightly-web-1-29400000",
+            ", labels: {app.kubernetes.io/managed-by: holdfast}",
+        );
+        let mut dispatched = backup("earlier", "");
+        dispatched.status = Some(
+            serde_json::from_value(serde_json::json!({"phase": "Dispatched"})).expect("a status"),
+        );
+        list(&mut world.backups, vec![request, record, dispatched]);
+        world.reconcile_all().await;
+        let requests: Vec<usize> = world.adopted().into_iter().map(|(_, _, n)| n).collect();
+        assert_eq!(
+            requests,
+            [1, 1, 1],
+            "only `by-hand` is a request to dispatch"
+        );
+        assert!(is_open_request(
+            &backup("x", "").metadata,
+            Some(Phase::Pending)
+        ));
+        assert!(!is_open_request(
+            &backup("x", "").metadata,
+            Some(Phase::Running)
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_agent_going_offline_is_an_event_on_its_host() {
+        let mut world = World::new(fleet());
+        world.agent_runs("web-1", 0);
+        world.reconcile_all().await;
+        world.sink.take_events();
+        world.agent_offline("web-1");
+        let applied = world.reconcile_all().await;
+        assert_eq!(applied["web-1"].online, Some(false));
+        let events: Vec<(String, &str, bool)> = world
+            .sink
+            .take_events()
+            .into_iter()
+            .map(|(host, d)| (host, d.reason, d.warning))
+            .collect();
+        assert_eq!(events, [("web-1".to_string(), "AgentOffline", true)]);
     }
 }

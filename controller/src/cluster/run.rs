@@ -1,20 +1,14 @@
-//! `holdfast controller --kube`: reflectors for Repos, Hosts and Schedules on every replica;
-//! on the replica that holds the Lease, the Host reconcile through `kube-runtime`'s applier.
-//!
-//! What runs so far: every Host's desired schedule version, digest and conditions are written to
-//! its status. Not yet: the agent hub, the page and API, Backup records, Secrets and Events in
-//! this mode (see the README).
+//! `holdfast controller --kube`: on every replica, reflectors for the five kinds and the
+//! Secrets Repos may name, and the same server as files mode (page, read API, metrics, agent
+//! endpoints); on the replica that holds the Lease, the Host reconcile through `kube-runtime`'s
+//! applier and the write-back of status. Followers refuse agents, so only the leader pushes.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
 use futures_util::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, applier, watcher};
@@ -22,19 +16,23 @@ use kube::{Client, Resource};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use super::agents::ClusterHub;
 use super::lease::Election;
-use super::reconcile::{ApiSink, Context, error_policy, reconcile};
-use crate::resources::{Host, Repo, Schedule};
+use super::reconcile::{ApiSink, Context, Stores, error_policy, is_open_request, reconcile};
+use crate::resources::{Backup, Host, Repo, Restore, Schedule};
+use crate::server::{Controller, Mode};
 
 /// The Lease replicas compete for.
 pub const LEASE: &str = "holdfast-controller";
 
 pub struct Config {
-    /// The controller's own namespace: where its Lease lives.
+    /// The controller's own namespace: its Lease, enrollment tokens and credentials.
     pub namespace: String,
+    /// Further namespaces whose Secrets Repos may name.
+    pub secret_namespaces: Vec<String>,
     /// This replica, as the Lease names its holder (the pod's name).
     pub identity: String,
-    pub listen: SocketAddr,
+    pub server: crate::server::Config,
 }
 
 /// Where reflectors send the Hosts to reconcile: the applier of the current leadership, if any.
@@ -49,62 +47,110 @@ pub async fn run(config: Config) -> Result<(), String> {
     let (repos, repo_writer) = reflector::store::<Repo>();
     let (hosts, host_writer) = reflector::store::<Host>();
     let (schedules, schedule_writer) = reflector::store::<Schedule>();
+    let (backups, backup_writer) = reflector::store::<Backup>();
+    let (restores, restore_writer) = reflector::store::<Restore>();
+    let stores = Stores {
+        repos,
+        hosts: hosts.clone(),
+        schedules,
+        backups,
+        restores,
+    };
     let queue: Queue = Arc::new(Mutex::new(None));
 
     // Every replica keeps its stores warm, so a new leader starts from a full picture.
     let host_queue = queue.clone();
-    tokio::spawn(follow(client.clone(), host_writer, move |h: &Host| {
-        enqueue(&host_queue, [ObjectRef::from_obj(h)]);
-    }));
-    on_fleet_change(client.clone(), repo_writer, hosts.clone(), queue.clone());
-    on_fleet_change(
-        client.clone(),
-        schedule_writer,
-        hosts.clone(),
-        queue.clone(),
-    );
-
-    let ready = Arc::new(AtomicBool::new(false));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    tracing::info!("serving health on http://{}", config.listen);
-    tokio::spawn(serve_health(listener, ready.clone()));
-    let (r, h, s) = (repos.clone(), hosts.clone(), schedules.clone());
-    let ready_flag = ready.clone();
-    let stores_ready = async move {
-        let _ = tokio::join!(
-            r.wait_until_ready(),
-            h.wait_until_ready(),
-            s.wait_until_ready()
-        );
-        ready_flag.store(true, Ordering::SeqCst);
-        tracing::info!("watching repos, hosts and schedules");
+    tokio::spawn(follow(
+        Api::all(client.clone()),
+        host_writer,
+        move |h: &Host| {
+            enqueue(&host_queue, [ObjectRef::from_obj(h)]);
+        },
+    ));
+    let everything = |queue: Queue, hosts: Store<Host>| {
+        move || {
+            enqueue(
+                &queue,
+                hosts.state().iter().map(|h| ObjectRef::from_obj(&**h)),
+            )
+        }
     };
+    let all = everything(queue.clone(), hosts.clone());
+    on_change(client.clone(), repo_writer, move |_: &Repo| all());
+    let all = everything(queue.clone(), hosts.clone());
+    on_change(client.clone(), schedule_writer, move |_: &Schedule| all());
+    // Run requests join the revision; the records Holdfast writes itself do not.
+    let all = everything(queue.clone(), hosts.clone());
+    on_change(client.clone(), backup_writer, move |b: &Backup| {
+        if is_open_request(&b.metadata, b.status.as_ref().and_then(|s| s.run.phase)) {
+            all()
+        }
+    });
+    let all = everything(queue.clone(), hosts.clone());
+    on_change(client.clone(), restore_writer, move |r: &Restore| {
+        if is_open_request(&r.metadata, r.status.as_ref().and_then(|s| s.run.phase)) {
+            all()
+        }
+    });
+    let mut secrets = Vec::new();
+    let mut namespaces = vec![config.namespace.clone()];
+    namespaces.extend(config.secret_namespaces.iter().cloned());
+    namespaces.dedup();
+    for namespace in namespaces {
+        let (store, writer) = reflector::store::<Secret>();
+        tokio::spawn(follow(
+            Api::namespaced(client.clone(), &namespace),
+            writer,
+            |_: &Secret| {},
+        ));
+        secrets.push((namespace, store));
+    }
 
     let (leading_tx, leading) = watch::channel(false);
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(client.clone(), &config.namespace);
     tokio::spawn(Election::new(LEASE, &config.identity).run(leases, leading_tx));
+
+    let agent_queue = queue.clone();
+    let hub = ClusterHub {
+        credentials: Api::namespaced(client.clone(), &config.namespace),
+        secrets,
+        leading: leading.clone(),
+        reconcile: Box::new(move |h| {
+            enqueue(&agent_queue, [ObjectRef::new(&h.name).within(&h.namespace)]);
+        }),
+    };
+    let controller =
+        Controller::open(config.server, Mode::Cluster(Box::new(hub))).map_err(|e| e.to_string())?;
+    let server = tokio::spawn(crate::server::serve(controller.clone()));
+
     // Reconciling before every store has listed would compile a partial fleet and bump
-    // versions: wait for all three.
-    stores_ready.await;
+    // versions: wait for all of them. Until then `/readyz` says not ready.
+    let _ = tokio::join!(
+        stores.repos.wait_until_ready(),
+        stores.hosts.wait_until_ready(),
+        stores.schedules.wait_until_ready(),
+        stores.backups.wait_until_ready(),
+        stores.restores.wait_until_ready(),
+    );
+    tracing::info!("watching repos, hosts, schedules, backups and restores");
+    crate::server::start_model(controller.clone());
+    let sink = Arc::new(ApiSink::new(client.clone(), &config.identity));
     let ctx = Arc::new(Context::new(
-        repos,
-        hosts.clone(),
-        schedules,
-        Arc::new(ApiSink::new(client, &config.identity)),
+        stores.clone(),
+        controller.clone(),
+        sink.clone(),
     ));
     let identity = config.identity.clone();
-    while_leading(leading, move || {
-        tracing::info!(identity = %identity, "leading: reconciling hosts");
+    let leadership = while_leading(leading, move || {
+        tracing::info!(identity = %identity, "leading: reconciling hosts, accepting agents");
         let (tx, rx) = mpsc::unbounded_channel();
         *queue.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         enqueue(
             &queue,
             hosts.state().iter().map(|h| ObjectRef::from_obj(&**h)),
         );
-        applier(
+        let reconciling = applier(
             reconcile,
             error_policy,
             ctx.clone(),
@@ -116,10 +162,24 @@ pub async fn run(config: Config) -> Result<(), String> {
             if let Err(e) = result {
                 tracing::warn!("reconcile: {e}");
             }
-        })
-    })
-    .await;
-    Err("leader election stopped".into())
+        });
+        let writing = super::writeback::run(
+            controller.clone(),
+            stores.clone(),
+            client.clone(),
+            sink.clone(),
+        );
+        async move {
+            tokio::join!(reconciling, writing);
+        }
+    });
+    tokio::select! {
+        _ = leadership => Err("leader election stopped".into()),
+        served = server => match served {
+            Ok(result) => result,
+            Err(e) => Err(format!("the server stopped: {e}")),
+        },
+    }
 }
 
 /// Runs `work` for every stretch of time this replica leads, and stops it the moment the lead
@@ -153,14 +213,14 @@ fn enqueue(queue: &Queue, refs: impl IntoIterator<Item = ObjectRef<Host>>) {
     }
 }
 
-/// A Repo or Schedule change, deletions included, reconciles every host: the fleet compiles
-/// as a whole, so a fix (or a break) anywhere concerns every host. Unchanged hosts compute
-/// the same status from the one cached compile and write nothing.
-fn on_fleet_change<K>(
+/// Keeps `writer`'s store in step with the API server, calling `changed` for every object
+/// added, modified or deleted: the fleet compiles as a whole, so a fix (or a break) anywhere
+/// concerns every host. Unchanged hosts compute the same status from the one cached compile
+/// and write nothing.
+fn on_change<K>(
     client: Client,
     writer: reflector::store::Writer<K>,
-    hosts: Store<Host>,
-    queue: Queue,
+    changed: impl Fn(&K) + Send + 'static,
 ) where
     K: Resource<DynamicType = ()>
         + Clone
@@ -175,20 +235,14 @@ fn on_fleet_change<K>(
             .default_backoff()
             .reflect(writer)
             .touched_objects();
-        drive(stream, |_: &K| {
-            enqueue(
-                &queue,
-                hosts.state().iter().map(|h| ObjectRef::from_obj(&**h)),
-            );
-        })
-        .await;
+        drive(stream, changed).await;
     });
 }
 
 /// Keeps `writer`'s store in step with the API server, calling `changed` for every object
 /// added or modified (a deleted Host needs no reconcile); watch errors are logged and retried
 /// with backoff.
-async fn follow<K>(client: Client, writer: reflector::store::Writer<K>, changed: impl Fn(&K))
+async fn follow<K>(api: Api<K>, writer: reflector::store::Writer<K>, changed: impl Fn(&K))
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -198,7 +252,7 @@ where
         + Sync
         + 'static,
 {
-    let stream = watcher(Api::<K>::all(client), watcher::Config::default())
+    let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .applied_objects();
@@ -216,31 +270,9 @@ async fn drive<K>(stream: impl Stream<Item = Result<K, watcher::Error>>, changed
     }
 }
 
-/// `/healthz` always; `/readyz` once every store has listed.
-async fn serve_health(listener: tokio::net::TcpListener, ready: Arc<AtomicBool>) {
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || async move {
-                if ready.load(Ordering::SeqCst) {
-                    (StatusCode::OK, "ok")
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "listing repos, hosts and schedules",
-                    )
-                }
-            }),
-        );
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!("health endpoints failed: {e}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::*;
 

@@ -120,6 +120,16 @@ impl Coalescer {
         now - last.at >= interval
     }
 
+    /// Whether anything was applied to `key` by this process.
+    pub fn knows(&self, key: &str) -> bool {
+        self.written.contains_key(key)
+    }
+
+    /// The status last applied to `key`.
+    pub fn last(&self, key: &str) -> Option<&Value> {
+        self.written.get(key).map(|w| &w.status)
+    }
+
     /// Records a successful apply.
     pub fn applied(&mut self, key: &str, status: Value, now: DateTime<Utc>) {
         self.written

@@ -82,6 +82,11 @@ impl Changes {
         }
     }
 
+    /// A receiver for the changes to come.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.tx.subscribe()
+    }
+
     /// The changes after `resource_version` and a receiver for the ones to come, or `None`
     /// when that version is older than the window.
     pub fn since(&self, resource_version: i64) -> Option<Resume> {

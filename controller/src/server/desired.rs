@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::Controller;
 use crate::compile::{self, HostKey};
 use crate::resources::Kind;
+use crate::revision::Revision;
 use crate::revision::{name_of, namespace_of};
 use crate::runs::{RunRecord, request_job};
 use crate::source::files::{self, Loaded};
@@ -19,7 +20,10 @@ use crate::versions::{self, Versioned};
 
 /// Reads the directory once, then watches it.
 pub fn start(controller: Arc<Controller>) -> Result<(), String> {
-    let dir = controller.config.config_dir.clone();
+    let super::Mode::Files { config_dir } = &controller.mode else {
+        return Err("the controller does not read a directory in Kubernetes mode".into());
+    };
+    let dir = config_dir.clone();
     let root = dir.clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -79,7 +83,9 @@ fn git_commit(dir: &Path) -> Option<String> {
 
 /// Reads the directory and applies it if valid; otherwise records why not.
 fn reload(controller: &Controller) {
-    let dir = &controller.config.config_dir;
+    let super::Mode::Files { config_dir: dir } = &controller.mode else {
+        return;
+    };
     let commit = git_commit(dir);
     let result = match files::load_dir(dir) {
         Ok(loaded) => apply(controller, loaded, commit.as_deref()),
@@ -131,11 +137,8 @@ fn apply(controller: &Controller, loaded: Loaded, commit: Option<&str>) -> Resul
     let versions = versions::assign(&previous, &fleet);
     store.record(&fleet, &versions)?;
     let id = store.record_revision(commit, &summary, &[], true, Utc::now())?;
-    let new_requests = new_requests(&store, &loaded)?;
-    for record in &new_requests {
-        store.save_run(record)?;
-    }
     drop(store);
+    record_requests(controller, &loaded.revision)?;
     for (key, v) in &versions {
         if previous
             .get(key)
@@ -147,8 +150,8 @@ fn apply(controller: &Controller, loaded: Loaded, commit: Option<&str>) -> Resul
     tracing::info!(revision = id, commit, "applied {summary}");
     let hosts: Vec<HostKey> = {
         let mut state = controller.state();
-        state.revision = loaded.revision;
-        state.fleet = fleet;
+        state.revision = Arc::new(loaded.revision);
+        state.fleet = Arc::new(fleet);
         state.versions = versions;
         state.sessions.keys().cloned().collect()
     };
@@ -159,13 +162,23 @@ fn apply(controller: &Controller, loaded: Loaded, commit: Option<&str>) -> Resul
     Ok(())
 }
 
-/// Backup and Restore files that have no run yet: each executes once, keyed by namespace and
-/// name, so neither a restart nor a later edit runs it again.
+/// Records a run for every Backup and Restore of `revision` that has none yet: each executes
+/// once, keyed by namespace and name, so neither a restart nor a later edit runs it again.
+pub(super) fn record_requests(
+    controller: &Controller,
+    revision: &Revision,
+) -> Result<(), StoreError> {
+    let mut store = controller.store();
+    for record in new_requests(&store, revision)? {
+        store.save_run(&record)?;
+    }
+    Ok(())
+}
+
 fn new_requests(
     store: &crate::store::Store,
-    loaded: &Loaded,
+    revision: &Revision,
 ) -> Result<Vec<RunRecord>, StoreError> {
-    let revision = &loaded.revision;
     let mut out = Vec::new();
     let now = Utc::now();
     let mut add = |kind: Kind,

@@ -21,7 +21,7 @@ use protocol::{
 };
 use tokio::sync::mpsc;
 
-use super::{Controller, RunEvent, Session};
+use super::{Controller, Mode, RunEvent, Session};
 use crate::compile::{self, HostKey};
 use crate::resources::{Kind, Phase};
 use crate::revision::{name_of, namespace_of};
@@ -49,7 +49,13 @@ async fn enroll(State(controller): State<Arc<Controller>>, body: Bytes) -> Respo
             "the body must be JSON: {\"token\": \"...\"}",
         );
     };
-    let result = controller.store().enroll(&request.token, Utc::now());
+    let result = match &controller.mode {
+        Mode::Files { .. } => controller
+            .store()
+            .enroll(&request.token, Utc::now())
+            .map_err(|e| e.to_string()),
+        Mode::Cluster(cluster) => cluster.enroll(&request.token).await,
+    };
     match result {
         Ok(Ok(enrolled)) => {
             tracing::info!(host = %enrolled.host, "agent enrolled");
@@ -68,7 +74,7 @@ async fn enroll(State(controller): State<Arc<Controller>>, body: Bytes) -> Respo
             tracing::error!("enrollment failed: {e}");
             refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "the controller cannot use its database; see its log",
+                "the controller cannot read or write its credentials; see its log",
             )
         }
     }
@@ -84,7 +90,23 @@ async fn connect(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let host = match controller.store().authenticate(credential) {
+    let known = match &controller.mode {
+        Mode::Files { .. } => controller
+            .store()
+            .authenticate(credential)
+            .map_err(|e| e.to_string()),
+        Mode::Cluster(cluster) => {
+            // Only the leader pushes; the agent retries and the Service reaches the leader.
+            if !cluster.is_leading() {
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this controller replica is not the leader; retrying reaches the leader",
+                );
+            }
+            cluster.authenticate(credential).await
+        }
+    };
+    let host = match known {
         Ok(Some(host)) => host,
         Ok(None) => {
             return refuse(
@@ -96,7 +118,7 @@ async fn connect(
             tracing::error!("cannot check a credential: {e}");
             return refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "the controller cannot use its database; see its log",
+                "the controller cannot read its credentials; see its log",
             );
         }
     };
@@ -198,7 +220,7 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
     };
     save_agent(&controller, &host, &record);
     tracing::info!(host = %host, agent = %hello.agent_version, applied = hello.applied_schedule_version, "agent connected");
-    controller.touch();
+    controller.agent_changed(&host);
     push(&controller, &host);
     dispatch(&controller, &host);
 
@@ -248,7 +270,7 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
         save_agent(&controller, &host, &record);
     }
     tracing::info!(host = %host, "agent disconnected");
-    controller.touch();
+    controller.agent_changed(&host);
 }
 
 fn heard(controller: &Controller, host: &HostKey, id: u64) {
@@ -296,7 +318,7 @@ fn handle(
                 }
             }
             save_agent(controller, host, &record);
-            controller.touch();
+            controller.agent_changed(host);
             None
         }
         AgentMessage::Report(protocol::Report { seq, body }) => {
@@ -398,8 +420,22 @@ fn ingest(
     Ok(())
 }
 
-/// Values of the controller-file secrets that the repos reference. Contents never reach a log.
-fn controller_secrets<'a>(
+/// Values of the secrets a host's repos reference: files on the controller, and in Kubernetes
+/// mode Secret keys. Contents never reach a log.
+fn secret_values(
+    controller: &Controller,
+    host: &HostKey,
+    repos: &[&ResolvedRepo],
+) -> Result<Vec<SecretValue>, String> {
+    let mut out = controller_files(repos.iter().copied())?;
+    if let Mode::Cluster(cluster) = &controller.mode {
+        out.extend(cluster.secret_values(&host.namespace, repos.iter().copied())?);
+    }
+    Ok(out)
+}
+
+/// Values of the controller-file secrets that the repos reference.
+fn controller_files<'a>(
     repos: impl Iterator<Item = &'a ResolvedRepo>,
 ) -> Result<Vec<SecretValue>, String> {
     let mut out = Vec::new();
@@ -434,7 +470,8 @@ pub fn push(controller: &Controller, host: &HostKey) {
         }
         (version.clone(), compiled.plan.clone(), session.tx.clone())
     };
-    let secrets = match controller_secrets(plan.schedules.iter().map(|s| &s.repo)) {
+    let repos: Vec<&ResolvedRepo> = plan.schedules.iter().map(|s| &s.repo).collect();
+    let secrets = match secret_values(controller, host, &repos) {
         Ok(secrets) => secrets,
         Err(e) => {
             tracing::error!(host = %host, version = version.version, "cannot push the schedule: {e}");
@@ -472,7 +509,7 @@ pub fn dispatch(controller: &Controller, host: &HostKey) {
             (request, session.tx.clone())
         };
         let command = request.and_then(|(request, repo)| {
-            let secrets = controller_secrets(std::iter::once(&repo))?;
+            let secrets = secret_values(controller, host, &[&repo])?;
             Ok(CommandRun {
                 job: run.job.clone(),
                 request,
@@ -539,5 +576,135 @@ fn resolve(
             let repo = resolved.repo.clone();
             Ok((RunRequest::Resolved(resolved), repo))
         }
+    }
+}
+
+/// Kubernetes mode: the Host reconcile hands each version to the hub once it is in the Host's
+/// status, and reads what agents say from it.
+impl crate::cluster::reconcile::Hub for Controller {
+    fn agents(&self) -> crate::cluster::reconcile::Agents {
+        let state = self.state();
+        let grace = self.config.offline_after;
+        crate::cluster::reconcile::Agents {
+            records: state.agents.clone(),
+            online: state
+                .sessions
+                .keys()
+                .filter(|k| Controller::online(&state, k, grace))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn adopt(
+        &self,
+        revision: &Arc<crate::revision::Revision>,
+        fleet: &Arc<compile::Fleet>,
+        host: &HostKey,
+        version: crate::versions::Versioned,
+    ) {
+        let (new_revision, connected) = {
+            let mut state = self.state();
+            let new_revision = !Arc::ptr_eq(&state.revision, revision);
+            if new_revision {
+                state.revision = revision.clone();
+                state.fleet = fleet.clone();
+            }
+            state.versions.insert(host.clone(), version);
+            let connected: Vec<HostKey> = state.sessions.keys().cloned().collect();
+            (new_revision, connected)
+        };
+        if new_revision {
+            if let Err(e) = super::desired::record_requests(self, revision) {
+                tracing::error!("cannot record run requests: {e}");
+            }
+            for h in &connected {
+                dispatch(self, h);
+            }
+        }
+        push(self, host);
+        self.touch();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::api::Api;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::cluster::agents::ClusterHub;
+    use crate::cluster::scripted;
+
+    /// `GET` of the agent endpoint with a credential: the status and the one-sentence reason.
+    async fn connect_as_agent(url: String) -> (u16, String) {
+        tokio::task::spawn_blocking(move || {
+            let agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent();
+            let mut response = agent
+                .get(&url)
+                .header("authorization", "Bearer hf_agent_credential")
+                .call()
+                .expect("an answer");
+            let status = response.status().as_u16();
+            let body = response.body_mut().read_to_string().expect("a text body");
+            (status, body)
+        })
+        .await
+        .expect("the request ran")
+    }
+
+    #[tokio::test]
+    async fn in_kubernetes_mode_a_follower_refuses_agents_and_the_leader_checks_secrets() {
+        let (client, api_server) = scripted::api(vec![(404, scripted::status(404, "NotFound"))]);
+        let (leading_tx, leading) = watch::channel(false);
+        let hub = ClusterHub {
+            credentials: Api::namespaced(client, "holdfast-system"),
+            secrets: vec![],
+            leading,
+            reconcile: Box::new(|_| {}),
+        };
+        let data = tempfile::tempdir().expect("a temporary directory");
+        let config = super::super::Config {
+            data_dir: data.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            offline_after: Duration::from_secs(90),
+            heartbeat: Duration::from_secs(30),
+            debounce: Duration::from_millis(100),
+            tls: None,
+        };
+        let controller =
+            Controller::open(config, Mode::Cluster(Box::new(hub))).expect("the controller opens");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let url = format!(
+            "http://{}{CONNECT_PATH}",
+            listener.local_addr().expect("an address")
+        );
+        tokio::spawn(async move { axum::serve(listener, router(controller)).await });
+
+        let (status, why) = connect_as_agent(url.clone()).await;
+        assert_eq!(status, 503);
+        assert_eq!(
+            why,
+            "this controller replica is not the leader; retrying reaches the leader"
+        );
+
+        leading_tx.send(true).expect("the hub listens");
+        let (status, why) = connect_as_agent(url).await;
+        assert_eq!(status, 401, "{why}");
+        assert!(why.starts_with("unknown agent credential"), "{why}");
+        let asked = api_server.await.expect("the API server answered");
+        assert_eq!(asked[0].method, "GET");
+        assert!(
+            asked[0]
+                .path()
+                .starts_with("/api/v1/namespaces/holdfast-system/secrets/holdfast-credential-"),
+            "{}",
+            asked[0].uri
+        );
     }
 }

@@ -1,5 +1,7 @@
-//! The running controller in files mode: desired state from a watched directory, agents over
-//! WebSocket, status into SQLite, and the read-only web surfaces.
+//! The running controller: desired state from a watched directory ([`Mode::Files`]) or from
+//! the API server ([`Mode::Cluster`]), agents over WebSocket, reports into SQLite, and the
+//! read-only web surfaces. Both modes run this same code; Kubernetes mode adds what
+//! [`crate::cluster`] supplies (credentials in Secrets, the leader check, status written back).
 //!
 //! One [`Controller`] value is shared by every task. The database sits behind a mutex: each
 //! call is a short transaction, and reports are acked only after their transaction commits.
@@ -20,6 +22,7 @@ use protocol::ControllerMessage;
 use tokio::sync::{Notify, broadcast, mpsc};
 
 pub use model::ReadModel;
+pub(crate) use model::pruned;
 
 use crate::compile::{Fleet, HostKey};
 use crate::revision::Revision;
@@ -29,7 +32,6 @@ use crate::versions::Versioned;
 /// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub config_dir: PathBuf,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     /// A host is offline when its agent has been silent this long.
@@ -40,6 +42,15 @@ pub struct Config {
     pub debounce: Duration,
     /// Serve HTTPS with this certificate chain and key (PEM).
     pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Where desired state comes from.
+pub enum Mode {
+    /// A directory (a git checkout) of YAML, watched.
+    Files { config_dir: PathBuf },
+    /// The cluster's API server: the Host reconcile hands versions to the hub, and only the replica
+    /// holding the Lease talks to agents.
+    Cluster(Box<crate::cluster::agents::ClusterHub>),
 }
 
 /// Something a run page follows live.
@@ -65,8 +76,8 @@ struct Session {
 /// Desired state in force, and what agents say.
 #[derive(Default)]
 struct State {
-    revision: Revision,
-    fleet: Fleet,
+    revision: Arc<Revision>,
+    fleet: Arc<Fleet>,
     versions: BTreeMap<HostKey, Versioned>,
     agents: BTreeMap<HostKey, AgentRecord>,
     sessions: HashMap<HostKey, Session>,
@@ -74,6 +85,7 @@ struct State {
 
 pub struct Controller {
     pub config: Config,
+    pub mode: Mode,
     store: Mutex<Store>,
     state: Mutex<State>,
     model: RwLock<Arc<ReadModel>>,
@@ -87,12 +99,13 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn open(config: Config) -> Result<Arc<Controller>, StoreError> {
+    pub fn open(config: Config, mode: Mode) -> Result<Arc<Controller>, StoreError> {
         let store = Store::open(&config.data_dir)?;
         let agents = store.agents()?;
         let model = ReadModel::load(&store)?;
         Ok(Arc::new(Controller {
             config,
+            mode,
             store: Mutex::new(store),
             state: Mutex::new(State {
                 agents,
@@ -125,6 +138,15 @@ impl Controller {
     /// Status needs recomputing.
     fn touch(&self) {
         self.dirty.notify_one();
+    }
+
+    /// What an agent says changed: status is recomputed, and in Kubernetes mode its Host
+    /// reconciled.
+    fn agent_changed(&self, host: &HostKey) {
+        self.touch();
+        if let Mode::Cluster(cluster) = &self.mode {
+            cluster.agent_changed(host);
+        }
     }
 
     /// Ready once the first revision was read and the read model written.
@@ -174,11 +196,23 @@ impl Controller {
     }
 }
 
-/// Runs the controller until it fails to serve.
-pub async fn run(config: Config) -> Result<(), String> {
-    let controller = Controller::open(config.clone()).map_err(|e| e.to_string())?;
+/// Starts the task that keeps the read model (and status) current.
+pub fn start_model(controller: Arc<Controller>) {
+    tokio::spawn(model::writer(controller));
+}
+
+/// Runs the files-mode controller until it fails to serve.
+pub async fn run(config: Config, config_dir: PathBuf) -> Result<(), String> {
+    let controller =
+        Controller::open(config, Mode::Files { config_dir }).map_err(|e| e.to_string())?;
     desired::start(controller.clone()).map_err(|e| e.to_string())?;
-    tokio::spawn(model::writer(controller.clone()));
+    start_model(controller.clone());
+    serve(controller).await
+}
+
+/// Serves the page, the APIs and the agent endpoints until the server fails.
+pub async fn serve(controller: Arc<Controller>) -> Result<(), String> {
+    let config = controller.config.clone();
     let app = crate::web::router(controller.clone()).merge(hub::router(controller.clone()));
     let app = app.into_make_service();
     match &config.tls {

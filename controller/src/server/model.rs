@@ -226,8 +226,9 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
         .iter()
         .map(|r| {
             let mut r = r.clone();
+            let held = r.conditions();
             r.status = repo_status.remove(&(namespace_of(&r).into(), name_of(&r).into()));
-            writer.settle(Kind::Repo, r)
+            writer.settle(Kind::Repo, r, held)
         })
         .collect();
     let hosts = revision
@@ -235,8 +236,9 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
         .iter()
         .map(|h| {
             let mut h = h.clone();
+            let held = h.conditions();
             h.status = host_status.remove(&HostKey::new(namespace_of(&h), name_of(&h)));
-            writer.settle(Kind::Host, h)
+            writer.settle(Kind::Host, h, held)
         })
         .collect();
     let schedules = revision
@@ -244,8 +246,9 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
         .iter()
         .map(|s| {
             let mut s = s.clone();
+            let held = s.conditions();
             s.status = schedule_status.remove(&(namespace_of(&s).into(), name_of(&s).into()));
-            writer.settle(Kind::Schedule, s)
+            writer.settle(Kind::Schedule, s, held)
         })
         .collect();
     let mut backups = Vec::new();
@@ -257,14 +260,16 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
                     .restores
                     .iter()
                     .find(|r| namespace_of(*r) == run.namespace && name_of(*r) == run.name);
-                restores.push(writer.settle(Kind::Restore, restore_object(run, file, now)));
+                let held = file.map(|f| f.conditions()).unwrap_or_default();
+                restores.push(writer.settle(Kind::Restore, restore_object(run, file, now), held));
             }
             _ => {
                 let file = revision
                     .backups
                     .iter()
                     .find(|b| namespace_of(*b) == run.namespace && name_of(*b) == run.name);
-                backups.push(writer.settle(Kind::Backup, backup_object(run, file, now)));
+                let held = file.map(|f| f.conditions()).unwrap_or_default();
+                backups.push(writer.settle(Kind::Backup, backup_object(run, file, now), held));
             }
         }
     }
@@ -343,6 +348,7 @@ trait HasStatus: Resource + Serialize {
     fn spec_json(&self) -> serde_json::Value;
     fn status_json(&self) -> Option<serde_json::Value>;
     fn finish(&mut self, previous: &[Condition], generation: i64, now: DateTime<Utc>);
+    fn conditions(&self) -> Vec<Condition>;
 }
 
 macro_rules! has_status {
@@ -353,6 +359,9 @@ macro_rules! has_status {
             }
             fn status_json(&self) -> Option<serde_json::Value> {
                 self.status.as_ref().and_then(|s| serde_json::to_value(s).ok())
+            }
+            fn conditions(&self) -> Vec<Condition> {
+                self.status.as_ref().map(|s| (*s)$(.$field)?.conditions.clone()).unwrap_or_default()
             }
             fn finish(&mut self, previous: &[Condition], generation: i64, now: DateTime<Utc>) {
                 if let Some(status) = &mut self.status {
@@ -373,7 +382,8 @@ has_status!(Backup, run);
 has_status!(Restore, run);
 
 impl<'a> Writer<'a> {
-    fn settle<K: HasStatus>(&mut self, kind: Kind, mut object: K) -> K {
+    /// `held`: the conditions the object's status holds where it came from.
+    fn settle<K: HasStatus>(&mut self, kind: Kind, mut object: K, held: Vec<Condition>) -> K {
         let id: ObjectId = (
             kind,
             object
@@ -389,7 +399,22 @@ impl<'a> Writer<'a> {
             serde_json::json!([m.labels, m.annotations]).to_string(),
         ));
         let before = self.previous.get(&id);
-        let meta = match before {
+        // An object from the API server brings its own identity and generation.
+        let m = object.meta();
+        let from_cluster = match (&m.uid, m.generation) {
+            (Some(uid), Some(generation)) => Some(ObjectMeta {
+                uid: uid.clone(),
+                generation,
+                created_at: m
+                    .creation_timestamp
+                    .as_ref()
+                    .map(crate::time::chrono)
+                    .unwrap_or(self.now),
+                resource_version: before.map_or(0, |b| b.meta.resource_version),
+            }),
+            _ => None,
+        };
+        let meta = from_cluster.unwrap_or_else(|| match before {
             Some(b) if b.spec_digest == spec_digest => b.meta.clone(),
             Some(b) => ObjectMeta {
                 generation: b.meta.generation + 1,
@@ -401,12 +426,14 @@ impl<'a> Writer<'a> {
                 created_at: self.now,
                 resource_version: 0,
             },
-        };
+        });
+        // Transition times continue from what was written before: here, or (after a restart
+        // in Kubernetes mode) in the cluster.
         let previous_conditions: Vec<Condition> = before
             .and_then(|b| b.status.as_ref())
             .and_then(|s| s.get("conditions"))
             .and_then(|c| serde_json::from_value(c.clone()).ok())
-            .unwrap_or_default();
+            .unwrap_or(held);
         object.finish(&previous_conditions, meta.generation, self.now);
         let status = object.status_json();
         let unchanged = before.filter(|b| {
@@ -553,6 +580,8 @@ fn backup_object(run: &RunRecord, file: Option<&Backup>, now: DateTime<Utc>) -> 
             },
         );
         b.metadata.namespace = Some(run.namespace.clone());
+        let (label, value) = crate::cluster::reconcile::MANAGED_BY;
+        b.metadata.labels = Some(BTreeMap::from([(label.into(), value.into())]));
         b
     });
     backup
@@ -621,7 +650,7 @@ fn restore_object(run: &RunRecord, file: Option<&Restore>, now: DateTime<Utc>) -
 
 /// Scheduled run records beyond their schedule's history limits, oldest first to go. Requests
 /// (files in git) are never pruned, nor are runs still going.
-fn pruned(runs: &[RunRecord], schedules: &[Schedule]) -> Vec<ObjectId> {
+pub(crate) fn pruned(runs: &[RunRecord], schedules: &[Schedule]) -> Vec<ObjectId> {
     let limits = |namespace: &str, schedule: Option<&str>| {
         let spec = schedule.and_then(|name| {
             schedules

@@ -1,0 +1,57 @@
+//! What the agent hub uses in Kubernetes mode instead of the files-mode database and secret
+//! files: credentials in Secrets, Secret-key values for pushes, the leader check, and a Host
+//! reconcile whenever what its agent says changes.
+
+use chrono::Utc;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::reflector::{ObjectRef, Store};
+use protocol::{ResolvedRepo, SecretValue};
+use tokio::sync::watch;
+
+use crate::compile::HostKey;
+use crate::store::{AuthError, Enrolled};
+
+pub struct ClusterHub {
+    /// Secrets in the controller's own namespace: tokens and credential hashes.
+    pub credentials: Api<Secret>,
+    /// The namespaces whose Secrets Repos may name, each with its reflector store.
+    pub secrets: Vec<(String, Store<Secret>)>,
+    /// Whether this replica holds the Lease.
+    pub leading: watch::Receiver<bool>,
+    /// Asks for a Host's reconcile (its status shows what the agent says).
+    pub reconcile: Box<dyn Fn(&HostKey) + Send + Sync>,
+}
+
+impl ClusterHub {
+    pub fn is_leading(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    pub async fn enroll(&self, token: &str) -> Result<Result<Enrolled, AuthError>, String> {
+        super::auth::enroll(&self.credentials, token, Utc::now()).await
+    }
+
+    pub async fn authenticate(&self, credential: &str) -> Result<Option<HostKey>, String> {
+        super::auth::authenticate(&self.credentials, credential)
+            .await
+            .map_err(|e| format!("cannot read the credential's Secret: {e}"))
+    }
+
+    /// The Secret-key values the repos of a host in `namespace` need.
+    pub fn secret_values<'a>(
+        &self,
+        namespace: &str,
+        repos: impl Iterator<Item = &'a ResolvedRepo>,
+    ) -> Result<Vec<SecretValue>, String> {
+        let allowed: Vec<String> = self.secrets.iter().map(|(ns, _)| ns.clone()).collect();
+        super::secrets::secret_values(namespace, repos, &allowed, |ns, name| {
+            let (_, store) = self.secrets.iter().find(|(n, _)| n == ns)?;
+            store.get(&ObjectRef::new(name).within(ns))
+        })
+    }
+
+    pub fn agent_changed(&self, host: &HostKey) {
+        (self.reconcile)(host);
+    }
+}

@@ -1,0 +1,706 @@
+//! The read model written back to the API server, on the leader: the status of Repos,
+//! Schedules, Backups and Restores (Hosts are the reconcile's), a Backup object for every run
+//! an agent reported, records beyond their schedule's history limits deleted, and Events for
+//! failed and missed runs.
+//!
+//! [`plan`] is pure: it compares the model with the cluster's copies and with what this
+//! process last wrote, and returns the writes. [`run`] executes them after every change of the
+//! model. A write that fails is planned again on the next pass; reports are already safe in
+//! the local database (the agents' ack journal), so nothing is lost while the API server is
+//! away.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, DeleteParams};
+use kube::{Client, Resource};
+use serde_json::Value;
+
+use super::reconcile::{Decision, MANAGED_BY, StatusSink, Stores};
+use super::sink::{Coalescer, Recorded, apply_status, record_run};
+use crate::compile::HostKey;
+use crate::resources::{Backup, Kind, Phase, Repo, Restore, Schedule};
+use crate::revision::{name_of, namespace_of};
+use crate::runs::RunRecord;
+use crate::server::{Controller, ReadModel};
+
+/// Retry failed writes at least this often, even when nothing changes.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// One write to the API server. (`BackupStatus` flattens the run's fields: `phase` and
+/// `message` sit at the top of a Backup's status, as in a Restore's.)
+#[derive(Debug)]
+pub enum Write {
+    /// Create the Backup recording a run (its status follows in a [`Write::Status`]).
+    Create(Box<Backup>),
+    /// Apply `status`, then record `events` about the object.
+    Status {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        status: Value,
+        events: Vec<(ObjectReference, Decision)>,
+    },
+    /// Delete a Backup record beyond its schedule's history limits.
+    Delete { namespace: String, name: String },
+}
+
+/// The Events a status change calls for, given the status before (if any) and after.
+type EventsFor<'a> = &'a dyn Fn(Option<&Value>, &Value) -> Vec<(ObjectReference, Decision)>;
+
+/// What the cluster holds now, from the reflector stores.
+pub struct Cluster {
+    pub repos: Vec<Arc<Repo>>,
+    pub schedules: Vec<Arc<Schedule>>,
+    pub backups: Vec<Arc<Backup>>,
+    pub restores: Vec<Arc<Restore>>,
+}
+
+impl Cluster {
+    pub fn of(stores: &Stores) -> Cluster {
+        Cluster {
+            repos: stores.repos.state(),
+            schedules: stores.schedules.state(),
+            backups: stores.backups.state(),
+            restores: stores.restores.state(),
+        }
+    }
+}
+
+/// What this process wrote: statuses (for coalescing) and the Backups it created.
+#[derive(Default)]
+pub struct Written {
+    pub statuses: Coalescer,
+    pub created: HashSet<(String, String)>,
+}
+
+fn key(kind: Kind, namespace: &str, name: &str) -> String {
+    format!("{}/{namespace}/{name}", kind.as_str())
+}
+
+fn find<'a, K: Resource>(objects: &'a [Arc<K>], namespace: &str, name: &str) -> Option<&'a K> {
+    objects
+        .iter()
+        .find(|o| namespace_of(&***o) == namespace && name_of(&***o) == name)
+        .map(|o| &**o)
+}
+
+fn status_of<K: serde::Serialize>(status: &Option<K>) -> Option<Value> {
+    status.as_ref().and_then(|s| serde_json::to_value(s).ok())
+}
+
+fn phase_of(status: Option<&Value>) -> Option<Phase> {
+    status
+        .and_then(|s| s.get("phase"))
+        .and_then(|p| serde_json::from_value(p.clone()).ok())
+}
+
+fn is_record(backup: &Backup) -> bool {
+    backup
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY.0))
+        .is_some_and(|v| v == MANAGED_BY.1)
+}
+
+/// The writes that bring the cluster to the model.
+pub fn plan(
+    model: &ReadModel,
+    cluster: &Cluster,
+    written: &Written,
+    now: DateTime<Utc>,
+) -> Vec<Write> {
+    let mut out = Vec::new();
+    let status = |kind: Kind,
+                  namespace: &str,
+                  name: &str,
+                  computed: Option<Value>,
+                  in_cluster: Option<Value>,
+                  events: EventsFor|
+     -> Option<Write> {
+        let computed = computed?;
+        let k = key(kind, namespace, name);
+        // After a restart or a change of leader, what the cluster holds counts as written.
+        if !written.statuses.knows(&k) && in_cluster.as_ref() == Some(&computed) {
+            return None;
+        }
+        if !written.statuses.should_apply(&k, &computed, now) {
+            return None;
+        }
+        let before = written.statuses.last(&k).or(in_cluster.as_ref());
+        Some(Write::Status {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+            events: events(before, &computed),
+            status: computed,
+        })
+    };
+    let none = |_: Option<&Value>, _: &Value| Vec::new();
+    for r in &model.repos {
+        let (ns, name) = (namespace_of(r), name_of(r));
+        let cluster_status = find(&cluster.repos, ns, name).and_then(|o| status_of(&o.status));
+        out.extend(status(
+            Kind::Repo,
+            ns,
+            name,
+            status_of(&r.status),
+            cluster_status,
+            &none,
+        ));
+    }
+    for s in &model.schedules {
+        let (ns, name) = (namespace_of(s), name_of(s));
+        let cluster_status = find(&cluster.schedules, ns, name).and_then(|o| status_of(&o.status));
+        out.extend(status(
+            Kind::Schedule,
+            ns,
+            name,
+            status_of(&s.status),
+            cluster_status,
+            &none,
+        ));
+    }
+    for b in &model.backups {
+        let (ns, name) = (namespace_of(b), name_of(b));
+        let in_cluster = find(&cluster.backups, ns, name);
+        let created = written
+            .created
+            .contains(&(ns.to_string(), name.to_string()));
+        if in_cluster.is_none() {
+            if !is_record(b) {
+                // A request deleted from the cluster: nothing to write to.
+                continue;
+            }
+            if !created {
+                let mut object = b.clone();
+                object.status = None;
+                object.metadata.uid = None;
+                object.metadata.resource_version = None;
+                object.metadata.generation = None;
+                object.metadata.creation_timestamp = None;
+                out.push(Write::Create(Box::new(object)));
+            }
+        }
+        let cluster_status = in_cluster.and_then(|o| status_of(&o.status));
+        let events = |before: Option<&Value>, after: &Value| run_events(model, b, before, after);
+        out.extend(status(
+            Kind::Backup,
+            ns,
+            name,
+            status_of(&b.status),
+            cluster_status,
+            &events,
+        ));
+    }
+    for r in &model.restores {
+        let (ns, name) = (namespace_of(r), name_of(r));
+        let Some(in_cluster) = find(&cluster.restores, ns, name) else {
+            continue;
+        };
+        let failed = |before: Option<&Value>, after: &Value| {
+            failure(phase_of(before), phase_of(Some(after)), after)
+                .map(|d| vec![(r.object_ref(&()), d)])
+                .unwrap_or_default()
+        };
+        out.extend(status(
+            Kind::Restore,
+            ns,
+            name,
+            status_of(&r.status),
+            status_of(&in_cluster.status),
+            &failed,
+        ));
+    }
+    out.extend(pruned(cluster, now));
+    out
+}
+
+/// RunFailed when a run turns Failed or PartiallyFailed; ScheduleMissed, about its Schedule,
+/// when a scheduled run was missed.
+fn run_events(
+    model: &ReadModel,
+    backup: &Backup,
+    before: Option<&Value>,
+    after: &Value,
+) -> Vec<(ObjectReference, Decision)> {
+    let (was, is) = (phase_of(before), phase_of(Some(after)));
+    let mut out = Vec::new();
+    if let Some(d) = failure(was, is, after) {
+        out.push((backup.object_ref(&()), d));
+    }
+    if is == Some(Phase::Missed) && was != is {
+        let schedule = backup.spec.schedule.as_deref().and_then(|s| {
+            model
+                .schedules
+                .iter()
+                .find(|o| namespace_of(*o) == namespace_of(backup) && name_of(*o) == s)
+        });
+        let regarding = match schedule {
+            Some(s) => s.object_ref(&()),
+            None => backup.object_ref(&()),
+        };
+        out.push((
+            regarding,
+            Decision {
+                warning: true,
+                reason: "ScheduleMissed",
+                note: format!(
+                    "{} on {} did not run at its scheduled time (recorded as Backup {})",
+                    backup.spec.schedule.as_deref().unwrap_or("a run"),
+                    backup.spec.host,
+                    name_of(backup)
+                ),
+            },
+        ));
+    }
+    out
+}
+
+fn failure(was: Option<Phase>, is: Option<Phase>, status: &Value) -> Option<Decision> {
+    let failed = matches!(is, Some(Phase::Failed | Phase::PartiallyFailed));
+    (failed && was != is).then(|| Decision {
+        warning: true,
+        reason: "RunFailed",
+        note: status
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("the run failed; see its log on the status page")
+            .to_string(),
+    })
+}
+
+/// Backup records in the cluster beyond their schedule's history limits: the cluster, not
+/// this process's database, is what a new leader or a restarted pod sees.
+fn pruned(cluster: &Cluster, now: DateTime<Utc>) -> Vec<Write> {
+    let runs: Vec<RunRecord> = cluster
+        .backups
+        .iter()
+        .filter(|b| is_record(b))
+        .filter_map(|b| {
+            let status = b.status.as_ref()?;
+            let mut run = RunRecord::pending(
+                Kind::Backup,
+                &HostKey::new(namespace_of(&**b), &b.spec.host),
+                name_of(&**b).to_string(),
+                String::new(),
+                protocol::JobOperation::Backup,
+                now,
+            );
+            run.schedule = b.spec.schedule.clone();
+            run.phase = status.run.phase?;
+            run.finished_at = status.run.completion_time.as_ref().map(crate::time::chrono);
+            Some(run)
+        })
+        .collect();
+    let schedules: Vec<Schedule> = cluster.schedules.iter().map(|s| (**s).clone()).collect();
+    crate::server::pruned(&runs, &schedules)
+        .into_iter()
+        .map(|(_, namespace, name)| Write::Delete { namespace, name })
+        .collect()
+}
+
+/// Executes `writes`; a failure is logged and the rest goes on.
+pub async fn execute(
+    client: &Client,
+    sink: &dyn StatusSink,
+    written: &mut Written,
+    writes: Vec<Write>,
+    now: DateTime<Utc>,
+) {
+    for write in writes {
+        match write {
+            Write::Create(backup) => {
+                let (ns, name) = (
+                    namespace_of(&*backup).to_string(),
+                    name_of(&*backup).to_string(),
+                );
+                let api: Api<Backup> = Api::namespaced(client.clone(), &ns);
+                match record_run(&api, &backup).await {
+                    Ok(Recorded::Created | Recorded::AlreadyRecorded) => {
+                        written.created.insert((ns, name));
+                    }
+                    Err(e) => {
+                        tracing::warn!(backup = %name, namespace = %ns, "cannot record a run: {e}")
+                    }
+                }
+            }
+            Write::Status {
+                kind,
+                namespace,
+                name,
+                status,
+                events,
+            } => {
+                let applied = match kind {
+                    Kind::Repo => apply::<Repo>(client, &namespace, &name, &status).await,
+                    Kind::Schedule => apply::<Schedule>(client, &namespace, &name, &status).await,
+                    Kind::Backup => apply::<Backup>(client, &namespace, &name, &status).await,
+                    Kind::Restore => apply::<Restore>(client, &namespace, &name, &status).await,
+                    Kind::Host => continue,
+                };
+                match applied {
+                    Ok(()) => {
+                        written
+                            .statuses
+                            .applied(&key(kind, &namespace, &name), status, now);
+                        for (regarding, decision) in events {
+                            let reason = decision.reason;
+                            if let Err(e) = sink.event(regarding, decision).await {
+                                tracing::warn!(reason, "cannot record an event: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        object = %key(kind, &namespace, &name),
+                        "cannot write status: {e}"
+                    ),
+                }
+            }
+            Write::Delete { namespace, name } => {
+                let api: Api<Backup> = Api::namespaced(client.clone(), &namespace);
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => {
+                        tracing::warn!(backup = %name, namespace = %namespace, "cannot delete a record beyond the history limit: {e}");
+                        continue;
+                    }
+                }
+                written
+                    .statuses
+                    .forget(&key(Kind::Backup, &namespace, &name));
+                written.created.remove(&(namespace, name));
+            }
+        }
+    }
+}
+
+async fn apply<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    status: &Value,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = kube::core::NamespaceResourceScope>,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    apply_status(&api, name, None, status).await
+}
+
+/// Writes the model back after every change of it, and retries every [`RETRY`]. Runs while
+/// this replica leads; a new leader starts from what the cluster holds.
+pub async fn run(
+    controller: Arc<Controller>,
+    stores: Stores,
+    client: Client,
+    sink: Arc<dyn StatusSink>,
+) {
+    let mut changes = controller.changes.subscribe();
+    let mut written = Written::default();
+    loop {
+        let model = controller.model();
+        let now = Utc::now();
+        let writes = plan(&model, &Cluster::of(&stores), &written, now);
+        execute(&client, &*sink, &mut written, writes, now).await;
+        tokio::select! {
+            // Lagging behind only means several changes arrived: one pass covers them all.
+            _ = changes.recv() => {}
+            _ = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::cluster::scripted;
+    use crate::resources::HostStatus;
+
+    /// Events kept instead of sent.
+    #[derive(Default)]
+    struct MemoryEvents(std::sync::Mutex<Vec<&'static str>>);
+
+    impl MemoryEvents {
+        fn reasons(&self) -> Vec<&'static str> {
+            self.0.lock().expect("not poisoned").clone()
+        }
+    }
+
+    impl StatusSink for MemoryEvents {
+        fn apply_host(
+            &self,
+            _: &HostKey,
+            _: Option<&str>,
+            _: &HostStatus,
+        ) -> futures_util::future::BoxFuture<'static, Result<(), kube::Error>> {
+            unreachable!("the write-back never writes Host status")
+        }
+
+        fn event(
+            &self,
+            _: ObjectReference,
+            decision: Decision,
+        ) -> futures_util::future::BoxFuture<'static, Result<(), kube::Error>> {
+            self.0.lock().expect("not poisoned").push(decision.reason);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_795_000_000 + minute * 60, 0).expect("a time")
+    }
+
+    fn object<K: serde::de::DeserializeOwned>(value: Value) -> K {
+        serde_json::from_value(value).expect("a fixture object")
+    }
+
+    /// A Backup record as the read model holds it.
+    fn record(name: &str, status: Value) -> Backup {
+        object(json!({
+            "apiVersion": "holdfast.dev/v1alpha1", "kind": "Backup",
+            "metadata": {"name": name, "namespace": "fleet", "uid": "u-1", "resourceVersion": "7",
+                         "labels": {"app.kubernetes.io/managed-by": "holdfast",
+                                    "holdfast.dev/host": "web-1", "holdfast.dev/schedule": "nightly"}},
+            "spec": {"host": "web-1", "schedule": "nightly"},
+            "status": status,
+        }))
+    }
+
+    fn schedule(limit: u32) -> Schedule {
+        object(json!({
+            "apiVersion": "holdfast.dev/v1alpha1", "kind": "Schedule",
+            "metadata": {"name": "nightly", "namespace": "fleet"},
+            "spec": {"operation": "backup", "cron": "0 1 * * *", "hosts": ["web-1"],
+                     "paths": ["/srv"], "successfulRunsHistoryLimit": limit},
+        }))
+    }
+
+    fn empty() -> Cluster {
+        Cluster {
+            repos: vec![],
+            schedules: vec![],
+            backups: vec![],
+            restores: vec![],
+        }
+    }
+
+    fn model(backups: Vec<Backup>) -> ReadModel {
+        let mut model = ReadModel::default();
+        model.backups = backups;
+        model.schedules = vec![schedule(10)];
+        model
+    }
+
+    fn running(percent: u32) -> Value {
+        json!({"phase": "Running", "progress": {"percent": format!("{percent}%")}})
+    }
+
+    /// What `execute` records after the writes succeed, without an API server.
+    fn succeed(written: &mut Written, writes: &[Write], now: DateTime<Utc>) {
+        for w in writes {
+            match w {
+                Write::Create(b) => {
+                    written
+                        .created
+                        .insert((namespace_of(&**b).into(), name_of(&**b).into()));
+                }
+                Write::Status {
+                    kind,
+                    namespace,
+                    name,
+                    status,
+                    ..
+                } => written
+                    .statuses
+                    .applied(&key(*kind, namespace, name), status.clone(), now),
+                Write::Delete { .. } => {}
+            }
+        }
+    }
+
+    fn names(writes: &[Write]) -> Vec<String> {
+        writes
+            .iter()
+            .map(|w| match w {
+                Write::Create(b) => format!("create {}", name_of(&**b)),
+                Write::Status { kind, name, .. } => format!("status {} {name}", kind.as_str()),
+                Write::Delete { name, .. } => format!("delete {name}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_run_is_created_then_its_status_applied_and_progress_coalesced() {
+        let mut written = Written::default();
+        let m = model(vec![record("nightly-web-1-1", running(1))]);
+        let writes = plan(&m, &empty(), &written, at(0));
+        assert_eq!(
+            names(&writes),
+            ["create nightly-web-1-1", "status Backup nightly-web-1-1"]
+        );
+        let Write::Create(created) = &writes[0] else {
+            panic!("a create first")
+        };
+        assert!(
+            created.status.is_none(),
+            "status goes through the subresource"
+        );
+        assert!(created.metadata.uid.is_none() && created.metadata.resource_version.is_none());
+        succeed(&mut written, &writes, at(0));
+
+        // The watch has not shown the object yet: not created twice, nothing to write.
+        assert!(plan(&m, &empty(), &written, at(0)).is_empty());
+        let m = model(vec![record("nightly-web-1-1", running(2))]);
+        let soon = at(0) + chrono::Duration::seconds(2);
+        assert!(
+            plan(&m, &empty(), &written, soon).is_empty(),
+            "progress alone waits"
+        );
+        let later = at(0) + chrono::Duration::seconds(6);
+        assert_eq!(
+            names(&plan(&m, &empty(), &written, later)),
+            ["status Backup nightly-web-1-1"]
+        );
+    }
+
+    #[test]
+    fn what_the_cluster_holds_already_is_not_written_again() {
+        let status = json!({"phase": "Succeeded", "message": "done"});
+        let m = model(vec![record("nightly-web-1-1", status.clone())]);
+        let mut cluster = empty();
+        cluster.backups = vec![Arc::new(record("nightly-web-1-1", status))];
+        assert!(plan(&m, &cluster, &Written::default(), at(0)).is_empty());
+    }
+
+    #[test]
+    fn a_failed_run_is_an_event_on_its_backup_and_a_missed_one_on_its_schedule() {
+        let m = model(vec![
+            record(
+                "nightly-web-1-1",
+                json!({"phase": "Failed", "message": "restic exited 1"}),
+            ),
+            record("nightly-web-1-2", json!({"phase": "Missed"})),
+        ]);
+        let mut cluster = empty();
+        cluster.backups = vec![Arc::new(record("nightly-web-1-1", running(50)))];
+        let writes = plan(&m, &cluster, &Written::default(), at(0));
+        let events: Vec<(String, String, &str, String)> = writes
+            .iter()
+            .flat_map(|w| match w {
+                Write::Status { events, .. } => events.clone(),
+                _ => vec![],
+            })
+            .map(|(r, d)| {
+                (
+                    r.kind.unwrap_or_default(),
+                    r.name.unwrap_or_default(),
+                    d.reason,
+                    d.note,
+                )
+            })
+            .collect();
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(
+            (
+                events[0].0.as_str(),
+                events[0].1.as_str(),
+                events[0].2,
+                events[0].3.as_str()
+            ),
+            ("Backup", "nightly-web-1-1", "RunFailed", "restic exited 1")
+        );
+        assert_eq!(
+            (events[1].0.as_str(), events[1].1.as_str(), events[1].2),
+            ("Schedule", "nightly", "ScheduleMissed")
+        );
+    }
+
+    #[test]
+    fn records_beyond_the_history_limit_are_deleted_oldest_first_and_requests_never() {
+        let mut cluster = empty();
+        cluster.schedules = vec![Arc::new(schedule(2))];
+        let done =
+            |minute: i64| json!({"phase": "Succeeded", "completionTime": at(minute).to_rfc3339()});
+        cluster.backups = (0..4)
+            .map(|i| Arc::new(record(&format!("nightly-web-1-{i}"), done(i))))
+            .collect();
+        let mut request = record("by-hand", done(-10));
+        request.metadata.labels = None;
+        cluster.backups.push(Arc::new(request));
+        let mut deleted = names(&plan(
+            &ReadModel::default(),
+            &cluster,
+            &Written::default(),
+            at(5),
+        ));
+        deleted.sort();
+        assert_eq!(
+            deleted,
+            ["delete nightly-web-1-0", "delete nightly-web-1-1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_are_a_create_by_holdfast_a_status_apply_an_event_and_a_delete() {
+        let failed = record(
+            "nightly-web-1-1",
+            json!({"phase": "Failed", "message": "exit 1"}),
+        );
+        let writes = plan(
+            &model(vec![failed.clone()]),
+            &empty(),
+            &Written::default(),
+            at(0),
+        );
+        let mut writes: Vec<Write> = writes;
+        writes.push(Write::Delete {
+            namespace: "fleet".into(),
+            name: "nightly-web-1-0".into(),
+        });
+        let created = serde_json::to_value(&failed).expect("serialises");
+        let (client, server) = scripted::api(vec![
+            (201, created.clone()),
+            (200, created),
+            (
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            ),
+        ]);
+        let events = MemoryEvents::default();
+        let mut written = Written::default();
+        execute(&client, &events, &mut written, writes, at(0)).await;
+        let asked = server.await.expect("the server answered");
+        let calls: Vec<(String, String)> = asked
+            .iter()
+            .map(|a| (a.method.clone(), a.uri.clone()))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("POST".into(), "/apis/holdfast.dev/v1alpha1/namespaces/fleet/backups?&fieldManager=holdfast".into()),
+                ("PATCH".into(), "/apis/holdfast.dev/v1alpha1/namespaces/fleet/backups/nightly-web-1-1/status?&force=true&fieldManager=holdfast".into()),
+                ("DELETE".into(), "/apis/holdfast.dev/v1alpha1/namespaces/fleet/backups/nightly-web-1-0?".into()),
+            ]
+        );
+        assert_eq!(
+            asked[0].body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "holdfast"
+        );
+        assert_eq!(asked[1].body["status"]["phase"], "Failed");
+        assert_eq!(events.reasons(), ["RunFailed"]);
+        assert!(
+            written
+                .created
+                .contains(&("fleet".into(), "nightly-web-1-1".into()))
+        );
+    }
+}
