@@ -178,6 +178,22 @@ fn kustomize_renders_the_install() {
         args.contains(&"--kube"),
         "the controller must run with --kube; args: {args:?}"
     );
+    // The root filesystem is read-only: the database must be on a volume.
+    let data_dir = args
+        .iter()
+        .position(|a| *a == "--data-dir")
+        .and_then(|i| args.get(i + 1))
+        .expect("the controller is given --data-dir");
+    let mounts = container
+        .get("volumeMounts")
+        .and_then(|m| m.as_array())
+        .expect("volume mounts");
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.get("mountPath").and_then(|p| p.as_str()) == Some(*data_dir)),
+        "--data-dir {data_dir} must be a mounted volume"
+    );
 
     // The ClusterRole: no Secrets, no wildcards.
     let cluster_role = find(&objects, "ClusterRole", "holdfast-controller");
@@ -204,7 +220,9 @@ fn kustomize_renders_the_install() {
                 && strings(rule.get("verbs")).contains(&verb)
         })
     };
-    for verb in ["get", "list", "watch", "create", "update", "patch"] {
+    for verb in [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ] {
         assert!(
             grants("", "secrets", verb),
             "the Role must grant `{verb}` on secrets"

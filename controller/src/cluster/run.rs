@@ -169,7 +169,10 @@ pub async fn run(config: Config) -> Result<(), String> {
             client.clone(),
             sink.clone(),
         );
+        // Dropped when the lead is lost (the task is aborted): agents go to the new leader.
+        let sessions = Sessions(controller.clone());
         async move {
+            let _sessions = sessions;
             tokio::join!(reconciling, writing);
         }
     });
@@ -179,6 +182,15 @@ pub async fn run(config: Config) -> Result<(), String> {
             Ok(result) => result,
             Err(e) => Err(format!("the server stopped: {e}")),
         },
+    }
+}
+
+/// The agent sessions of one stretch of leadership.
+struct Sessions(Arc<Controller>);
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        self.0.disconnect_agents();
     }
 }
 

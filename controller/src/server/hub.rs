@@ -707,4 +707,188 @@ mod tests {
             asked[0].uri
         );
     }
+
+    fn b64(text: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(text)
+    }
+
+    fn fixture<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> K {
+        serde_json::from_value(value).expect("a fixture object")
+    }
+
+    /// The next message the controller sends, within a deadline.
+    async fn next_message<S>(socket: &mut S) -> ControllerMessage
+    where
+        S: futures_util::Stream<
+                Item = Result<
+                    tokio_tungstenite::tungstenite::Message,
+                    tokio_tungstenite::tungstenite::Error,
+                >,
+            > + Unpin,
+    {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .expect("a message in time")
+                .expect("the socket is open")
+                .expect("a frame");
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                return protocol::decode(&text).expect("a controller message");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn in_kubernetes_mode_the_leader_pushes_adopted_versions_with_secret_keys_and_runs_requests()
+     {
+        use kube::runtime::reflector;
+        use kube::runtime::watcher::Event;
+        use serde_json::json;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+        let credential = "hf_agent_credential_for_web_1";
+        let stored = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "holdfast-credential-x", "namespace": "holdfast-system"},
+            "data": {"hash": b64(&crate::store::secret_hash(credential)),
+                     "namespace": b64("fleet"), "host": b64("web-1")},
+        });
+        let (client, _api_server) = scripted::api(vec![(200, stored)]);
+        let (secrets, mut writer) = reflector::store::<k8s_openapi::api::core::v1::Secret>();
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitApply(fixture(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "nas-restic", "namespace": "fleet"},
+            "data": {"password": b64("correct horse\n")},
+        }))));
+        writer.apply_watcher_event(&Event::InitDone);
+        let (_leading_tx, leading) = watch::channel(true);
+        let reconciled = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let asked = reconciled.clone();
+        let hub = ClusterHub {
+            credentials: Api::namespaced(client, "holdfast-system"),
+            secrets: vec![("fleet".into(), secrets)],
+            leading,
+            reconcile: Box::new(move |h| asked.lock().expect("not poisoned").push(h.clone())),
+        };
+        let data = tempfile::tempdir().expect("a temporary directory");
+        let config = super::super::Config {
+            data_dir: data.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            offline_after: Duration::from_secs(90),
+            heartbeat: Duration::from_secs(30),
+            debounce: Duration::from_millis(100),
+            tls: None,
+        };
+        let controller =
+            Controller::open(config, Mode::Cluster(Box::new(hub))).expect("the controller opens");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let address = listener.local_addr().expect("an address");
+        tokio::spawn(axum::serve(listener, router(controller.clone())).into_future());
+
+        let mut request = format!("ws://{address}{CONNECT_PATH}")
+            .into_client_request()
+            .expect("a request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {credential}").parse().expect("a header"),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the leader accepts the agent");
+        let hello = AgentMessage::Hello(protocol::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            host: "web-1".into(),
+            agent_version: "test".into(),
+            restic_version: Some("0.14.0".into()),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            applied_schedule_version: 0,
+            applied_schedule_digest: None,
+            running: vec![],
+        });
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                protocol::encode(&hello).into(),
+            ))
+            .await
+            .expect("hello sent");
+        assert!(matches!(
+            next_message(&mut socket).await,
+            ControllerMessage::Welcome(_)
+        ));
+        let key = HostKey::new("fleet", "web-1");
+        assert_eq!(
+            *reconciled.lock().expect("not poisoned"),
+            std::slice::from_ref(&key),
+            "a connected agent has its Host reconciled"
+        );
+
+        let meta =
+            |name: &str| json!({"name": name, "namespace": "fleet", "uid": name, "generation": 1});
+        let revision = crate::revision::Revision {
+            repos: vec![fixture(
+                json!({"apiVersion": "holdfast.dev/v1alpha1", "kind": "Repo", "metadata": meta("nas"),
+                "spec": {"url": "/srv/restic", "password": {"secretKeyRef": {"name": "nas-restic", "key": "password"}}}}),
+            )],
+            hosts: vec![fixture(
+                json!({"apiVersion": "holdfast.dev/v1alpha1", "kind": "Host", "metadata": meta("web-1"),
+                "spec": {"defaultRepo": "nas"}}),
+            )],
+            schedules: vec![fixture(
+                json!({"apiVersion": "holdfast.dev/v1alpha1", "kind": "Schedule", "metadata": meta("nightly"),
+                "spec": {"operation": "backup", "cron": "0 1 * * *", "hosts": ["web-1"], "paths": ["/srv/www"]}}),
+            )],
+            backups: vec![fixture(
+                json!({"apiVersion": "holdfast.dev/v1alpha1", "kind": "Backup", "metadata": meta("by-hand"),
+                "spec": {"host": "web-1", "schedule": "nightly"}}),
+            )],
+            restores: vec![],
+        };
+        let fleet = compile::compile(&revision).expect("the fixture compiles");
+        let digest = fleet.hosts[&key].digest.clone();
+        use crate::cluster::reconcile::Hub;
+        controller.adopt(
+            &Arc::new(revision),
+            &Arc::new(fleet),
+            &key,
+            crate::versions::Versioned { version: 3, digest },
+        );
+
+        let ControllerMessage::CommandRun(command) = next_message(&mut socket).await else {
+            panic!("the request is dispatched first")
+        };
+        assert_eq!(
+            command.job,
+            crate::runs::request_job(Kind::Backup, "fleet", "by-hand")
+        );
+        assert_eq!(command.secrets.len(), 1);
+        assert_eq!(command.secrets[0].value, "correct horse");
+        let ControllerMessage::ScheduleSet(set) = next_message(&mut socket).await else {
+            panic!("then the schedule")
+        };
+        assert_eq!(set.version, 3);
+        let values: Vec<&str> = set.secrets.iter().map(|s| s.value.as_str()).collect();
+        assert_eq!(
+            values,
+            ["correct horse"],
+            "the Secret key's value, without its newline"
+        );
+
+        // The lead is lost: the agent is disconnected, to reconnect to the new leader.
+        controller.disconnect_agents();
+        let end = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("the session ends in time");
+        assert!(
+            matches!(
+                end,
+                None | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) | Some(Err(_))
+            ),
+            "{end:?}"
+        );
+    }
 }

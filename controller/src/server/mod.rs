@@ -149,6 +149,16 @@ impl Controller {
         }
     }
 
+    /// Ends every agent's session (each ends when its sender is dropped): a replica that lost
+    /// the Lease must not take reports it will not write to the cluster. Agents reconnect
+    /// and reach the new leader.
+    pub fn disconnect_agents(&self) {
+        let ended = std::mem::take(&mut self.state().sessions);
+        if !ended.is_empty() {
+            tracing::warn!(agents = ended.len(), "disconnected every agent");
+        }
+    }
+
     /// Ready once the first revision was read and the read model written.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
