@@ -13,6 +13,8 @@ use crate::compile::HostKey;
 use crate::store::{AuthError, Enrolled};
 
 pub struct ClusterHub {
+    /// The desired state, as the cluster holds it (a follower's page shows it as it is).
+    pub stores: super::reconcile::Stores,
     /// Secrets in the controller's own namespace: tokens and credential hashes.
     pub credentials: Api<Secret>,
     /// The namespaces whose Secrets Repos may name, each with its reflector store.

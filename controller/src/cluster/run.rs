@@ -113,6 +113,7 @@ pub async fn run(config: Config) -> Result<(), String> {
 
     let agent_queue = queue.clone();
     let hub = ClusterHub {
+        stores: stores.clone(),
         credentials: Api::namespaced(client.clone(), &config.namespace),
         secrets,
         leading: leading.clone(),

@@ -629,7 +629,6 @@ impl crate::cluster::reconcile::Hub for Controller {
 
 #[cfg(test)]
 mod tests {
-    use kube::api::Api;
     use tokio::sync::watch;
 
     use super::*;
@@ -660,23 +659,7 @@ mod tests {
     async fn in_kubernetes_mode_a_follower_refuses_agents_and_the_leader_checks_secrets() {
         let (client, api_server) = scripted::api(vec![(404, scripted::status(404, "NotFound"))]);
         let (leading_tx, leading) = watch::channel(false);
-        let hub = ClusterHub {
-            credentials: Api::namespaced(client, "holdfast-system"),
-            secrets: vec![],
-            leading,
-            reconcile: Box::new(|_| {}),
-        };
-        let data = tempfile::tempdir().expect("a temporary directory");
-        let config = super::super::Config {
-            data_dir: data.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().expect("an address"),
-            offline_after: Duration::from_secs(90),
-            heartbeat: Duration::from_secs(30),
-            debounce: Duration::from_millis(100),
-            tls: None,
-        };
-        let controller =
-            Controller::open(config, Mode::Cluster(Box::new(hub))).expect("the controller opens");
+        let (controller, _data) = scripted::controller(scripted::hub(client, leading));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a port");
@@ -767,22 +750,11 @@ mod tests {
         let reconciled = Arc::new(std::sync::Mutex::new(Vec::new()));
         let asked = reconciled.clone();
         let hub = ClusterHub {
-            credentials: Api::namespaced(client, "holdfast-system"),
             secrets: vec![("fleet".into(), secrets)],
-            leading,
             reconcile: Box::new(move |h| asked.lock().expect("not poisoned").push(h.clone())),
+            ..scripted::hub(client, leading)
         };
-        let data = tempfile::tempdir().expect("a temporary directory");
-        let config = super::super::Config {
-            data_dir: data.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().expect("an address"),
-            offline_after: Duration::from_secs(90),
-            heartbeat: Duration::from_secs(30),
-            debounce: Duration::from_millis(100),
-            tls: None,
-        };
-        let controller =
-            Controller::open(config, Mode::Cluster(Box::new(hub))).expect("the controller opens");
+        let (controller, _data) = scripted::controller(hub);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a port");

@@ -159,6 +159,11 @@ pub async fn writer(controller: Arc<Controller>) {
 
 /// Recomputes every status and writes what changed.
 fn rebuild(controller: &Controller) -> Result<(), StoreError> {
+    if let super::Mode::Cluster(cluster) = &controller.mode
+        && !cluster.is_leading()
+    {
+        return mirror(controller, &cluster.stores);
+    }
     let now = Utc::now();
     let (revision, fleet, versions, agents, online) = {
         let state = controller.state();
@@ -213,14 +218,7 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
     let mut schedule_status = status::schedules(&inputs);
     let mut repo_status = status::repos(&inputs);
 
-    let mut writer = Writer {
-        previous: &previous.stored,
-        next: BTreeMap::new(),
-        changes: Vec::new(),
-        events: Vec::new(),
-        resource_version: previous.resource_version,
-        now,
-    };
+    let mut writer = Writer::new(&previous, now, true);
     let repos = revision
         .repos
         .iter()
@@ -273,6 +271,70 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
             }
         }
     }
+    let objects = Objects {
+        repos,
+        hosts,
+        schedules,
+        backups,
+        restores,
+    };
+    publish(controller, &previous, writer, revisions, objects)
+}
+
+/// A follower in Kubernetes mode computes nothing: it shows the objects as the cluster holds
+/// them, with the status the leader wrote.
+fn mirror(
+    controller: &Controller,
+    stores: &crate::cluster::reconcile::Stores,
+) -> Result<(), StoreError> {
+    fn all<K: HasStatus + Clone + 'static>(
+        writer: &mut Writer,
+        kind: Kind,
+        store: &kube::runtime::reflector::Store<K>,
+    ) -> Vec<K>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        store
+            .state()
+            .iter()
+            .map(|o| {
+                let object = (**o).clone();
+                let held = object.conditions();
+                writer.settle(kind, object, held)
+            })
+            .collect()
+    }
+    let previous = controller.model();
+    let revisions = controller.store().revisions()?;
+    let mut writer = Writer::new(&previous, Utc::now(), false);
+    let objects = Objects {
+        repos: all(&mut writer, Kind::Repo, &stores.repos),
+        hosts: all(&mut writer, Kind::Host, &stores.hosts),
+        schedules: all(&mut writer, Kind::Schedule, &stores.schedules),
+        backups: all(&mut writer, Kind::Backup, &stores.backups),
+        restores: all(&mut writer, Kind::Restore, &stores.restores),
+    };
+    publish(controller, &previous, writer, revisions, objects)
+}
+
+/// Every object of the next read model.
+struct Objects {
+    repos: Vec<Repo>,
+    hosts: Vec<Host>,
+    schedules: Vec<Schedule>,
+    backups: Vec<Backup>,
+    restores: Vec<Restore>,
+}
+
+/// Deletes what is gone, stores what changed, swaps the model and tells the watches.
+fn publish(
+    controller: &Controller,
+    previous: &ReadModel,
+    mut writer: Writer,
+    revisions: Revisions,
+    objects: Objects,
+) -> Result<(), StoreError> {
     // Objects no longer desired, and records pruned, are deleted.
     let gone: Vec<ObjectId> = previous
         .stored
@@ -299,11 +361,11 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
     let model = ReadModel {
         resource_version: writer.resource_version,
         revisions,
-        repos,
-        hosts,
-        schedules,
-        backups,
-        restores,
+        repos: objects.repos,
+        hosts: objects.hosts,
+        schedules: objects.schedules,
+        backups: objects.backups,
+        restores: objects.restores,
         stored: writer.next,
     };
     let mut events = writer.events;
@@ -334,6 +396,9 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
 
 /// Fills in metadata and the parts of status that depend on what was written before.
 struct Writer<'a> {
+    /// Whether statuses were computed here (and get observedGeneration and transition times),
+    /// or are shown as read.
+    computed: bool,
     previous: &'a BTreeMap<ObjectId, StoredObject>,
     next: BTreeMap<ObjectId, StoredObject>,
     changes: Vec<(ObjectId, Option<StoredObject>)>,
@@ -382,6 +447,18 @@ has_status!(Backup, run);
 has_status!(Restore, run);
 
 impl<'a> Writer<'a> {
+    fn new(previous: &'a ReadModel, now: DateTime<Utc>, computed: bool) -> Writer<'a> {
+        Writer {
+            computed,
+            previous: &previous.stored,
+            next: BTreeMap::new(),
+            changes: Vec::new(),
+            events: Vec::new(),
+            resource_version: previous.resource_version,
+            now,
+        }
+    }
+
     /// `held`: the conditions the object's status holds where it came from.
     fn settle<K: HasStatus>(&mut self, kind: Kind, mut object: K, held: Vec<Condition>) -> K {
         let id: ObjectId = (
@@ -434,7 +511,9 @@ impl<'a> Writer<'a> {
             .and_then(|s| s.get("conditions"))
             .and_then(|c| serde_json::from_value(c.clone()).ok())
             .unwrap_or(held);
-        object.finish(&previous_conditions, meta.generation, self.now);
+        if self.computed {
+            object.finish(&previous_conditions, meta.generation, self.now);
+        }
         let status = object.status_json();
         let unchanged = before.filter(|b| {
             b.spec_digest == spec_digest && b.meta_digest == meta_digest && b.status == status
@@ -713,6 +792,36 @@ mod tests {
         record.started_at = Some(at - chrono::Duration::seconds(2));
         record.finished_at = Some(at);
         record
+    }
+
+    #[tokio::test]
+    async fn a_follower_shows_the_cluster_objects_with_the_status_the_leader_wrote() {
+        // Generation 3 is not observed yet: a follower must not claim it is.
+        let host: Host = serde_json::from_value(serde_json::json!({
+            "apiVersion": "holdfast.dev/v1alpha1", "kind": "Host",
+            "metadata": {"name": "web-1", "namespace": "fleet", "uid": "u-web-1", "generation": 3,
+                         "creationTimestamp": "2026-11-01T00:00:00Z"},
+            "spec": {"defaultRepo": "nas"},
+            "status": {"observedGeneration": 2, "online": true, "desiredScheduleVersion": 4,
+                       "conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
+                                       "message": "in sync", "lastTransitionTime": "2026-11-20T00:00:00Z"}]},
+        }))
+        .expect("a host");
+        use crate::cluster::scripted;
+        let (client, _server) = scripted::api(vec![]);
+        let (_leading_tx, leading) = tokio::sync::watch::channel(false);
+        let mut hub = scripted::hub(client, leading);
+        hub.stores.hosts = scripted::listed(vec![host.clone()]);
+        let (controller, _data) = scripted::controller(hub);
+        rebuild(&controller).expect("rebuilt");
+        let model = controller.model();
+        assert_eq!(model.hosts.len(), 1);
+        assert_eq!(
+            model.hosts[0].status, host.status,
+            "the status exactly as read"
+        );
+        assert_eq!(model.hosts[0].metadata.uid.as_deref(), Some("u-web-1"));
+        assert_eq!(model.hosts[0].metadata.generation, Some(3));
     }
 
     #[test]
