@@ -287,13 +287,9 @@ fn mirror(
     controller: &Controller,
     stores: &crate::cluster::reconcile::Stores,
 ) -> Result<(), StoreError> {
-    fn all<K: HasStatus + Clone + 'static>(
-        writer: &mut Writer,
-        kind: Kind,
-        store: &kube::runtime::reflector::Store<K>,
-    ) -> Vec<K>
+    fn all<K>(writer: &mut Writer, kind: Kind, store: &kube::runtime::reflector::Store<K>) -> Vec<K>
     where
-        K: Resource<DynamicType = ()>,
+        K: HasStatus + Resource<DynamicType = ()> + Clone + 'static,
     {
         store
             .state()
