@@ -33,6 +33,10 @@ enum Command {
     Validate {
         /// The directory (a git checkout) holding the fleet's YAML.
         dir: PathBuf,
+        /// Check the files as Kubernetes manifests: `secretKeyRef` allowed, documents of
+        /// other API groups (Namespaces, Secrets) left out.
+        #[arg(long)]
+        kube: bool,
     },
     /// Show the schedule version every host would get, and what changes.
     Plan {
@@ -145,7 +149,7 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Crds { out_dir } => crds_command(out_dir.as_deref()),
-        Command::Validate { dir } => validate_command(&dir),
+        Command::Validate { dir, kube } => validate_command(&dir, kube),
         Command::Plan { dir, data_dir } => plan_command(&dir, data_dir.as_deref()),
         Command::Controller(args) => controller_command(args),
         Command::Token {
@@ -189,9 +193,9 @@ fn crds_command(out_dir: Option<&Path>) -> Result<ExitCode, String> {
 }
 
 /// Loads a directory, printing its diagnostics; `None` when it has errors.
-fn load(dir: &Path) -> Result<Option<Loaded>, String> {
+fn load(dir: &Path, mode: holdfast::validate::Mode) -> Result<Option<Loaded>, String> {
     let started = std::time::Instant::now();
-    let loaded = files::load_dir(dir).map_err(|e| e.to_string())?;
+    let loaded = files::load_dir_as(dir, mode).map_err(|e| e.to_string())?;
     tracing::debug!(files = loaded.files, elapsed = ?started.elapsed(), "loaded {}", dir.display());
     for d in &loaded.diagnostics {
         println!("{d}");
@@ -199,8 +203,13 @@ fn load(dir: &Path) -> Result<Option<Loaded>, String> {
     Ok(loaded.is_valid().then_some(loaded))
 }
 
-fn validate_command(dir: &Path) -> Result<ExitCode, String> {
-    let Some(loaded) = load(dir)? else {
+fn validate_command(dir: &Path, kube: bool) -> Result<ExitCode, String> {
+    let mode = if kube {
+        holdfast::validate::Mode::Kubernetes
+    } else {
+        holdfast::validate::Mode::Files
+    };
+    let Some(loaded) = load(dir, mode)? else {
         return Ok(ExitCode::FAILURE);
     };
     // Compiling catches nothing validation did not, but proves it.
@@ -221,7 +230,7 @@ fn validate_command(dir: &Path) -> Result<ExitCode, String> {
 }
 
 fn plan_command(dir: &Path, data_dir: Option<&Path>) -> Result<ExitCode, String> {
-    let Some(loaded) = load(dir)? else {
+    let Some(loaded) = load(dir, holdfast::validate::Mode::Files)? else {
         return Ok(ExitCode::FAILURE);
     };
     let fleet = compile::compile(&loaded.revision).map_err(|e| e.to_string())?;

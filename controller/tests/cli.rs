@@ -298,3 +298,35 @@ fn token_create_kube_stores_only_the_tokens_hash_in_a_secret() {
         "the token is not stored: {secret}"
     );
 }
+
+#[test]
+fn validate_kube_checks_the_kubernetes_manifests_and_leaves_other_kinds_out() {
+    let out = holdfast(&["validate", "--kube", "examples/kubernetes"]);
+    assert_eq!(
+        stdout(&out),
+        "examples/kubernetes: valid: 2 repos, 4 hosts, 4 schedules, 0 backups, 0 restores in 4 files\n"
+    );
+    assert!(out.status.success());
+
+    // The same manifests in files mode: Secrets are not available there.
+    let files = holdfast(&["validate", "examples/kubernetes"]);
+    assert_eq!(files.status.code(), Some(1));
+    assert!(stdout(&files).contains("Kubernetes Secrets are not available in files mode"));
+
+    // A broken manifest names its file, line and field, and a foreign kind stays out of it.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/kubernetes"), dir.path());
+    let hosts = dir.path().join("hosts.yaml");
+    let text = std::fs::read_to_string(&hosts).unwrap();
+    std::fs::write(
+        &hosts,
+        text.replacen("defaultRepo: nas", "defaultRepo: nass", 1),
+    )
+    .unwrap();
+    let broken = holdfast(&["validate", "--kube", dir.path().to_str().unwrap()]);
+    assert_eq!(broken.status.code(), Some(1));
+    let text = stdout(&broken);
+    assert!(text.contains("hosts.yaml:"), "{text}");
+    assert!(text.contains("spec.defaultRepo"), "{text}");
+    assert!(!text.contains("00-namespace.yaml"), "{text}");
+}

@@ -60,8 +60,15 @@ pub enum LoadError {
     },
 }
 
-/// Reads, parses and validates every YAML file below `dir`.
+/// Reads, parses and validates every YAML file below `dir`, for files mode.
 pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
+    load_dir_as(dir, Mode::Files)
+}
+
+/// Reads, parses and validates every YAML file below `dir` as `mode` will use it. For
+/// Kubernetes mode, documents of other API groups (a Namespace, a Secret) are left out: they
+/// sit beside the fleet in the same manifests.
+pub fn load_dir_as(dir: &Path, mode: Mode) -> Result<Loaded, LoadError> {
     let mut files = Vec::new();
     collect_yaml_files(dir, &mut files)?;
     files.sort();
@@ -78,7 +85,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
             }
         })
         .collect();
-    Ok(load_sources(sources))
+    Ok(load_sources_as(sources, mode))
 }
 
 /// One file's text, and what could not be read of it.
@@ -116,14 +123,22 @@ impl SourceFile {
     }
 }
 
-/// Parses and validates files already in memory, in the order given.
+/// Parses and validates files already in memory, in the order given, for files mode.
 pub fn load_sources(sources: Vec<SourceFile>) -> Loaded {
-    let mut loader = Loader::default();
+    load_sources_as(sources, Mode::Files)
+}
+
+/// Parses and validates files already in memory, in the order given, as `mode` will use them.
+pub fn load_sources_as(sources: Vec<SourceFile>, mode: Mode) -> Loaded {
+    let mut loader = Loader {
+        other_groups_skipped: mode == Mode::Kubernetes,
+        ..Loader::default()
+    };
     let file_count = sources.len();
     for source in sources {
         loader.read_file(Arc::new(source));
     }
-    let findings = validate::validate(&loader.revision, Mode::Files);
+    let findings = validate::validate(&loader.revision, mode);
     for finding in findings {
         loader.place_finding(finding);
     }
@@ -172,6 +187,8 @@ struct Origin {
 
 #[derive(Default)]
 struct Loader {
+    /// Kubernetes mode: documents of other API groups are not Holdfast's to check.
+    other_groups_skipped: bool,
     revision: Revision,
     diagnostics: Vec<Diagnostic>,
     origins: HashMap<ObjectKey, Origin>,
@@ -285,6 +302,11 @@ impl Loader {
         };
         match map.get("apiVersion") {
             Some(serde_yaml::Value::String(v)) if v == API_VERSION => {}
+            Some(serde_yaml::Value::String(v))
+                if self.other_groups_skipped && !v.starts_with("holdfast.dev/") =>
+            {
+                return Ok(());
+            }
             Some(serde_yaml::Value::String(v)) => {
                 return Err(DocError::at(
                     FieldPath::parse("apiVersion"),
