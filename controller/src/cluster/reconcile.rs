@@ -27,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::compile::{self, CompileError, Fleet, HostKey};
 use crate::diagnostics::Severity;
-use crate::resources::{Backup, Host, HostStatus, Phase, Repo, Restore, Schedule};
+use crate::resources::{Backup, Host, HostStatus, Kind, Phase, Repo, Restore, Schedule};
 use crate::revision::{Revision, name_of, namespace_of};
 use crate::status::{self, Inputs, finish_conditions};
 use crate::store::AgentRecord;
@@ -227,9 +227,12 @@ impl Context {
         let input = revision.clone();
         // Validating and compiling a large fleet takes a while: off the async threads.
         let fleet = tokio::task::spawn_blocking(move || {
+            // A run request that does not validate fails alone, when it is dispatched: a
+            // person's typo in a Backup must not hold back every host's schedule.
             let errors: Vec<String> = validate(&input, Mode::Kubernetes)
                 .into_iter()
                 .filter(|f| f.severity == Severity::Error)
+                .filter(|f| !matches!(f.object.kind, Kind::Backup | Kind::Restore))
                 .map(|f| format!("{} {}: {}", f.object, f.field, f.message))
                 .collect();
             if !errors.is_empty() {
@@ -1000,6 +1003,17 @@ mod tests {
             &backup("x", "").metadata,
             Some(Phase::Running)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_run_request_that_does_not_validate_holds_back_nothing() {
+        let mut world = World::new(fleet());
+        let mut typo = backup("by-hand", "");
+        typo.spec.host = "web-9".into();
+        list(&mut world.backups, vec![typo]);
+        let applied = world.reconcile_all().await;
+        assert_eq!(applied.len(), 3, "every host gets its status");
+        assert!(world.sink.take_events().is_empty(), "no RevisionRejected");
     }
 
     #[tokio::test]

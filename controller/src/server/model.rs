@@ -655,8 +655,11 @@ fn backup_object(run: &RunRecord, file: Option<&Backup>, now: DateTime<Utc>) -> 
             },
         );
         b.metadata.namespace = Some(run.namespace.clone());
-        let (label, value) = crate::cluster::reconcile::MANAGED_BY;
-        b.metadata.labels = Some(BTreeMap::from([(label.into(), value.into())]));
+        // A record of a scheduled run; a request (its file or object gone) is a person's.
+        if !run.requested {
+            let (label, value) = crate::cluster::reconcile::MANAGED_BY;
+            b.metadata.labels = Some(BTreeMap::from([(label.into(), value.into())]));
+        }
         b
     });
     backup
@@ -840,6 +843,21 @@ mod tests {
         let backup = backup_object(&record, None, Utc::now());
         let labels = backup.metadata.labels.clone().unwrap_or_default();
         assert_eq!(labels.get(HOST_LABEL).map(String::as_str), Some("web-1"));
+        assert_eq!(
+            labels
+                .get(crate::cluster::reconcile::MANAGED_BY.0)
+                .map(String::as_str),
+            Some("holdfast"),
+            "a scheduled run's record is Holdfast's"
+        );
+        let mut request = record.clone();
+        request.requested = true;
+        let request_labels = backup_object(&request, None, Utc::now()).metadata.labels;
+        assert!(
+            request_labels
+                .is_some_and(|l| !l.contains_key(crate::cluster::reconcile::MANAGED_BY.0)),
+            "a request stays a person's, so it is never created again once deleted"
+        );
         assert_eq!(
             labels.get(SCHEDULE_LABEL).map(String::as_str),
             Some("nightly")
