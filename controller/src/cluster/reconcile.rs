@@ -26,7 +26,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::compile::{self, CompileError, Fleet, HostKey};
-use crate::diagnostics::Severity;
+use crate::diagnostics::{Finding, Severity};
 use crate::resources::{Backup, Host, HostStatus, Kind, Phase, Repo, Restore, Schedule};
 use crate::revision::{Revision, name_of, namespace_of};
 use crate::status::{self, Inputs, finish_conditions};
@@ -57,6 +57,9 @@ pub trait Hub: Send + Sync {
         host: &HostKey,
         version: Versioned,
     );
+    /// The desired state does not validate: the objects at fault show it (`Stalled`) until a
+    /// revision is adopted.
+    fn rejected(&self, findings: &[Finding]);
 }
 
 /// The label on the Backups Holdfast records from runs. A Backup or Restore without it was
@@ -229,11 +232,10 @@ impl Context {
         let fleet = tokio::task::spawn_blocking(move || {
             // A run request that does not validate fails alone, when it is dispatched: a
             // person's typo in a Backup must not hold back every host's schedule.
-            let errors: Vec<String> = validate(&input, Mode::Kubernetes)
+            let errors: Vec<Finding> = validate(&input, Mode::Kubernetes)
                 .into_iter()
                 .filter(|f| f.severity == Severity::Error)
                 .filter(|f| !matches!(f.object.kind, Kind::Backup | Kind::Restore))
-                .map(|f| format!("{} {}: {}", f.object, f.field, f.message))
                 .collect();
             if !errors.is_empty() {
                 return Err(ReconcileError::Rejected(errors));
@@ -309,8 +311,8 @@ pub fn stored_version(host: &Host) -> Option<Versioned> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error("the fleet does not validate; the version in force stays: {}", .0.join("; "))]
-    Rejected(Vec<String>),
+    #[error("the fleet does not validate; the version in force stays: {}", describe(.0))]
+    Rejected(Vec<Finding>),
     #[error(transparent)]
     Compile(#[from] CompileError),
     #[error("{0}")]
@@ -321,6 +323,14 @@ pub enum ReconcileError {
         #[source]
         source: kube::Error,
     },
+}
+
+fn describe(findings: &[Finding]) -> String {
+    let each: Vec<String> = findings
+        .iter()
+        .map(|f| format!("{} {}: {}", f.object, f.field, f.message))
+        .collect();
+    each.join("; ")
 }
 
 /// Computes one Host's desired version and status, and applies the status when it changed.
@@ -334,6 +344,9 @@ pub fn reconcile(
         let desired = match ctx.desired().await {
             Ok(desired) => desired,
             Err(e) => {
+                if let ReconcileError::Rejected(findings) = &e {
+                    ctx.hub.rejected(findings);
+                }
                 if let ReconcileError::Rejected(_) | ReconcileError::Compile(_) = &e {
                     let decision = Decision {
                         warning: true,
@@ -528,6 +541,7 @@ mod tests {
     struct MemoryHub {
         agents: Mutex<Agents>,
         adopted: Mutex<Vec<(HostKey, u64, usize)>>,
+        rejected: Mutex<Vec<String>>,
     }
 
     impl Hub for MemoryHub {
@@ -547,6 +561,11 @@ mod tests {
                 version.version,
                 revision.backups.len(),
             ));
+        }
+
+        fn rejected(&self, findings: &[Finding]) {
+            let mut rejected = self.rejected.lock().expect("not poisoned");
+            *rejected = findings.iter().map(|f| f.object.to_string()).collect();
         }
     }
 
@@ -879,6 +898,11 @@ mod tests {
             assert!(d.warning && d.reason == "RevisionRejected", "{d:?}");
             assert!(d.note.contains("no Repo `missing`"), "{}", d.note);
         }
+        assert_eq!(
+            *world.hub.rejected.lock().expect("not poisoned"),
+            ["Schedule/fleet/web-nightly"],
+            "the hub learns which object is at fault"
+        );
         assert_eq!(world.status("web-1").desired_schedule_version, Some(1));
     }
 

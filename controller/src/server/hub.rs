@@ -1,6 +1,7 @@
 //! The agent hub: enrollment, one WebSocket per agent, schedule pushes, commands, and reports
 //! stored before they are acked.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -609,6 +610,7 @@ impl crate::cluster::reconcile::Hub for Controller {
             if new_revision {
                 state.revision = revision.clone();
                 state.fleet = fleet.clone();
+                state.rejected.clear();
             }
             state.versions.insert(host.clone(), version);
             let connected: Vec<HostKey> = state.sessions.keys().cloned().collect();
@@ -624,6 +626,22 @@ impl crate::cluster::reconcile::Hub for Controller {
         }
         push(self, host);
         self.touch();
+    }
+
+    fn rejected(&self, findings: &[crate::diagnostics::Finding]) {
+        let mut rejected: BTreeMap<_, Vec<String>> = BTreeMap::new();
+        for f in findings {
+            rejected
+                .entry(f.object.clone())
+                .or_default()
+                .push(format!("{}: {}", f.field, f.message));
+        }
+        let mut state = self.state();
+        if state.rejected != rejected {
+            state.rejected = rejected;
+            drop(state);
+            self.touch();
+        }
     }
 }
 

@@ -81,6 +81,9 @@ struct State {
     versions: BTreeMap<HostKey, Versioned>,
     agents: BTreeMap<HostKey, AgentRecord>,
     sessions: HashMap<HostKey, Session>,
+    /// Kubernetes mode: the objects that keep the cluster's desired state from validating,
+    /// with what is wrong with each, until a revision is adopted.
+    rejected: BTreeMap<crate::resources::ObjectKey, Vec<String>>,
 }
 
 pub struct Controller {

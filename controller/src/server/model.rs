@@ -17,8 +17,8 @@ use super::Controller;
 use super::changes::{Change, ChangeType};
 use crate::compile::HostKey;
 use crate::resources::{
-    Backup, BackupSpec, BackupStatus, BackupSummary, Host, Kind, Phase, Progress, Repo, Restore,
-    RestoreSpec, RestoreStatus, RunStatus, Schedule,
+    Backup, BackupSpec, BackupStatus, BackupSummary, Host, Kind, ObjectKey, Phase, Progress, Repo,
+    Restore, RestoreSpec, RestoreStatus, RunStatus, Schedule,
 };
 use crate::revision::{name_of, namespace_of};
 use crate::runs::{RunRecord, is_final, operation_name};
@@ -165,7 +165,7 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
         return mirror(controller, &cluster.stores);
     }
     let now = Utc::now();
-    let (revision, fleet, versions, agents, online) = {
+    let (revision, fleet, versions, agents, online, rejected) = {
         let state = controller.state();
         let grace = controller.config.offline_after;
         let online: BTreeSet<HostKey> = state
@@ -180,6 +180,7 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
             state.versions.clone(),
             state.agents.clone(),
             online,
+            state.rejected.clone(),
         )
     };
     let mut store = controller.store();
@@ -219,16 +220,39 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
     let mut repo_status = status::repos(&inputs);
 
     let mut writer = Writer::new(&previous, now, true);
-    let repos = revision
+    let stores = match &controller.mode {
+        super::Mode::Cluster(cluster) => Some(&cluster.stores),
+        super::Mode::Files { .. } => None,
+    };
+    let mut repos: Vec<Repo> = revision
         .repos
         .iter()
         .map(|r| {
             let mut r = r.clone();
             let held = r.conditions();
             r.status = repo_status.remove(&(namespace_of(&r).into(), name_of(&r).into()));
+            if let Some(problems) =
+                rejected.get(&ObjectKey::new(Kind::Repo, namespace_of(&r), name_of(&r)))
+            {
+                stall(
+                    &mut r.status.get_or_insert_default().conditions,
+                    problems,
+                    now,
+                );
+            }
             writer.settle(Kind::Repo, r, held)
         })
         .collect();
+    if let Some(stores) = stores {
+        for mut r in not_in_force(&stores.repos, Kind::Repo, &rejected, &revision.repos) {
+            let held = r.conditions();
+            let problems = &rejected[&ObjectKey::new(Kind::Repo, namespace_of(&r), name_of(&r))];
+            let status = r.status.insert(Default::default());
+            stall(&mut status.conditions, problems, now);
+            never_ready(&mut status.conditions, now);
+            repos.push(writer.settle(Kind::Repo, r, held));
+        }
+    }
     let hosts = revision
         .hosts
         .iter()
@@ -239,16 +263,43 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
             writer.settle(Kind::Host, h, held)
         })
         .collect();
-    let schedules = revision
+    let mut schedules: Vec<Schedule> = revision
         .schedules
         .iter()
         .map(|s| {
             let mut s = s.clone();
             let held = s.conditions();
             s.status = schedule_status.remove(&(namespace_of(&s).into(), name_of(&s).into()));
+            if let Some(problems) = rejected.get(&ObjectKey::new(
+                Kind::Schedule,
+                namespace_of(&s),
+                name_of(&s),
+            )) {
+                stall(
+                    &mut s.status.get_or_insert_default().conditions,
+                    problems,
+                    now,
+                );
+            }
             writer.settle(Kind::Schedule, s, held)
         })
         .collect();
+    if let Some(stores) = stores {
+        for mut s in not_in_force(
+            &stores.schedules,
+            Kind::Schedule,
+            &rejected,
+            &revision.schedules,
+        ) {
+            let held = s.conditions();
+            let problems =
+                &rejected[&ObjectKey::new(Kind::Schedule, namespace_of(&s), name_of(&s))];
+            let status = s.status.insert(Default::default());
+            stall(&mut status.conditions, problems, now);
+            never_ready(&mut status.conditions, now);
+            schedules.push(writer.settle(Kind::Schedule, s, held));
+        }
+    }
     let mut backups = Vec::new();
     let mut restores = Vec::new();
     for run in runs.iter().rev() {
@@ -279,6 +330,76 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
         restores,
     };
     publish(controller, &previous, writer, revisions, objects)
+}
+
+/// Kubernetes mode: objects at fault for a rejected revision that are not in force at all
+/// (new, or never valid), as the cluster holds them; they get a status that says why.
+fn not_in_force<K>(
+    store: &kube::runtime::reflector::Store<K>,
+    kind: Kind,
+    rejected: &BTreeMap<ObjectKey, Vec<String>>,
+    in_force: &[K],
+) -> Vec<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .filter(|o| {
+            rejected.contains_key(&ObjectKey::new(kind, namespace_of(&***o), name_of(&***o)))
+        })
+        .filter(|o| {
+            !in_force
+                .iter()
+                .any(|f| namespace_of(f) == namespace_of(&***o) && name_of(f) == name_of(&***o))
+        })
+        .map(|o| (**o).clone())
+        .collect()
+}
+
+/// `Stalled`: this object's spec does not validate, which retrying will not fix; the spec in
+/// force (if any) stays.
+fn stall(conditions: &mut Vec<Condition>, problems: &[String], now: DateTime<Utc>) {
+    set_condition(
+        conditions,
+        "Stalled",
+        "Invalid",
+        format!(
+            "the spec does not validate, so the fleet's last valid revision stays in force: {}",
+            problems.join("; ")
+        ),
+        now,
+    );
+}
+
+/// `Ready=False` for an object that never was in force.
+fn never_ready(conditions: &mut Vec<Condition>, now: DateTime<Utc>) {
+    set_condition(
+        conditions,
+        "Ready",
+        "Invalid",
+        "not in force: its spec does not validate".into(),
+        now,
+    );
+}
+
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    kind: &str,
+    reason: &str,
+    message: String,
+    now: DateTime<Utc>,
+) {
+    conditions.retain(|c| c.type_ != kind);
+    conditions.push(Condition {
+        type_: kind.into(),
+        status: if kind == "Ready" { "False" } else { "True" }.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: None,
+        last_transition_time: crate::time::k8s(now),
+    });
 }
 
 /// A follower in Kubernetes mode computes nothing: it shows the objects as the cluster holds
@@ -821,6 +942,106 @@ mod tests {
         );
         assert_eq!(model.hosts[0].metadata.uid.as_deref(), Some("u-web-1"));
         assert_eq!(model.hosts[0].metadata.generation, Some(3));
+    }
+
+    #[tokio::test]
+    async fn objects_that_keep_the_fleet_from_validating_are_stalled_until_a_revision_is_adopted() {
+        use crate::cluster::scripted;
+        let schedule = |name: &str, generation: i64| -> Schedule {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "holdfast.dev/v1alpha1", "kind": "Schedule",
+                "metadata": {"name": name, "namespace": "fleet", "uid": name, "generation": generation},
+                "spec": {"operation": "backup", "cron": "0 1 * * *", "hosts": ["web-1"], "paths": ["/srv"]},
+            }))
+            .expect("a schedule")
+        };
+        let (client, _server) = scripted::api(vec![]);
+        let (_leading_tx, leading) = tokio::sync::watch::channel(true);
+        let mut hub = scripted::hub(client, leading);
+        // In the cluster: `nightly` edited (generation 2) and a new `hourly`, both invalid.
+        hub.stores.schedules =
+            scripted::listed(vec![schedule("nightly", 2), schedule("hourly", 1)]);
+        let (controller, _data) = scripted::controller(hub);
+        {
+            let mut state = controller.state();
+            state.revision = Arc::new(crate::revision::Revision {
+                schedules: vec![schedule("nightly", 1)],
+                ..Default::default()
+            });
+            for name in ["nightly", "hourly"] {
+                state.rejected.insert(
+                    ObjectKey::new(Kind::Schedule, "fleet", name),
+                    vec!["spec.repo: no Repo `nas2` in namespace `fleet`".into()],
+                );
+            }
+        }
+        rebuild(&controller).expect("rebuilt");
+        let model = controller.model();
+        let conditions = |name: &str| -> Vec<(String, String, String)> {
+            let s = model
+                .schedules
+                .iter()
+                .find(|s| name_of(*s) == name)
+                .unwrap_or_else(|| panic!("{name} is in the model"));
+            let status = s.status.as_ref().expect("a status");
+            status
+                .conditions
+                .iter()
+                .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+                .collect()
+        };
+        let stalled = (
+            "Stalled".to_string(),
+            "True".to_string(),
+            "Invalid".to_string(),
+        );
+        assert!(
+            conditions("nightly").contains(&stalled),
+            "{:?}",
+            conditions("nightly")
+        );
+        assert_eq!(
+            conditions("hourly"),
+            [
+                stalled.clone(),
+                ("Ready".into(), "False".into(), "Invalid".into())
+            ]
+        );
+        let nightly = model
+            .schedules
+            .iter()
+            .find(|s| name_of(*s) == "nightly")
+            .expect("in the model");
+        assert_eq!(
+            nightly.status.as_ref().and_then(|s| s.observed_generation),
+            Some(1),
+            "the generation in force, not the one that does not validate"
+        );
+        let message = &nightly
+            .status
+            .as_ref()
+            .expect("a status")
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .expect("stalled")
+            .message;
+        assert!(message.contains("no Repo `nas2`"), "{message}");
+
+        controller.state().rejected.clear();
+        rebuild(&controller).expect("rebuilt");
+        let model = controller.model();
+        assert!(
+            model.schedules.iter().all(|s| name_of(s) != "hourly"),
+            "not in force, no longer rejected"
+        );
+        assert!(
+            model.schedules[0]
+                .status
+                .as_ref()
+                .is_none_or(|s| s.conditions.iter().all(|c| c.type_ != "Stalled")),
+            "the fix clears Stalled"
+        );
     }
 
     #[test]
