@@ -224,35 +224,13 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
         super::Mode::Cluster(cluster) => Some(&cluster.stores),
         super::Mode::Files { .. } => None,
     };
-    let mut repos: Vec<Repo> = revision
-        .repos
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            let held = r.conditions();
-            r.status = repo_status.remove(&(namespace_of(&r).into(), name_of(&r).into()));
-            if let Some(problems) =
-                rejected.get(&ObjectKey::new(Kind::Repo, namespace_of(&r), name_of(&r)))
-            {
-                stall(
-                    &mut r.status.get_or_insert_default().conditions,
-                    problems,
-                    now,
-                );
-            }
-            writer.settle(Kind::Repo, r, held)
-        })
-        .collect();
-    if let Some(stores) = stores {
-        for mut r in not_in_force(&stores.repos, Kind::Repo, &rejected, &revision.repos) {
-            let held = r.conditions();
-            let problems = &rejected[&ObjectKey::new(Kind::Repo, namespace_of(&r), name_of(&r))];
-            let status = r.status.insert(Default::default());
-            stall(&mut status.conditions, problems, now);
-            never_ready(&mut status.conditions, now);
-            repos.push(writer.settle(Kind::Repo, r, held));
-        }
-    }
+    let repos = settle_desired(
+        &mut writer,
+        &revision.repos,
+        |r| r.status = repo_status.remove(&(namespace_of(r).into(), name_of(r).into())),
+        &rejected,
+        stores.map(|s| &s.repos),
+    );
     let hosts = revision
         .hosts
         .iter()
@@ -263,43 +241,13 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
             writer.settle(Kind::Host, h, held)
         })
         .collect();
-    let mut schedules: Vec<Schedule> = revision
-        .schedules
-        .iter()
-        .map(|s| {
-            let mut s = s.clone();
-            let held = s.conditions();
-            s.status = schedule_status.remove(&(namespace_of(&s).into(), name_of(&s).into()));
-            if let Some(problems) = rejected.get(&ObjectKey::new(
-                Kind::Schedule,
-                namespace_of(&s),
-                name_of(&s),
-            )) {
-                stall(
-                    &mut s.status.get_or_insert_default().conditions,
-                    problems,
-                    now,
-                );
-            }
-            writer.settle(Kind::Schedule, s, held)
-        })
-        .collect();
-    if let Some(stores) = stores {
-        for mut s in not_in_force(
-            &stores.schedules,
-            Kind::Schedule,
-            &rejected,
-            &revision.schedules,
-        ) {
-            let held = s.conditions();
-            let problems =
-                &rejected[&ObjectKey::new(Kind::Schedule, namespace_of(&s), name_of(&s))];
-            let status = s.status.insert(Default::default());
-            stall(&mut status.conditions, problems, now);
-            never_ready(&mut status.conditions, now);
-            schedules.push(writer.settle(Kind::Schedule, s, held));
-        }
-    }
+    let schedules = settle_desired(
+        &mut writer,
+        &revision.schedules,
+        |s| s.status = schedule_status.remove(&(namespace_of(s).into(), name_of(s).into())),
+        &rejected,
+        stores.map(|s| &s.schedules),
+    );
     let mut backups = Vec::new();
     let mut restores = Vec::new();
     for run in runs.iter().rev() {
@@ -330,6 +278,68 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
         restores,
     };
     publish(controller, &previous, writer, revisions, objects)
+}
+
+/// A Repo or Schedule: desired state that a rejected revision can leave `Stalled`.
+trait Desired: HasStatus + Resource<DynamicType = ()> + Clone + 'static {
+    const KIND: Kind;
+    /// The conditions of its status, which is created if it has none.
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    fn clear_status(&mut self);
+}
+
+macro_rules! desired {
+    ($kind:ident) => {
+        impl Desired for $kind {
+            const KIND: Kind = Kind::$kind;
+            fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+                &mut self.status.get_or_insert_default().conditions
+            }
+            fn clear_status(&mut self) {
+                self.status = None;
+            }
+        }
+    };
+}
+
+desired!(Repo);
+desired!(Schedule);
+
+/// The objects in force with the status `compute` gives them, each at fault for a rejected
+/// revision marked `Stalled`; then (Kubernetes mode, from the cluster's `store`) those at fault
+/// that are not in force at all, `Stalled` and not `Ready`.
+fn settle_desired<K: Desired>(
+    writer: &mut Writer,
+    in_force: &[K],
+    mut compute: impl FnMut(&mut K),
+    rejected: &BTreeMap<ObjectKey, Vec<String>>,
+    store: Option<&kube::runtime::reflector::Store<K>>,
+) -> Vec<K> {
+    let now = writer.now;
+    let key = |o: &K| ObjectKey::new(K::KIND, namespace_of(o), name_of(o));
+    let mut out: Vec<K> = in_force
+        .iter()
+        .map(|o| {
+            let mut o = o.clone();
+            let held = o.conditions();
+            compute(&mut o);
+            if let Some(problems) = rejected.get(&key(&o)) {
+                stall(o.conditions_mut(), problems, now);
+            }
+            writer.settle(K::KIND, o, held)
+        })
+        .collect();
+    for mut o in store.map_or_else(Vec::new, |s| not_in_force(s, K::KIND, rejected, in_force)) {
+        let Some(problems) = rejected.get(&key(&o)) else {
+            continue;
+        };
+        let held = o.conditions();
+        o.clear_status();
+        stall(o.conditions_mut(), problems, now);
+        never_ready(o.conditions_mut(), now);
+        out.push(writer.settle(K::KIND, o, held));
+    }
+    out
 }
 
 /// Kubernetes mode: objects at fault for a rejected revision that are not in force at all
