@@ -189,8 +189,23 @@ async fn session(shared: &Shared, endpoint: &Endpoint, welcomed: &mut bool) -> E
         let added = shared.outbox.added();
         for report in shared.outbox.after(last_sent) {
             last_sent = report.seq;
-            if let Err(e) = send(&mut socket, &AgentMessage::Report(report)).await {
-                return e;
+            let seq = report.seq;
+            let frame = protocol::encode(&AgentMessage::Report(report));
+            if frame.len() > MAX_FRAME_BYTES {
+                // The controller would close the session on it, every time: it can never be
+                // delivered, and keeping it would hold back every report after it.
+                tracing::error!(
+                    seq,
+                    "dropped report {seq} from the outbox: it is {} bytes, over the protocol's {MAX_FRAME_BYTES}-byte frame limit",
+                    frame.len()
+                );
+                if let Err(e) = shared.outbox.ack(seq) {
+                    tracing::error!("{e}");
+                }
+                continue;
+            }
+            if let Err(e) = socket.send(Message::text(frame)).await {
+                return Ended::Transient(e.to_string());
             }
         }
         tokio::select! {
@@ -248,9 +263,23 @@ fn handle(shared: &Shared, message: ControllerMessage) -> Result<Option<AgentMes
         ControllerMessage::Error(e) if e.code.is_fatal() => {
             return Err(refused(e.code, &e.message));
         }
-        ControllerMessage::Error(e) => {
-            tracing::warn!(code = ?e.code, "the controller reported an error: {}", e.message);
-        }
+        ControllerMessage::Error(e) => match e.code {
+            ErrorCode::Refused => {
+                tracing::warn!(
+                    "the controller refused a message from this agent: {}",
+                    e.message
+                )
+            }
+            ErrorCode::BadMessage => {
+                tracing::warn!(
+                    "the controller could not read a message from this agent: {}",
+                    e.message
+                )
+            }
+            code => {
+                tracing::warn!(?code, "the controller reported an error: {}", e.message)
+            }
+        },
     }
     Ok(None)
 }
@@ -383,7 +412,9 @@ fn refused(code: ErrorCode, message: &str) -> Ended {
             "enroll again with a new token from `holdfast token create HOST`"
         }
         ErrorCode::WrongHost => "check the host name in the agent's config",
-        ErrorCode::BadMessage | ErrorCode::Other => "check the controller's log",
+        ErrorCode::BadMessage | ErrorCode::Refused | ErrorCode::Other => {
+            "check the controller's log"
+        }
     };
     Ended::Fatal(format!(
         "the controller ended the session: {message} ({what_to_do})"
@@ -408,13 +439,34 @@ async fn next_message(socket: &mut Socket) -> Result<Option<ControllerMessage>, 
         Some(Ok(Message::Text(text))) => protocol::decode(text.as_str())
             .map(Some)
             .map_err(|e| Ended::BadFrame(format!("ignored a frame from the controller: {e}"))),
-        Some(Ok(Message::Close(frame))) => {
-            let why = frame.map(|f| f.reason.to_string()).unwrap_or_default();
-            Err(Ended::Transient(format!(
-                "the controller closed the connection {why}"
-            )))
-        }
+        Some(Ok(Message::Close(frame))) => Err(Ended::Transient(closed_because(frame))),
         Some(Ok(_)) => Ok(None),
+    }
+}
+
+/// One sentence for a Close frame from the controller: its code, what the code means, and the
+/// controller's reason.
+fn closed_because(frame: Option<tungstenite::protocol::CloseFrame>) -> String {
+    let Some(frame) = frame else {
+        return "the controller closed the connection without giving a reason".into();
+    };
+    let code = u16::from(frame.code);
+    let meaning = match code {
+        1000 => "normal closure",
+        1001 => "going away",
+        1002 => "protocol error",
+        1003 => "unsupported data",
+        1007 => "invalid frame payload",
+        1008 => "policy violation",
+        protocol::CLOSE_MESSAGE_TOO_BIG => "message too big",
+        1011 => "internal error",
+        _ => "other",
+    };
+    let reason = frame.reason.trim();
+    if reason.is_empty() {
+        format!("the controller closed the connection with code {code} ({meaning})")
+    } else {
+        format!("the controller closed the connection with code {code} ({meaning}): {reason}")
     }
 }
 
@@ -438,5 +490,29 @@ fn kind(message: &ControllerMessage) -> &'static str {
         ControllerMessage::CommandCancel(_) => "command.cancel",
         ControllerMessage::Ack(_) => "ack",
         ControllerMessage::Error(_) => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    use super::closed_because;
+
+    #[test]
+    fn a_close_from_the_controller_reads_as_one_sentence_with_its_code_and_reason() {
+        let frame = CloseFrame {
+            code: CloseCode::Size,
+            reason: "frame of 5242881 bytes is larger than the 4194304-byte limit".into(),
+        };
+        assert_eq!(
+            closed_because(Some(frame)),
+            "the controller closed the connection with code 1009 (message too big): frame of 5242881 bytes is larger than the 4194304-byte limit"
+        );
+        assert_eq!(
+            closed_because(None),
+            "the controller closed the connection without giving a reason"
+        );
     }
 }

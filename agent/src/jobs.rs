@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
-use protocol::{ConcurrencyPolicy, JobFinished, JobId, JobPhase, JobStarted, ReportBody};
+use protocol::{
+    ConcurrencyPolicy, JobFinished, JobId, JobLog, JobPhase, JobStarted, LogLine, ReportBody,
+    Trigger,
+};
 use tokio::sync::{Notify, RwLock, watch};
 
 use crate::restic::parse::Outcome;
@@ -128,6 +131,16 @@ impl Jobs {
                 .collect();
             if !same.is_empty() {
                 match policy {
+                    // A request someone made runs after the run in its way, never instead.
+                    ConcurrencyPolicy::Forbid if spec.trigger == Trigger::Command => {
+                        let message = format!(
+                            "waiting for the previous run {} of this schedule to finish (concurrencyPolicy Forbid); this request runs next",
+                            same[0]
+                        );
+                        drop(running);
+                        self.wait_then_start(spec, message);
+                        return;
+                    }
                     ConcurrencyPolicy::Forbid => {
                         let message = format!(
                             "the previous run {} of this schedule is still running (concurrencyPolicy Forbid)",
@@ -158,6 +171,35 @@ impl Jobs {
         };
         let jobs = self.clone();
         tokio::spawn(async move { jobs.run(spec, cancel_rx).await });
+    }
+
+    /// Starts `spec` once no run of its schedule is running; says so in its log meanwhile.
+    fn wait_then_start(&self, spec: JobSpec, message: String) {
+        tracing::info!(job = %spec.id, "{message}");
+        let log = ReportBody::JobLog(JobLog {
+            job: spec.id.clone(),
+            lines: vec![LogLine {
+                source: "agent".into(),
+                line: message,
+            }],
+        });
+        if let Err(e) = self.inner.ctx.outbox.push(log) {
+            tracing::error!(job = %spec.id, "cannot store a report: {e}");
+        }
+        let jobs = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let ended = jobs.inner.ended.notified();
+                let busy = lock(&jobs.inner.running)
+                    .values()
+                    .any(|e| e.schedule.is_some() && e.schedule.as_deref() == spec.schedule());
+                if !busy {
+                    break;
+                }
+                ended.await;
+            }
+            jobs.start(spec);
+        });
     }
 
     /// Asks a running job to stop; false when no such job runs.

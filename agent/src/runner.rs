@@ -16,7 +16,7 @@ use crate::hooks;
 use crate::outbox::Outbox;
 use crate::reporter::Reporter;
 use crate::restic::parse::{self, BackupLine, Outcome, RestoreLine};
-use crate::restic::{RepoAccess, Restic, Stream, run_streaming};
+use crate::restic::{Flow, RepoAccess, Restic, Stream, run_streaming, run_streaming_until};
 use crate::state::StateDir;
 
 /// Lines of restic's stderr kept to explain a failure.
@@ -118,6 +118,9 @@ pub struct Context {
     pub outbox: Outbox,
     /// Repositories known to exist, so `initialize` checks once per agent run.
     initialized: Mutex<HashSet<String>>,
+    /// Held while a repository is probed and initialised: two jobs of this host that share a
+    /// repo must not both run `restic init`.
+    initializing: tokio::sync::Mutex<()>,
 }
 
 impl Context {
@@ -128,6 +131,7 @@ impl Context {
             state,
             outbox,
             initialized: Mutex::new(HashSet::new()),
+            initializing: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -137,10 +141,16 @@ struct ResticRun {
     exit: crate::restic::Exit,
     exit_error: Option<String>,
     tail: VecDeque<String>,
+    /// The line that showed the repository refusing a delete, at which restic was stopped.
+    refusal: Option<String>,
 }
 
 impl ResticRun {
     fn outcome(&self, op: JobOperation) -> Outcome {
+        // The refusal stopped restic; a cancel arriving during its cleanup changes nothing.
+        if let Some(line) = &self.refusal {
+            return parse::outcome(op, self.exit.code, None, std::slice::from_ref(line));
+        }
         if self.exit.cancelled {
             return Outcome {
                 phase: JobPhase::Cancelled,
@@ -237,6 +247,20 @@ impl<'a> Run<'a> {
     ) -> ResticRun {
         let op = self.spec.operation();
         let mut run = self.restic_once(access, args, on_stdout).await;
+        if run.refusal.is_some() && run.exit.code.is_none() {
+            // restic outlived the grace after SIGINT and was killed holding its lock. That lock
+            // is stale now (its process is gone from this host), which plain unlock removes.
+            self.reporter.line(
+                "agent",
+                "restic was killed before it removed its lock; running `restic unlock`".into(),
+            );
+            self.restic_once(access, &["unlock".to_string()], &mut |r, l| {
+                r.line("restic", l);
+                None
+            })
+            .await;
+            return run;
+        }
         if run.outcome(op).reason.as_deref() == Some("RepositoryLocked") {
             self.reporter.line(
                 "agent",
@@ -264,12 +288,21 @@ impl<'a> Run<'a> {
         let cmd = self.ctx.restic.command(access, args);
         let mut tail = VecDeque::new();
         let mut exit_error = None;
+        let mut refusal = None;
+        // A forget or prune through append-only access cannot delete, and restic would retry
+        // each refused delete for about 45 s while holding its exclusive lock, keeping every
+        // other host's backup out. The first refusal decides the run.
+        let deletes = matches!(
+            self.spec.operation(),
+            JobOperation::Forget | JobOperation::Prune
+        );
         let reporter = &mut self.reporter;
-        let exit = run_streaming(cmd, &mut self.cancel, |stream, line| match stream {
+        let exit = run_streaming_until(cmd, &mut self.cancel, |stream, line| match stream {
             Stream::Stdout => {
                 if let Some(e) = on_stdout(reporter, line) {
                     exit_error = Some(e);
                 }
+                Flow::Continue
             }
             // restic writes its errors to stderr, as JSON lines when run with --json.
             Stream::Stderr => {
@@ -285,7 +318,22 @@ impl<'a> Run<'a> {
                     tail.pop_front();
                 }
                 tail.push_back(line.clone());
+                let stop = deletes && refusal.is_none() && parse::refused_delete(&line);
+                if stop {
+                    refusal = Some(line.clone());
+                }
                 reporter.line("restic", line);
+                if stop {
+                    reporter.line(
+                        "agent",
+                        "the repository refused a delete; stopping restic so that it releases \
+                         its lock now instead of retrying"
+                            .into(),
+                    );
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
             }
         })
         .await;
@@ -295,6 +343,7 @@ impl<'a> Run<'a> {
                 exit,
                 exit_error,
                 tail,
+                refusal,
             },
             Err(e) => ResticRun {
                 exit: crate::restic::Exit {
@@ -306,12 +355,14 @@ impl<'a> Run<'a> {
                     self.ctx.restic.binary.display()
                 )),
                 tail,
+                refusal,
             },
         }
     }
 
     /// `restic init` when the repository is declared to be initialised on first use and does
-    /// not exist yet.
+    /// not exist yet. When another host initialises a shared repository, a run that finds it
+    /// missing skips: a second `init` racing the first would leave it unusable.
     async fn ensure_initialized(&mut self, access: &RepoAccess) -> Result<(), Outcome> {
         let repo = self.spec.repo();
         let known = |ctx: &Context| {
@@ -320,14 +371,29 @@ impl<'a> Run<'a> {
                 .map(|s| s.contains(&repo.url))
                 .unwrap_or(false)
         };
-        if !repo.initialize || known(self.ctx) {
+        if !(repo.initialize || repo.initialized_by.is_some()) || known(self.ctx) {
+            return Ok(());
+        }
+        let _initializing = self.ctx.initializing.lock().await;
+        if known(self.ctx) {
             return Ok(());
         }
         let probe = self
             .restic_once(access, &["cat".into(), "config".into()], &mut |_, _| None)
             .await;
         let probe_outcome = probe.outcome(JobOperation::Check);
-        if probe_outcome.reason.as_deref() == Some("RepositoryNotFound") {
+        let missing = probe_outcome.reason.as_deref() == Some("RepositoryNotFound");
+        if let (true, Some(initializer)) = (missing, &repo.initialized_by) {
+            return Err(Outcome {
+                phase: JobPhase::Skipped,
+                reason: Some("RepositoryNotInitialized".into()),
+                message: Some(format!(
+                    "repository {} does not exist yet; host {initializer} initialises it on its first run, and runs here wait until it has",
+                    repo.name
+                )),
+            });
+        }
+        if missing {
             self.reporter.line(
                 "agent",
                 format!(
@@ -740,6 +806,7 @@ mod tests {
                 password: protocol::SecretRef::HostFile { path: "/p".into() },
                 env: vec![],
                 initialize: false,
+                initialized_by: None,
             },
             snapshot: "latest".into(),
             source_host: Some("web-2".into()),

@@ -508,6 +508,7 @@ async fn a_repository_declared_for_initialisation_is_created_on_first_use() {
         },
         env: vec![],
         initialize: true,
+        initialized_by: None,
     };
     let h = Harness::new(dir.path(), "web-1").await;
     h.jobs.start(JobSpec {
@@ -545,4 +546,174 @@ async fn a_repository_declared_for_initialisation_is_created_on_first_use() {
     eventually(Duration::from_secs(30), "an empty tmp directory", || {
         (std::fs::read_dir(&tmp).unwrap().count() == 0).then_some(())
     });
+}
+
+const RCLONE: &str = "/usr/bin/rclone";
+
+/// `rclone serve restic` on a loopback port chosen by the kernel, serving a local repository's
+/// directory; killed when dropped.
+struct RcloneServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl RcloneServer {
+    /// `None` when rclone is not installed outside CI; in CI (`CI=true`) a missing rclone fails
+    /// the test, since `scripts/test` installs it.
+    fn start(dir: &str, append_only: bool) -> Option<RcloneServer> {
+        use std::io::BufRead;
+        if !Path::new(RCLONE).exists() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{RCLONE} is missing: install Debian's rclone (apt-get install rclone)"
+            );
+            println!("skipping: install Debian's rclone to run this test");
+            return None;
+        }
+        let mut cmd = std::process::Command::new(RCLONE);
+        cmd.args(["serve", "restic", "--addr", "127.0.0.1:0"]);
+        if append_only {
+            cmd.arg("--append-only");
+        }
+        let mut child = cmd
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        // rclone logs the address it bound: "… Serving restic REST API on http://127.0.0.1:46007/".
+        let mut url = None;
+        let mut line = String::new();
+        while url.is_none() && stderr.read_line(&mut line).unwrap() > 0 {
+            url = line
+                .split_once("Serving restic REST API on ")
+                .map(|(_, u)| format!("rest:{}", u.trim()));
+            line.clear();
+        }
+        let url = url.expect("rclone did not say where it serves");
+        // Keep draining its log so that rclone never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Some(RcloneServer { child, url })
+    }
+}
+
+impl Drop for RcloneServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const APPEND_ONLY_MESSAGE: &str = "the repository refused a delete — this access is append-only; give the Repo an admin access for forget and prune";
+
+/// Issue 13: a forget (and a prune) through append-only access used to end with a Go
+/// stack-trace line as its message after restic held its exclusive lock for 44 s of retries.
+/// Now the first refused delete stops restic, which removes its lock, and the run says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_and_prune_through_append_only_access_stop_at_the_refusal_and_leave_no_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::init(dir.path());
+    let Some(server) = RcloneServer::start(&repo.url, true) else {
+        return;
+    };
+    let data = dir.path().join("data");
+    tree(&data, 3, 1024, 8);
+    for n in 0..3 {
+        std::fs::write(data.join("counter"), n.to_string()).unwrap();
+        let out = repo.restic(&["backup", "--host", "web-1", data.to_str().unwrap()]);
+        assert!(out.status.success());
+    }
+    let append_only = ResolvedRepo {
+        url: server.url.clone(),
+        ..repo.resolved("nas")
+    };
+    let h = Harness::new(dir.path(), "web-1").await;
+
+    let mut forget = schedule("forget", Operation::Forget, append_only.clone());
+    forget.forget = Some(ForgetParams {
+        retention: Retention {
+            keep_last: Some(1),
+            ..Retention::default()
+        },
+        ..ForgetParams::default()
+    });
+    let reports = h.run("forget-1", run_schedule(forget)).await;
+    let log = log_lines(&reports);
+    let f = finished(&reports);
+    assert_eq!(
+        (f.phase, f.reason.as_deref(), f.message.as_deref()),
+        (
+            JobPhase::Failed,
+            Some("Forbidden"),
+            Some(APPEND_ONLY_MESSAGE)
+        ),
+        "{log:#?}"
+    );
+    // The refusal is in the log, restic was interrupted at it and cleaned up, and it never got
+    // as far as printing its stack trace.
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("restic: Remove(<snapshot/")
+                && l.ends_with("403 Forbidden (403)")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("agent: the repository refused a delete; stopping restic")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("signal interrupt received, cleaning up")),
+        "{log:#?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.contains(".go:") || l.contains("asm_amd64")),
+        "{log:#?}"
+    );
+    assert_eq!(locks(&repo), 0, "restic removed its lock");
+    assert_eq!(
+        repo.snapshots().len(),
+        3,
+        "append-only: nothing was deleted"
+    );
+
+    // Prune, with data to delete once an admin access (here the local path) forgot snapshots.
+    let out = repo.restic(&["forget", "--keep-last", "1"]);
+    assert!(out.status.success());
+    let reports = h
+        .run(
+            "prune-1",
+            run_schedule(schedule("prune", Operation::Prune, append_only)),
+        )
+        .await;
+    let f = finished(&reports);
+    assert_eq!(
+        (f.phase, f.reason.as_deref(), f.message.as_deref()),
+        (
+            JobPhase::Failed,
+            Some("Forbidden"),
+            Some(APPEND_ONLY_MESSAGE)
+        ),
+        "{:#?}",
+        log_lines(&reports)
+    );
+    assert!(
+        log_lines(&reports)
+            .iter()
+            .any(|l| l.starts_with("agent: the repository refused a delete; stopping restic")),
+        "{:#?}",
+        log_lines(&reports)
+    );
+    assert_eq!(locks(&repo), 0, "restic removed its lock");
+    // The repository is still sound for everyone else.
+    let check = repo.restic(&["check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }

@@ -3,9 +3,11 @@
 //! protocol over WebSocket: enroll with a token from `holdfast token create`, `hello`, and a
 //! `schedule.ack` for every `schedule.set`.
 //!
-//! Two scenarios: one host, edited 60 times; 500 hosts selected by one schedule, edited 10 times.
-//! Each round writes the schedule file with a new path, then waits for every agent to ack the
-//! next version; a latency is the time from just before the write to just after the ack was sent.
+//! Three scenarios: one host, edited 60 times; 500 hosts selected by one schedule, edited 10
+//! times; 1,500 hosts, edited 3 times, past the usual open-file soft limit of 1,024. Each round
+//! writes the schedule file with a new path, then waits for every agent to ack the next version;
+//! a latency is the time from just before the write to just after the ack was sent. After the
+//! last round the controller's resident memory (`VmRSS`) is read, to size its memory limit.
 //!
 //! Run: `cargo bench -p holdfast --bench ack_latency`. Goals: p99 under 250 ms for one host; all
 //! 500 acked within 2 s.
@@ -25,8 +27,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 fn main() {
+    // The simulated agents' sockets are this process's open files too.
+    rlimit::increase_nofile_limit(u64::MAX).expect("the open-file limit raised");
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    for (hosts, rounds) in [(1, 60), (500, 10)] {
+    for (hosts, rounds) in [(1, 60), (500, 10), (1500, 3)] {
         let result = runtime.block_on(scenario(hosts, rounds));
         result.print();
     }
@@ -39,6 +43,8 @@ struct Result {
     acks: Vec<Duration>,
     /// Per round, the time until the last agent acked.
     all_acked: Vec<Duration>,
+    /// The controller's resident memory after the last round, in KiB.
+    rss_kib: u64,
 }
 
 impl Result {
@@ -46,7 +52,7 @@ impl Result {
         self.acks.sort();
         self.all_acked.sort();
         println!(
-            "{} host(s), {} rounds, {} acks: p50 {}, p99 {}, max {}; all acked per round: median {}, max {}",
+            "{} host(s), {} rounds, {} acks: p50 {}, p99 {}, max {}; all acked per round: median {}, max {}; controller RSS {} KiB",
             self.hosts,
             self.rounds,
             self.acks.len(),
@@ -55,6 +61,7 @@ impl Result {
             ms(*self.acks.last().expect("acks")),
             ms(percentile(&self.all_acked, 50)),
             ms(*self.all_acked.last().expect("rounds")),
+            self.rss_kib,
         );
     }
 }
@@ -128,6 +135,7 @@ async fn scenario(hosts: usize, rounds: usize) -> Result {
         rounds,
         acks: Vec::new(),
         all_acked: Vec::new(),
+        rss_kib: 0,
     };
     for round in 1..=rounds {
         // Let the previous round's reads settle, so each round starts from a quiet controller.
@@ -140,6 +148,7 @@ async fn scenario(hosts: usize, rounds: usize) -> Result {
             .push(*latencies.iter().max().expect("acks"));
         result.acks.extend(latencies);
     }
+    result.rss_kib = controller.rss_kib();
     drop(controller);
     result
 }
@@ -297,6 +306,18 @@ impl Controller {
             std::thread::sleep(Duration::from_millis(20));
         }
         Controller(child)
+    }
+}
+
+impl Controller {
+    fn rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.0.id()))
+            .expect("the controller's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line")
     }
 }
 

@@ -112,6 +112,7 @@ fn main() {
             schedules: &schedules,
             repos: &[],
             active: active.iter().collect(),
+            store_failing: None,
         })
         .into_string()
     };

@@ -122,7 +122,7 @@ pub fn compile(revision: &Revision) -> Result<Fleet, CompileError> {
         templates.insert((namespace_of(schedule), name), Template::new(schedule)?);
     }
 
-    let mut fleet = Fleet::default();
+    let mut plans = Vec::with_capacity(assigned.len());
     for (key, (host, mut schedules)) in assigned {
         schedules.sort_by_key(|s| name_of(*s));
         let mut resolved = Vec::with_capacity(schedules.len());
@@ -137,10 +137,93 @@ pub fn compile(revision: &Revision) -> Result<Fleet, CompileError> {
             paused: host.spec.paused,
             schedules: resolved,
         };
+        plans.push((key, plan));
+    }
+
+    let initializers = Initializers::of(plans.iter().flat_map(|(_, plan)| {
+        plan.schedules.iter().map(move |s| {
+            let repo = &s.repo;
+            (
+                plan.namespace.as_str(),
+                repo.name.as_str(),
+                repo.initialize,
+                plan.host.as_str(),
+                plan.paused,
+            )
+        })
+    }));
+    let mut fleet = Fleet::default();
+    for (key, mut plan) in plans {
+        for schedule in &mut plan.schedules {
+            initializers.designate(&key, &mut schedule.repo);
+        }
         let digest = digest(&plan);
         fleet.hosts.insert(key, CompiledHost { plan, digest });
     }
     Ok(fleet)
+}
+
+/// For each repo that is initialised on first use, the one host that may run `restic init`.
+/// Two concurrent `init`s of one repository each write a key and a config for their own master
+/// key and leave it unusable, so hosts sharing a repo must never race for it.
+#[derive(Debug, Default)]
+struct Initializers(HashMap<(String, String), (bool, String)>);
+
+impl Initializers {
+    /// From every (namespace, repo, host, host paused) that uses a repo: the first host by name
+    /// that is not paused (a paused host would hold the others back), else the first host.
+    fn of<'a>(uses: impl Iterator<Item = (&'a str, &'a str, bool, &'a str, bool)>) -> Self {
+        let mut chosen: HashMap<(String, String), (bool, String)> = HashMap::new();
+        for (namespace, repo, _, host, paused) in uses.filter(|u| u.2) {
+            let candidate = (paused, host.to_string());
+            chosen
+                .entry((namespace.to_string(), repo.to_string()))
+                .and_modify(|c| {
+                    if candidate < *c {
+                        *c = candidate.clone();
+                    }
+                })
+                .or_insert(candidate);
+        }
+        Initializers(chosen)
+    }
+
+    /// The same choice from a revision alone, for a request compiled on its own: which hosts
+    /// use which repo, without resolving their plans.
+    fn of_revision(revision: &Revision) -> Self {
+        let index = revision.index();
+        let hosts = HostIndex::new(&revision.hosts);
+        let mut uses = Vec::new();
+        for schedule in &revision.schedules {
+            let namespace = namespace_of(schedule);
+            for host in hosts.select(schedule) {
+                let Some(repo) = schedule
+                    .spec
+                    .repo
+                    .as_deref()
+                    .or(host.spec.default_repo.as_deref())
+                    .and_then(|name| index.repos.get(&(namespace, name)))
+                else {
+                    continue;
+                };
+                uses.push((namespace, name_of(*repo), repo.spec.initialize, host));
+            }
+        }
+        Initializers::of(uses.into_iter().map(|(namespace, repo, initialize, host)| {
+            (namespace, repo, initialize, name_of(host), host.spec.paused)
+        }))
+    }
+
+    /// Leaves `init` to the designated host: any other host waits for it.
+    fn designate(&self, host: &HostKey, repo: &mut ResolvedRepo) {
+        let key = (host.namespace.clone(), repo.name.clone());
+        if let Some((_, initializer)) = self.0.get(&key).filter(|(_, h)| *h != host.name)
+            && repo.initialize
+        {
+            repo.initialize = false;
+            repo.initialized_by = Some(initializer.clone());
+        }
+    }
 }
 
 /// What a schedule resolves to on every host alike.
@@ -319,6 +402,7 @@ fn resolve_repo(repo: &Repo, operation: Operation) -> Result<ResolvedRepo, Strin
         )?,
         env,
         initialize: spec.initialize,
+        initialized_by: None,
     })
 }
 
@@ -395,6 +479,9 @@ pub fn backup_request(revision: &Revision, backup: &Backup) -> Result<ResolvedSc
             .ok_or_else(|| format!("no Repo `{repo_name}`"))?;
         resolved.repo = resolve_repo(repo, resolved.operation)?;
     }
+    if resolved.repo.initialize {
+        Initializers::of_revision(revision).designate(&key, &mut resolved.repo);
+    }
     Ok(resolved)
 }
 
@@ -435,7 +522,11 @@ pub fn restore_request(
         _ => "latest".into(),
     };
     Ok(RestoreRequest {
-        repo: resolve_repo(repo, Operation::Backup)?,
+        // A restore reads what exists: it never creates a repository.
+        repo: ResolvedRepo {
+            initialize: false,
+            ..resolve_repo(repo, Operation::Backup)?
+        },
         snapshot,
         source_host: Some(spec.host.clone()),
         target_path: spec.target_path.clone(),

@@ -103,6 +103,37 @@ struct ControllerArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Agents served at once. Lowered to what the open-file limit leaves room for; more are
+    /// refused with a reason (they retry) rather than starving the controller of files.
+    #[arg(long, env = "HOLDFAST_MAX_AGENTS", default_value_t = 10_000)]
+    max_agents: usize,
+}
+
+/// Open files kept back for everything but agent connections: the database, the config
+/// directory and its watch, secret files, page and API requests.
+const RESERVED_FILES: u64 = 256;
+
+/// Raises the open-file soft limit to the hard limit (the usual soft limit of 1,024 would stop
+/// the controller at about a thousand agents) and returns how many agents to serve at most.
+fn agent_capacity(wanted: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(
+                "cannot read or raise the open-file limit: {e}; serving at most {wanted} agents"
+            );
+            return wanted;
+        }
+    };
+    let room = usize::try_from(limit.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX);
+    let capacity = wanted.min(room);
+    if capacity < wanted {
+        tracing::warn!(
+            "the open-file limit of {limit} leaves room for {room} agents, fewer than --max-agents {wanted}; raise it (LimitNOFILE= in systemd, ulimit -n) to serve more"
+        );
+    }
+    tracing::info!("open-file limit {limit}: serving at most {capacity} agents");
+    capacity
 }
 
 #[derive(Subcommand)]
@@ -265,6 +296,7 @@ fn pod_identity() -> String {
 
 fn controller_command(args: ControllerArgs) -> Result<ExitCode, String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
+    let max_agents = agent_capacity(args.max_agents);
     let server = |data_dir: PathBuf| holdfast::server::Config {
         data_dir,
         listen: args.listen,
@@ -273,6 +305,7 @@ fn controller_command(args: ControllerArgs) -> Result<ExitCode, String> {
         heartbeat: args.heartbeat.min(args.offline_after / 3),
         debounce: args.debounce,
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),
+        max_agents,
     };
     let (Some(config_dir), Some(data_dir)) = (args.config_dir.clone(), args.data_dir.clone())
     else {
@@ -306,6 +339,30 @@ fn token_command(
     ttl: std::time::Duration,
 ) -> Result<ExitCode, String> {
     let mut store = Store::open(data_dir).map_err(|e| e.to_string())?;
+    let plans = store.host_plans().map_err(|e| e.to_string())?;
+    if plans.get(key).is_none_or(|p| p.removed) {
+        let declared: Vec<String> = plans
+            .iter()
+            .filter(|(k, p)| !p.removed && k.namespace == key.namespace)
+            .map(|(k, _)| k.name.clone())
+            .collect();
+        return Err(if plans.is_empty() {
+            format!(
+                "no fleet has been applied in {} yet: start the controller on the config directory that declares host {key}, then create its token",
+                data_dir.display()
+            )
+        } else {
+            format!(
+                "host {key} is not declared in namespace {} of the fleet in force (declared there: {}); add its Host, or name it with --namespace",
+                key.namespace,
+                if declared.is_empty() {
+                    "none".into()
+                } else {
+                    declared.join(", ")
+                }
+            )
+        });
+    }
     let ttl = chrono::Duration::from_std(ttl).map_err(|e| format!("--ttl: {e}"))?;
     let token = store
         .create_token(key, chrono::Utc::now() + ttl)
@@ -326,6 +383,18 @@ fn kube_token_command(
         let client = kube::Client::try_default()
             .await
             .map_err(|e| format!("cannot reach the Kubernetes API server: {e}"))?;
+        let hosts: kube::Api<holdfast::resources::Host> =
+            kube::Api::namespaced(client.clone(), &key.namespace);
+        match hosts.get_opt(&key.name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(format!(
+                    "host {} is not declared in namespace {}: create its Host first, or name its namespace with --namespace",
+                    key.name, key.namespace
+                ));
+            }
+            Err(e) => return Err(format!("cannot read Host {key}: {e}")),
+        }
         let secrets = kube::Api::namespaced(client, controller_namespace);
         holdfast::cluster::auth::create_token(&secrets, key, chrono::Utc::now() + ttl).await
     })?;

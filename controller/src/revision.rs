@@ -7,7 +7,8 @@ use kube::{Resource, ResourceExt};
 
 use crate::resources::{Backup, DEFAULT_NAMESPACE, Host, Kind, ObjectKey, Repo, Restore, Schedule};
 
-#[derive(Clone, Debug, Default)]
+/// Serialised as JSON when stored, so that the revision in force survives a restart.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Revision {
     pub repos: Vec<Repo>,
     pub hosts: Vec<Host>,

@@ -43,6 +43,7 @@ mod tests {
                 })
                 .collect(),
             initialize: false,
+            initialized_by: None,
         }
     }
 

@@ -362,10 +362,20 @@ pub fn repos(inputs: &Inputs) -> BTreeMap<(String, String), RepoStatus> {
         let size = inputs.repo_sizes.get(&id);
         let reachable = last.map(|r| r.phase == Phase::Succeeded);
         let mut status = RepoStatus {
-            initialized: on_repo
-                .iter()
-                .any(|r| r.phase == Phase::Succeeded)
-                .then_some(true),
+            initialized: if on_repo.iter().any(|r| r.phase == Phase::Succeeded) {
+                Some(true)
+            } else {
+                // Known missing only when a run said so; otherwise not known yet.
+                on_repo
+                    .iter()
+                    .any(|r| {
+                        matches!(
+                            r.reason.as_deref(),
+                            Some("RepositoryNotInitialized" | "RepositoryNotFound")
+                        )
+                    })
+                    .then_some(false)
+            },
             snapshot_count: inputs.snapshot_counts.get(&id).copied(),
             size_bytes: size.map(|s| s.total_size),
             size: size.map(|s| human_bytes(s.total_size)),

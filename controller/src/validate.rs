@@ -303,19 +303,29 @@ impl<'a> Validator<'a> {
 
         // The repo: the schedule's own, or each host's default.
         match &spec.repo {
-            Some(repo) => check_ref(&mut s, "spec.repo", Kind::Repo, repo, |ns, n| {
-                index.repos.contains_key(&(ns, n))
-            }),
+            Some(repo) => {
+                check_ref(&mut s, "spec.repo", Kind::Repo, repo, |ns, n| {
+                    index.repos.contains_key(&(ns, n))
+                });
+                check_can_delete(&mut s, index, op, repo, None);
+            }
             None => {
+                let mut defaults = BTreeSet::new();
                 for host in hosts.select(schedule) {
-                    if host.spec.default_repo.is_none() {
-                        s.error(
+                    match &host.spec.default_repo {
+                        None => s.error(
                             "spec.repo",
                             format!(
                                 "names no repo, and host `{}` has no defaultRepo",
                                 host.name_any()
                             ),
-                        );
+                        ),
+                        // Once per repo, naming the first host (sorted) that uses it.
+                        Some(repo) => {
+                            if defaults.insert(repo.as_str()) {
+                                check_can_delete(&mut s, index, op, repo, Some(&host.name_any()));
+                            }
+                        }
                     }
                 }
             }
@@ -360,11 +370,26 @@ impl<'a> Validator<'a> {
             ),
             _ => {}
         }
+        let op = spec.operation.or(schedule.map(|sc| sc.spec.operation));
         match &spec.repo {
-            Some(repo) => check_ref(&mut s, "spec.repo", Kind::Repo, repo, |ns, n| {
-                index.repos.contains_key(&(ns, n))
-            }),
+            Some(repo) => {
+                check_ref(&mut s, "spec.repo", Kind::Repo, repo, |ns, n| {
+                    index.repos.contains_key(&(ns, n))
+                });
+                if let Some(op) = op {
+                    check_can_delete(&mut s, index, op, repo, None);
+                }
+            }
             None => {
+                // A prune request without a schedule uses the host's default repo; with a
+                // schedule, the schedule's own validation has judged the repo already.
+                if let (None, Some(op), Some(repo)) = (
+                    &spec.schedule,
+                    op,
+                    host.and_then(|h| h.spec.default_repo.as_ref()),
+                ) {
+                    check_can_delete(&mut s, index, op, repo, Some(&spec.host));
+                }
                 let has_repo = schedule.is_some_and(|sc| sc.spec.repo.is_some())
                     || host.is_some_and(|h| h.spec.default_repo.is_some());
                 if host.is_some() && !has_repo {
@@ -428,6 +453,49 @@ impl<'a> Validator<'a> {
             );
         }
     }
+}
+
+/// Forget and prune delete snapshots and data. Through an append-only access every delete is
+/// refused, after restic has held the repository's exclusive lock through its retries, so such
+/// a run can only fail; refuse it here, before any host tries. `host` is set when the repo is
+/// that host's `defaultRepo`.
+fn check_can_delete(
+    s: &mut Scope,
+    index: &RevisionIndex,
+    op: Operation,
+    repo: &str,
+    host: Option<&str>,
+) {
+    if !matches!(op, Operation::Forget | Operation::Prune) {
+        return;
+    }
+    let ns = s.namespace().to_string();
+    // A missing repo is reported by the reference check.
+    let Some(found) = index.repos.get(&(ns.as_str(), repo)) else {
+        return;
+    };
+    let spec = &found.spec;
+    if !spec.append_only {
+        return;
+    }
+    let admin = match &spec.admin {
+        None => "declares no `spec.admin` access",
+        Some(a) if a.url.is_none() && a.password.is_none() && a.env.is_empty() => {
+            "its `spec.admin` sets no url, password or env, so it is the same access"
+        }
+        Some(_) => return,
+    };
+    let through = match host {
+        None => format!("Repo `{repo}`"),
+        Some(h) => format!("host `{h}`'s defaultRepo `{repo}`"),
+    };
+    s.error(
+        "spec.repo",
+        format!(
+            "a {op} deletes, but {through} is append-only (`spec.appendOnly: true`) and {admin}; \
+             give Repo `{repo}` an `admin` access that may delete"
+        ),
+    );
 }
 
 fn missing(kind: Kind, name: &str, namespace: &str) -> String {

@@ -240,16 +240,44 @@ fn token_create_kube_stores_only_the_tokens_hash_in_a_secret() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let seen: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
     let recorded = seen.clone();
-    let app = axum::Router::new().route(
-        "/api/v1/namespaces/{namespace}/secrets",
-        axum::routing::post(
-            move |axum::extract::Path(namespace): axum::extract::Path<String>,
-                  axum::Json(body): axum::Json<serde_json::Value>| async move {
-                recorded.lock().unwrap().push((namespace, body.clone()));
-                (axum::http::StatusCode::CREATED, axum::Json(body))
-            },
-        ),
-    );
+    let app =
+        axum::Router::new()
+            .route(
+                "/api/v1/namespaces/{namespace}/secrets",
+                axum::routing::post(
+                    move |axum::extract::Path(namespace): axum::extract::Path<String>,
+                          axum::Json(body): axum::Json<serde_json::Value>| async move {
+                        recorded.lock().unwrap().push((namespace, body.clone()));
+                        (axum::http::StatusCode::CREATED, axum::Json(body))
+                    },
+                ),
+            )
+            // Only fleet/web-1 is declared.
+            .route(
+                "/apis/holdfast.dev/v1alpha1/namespaces/{namespace}/hosts/{name}",
+                axum::routing::get(
+                    |axum::extract::Path((namespace, name)): axum::extract::Path<(
+                        String,
+                        String,
+                    )>| async move {
+                        if (namespace.as_str(), name.as_str()) == ("fleet", "web-1") {
+                            let host = serde_json::json!({
+                                "apiVersion": "holdfast.dev/v1alpha1", "kind": "Host",
+                                "metadata": {"name": name, "namespace": namespace},
+                                "spec": {}
+                            });
+                            (axum::http::StatusCode::OK, axum::Json(host))
+                        } else {
+                            let status = serde_json::json!({
+                                "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                "reason": "NotFound", "code": 404,
+                                "message": format!("hosts.holdfast.dev \"{name}\" not found")
+                            });
+                            (axum::http::StatusCode::NOT_FOUND, axum::Json(status))
+                        }
+                    },
+                ),
+            );
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -280,6 +308,26 @@ fn token_create_kube_stores_only_the_tokens_hash_in_a_secret() {
         "the token alone on stdout: {token:?}"
     );
     assert!(stderr.contains("fleet/web-1"), "{stderr}");
+
+    // A host that is not declared there gets no token.
+    for (host, namespace) in [("web-9", "fleet"), ("web-1", "default")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .args(["token", "create", host, "--kube", "--namespace", namespace])
+            .args(["--controller-namespace", "ops-system"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "host {host} is not declared in namespace {namespace}"
+            )),
+            "{stderr}"
+        );
+        assert!(stdout(&out).is_empty(), "no token printed");
+    }
 
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 1, "{seen:?}");

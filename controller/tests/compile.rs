@@ -254,3 +254,93 @@ fn a_host_that_returns_continues_from_its_old_version() {
     );
     assert_eq!(assign(&previous, &fleet)[&key].version, 8);
 }
+
+/// Three hosts, one of them paused, sharing a repo that is initialised on first use.
+fn shared_repo_files(paused: &str) -> Vec<(String, String)> {
+    let host = |name: &str| {
+        format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: {name}\nspec:\n  defaultRepo: shared\n  paused: {}\n",
+            name == paused
+        )
+    };
+    vec![
+        (
+            "repos.yaml".into(),
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata:\n  name: shared\nspec:\n  url: /srv/restic/shared\n  password:\n    file: /etc/holdfast/shared.password\n  initialize: true\n".into(),
+        ),
+        ("hosts/a.yaml".into(), host("a")),
+        ("hosts/b.yaml".into(), host("b")),
+        ("hosts/c.yaml".into(), host("c")),
+        (
+            "schedules/nightly.yaml".into(),
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: nightly\nspec:\n  operation: backup\n  cron: \"0 1 * * *\"\n  hosts: [a, b, c]\n  paths: [/srv]\n".into(),
+        ),
+    ]
+}
+
+/// Who may run `restic init` on the shared repo, per host: `Ok(())` for the initialiser,
+/// `Err(initialiser)` for the others.
+fn initialisers(fleet: &Fleet) -> BTreeMap<String, Result<(), String>> {
+    fleet
+        .hosts
+        .iter()
+        .map(|(k, c)| {
+            let repo = &c.plan.schedules[0].repo;
+            let role = match (repo.initialize, &repo.initialized_by) {
+                (true, None) => Ok(()),
+                (false, Some(by)) => Err(by.clone()),
+                other => panic!("{k}: initialize and initializedBy disagree: {other:?}"),
+            };
+            (k.name.clone(), role)
+        })
+        .collect()
+}
+
+#[test]
+fn exactly_one_host_initialises_a_shared_repo_and_never_a_paused_one() {
+    let everyone = fleet_of(&shared_repo_files("none"));
+    assert_eq!(
+        initialisers(&everyone),
+        BTreeMap::from([
+            ("a".into(), Ok(())),
+            ("b".into(), Err("a".into())),
+            ("c".into(), Err("a".into())),
+        ])
+    );
+    let a_paused = fleet_of(&shared_repo_files("a"));
+    assert_eq!(
+        initialisers(&a_paused),
+        BTreeMap::from([
+            ("a".into(), Err("b".into())),
+            ("b".into(), Ok(())),
+            ("c".into(), Err("b".into())),
+        ])
+    );
+}
+
+#[test]
+fn a_run_request_agrees_with_the_schedules_on_who_initialises_and_a_restore_never_does() {
+    let mut files = shared_repo_files("none");
+    files.push((
+        "runs.yaml".into(),
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Backup\nmetadata:\n  name: now-c\nspec:\n  host: c\n  schedule: nightly\n---\napiVersion: holdfast.dev/v1alpha1\nkind: Restore\nmetadata:\n  name: back-a\nspec:\n  host: a\n  targetPath: /tmp/restore\n".into(),
+    ));
+    let loaded = load_sources(
+        files
+            .iter()
+            .map(|(n, t)| SourceFile::new(n.clone(), t.clone()))
+            .collect(),
+    );
+    let errors: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let revision = &loaded.revision;
+    let request = holdfast::compile::backup_request(revision, &revision.backups[0]).unwrap();
+    assert!(!request.repo.initialize);
+    assert_eq!(request.repo.initialized_by.as_deref(), Some("a"));
+    let restore =
+        holdfast::compile::restore_request(revision, &revision.restores[0], None).unwrap();
+    assert!(
+        !restore.repo.initialize,
+        "a restore never creates a repository"
+    );
+}

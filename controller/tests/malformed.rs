@@ -91,3 +91,24 @@ fn non_utf8_and_binary_input_does_not_panic() {
 fn check_one(text: &str, expected: &str) {
     assert_eq!(diagnostics(&[("broken.yaml", text)]), [expected]);
 }
+
+/// Found by fuzzing (fuzz/, target yaml_loader): libyaml reports an error at the end of a file
+/// that does not end in a newline on the line after the last, which is not in the file.
+#[test]
+fn an_error_at_the_end_of_a_file_without_a_final_newline_points_at_its_end() {
+    let text = "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: x\nbroken";
+    check_one(
+        text,
+        "broken.yaml:5:7: YAML syntax error: could not find expected ':', while scanning a simple key",
+    );
+    // The same with CR line breaks, which YAML counts as line breaks too.
+    check_one(
+        &text.replace('\n', "\r"),
+        "broken.yaml:5:7: YAML syntax error: could not find expected ':', while scanning a simple key",
+    );
+    // Ending in a newline, the line after the last is the file's end.
+    check_one(
+        &format!("{text}\n"),
+        "broken.yaml:6:1: YAML syntax error: could not find expected ':', while scanning a simple key",
+    );
+}

@@ -359,3 +359,97 @@ fn selector_operators_and_values_agree() {
         ],
     );
 }
+
+/// A Repo whose everyday access is append-only, with `admin` given as YAML (or none).
+fn append_only_repo(name: &str, admin: &str) -> String {
+    format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata:\n  name: {name}\nspec:\n  url: rest:http://nas:8000/fleet/\n  password: {{hostFile: /etc/holdfast/fleet.password}}\n  appendOnly: true\n{admin}"
+    )
+}
+
+#[test]
+fn forget_and_prune_need_an_admin_access_on_an_append_only_repo() {
+    let vault = append_only_repo("vault", "");
+    let forget = schedule(
+        "  operation: forget\n  cron: '@weekly'\n  hosts: [web-1]\n  repo: vault\n  retention: {keepDaily: 7}\n",
+    );
+    let message = "a forget deletes, but Repo `vault` is append-only (`spec.appendOnly: true`) and declares no `spec.admin` access; give Repo `vault` an `admin` access that may delete";
+    check(
+        &[("vault.yaml", &vault), ("s.yaml", &forget)],
+        &[&format!(
+            "s.yaml:9:3: Schedule/nightly: spec.repo: {message}"
+        )],
+    );
+    // Forget with prune, and prune alone.
+    let forget_prune = schedule(
+        "  operation: forget\n  cron: '@weekly'\n  hosts: [web-1]\n  repo: vault\n  retention: {keepDaily: 7}\n  prune: true\n",
+    );
+    check(
+        &[("vault.yaml", &vault), ("s.yaml", &forget_prune)],
+        &[&format!(
+            "s.yaml:9:3: Schedule/nightly: spec.repo: {message}"
+        )],
+    );
+    let prune =
+        schedule("  operation: prune\n  cron: '@weekly'\n  hosts: [web-1]\n  repo: vault\n");
+    check(
+        &[("vault.yaml", &vault), ("s.yaml", &prune)],
+        &[&format!(
+            "s.yaml:9:3: Schedule/nightly: spec.repo: {}",
+            message.replace("a forget", "a prune")
+        )],
+    );
+    // Backup and check never delete: append-only is what they are for.
+    for op in [
+        "  operation: backup\n  paths: [/etc]\n",
+        "  operation: check\n",
+    ] {
+        let s = schedule(&format!(
+            "{op}  cron: '@daily'\n  hosts: [web-1]\n  repo: vault\n"
+        ));
+        check(&[("vault.yaml", &vault), ("s.yaml", &s)], &[]);
+    }
+    // With an admin access that differs, forget and prune are fine.
+    let admin = append_only_repo("vault", "  admin:\n    url: rest:http://nas:8001/fleet/\n");
+    check(&[("vault.yaml", &admin), ("s.yaml", &forget_prune)], &[]);
+    check(&[("vault.yaml", &admin), ("s.yaml", &prune)], &[]);
+    // `admin: {}` is the everyday access again.
+    let empty = append_only_repo("vault", "  admin: {}\n");
+    check(
+        &[("vault.yaml", &empty), ("s.yaml", &prune)],
+        &[
+            "s.yaml:9:3: Schedule/nightly: spec.repo: a prune deletes, but Repo `vault` is append-only (`spec.appendOnly: true`) and its `spec.admin` sets no url, password or env, so it is the same access; give Repo `vault` an `admin` access that may delete",
+        ],
+    );
+}
+
+#[test]
+fn an_append_only_default_repo_is_named_with_its_host() {
+    let vault = append_only_repo("vault", "");
+    let hosts = "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: app-1\n  labels: {role: app}\nspec: {defaultRepo: vault}\n---\napiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: app-2\n  labels: {role: app}\nspec: {defaultRepo: vault}\n";
+    let s = schedule(
+        "  operation: prune\n  cron: '@weekly'\n  hostSelector:\n    matchLabels: {role: app}\n",
+    );
+    // Once for the repo, however many hosts share it.
+    check(
+        &[("vault.yaml", &vault), ("apps.yaml", hosts), ("s.yaml", &s)],
+        &[
+            "s.yaml:5:1: Schedule/nightly: spec.repo: a prune deletes, but host `app-1`'s defaultRepo `vault` is append-only (`spec.appendOnly: true`) and declares no `spec.admin` access; give Repo `vault` an `admin` access that may delete",
+        ],
+    );
+    // A run request: prune without a schedule, on the host's default repo or an override.
+    let b = "apiVersion: holdfast.dev/v1alpha1\nkind: Backup\nmetadata:\n  name: now\nspec:\n  host: app-1\n  operation: prune\n";
+    check(
+        &[("vault.yaml", &vault), ("apps.yaml", hosts), ("b.yaml", b)],
+        &[
+            "b.yaml:5:1: Backup/now: spec.repo: a prune deletes, but host `app-1`'s defaultRepo `vault` is append-only (`spec.appendOnly: true`) and declares no `spec.admin` access; give Repo `vault` an `admin` access that may delete",
+        ],
+    );
+    let b = "apiVersion: holdfast.dev/v1alpha1\nkind: Backup\nmetadata:\n  name: now\nspec:\n  host: web-1\n  operation: prune\n  repo: vault\n";
+    check(
+        &[("vault.yaml", &vault), ("b.yaml", b)],
+        &[
+            "b.yaml:8:3: Backup/now: spec.repo: a prune deletes, but Repo `vault` is append-only (`spec.appendOnly: true`) and declares no `spec.admin` access; give Repo `vault` an `admin` access that may delete",
+        ],
+    );
+}

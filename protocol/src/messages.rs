@@ -20,6 +20,10 @@ pub const MIN_CONTROLLER_PROTOCOL: u32 = 1;
 /// Largest frame either side decodes. A plan for a host with hundreds of schedules is a few
 /// hundred KiB; anything near this limit is a bug or an attack.
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// Longest job id, in bytes, the controller accepts in a report.
+pub const MAX_JOB_ID_BYTES: usize = 256;
+/// WebSocket close code for a frame over [`MAX_FRAME_BYTES`] (RFC 6455 "Message Too Big").
+pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
 
 /// Path of the WebSocket endpoint, relative to the controller's base URL.
 pub const CONNECT_PATH: &str = "/agent/v1/connect";
@@ -500,8 +504,14 @@ pub enum ErrorCode {
     Unauthorized,
     /// The agent tried to act as another host.
     WrongHost,
-    /// A frame could not be decoded; the session goes on.
+    /// A frame could not be decoded (not JSON, not a known message, a binary frame); the session
+    /// goes on.
     BadMessage,
+    /// A message decoded but the controller will not act on it: a report about a repository or
+    /// schedule outside the sender's plan, a finish before its start, an oversized field, or a
+    /// `schedule.ack` for a version never offered. A refused report is also acked (the message
+    /// names its `seq`), so it leaves the agent's outbox; the session goes on.
+    Refused,
     #[serde(other)]
     Other,
 }

@@ -119,6 +119,11 @@ pub struct ResolvedRepo {
     /// Run `restic init` when the repository does not exist yet.
     #[serde(default, skip_serializing_if = "is_false")]
     pub initialize: bool,
+    /// The host that initialises this shared repository. Until the repository exists, this
+    /// host's runs skip instead of racing it with a second `restic init`, which would leave the
+    /// repository with keys for two different master keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initialized_by: Option<String>,
 }
 
 /// Where a secret value comes from. The value itself travels only when an agent needs it.

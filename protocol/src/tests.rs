@@ -19,6 +19,7 @@ fn plan() -> HostPlan {
                 },
                 env: vec![],
                 initialize: false,
+                initialized_by: None,
             },
             backup: Some(BackupParams {
                 paths: vec!["/etc".into()],

@@ -173,12 +173,35 @@ pub struct Exit {
     pub cancelled: bool,
 }
 
+/// What a line handler wants after a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Interrupt the process as a cancel would (SIGINT, SIGKILL after the grace) without marking
+    /// the run cancelled: the caller saw that it cannot succeed.
+    Stop,
+}
+
 /// Runs `cmd` to completion, handing every output line (cut at [`MAX_LINE`]) to `on_line` as it
 /// arrives. When `cancel` turns true, restic gets SIGINT so it can remove its lock.
 pub async fn run_streaming(
-    mut cmd: Command,
+    cmd: Command,
     cancel: &mut watch::Receiver<bool>,
     mut on_line: impl FnMut(Stream, String),
+) -> std::io::Result<Exit> {
+    run_streaming_until(cmd, cancel, |stream, line| {
+        on_line(stream, line);
+        Flow::Continue
+    })
+    .await
+}
+
+/// [`run_streaming`], where `on_line` may also stop the process: SIGINT, so that restic removes
+/// its lock, then SIGKILL after [`INTERRUPT_GRACE`]. Reading goes on until the process ends.
+pub async fn run_streaming_until(
+    mut cmd: Command,
+    cancel: &mut watch::Receiver<bool>,
+    mut on_line: impl FnMut(Stream, String) -> Flow,
 ) -> std::io::Result<Exit> {
     let mut child = cmd.spawn()?;
     let mut stdout = child.stdout.take().map(BufReader::new);
@@ -188,31 +211,45 @@ pub async fn run_streaming(
         interrupt(&child);
     }
     let mut deadline: Option<tokio::time::Instant> = None;
+    let mut stopping = false;
     loop {
-        tokio::select! {
+        let flow = tokio::select! {
             line = next_line(&mut stdout) => match line {
                 Some(l) => on_line(Stream::Stdout, bound(l)),
-                None => stdout = None,
+                None => {
+                    stdout = None;
+                    Flow::Continue
+                }
             },
             line = next_line(&mut stderr) => match line {
                 Some(l) => on_line(Stream::Stderr, bound(l)),
-                None => stderr = None,
+                None => {
+                    stderr = None;
+                    Flow::Continue
+                }
             },
             changed = cancel.changed(), if !cancelled => {
                 if changed.is_err() || *cancel.borrow() {
                     cancelled = true;
                     interrupt(&child);
-                    deadline = Some(tokio::time::Instant::now() + INTERRUPT_GRACE);
+                    deadline.get_or_insert(tokio::time::Instant::now() + INTERRUPT_GRACE);
                 }
+                Flow::Continue
             }
             _ = sleep_until(deadline) => {
                 child.start_kill()?;
                 deadline = None;
+                Flow::Continue
             }
             status = child.wait(), if stdout.is_none() && stderr.is_none() => {
                 let status = status?;
                 return Ok(Exit { code: status.code(), cancelled });
             }
+        };
+        if flow == Flow::Stop && !stopping && !cancelled {
+            stopping = true;
+            interrupt(&child);
+            deadline = Some(tokio::time::Instant::now() + INTERRUPT_GRACE);
         }
     }
 }

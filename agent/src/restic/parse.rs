@@ -552,6 +552,8 @@ const LOCKED: &str = "another restic operation holds a lock on the repository; i
 const UNREADABLE: &str = "some files could not be read; the snapshot was saved without them";
 const INTERRUPTED: &str = "restic was interrupted before it finished";
 const KILLED: &str = "restic was stopped by a signal before it finished";
+const APPEND_ONLY: &str = "the repository refused a delete — this access is append-only; give the \
+     Repo an admin access for forget and prune";
 /// Longest message taken from restic's stderr.
 const MAX_MESSAGE_CHARS: usize = 300;
 
@@ -593,6 +595,9 @@ pub fn outcome(
         Some(12) => ("WrongPassword", WRONG_PASSWORD),
         Some(10) => ("RepositoryNotFound", NOT_FOUND),
         Some(11) => ("RepositoryLocked", LOCKED),
+        // Before 130 and signals: the agent interrupts a forget or prune at the first refused
+        // delete, so that restic does not hold its exclusive lock through its retries.
+        _ if deletes(operation) && all().any(|l| refused_delete(l)) => ("Forbidden", APPEND_ONLY),
         Some(130) => ("Interrupted", INTERRUPTED),
         None => ("Interrupted", KILLED),
         // Before 0.17 every failure exits 1, so the reason is read from the text.
@@ -611,19 +616,133 @@ pub fn outcome(
             ("Interrupted", INTERRUPTED)
         }
         Some(code) => {
-            let message = all()
-                .filter_map(|l| l.strip_prefix("Fatal: "))
-                .next_back()
-                // exit_error's first line is the error; more lines may be a Go stack trace.
-                .or_else(|| exit_error.first().map(String::as_str))
-                .or_else(|| stderr.last().map(String::as_str))
+            let message = explanation(&stderr, &exit_error)
                 .map(|m| shorten(m.trim()))
-                .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| format!("restic exited with code {code}"));
+                .filter(|m| !m.is_empty());
+            if all().any(|l| refused(l)) {
+                let message = message.unwrap_or_else(|| "403 Forbidden".to_string());
+                return failed(
+                    "Forbidden",
+                    shorten(&format!("the repository refused a request: {message}")),
+                );
+            }
+            let message = message.unwrap_or_else(|| format!("restic exited with code {code}"));
             return failed("ResticFailed", message);
         }
     };
     failed(reason, message.to_string())
+}
+
+/// Whether restic deletes repository files in this operation (forget, prune, forget --prune).
+fn deletes(operation: JobOperation) -> bool {
+    matches!(operation, JobOperation::Forget | JobOperation::Prune)
+}
+
+/// Whether a line of restic's stderr shows the repository refusing a request: an HTTP 403 (REST
+/// servers such as `rclone serve restic --append-only`), or S3's AccessDenied.
+pub fn refused(line: &str) -> bool {
+    let l = line.to_lowercase();
+    l.contains("403 forbidden")
+        || l.contains("(403)")
+        || l.contains("accessdenied")
+        || l.contains("access denied")
+}
+
+/// Whether a line of restic's stderr shows the repository refusing to delete a file, as 0.14
+/// prints it on the first attempt: "Remove(<snapshot/e2364f64b9>) returned error, retrying after
+/// 552ms: blob not removed, server response: 403 Forbidden (403)". restic retries that for about
+/// 45 s while holding its exclusive lock, and no retry can succeed.
+pub fn refused_delete(line: &str) -> bool {
+    let l = line.to_lowercase();
+    let removing = l.contains("remove(")
+        || l.contains("not removed")
+        || l.contains("unable to remove")
+        || l.contains("delete");
+    removing && (refused(line) || l.contains("permission denied"))
+}
+
+/// The line of restic's stderr (or `exit_error`) that best says what went wrong: the last
+/// `Fatal:` line; else the first line of `exit_error` (later lines may be a stack trace); else a
+/// Go panic's own line; else the last line that reads as an error; else the last line. Go stack
+/// trace lines never count: their last line (`runtime/asm_amd64.s:1594`) explains nothing.
+fn explanation<'a>(stderr: &'a [String], exit_error: &'a [String]) -> Option<&'a str> {
+    let all = || {
+        stderr
+            .iter()
+            .chain(exit_error.iter())
+            .map(String::as_str)
+            .filter(|l| !stack_trace_line(l))
+    };
+    all()
+        .filter_map(|l| l.strip_prefix("Fatal: "))
+        .next_back()
+        .or_else(|| exit_error.first().map(String::as_str))
+        .or_else(|| all().find(|l| l.starts_with("panic: ")))
+        .or_else(|| all().rfind(|l| reads_as_error(l)))
+        .or_else(|| all().next_back())
+}
+
+fn reads_as_error(line: &str) -> bool {
+    let l = line.to_lowercase();
+    ["error", "fatal", "failed", "unable", "cannot", "denied"]
+        .iter()
+        .any(|w| l.contains(w))
+        || refused(line)
+}
+
+/// A line of a Go stack trace (trimmed, as [`clean_lines`] leaves it): a goroutine header, a
+/// frame's function (`main.deleteFiles.func2`, `main.main()`), its position
+/// (`runtime/asm_amd64.s:1594`, `/src/main.go:12 +0x1d`), `created by …`, or the signal line
+/// of a panic.
+fn stack_trace_line(line: &str) -> bool {
+    if (line.starts_with("goroutine ") && line.ends_with(':'))
+        || line.starts_with("created by ")
+        || line.starts_with("[signal ")
+        || line == "...additional frames elided..."
+    {
+        return true;
+    }
+    let mut words = line.split_whitespace();
+    let Some(first) = words.next() else {
+        return false;
+    };
+    // Positions may carry "+0x1d" and, with GOTRACEBACK=system, "fp=0x… sp=0x… pc=0x…".
+    let rest_is_addresses = words.all(|w| w.starts_with("+0x") || w.contains("=0x"));
+    if rest_is_addresses && source_position(first) {
+        return true;
+    }
+    go_function(line)
+}
+
+/// `path/file.go:123` or `runtime/asm_amd64.s:1594`.
+fn source_position(word: &str) -> bool {
+    match word.rsplit_once(':') {
+        Some((path, number)) => {
+            !number.is_empty()
+                && number.bytes().all(|b| b.is_ascii_digit())
+                && (path.ends_with(".go") || path.ends_with(".s"))
+        }
+        None => false,
+    }
+}
+
+/// A frame's function: `github.com/restic/restic/internal/backend/rest.(*Backend).Remove`,
+/// `runtime.goexit`, `main.main()` or `main.f(0xc000012345, 0x3)`.
+fn go_function(line: &str) -> bool {
+    // Drop a trailing argument list, which may contain spaces.
+    let name = match line
+        .strip_suffix(')')
+        .and_then(|l| l.rfind('(').map(|i| (l, i)))
+    {
+        Some((l, i)) => l.get(..i).unwrap_or(l),
+        None => line,
+    };
+    name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.contains('.')
+        && !name.ends_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./()*-[]".contains(c))
 }
 
 fn failed(reason: &str, message: String) -> Outcome {
@@ -1494,6 +1613,170 @@ mod tests {
     }
 
     #[test]
+    fn outcome_of_a_forget_through_append_only_access_real_output() {
+        // restic 0.14 against `rclone serve restic --append-only`: 44 s of retries, then a Go
+        // stack trace whose last line used to become the message.
+        let real = lines(fixture!("forget-append-only-0.14.stderr"));
+        assert_eq!(
+            real.last().map(String::as_str),
+            Some("\truntime/asm_amd64.s:1594")
+        );
+        let m = check(
+            outcome(JobOperation::Forget, Some(1), None, &real),
+            JobPhase::Failed,
+            "Forbidden",
+        );
+        assert_eq!(m, APPEND_ONLY);
+        assert!(m.contains("append-only") && m.contains("admin"), "{m}");
+
+        // Stopped by the agent at the first refusal: SIGINT (130), or SIGKILL after the grace.
+        let stopped = lines(fixture!("forget-append-only-stopped-0.14.stderr"));
+        assert_eq!(stopped.len(), 2);
+        for code in [Some(130), None] {
+            let m = check(
+                outcome(JobOperation::Forget, code, None, &stopped),
+                JobPhase::Failed,
+                "Forbidden",
+            );
+            assert_eq!(m, APPEND_ONLY);
+        }
+        // Prune refuses the same way (index files), ending in a Fatal line.
+        let prune = lines(fixture!("prune-append-only-0.14.stderr"));
+        assert_eq!(
+            check(
+                outcome(JobOperation::Prune, Some(1), None, &prune),
+                JobPhase::Failed,
+                "Forbidden"
+            ),
+            APPEND_ONLY
+        );
+        // An operation that deletes nothing names the refusal from restic's words, never a
+        // stack-trace line.
+        let m = check(
+            outcome(JobOperation::Check, Some(1), None, &real),
+            JobPhase::Failed,
+            "Forbidden",
+        );
+        assert_eq!(
+            m,
+            "the repository refused a request: blob not removed, server response: 403 Forbidden (403)"
+        );
+        // A user's SIGINT during a backup stays an interruption.
+        check(
+            outcome(JobOperation::Backup, Some(130), None, &stopped),
+            JobPhase::Failed,
+            "Interrupted",
+        );
+    }
+
+    #[test]
+    fn refused_delete_is_the_first_retry_line_and_nothing_else() {
+        let real = lines(fixture!("forget-append-only-0.14.stderr"));
+        let first = real.iter().position(|l| refused_delete(l));
+        assert_eq!(first, Some(0), "the agent stops restic at its first line");
+        // The ten retries and the final error line say so too; the stack trace does not.
+        assert_eq!(real.iter().filter(|l| refused_delete(l)).count(), 11);
+        let prune = lines(fixture!("prune-append-only-0.14.stderr"));
+        assert!(refused_delete(&prune[0]));
+        assert!(refused_delete(
+            "Fatal: blob not removed, server response: 403 Forbidden (403)"
+        ));
+        // Other backends: S3 denying DeleteObject, a local or sftp repository without delete
+        // rights.
+        assert!(refused_delete(
+            "Remove(<snapshot/0123456789>) returned error, retrying after 500ms: client.RemoveObject: Access Denied."
+        ));
+        assert!(refused_delete(
+            "Remove(<snapshot/0123456789>) returned error, retrying after 500ms: remove /r/snapshots/01: permission denied"
+        ));
+        for other in [
+            "signal interrupt received, cleaning up",
+            "Fatal: unable to create lock in backend: repository is already locked by PID 1",
+            "Fatal: wrong password or no key found",
+            "removed <snapshot/0123456789>",
+            "Save(<data/abc>) returned error, retrying after 1s: server response: 500 Internal Server Error",
+        ] {
+            assert!(!refused_delete(other), "{other}");
+        }
+        for l in lines(fixture!("locked-0.14.stderr"))
+            .iter()
+            .chain(&lines(fixture!("missing-repo-0.14.stderr")))
+            .chain(&lines(fixture!("interrupted-0.14.stderr")))
+        {
+            assert!(!refused_delete(l), "{l}");
+        }
+    }
+
+    #[test]
+    fn stack_trace_lines_are_never_the_message() {
+        // A Go panic as restic prints it (exit code 2): the panic's own line is the message.
+        let panic = [
+            "panic: runtime error: invalid memory address or nil pointer dereference",
+            "[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x5c7b2e]",
+            "",
+            "goroutine 1 [running]:",
+            "main.runBackup(0xc0001a2000, {0xc000134000, 0x1, 0x1})",
+            "\t/build/restic/cmd/restic/cmd_backup.go:612 +0x1ce",
+            "main.glob..func2(0x1a2b3c0, {0xc000134000, 0x1, 0x1})",
+            "\t/build/restic/cmd/restic/cmd_backup.go:58 +0x5e",
+            "created by main.main",
+            "\t/build/restic/cmd/restic/main.go:98 +0x2a fp=0xc000 sp=0xc001 pc=0x4a",
+        ];
+        let panic: Vec<String> = panic.iter().map(|s| s.to_string()).collect();
+        let m = check(
+            outcome(JobOperation::Backup, Some(2), None, &panic),
+            JobPhase::Failed,
+            "ResticFailed",
+        );
+        assert_eq!(
+            m,
+            "panic: runtime error: invalid memory address or nil pointer dereference"
+        );
+        for l in clean_lines(panic.iter().map(String::as_str)).iter().skip(1) {
+            assert!(stack_trace_line(l), "{l}");
+        }
+        // An error printed with its stack (`%+v`), and the goroutine's last frame after it.
+        let traced: Vec<String> = [
+            "load index 1234: unexpected EOF",
+            "github.com/restic/restic/internal/repository.(*Repository).LoadIndex",
+            "\tgithub.com/restic/restic/internal/repository/repository.go:530",
+            "runtime.goexit",
+            "\truntime/asm_amd64.s:1594",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let m = check(
+            outcome(JobOperation::Check, Some(1), None, &traced),
+            JobPhase::Failed,
+            "ResticFailed",
+        );
+        assert_eq!(m, "load index 1234: unexpected EOF");
+        // An error-like line wins over chatter after it.
+        let m = check(
+            outcome(
+                JobOperation::Check,
+                Some(1),
+                None,
+                &["unable to load index".to_string(), "done".to_string()],
+            ),
+            JobPhase::Failed,
+            "ResticFailed",
+        );
+        assert_eq!(m, "unable to load index");
+        // Sentences are not stack lines, even with dots, paths or parentheses.
+        for l in [
+            "blob not removed, server response: 403 Forbidden (403)",
+            "Fatal: repository contains errors",
+            "done.",
+            "read /srv/a.go: permission denied",
+            "boom",
+        ] {
+            assert!(!stack_trace_line(l), "{l}");
+        }
+    }
+
+    #[test]
     fn outcome_never_shows_password_lines() {
         let stderr = vec![
             "Fatal: s3.connect: password=hunter2 rejected".to_string(),
@@ -1545,6 +1828,9 @@ mod tests {
             fixture!("locked-0.14.stderr"),
             fixture!("locked-0.17.stderr"),
             fixture!("interrupted-0.14.stderr"),
+            fixture!("forget-append-only-0.14.stderr"),
+            fixture!("forget-append-only-stopped-0.14.stderr"),
+            fixture!("prune-append-only-0.14.stderr"),
             fixture!("version-0.14.txt"),
             fixture!("version-0.18.txt"),
         ];
@@ -1612,5 +1898,20 @@ mod tests {
                 assert_eq!(restore_line(cut), RestoreLine::Other(cut.to_string()));
             }
         }
+    }
+
+    /// Found by the restic_parse fuzz target: the sentence before restic's text counts too.
+    #[test]
+    fn a_refusal_message_is_bounded_like_every_other() {
+        let long = format!("Fatal: {} 403 Forbidden (403)", "x".repeat(400));
+        let o = outcome(JobOperation::Check, Some(1), None, &[long]);
+        assert_eq!(o.reason.as_deref(), Some("Forbidden"));
+        let message = o.message.unwrap_or_default();
+        assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS, "{message}");
+        assert!(
+            message.starts_with("the repository refused a request: "),
+            "{message}"
+        );
+        assert!(message.ends_with("xx…"), "{message}");
     }
 }

@@ -81,6 +81,7 @@ impl Repo {
             },
             env: vec![],
             initialize: false,
+            initialized_by: None,
         }
     }
 }

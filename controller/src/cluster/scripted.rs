@@ -113,6 +113,7 @@ pub fn controller(
         heartbeat: std::time::Duration::from_secs(30),
         debounce: std::time::Duration::from_millis(100),
         tls: None,
+        max_agents: 10_000,
     };
     let controller =
         crate::server::Controller::open(config, crate::server::Mode::Cluster(Box::new(hub)))

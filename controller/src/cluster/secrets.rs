@@ -109,6 +109,7 @@ mod tests {
                 },
             ],
             initialize: false,
+            initialized_by: None,
         }
     }
 

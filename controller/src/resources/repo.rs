@@ -50,6 +50,10 @@ pub struct RepoSpec {
     /// be append-only. Unset fields fall back to the everyday ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<RepoAdminAccess>,
+    /// The everyday access cannot delete (such as `rclone serve restic --append-only`): forget
+    /// and prune schedules then need an `admin` access, or validation refuses them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub append_only: bool,
     /// Run `restic init` when the repository does not exist yet.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub initialize: bool,

@@ -42,6 +42,9 @@ pub fn start(controller: Arc<Controller>) -> Result<(), String> {
     watcher
         .watch(&dir, RecursiveMode::Recursive)
         .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    if let Err(e) = restore(&controller) {
+        tracing::error!("cannot read the revision in force before the restart: {e}");
+    }
     reload(&controller);
     let debounce = controller.config.debounce;
     tokio::spawn(async move {
@@ -81,6 +84,41 @@ fn git_commit(dir: &Path) -> Option<String> {
     (out.status.success() && !commit.is_empty()).then_some(commit)
 }
 
+/// Puts the revision in force before a restart back in force, exactly as it was pushed: the
+/// stored plans and versions, and the stored resources for status. A directory that is
+/// rejected at start then leaves the fleet as it was instead of empty.
+fn restore(controller: &Controller) -> Result<(), StoreError> {
+    let (revision, plans) = {
+        let store = controller.store();
+        (store.applied_revision()?, store.host_plans()?)
+    };
+    let Some(revision) = revision else {
+        return Ok(());
+    };
+    let mut fleet = compile::Fleet::default();
+    let mut versions = std::collections::BTreeMap::new();
+    for (key, stored) in plans.into_iter().filter(|(_, p)| !p.removed) {
+        let Some(plan) = stored.plan else { continue };
+        fleet.hosts.insert(
+            key.clone(),
+            compile::CompiledHost {
+                plan,
+                digest: stored.versioned.digest.clone(),
+            },
+        );
+        versions.insert(key, stored.versioned);
+    }
+    tracing::info!(
+        hosts = fleet.hosts.len(),
+        "serving the revision in force before the restart until the directory is read"
+    );
+    let mut state = controller.state();
+    state.revision = Arc::new(revision);
+    state.fleet = Arc::new(fleet);
+    state.versions = versions;
+    Ok(())
+}
+
 /// Reads the directory and applies it if valid; otherwise records why not.
 fn reload(controller: &Controller) {
     let super::Mode::Files { config_dir: dir } = &controller.mode else {
@@ -94,9 +132,7 @@ fn reload(controller: &Controller) {
     if let Err(e) = result {
         tracing::error!("cannot record a revision: {e}");
     }
-    controller
-        .ready
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // Ready once the read model shows what was read: the model writer says so.
     controller.touch();
 }
 
@@ -108,7 +144,7 @@ fn reject(
 ) -> Result<(), StoreError> {
     let id = controller
         .store()
-        .record_revision(commit, summary, errors, false, Utc::now())?;
+        .record_revision(commit, summary, errors, None, Utc::now())?;
     tracing::error!(
         revision = id,
         commit,
@@ -136,7 +172,7 @@ fn apply(controller: &Controller, loaded: Loaded, commit: Option<&str>) -> Resul
         .collect();
     let versions = versions::assign(&previous, &fleet);
     store.record(&fleet, &versions)?;
-    let id = store.record_revision(commit, &summary, &[], true, Utc::now())?;
+    let id = store.record_revision(commit, &summary, &[], Some(&loaded.revision), Utc::now())?;
     drop(store);
     record_requests(controller, &loaded.revision)?;
     for (key, v) in &versions {

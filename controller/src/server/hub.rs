@@ -1,7 +1,7 @@
 //! The agent hub: enrollment, one WebSocket per agent, schedule pushes, commands, and reports
 //! stored before they are acked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,12 +17,13 @@ use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
 use protocol::{
     AgentMessage, CONNECT_PATH, CommandRun, ControllerMessage, ENROLL_PATH, EnrollRequest,
-    EnrollResponse, ErrorCode, ErrorMessage, HostPlan, MIN_AGENT_PROTOCOL, PROTOCOL_VERSION,
-    ReportBody, ResolvedRepo, RunRequest, ScheduleSet, SecretRef, SecretValue, Welcome,
+    EnrollResponse, ErrorCode, ErrorMessage, HostPlan, MAX_FRAME_BYTES, MIN_AGENT_PROTOCOL,
+    PROTOCOL_VERSION, ReportBody, ResolvedRepo, RunRequest, ScheduleSet, SecretRef, SecretValue,
+    Welcome,
 };
 use tokio::sync::mpsc;
 
-use super::{Controller, Mode, RunEvent, Session};
+use super::{Controller, Mode, RunEvent, Session, StoreFailure};
 use crate::compile::{self, HostKey};
 use crate::resources::{Kind, Phase};
 use crate::revision::{name_of, namespace_of};
@@ -31,6 +32,31 @@ use crate::store::{SizePoint, StoreError};
 
 /// The agent must say hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+/// What the WebSocket layer reads at most in one frame or message. Above
+/// [`MAX_FRAME_BYTES`], so that a frame a little too big is read whole and answered with a
+/// clean close; beyond this, the frame is refused from its header.
+const TRANSPORT_LIMIT: usize = 4 * MAX_FRAME_BYTES;
+/// How long to wait for the agent's answer to a Close.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// First wait before storing held-back reports again; it doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+/// While the database cannot be written, how often a probe tries a write.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// Reports one session holds back while the database cannot be written; beyond this the
+/// session is closed (the agent keeps them in its outbox and sends them again).
+const MAX_QUEUED_REPORTS: usize = 1000;
+const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+/// Plans remembered per host for checking reports, newest first.
+const PLANS_KEPT: usize = 8;
+/// Bounds on what a report carries; a legitimate agent stays well inside them.
+const MAX_NAME_BYTES: usize = 253;
+const MAX_TIME_BYTES: usize = 64;
+const MAX_TEXT_BYTES: usize = 64 * 1024;
+const MAX_PATH_BYTES: usize = 4096;
+const MAX_CURRENT_FILES: usize = 100;
+const MAX_LOG_LINES: usize = 1000;
+const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
 
 pub fn router(controller: Arc<Controller>) -> Router {
     Router::new()
@@ -123,9 +149,25 @@ async fn connect(
             );
         }
     };
+    let max = controller.config.max_agents;
+    let full = {
+        let state = controller.state();
+        // A reconnecting agent replaces its own session.
+        state.sessions.len() >= max && !state.sessions.contains_key(&host)
+    };
+    if full {
+        tracing::warn!(host = %host, "refused an agent: {max} agents are connected (--max-agents)");
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this controller serves its maximum of {max} agents (--max-agents, or what its open-file limit allows); the agent retries and gets in once another disconnects"
+            ),
+        );
+    }
     match upgrade {
         Ok(upgrade) => upgrade
-            .max_message_size(protocol::MAX_FRAME_BYTES)
+            .max_message_size(TRANSPORT_LIMIT)
+            .max_frame_size(TRANSPORT_LIMIT)
             .on_upgrade(move |socket| session(controller, host, socket)),
         Err(rejection) => rejection.into_response(),
     }
@@ -145,11 +187,98 @@ fn error(code: ErrorCode, message: String) -> ControllerMessage {
     ControllerMessage::Error(ErrorMessage { code, message })
 }
 
+const BINARY_FRAME: &str = "binary frames are not part of the protocol; send JSON text frames";
+
+/// One frame from the agent, as the session sees it.
+enum Frame {
+    Text(Utf8Bytes),
+    /// Larger than [`MAX_FRAME_BYTES`]: answered with a Close frame. `drained` when the whole
+    /// frame was read, so that the agent's answer to the Close can be waited for.
+    TooBig {
+        reason: String,
+        drained: bool,
+    },
+    Binary,
+    /// Ping or pong.
+    Control,
+    /// The agent closed the connection, or it broke.
+    Closed,
+}
+
+fn frame(item: Option<Result<Message, axum::Error>>) -> Frame {
+    let too_big = |bytes: usize| Frame::TooBig {
+        reason: format!("frame of {bytes} bytes is larger than the {MAX_FRAME_BYTES}-byte limit"),
+        drained: true,
+    };
+    match item {
+        Some(Ok(Message::Text(text))) if text.len() > MAX_FRAME_BYTES => too_big(text.len()),
+        Some(Ok(Message::Text(text))) => Frame::Text(text),
+        Some(Ok(Message::Binary(data))) if data.len() > MAX_FRAME_BYTES => too_big(data.len()),
+        Some(Ok(Message::Binary(_))) => Frame::Binary,
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Frame::Control,
+        Some(Ok(Message::Close(_))) | None => Frame::Closed,
+        // Over the transport limit: tungstenite refused the frame from its header, unread.
+        // axum does not expose tungstenite's error type, only its text.
+        Some(Err(e)) if e.to_string().starts_with("Space limit exceeded") => Frame::TooBig {
+            reason: format!("frame is larger than the {MAX_FRAME_BYTES}-byte limit"),
+            drained: false,
+        },
+        Some(Err(e)) => {
+            tracing::debug!("agent connection failed: {e}");
+            Frame::Closed
+        }
+    }
+}
+
+/// Ends a session whose agent sent a frame over the limit: a Close frame with code 1009
+/// (Message Too Big) and the reason, then, when the frame was read whole, the agent's own
+/// Close, so that it reads ours before the connection ends.
+async fn close_too_big(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    host: &HostKey,
+    reason: String,
+    drained: bool,
+) {
+    tracing::warn!(host = %host, "closed the agent's connection: {reason}");
+    let close = Message::Close(Some(CloseFrame {
+        code: protocol::CLOSE_MESSAGE_TOO_BIG,
+        reason: reason.into(),
+    }));
+    if sink.send(close).await.is_err() || !drained {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await {
-        Ok(Some(Ok(Message::Text(text)))) => protocol::decode::<AgentMessage>(&text).ok(),
-        _ => None,
+    let first = match tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await {
+        Ok(item) => frame(item),
+        Err(_) => Frame::Closed,
+    };
+    let hello = match first {
+        Frame::Text(text) => protocol::decode::<AgentMessage>(&text).ok(),
+        Frame::TooBig { reason, drained } => {
+            close_too_big(&mut sink, &mut stream, &host, reason, drained).await;
+            return;
+        }
+        Frame::Binary => {
+            send(
+                &mut sink,
+                &error(ErrorCode::BadMessage, BINARY_FRAME.into()),
+            )
+            .await;
+            return;
+        }
+        Frame::Control | Frame::Closed => None,
     };
     let hello = match hello {
         Some(AgentMessage::Hello(hello)) => hello,
@@ -168,6 +297,15 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
             format!(
                 "the agent speaks protocol {}, this controller needs at least {MIN_AGENT_PROTOCOL}: upgrade holdfast-agent on {host}",
                 hello.protocol_version
+            ),
+        ))
+    } else if hello.protocol_version > PROTOCOL_VERSION {
+        Some(error(
+            ErrorCode::ProtocolTooNew,
+            format!(
+                "the agent speaks protocol {}, newer than this controller's protocol {PROTOCOL_VERSION}: upgrade the Holdfast controller (now {})",
+                hello.protocol_version,
+                env!("CARGO_PKG_VERSION")
             ),
         ))
     } else if hello.host != host.name {
@@ -227,31 +365,56 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
 
     let grace = controller.config.offline_after;
     let mut last_heard = Instant::now();
-    loop {
+    let mut inbox = Inbox::default();
+    'session: loop {
+        let retry_at = inbox.retry_at;
         tokio::select! {
             outgoing = rx.recv() => match outgoing {
                 Some(message) => if !send(&mut sink, &message).await { break },
                 None => break,
             },
             incoming = stream.next() => {
-                let text = match incoming {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => { last_heard = Instant::now(); heard(&controller, &host, id); continue }
+                let text = match frame(incoming) {
+                    Frame::Text(text) => text,
+                    Frame::Closed => break,
+                    Frame::TooBig { reason, drained } => {
+                        close_too_big(&mut sink, &mut stream, &host, reason, drained).await;
+                        break;
+                    }
+                    Frame::Control => { last_heard = Instant::now(); heard(&controller, &host, id); continue }
+                    Frame::Binary => {
+                        last_heard = Instant::now();
+                        heard(&controller, &host, id);
+                        inbox.log_refusal(&host, "binary", BINARY_FRAME);
+                        if !send(&mut sink, &error(ErrorCode::BadMessage, BINARY_FRAME.into())).await { break }
+                        continue
+                    }
                 };
                 last_heard = Instant::now();
                 heard(&controller, &host, id);
-                match protocol::decode::<AgentMessage>(&text) {
-                    Ok(message) => {
-                        if let Some(reply) = handle(&controller, &host, message) && !send(&mut sink, &reply).await {
-                            break;
+                let replies = match protocol::decode::<AgentMessage>(&text) {
+                    Ok(AgentMessage::Report(protocol::Report { seq, body })) => {
+                        match inbox.receive(&controller, &host, seq, body, text.len()) {
+                            Ok(replies) => replies,
+                            Err(full) => {
+                                tracing::warn!(host = %host, "{full}; closing the connection, the agent sends them again when it reconnects");
+                                break
+                            }
                         }
                     }
+                    Ok(message) => handle(&controller, &host, &mut inbox, message).into_iter().collect(),
                     Err(e) => {
                         tracing::warn!(host = %host, "undecodable message: {e}");
-                        let reply = error(ErrorCode::BadMessage, format!("cannot read that message: {e}"));
-                        if !send(&mut sink, &reply).await { break }
+                        vec![error(ErrorCode::BadMessage, format!("cannot read that message: {e}"))]
                     }
+                };
+                for reply in &replies {
+                    if !send(&mut sink, reply).await { break 'session }
+                }
+            }
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now).into()), if retry_at.is_some() => {
+                for reply in &inbox.retry(&controller, &host) {
+                    if !send(&mut sink, reply).await { break 'session }
                 }
             }
             _ = tokio::time::sleep_until((last_heard + grace).into()) => {
@@ -259,6 +422,9 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
                 break;
             }
         }
+    }
+    if !inbox.queue.is_empty() {
+        tracing::warn!(host = %host, reports = inbox.queue.len(), "session ended with reports not yet stored; the agent keeps them and sends them again");
     }
     let record = {
         let mut state = controller.state();
@@ -286,14 +452,16 @@ fn heard(controller: &Controller, host: &HostKey, id: u64) {
 
 fn save_agent(controller: &Controller, host: &HostKey, record: &crate::store::AgentRecord) {
     if let Err(e) = controller.store().save_agent(host, record) {
+        controller.metrics.store_write_failed();
         tracing::error!(host = %host, "cannot store the agent's state: {e}");
     }
 }
 
-/// Handles one message; returns the reply, if any.
+/// Handles one message that is not a report; returns the reply, if any.
 fn handle(
     controller: &Controller,
     host: &HostKey,
+    inbox: &mut Inbox,
     message: AgentMessage,
 ) -> Option<ControllerMessage> {
     match message {
@@ -305,6 +473,13 @@ fn handle(
         AgentMessage::ScheduleAck(ack) => {
             let record = {
                 let mut state = controller.state();
+                if let Err(refusal) = check_ack(&state, host, &ack) {
+                    drop(state);
+                    controller.metrics.report_refused(refusal.reason());
+                    let message = format!("schedule.ack refused: {refusal}");
+                    inbox.log_refusal(host, refusal.reason(), &message);
+                    return Some(error(ErrorCode::Refused, message));
+                }
                 let agent = state.agents.entry(host.clone()).or_default();
                 agent.applied_version = Some(ack.applied_version).filter(|v| *v > 0);
                 agent.rejected = ack.rejected.clone();
@@ -322,51 +497,631 @@ fn handle(
             controller.agent_changed(host);
             None
         }
-        AgentMessage::Report(protocol::Report { seq, body }) => {
-            match ingest(controller, host, seq, body) {
+        AgentMessage::Report(_) => None,
+    }
+}
+
+/// The reports of one session: stored and acked in the order they came, each once; while the
+/// database cannot be written they wait here (in order, unacked) and are retried.
+#[derive(Default)]
+struct Inbox {
+    queue: VecDeque<Queued>,
+    /// Frame bytes of the queued reports.
+    bytes: usize,
+    /// When to try storing the queue again.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// Refusal reasons already logged in this session.
+    logged: HashSet<&'static str>,
+}
+
+struct Queued {
+    seq: u64,
+    body: ReportBody,
+    bytes: usize,
+}
+
+/// Too many reports wait for the database.
+#[derive(Debug, thiserror::Error)]
+#[error("{reports} reports ({bytes} bytes) are waiting for the database to accept writes")]
+struct InboxFull {
+    reports: usize,
+    bytes: usize,
+}
+
+impl Inbox {
+    /// A report from the agent: stored and acked now, or queued behind those still waiting.
+    fn receive(
+        &mut self,
+        controller: &Arc<Controller>,
+        host: &HostKey,
+        seq: u64,
+        body: ReportBody,
+        bytes: usize,
+    ) -> Result<Vec<ControllerMessage>, InboxFull> {
+        if self.queue.len() >= MAX_QUEUED_REPORTS || self.bytes + bytes > MAX_QUEUED_BYTES {
+            return Err(InboxFull {
+                reports: self.queue.len(),
+                bytes: self.bytes,
+            });
+        }
+        self.queue.push_back(Queued { seq, body, bytes });
+        self.bytes += bytes;
+        if self.queue.len() > 1 {
+            // Behind a report that waits for the database: order is kept.
+            return Ok(Vec::new());
+        }
+        Ok(self.drain(controller, host))
+    }
+
+    /// Time to try the waiting reports again.
+    fn retry(&mut self, controller: &Arc<Controller>, host: &HostKey) -> Vec<ControllerMessage> {
+        self.retry_at = None;
+        self.drain(controller, host)
+    }
+
+    /// Stores the queue from the front until a write fails; the replies to send, in order.
+    fn drain(&mut self, controller: &Arc<Controller>, host: &HostKey) -> Vec<ControllerMessage> {
+        let mut replies = Vec::new();
+        let held_back = self.retry_at.is_some() || self.backoff > Duration::ZERO;
+        let mut stored = 0usize;
+        while let Some(front) = self.queue.front() {
+            let seq = front.seq;
+            match ingest(controller, host, seq, &front.body) {
                 Ok(()) => {
-                    controller.touch();
-                    Some(ControllerMessage::Ack(protocol::Ack { seq }))
+                    stored += 1;
+                    store_write_worked(controller);
+                    replies.push(ControllerMessage::Ack(protocol::Ack { seq }));
                 }
-                Err(e) => {
-                    // Not acked: the agent keeps the report and sends it again.
-                    tracing::error!(host = %host, seq, "cannot store a report: {e}");
-                    None
+                Err(IngestError::Refused(refusal)) => {
+                    controller.metrics.report_refused(refusal.reason());
+                    let message = format!(
+                        "report {seq} ({}) refused, acked so that it leaves the outbox: {refusal}",
+                        report_type(&front.body)
+                    );
+                    self.log_refusal(host, refusal.reason(), &message);
+                    replies.push(error(ErrorCode::Refused, message));
+                    replies.push(ControllerMessage::Ack(protocol::Ack { seq }));
+                }
+                Err(IngestError::Store(e)) => {
+                    // Not acked: kept here and retried; the agent keeps it in its outbox too.
+                    if !held_back {
+                        tracing::error!(host = %host, seq, "cannot store a report, holding it and those after it and retrying: {e}");
+                    }
+                    store_write_failed(controller, host, &e);
+                    self.backoff = if self.backoff == Duration::ZERO {
+                        FIRST_RETRY
+                    } else {
+                        (self.backoff * 2).min(MAX_RETRY)
+                    };
+                    self.retry_at = Some(Instant::now() + self.backoff);
+                    break;
+                }
+            }
+            if let Some(done) = self.queue.pop_front() {
+                self.bytes -= done.bytes;
+            }
+        }
+        if stored > 0 {
+            controller.touch();
+        }
+        if self.queue.is_empty() {
+            if held_back {
+                tracing::info!(host = %host, "stored the reports held back while the database could not be written");
+            }
+            self.backoff = Duration::ZERO;
+            self.retry_at = None;
+        }
+        replies
+    }
+
+    /// Logs a refusal once per session and reason: an agent that keeps sending the same
+    /// thing does not flood the log (the metric counts every one).
+    fn log_refusal(&mut self, host: &HostKey, reason: &'static str, message: &str) {
+        if self.logged.insert(reason) {
+            tracing::warn!(host = %host, reason, "refused a message from the agent (logged once per session and reason): {message}");
+        }
+    }
+}
+
+fn report_type(body: &ReportBody) -> &'static str {
+    match body {
+        ReportBody::JobStarted(_) => "job.started",
+        ReportBody::JobProgress(_) => "job.progress",
+        ReportBody::JobLog(_) => "job.log",
+        ReportBody::JobFinished(_) => "job.finished",
+        ReportBody::SnapshotsReport(_) => "snapshots.report",
+        ReportBody::RepoStats(_) => "repo.stats",
+    }
+}
+
+/// A write to the database failed: `/readyz`, the metrics and [`Controller::store_failing`]
+/// say so until a write works again. The first failure starts a probe, so that recovery is
+/// seen even when no agent has a report waiting.
+fn store_write_failed(controller: &Arc<Controller>, host: &HostKey, error: &StoreError) {
+    controller.metrics.store_write_failed();
+    let first = {
+        let mut failure = controller.store_failure();
+        let first = failure.is_none();
+        match failure.as_mut() {
+            Some(f) => f.error = error.to_string(),
+            None => {
+                *failure = Some(StoreFailure {
+                    since: Utc::now(),
+                    error: error.to_string(),
+                    host: host.clone(),
+                })
+            }
+        }
+        first
+    };
+    if first {
+        controller.metrics.set_store_write_failing(true);
+        tracing::error!("the database cannot be written: {error}");
+        tokio::spawn(probe_store(controller.clone()));
+    }
+}
+
+/// A write to the database worked.
+fn store_write_worked(controller: &Controller) {
+    if controller.store_failure().take().is_some() {
+        controller.metrics.set_store_write_failing(false);
+        tracing::info!("the database can be written again");
+    }
+}
+
+/// While writes fail, rewrites one agent's record (the same values) now and then, to see
+/// when writing works again.
+async fn probe_store(controller: Arc<Controller>) {
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let Some(host) = controller.store_failure().as_ref().map(|f| f.host.clone()) else {
+            return;
+        };
+        let Some(record) = controller.state().agents.get(&host).cloned() else {
+            continue;
+        };
+        let result = controller.store().save_agent(&host, &record);
+        match result {
+            Ok(()) => {
+                store_write_worked(&controller);
+                return;
+            }
+            Err(e) => {
+                controller.metrics.store_write_failed();
+                if let Some(f) = controller.store_failure().as_mut() {
+                    f.error = e.to_string();
                 }
             }
         }
     }
 }
 
-/// Stores one report; idempotent, so a resent report changes nothing.
+/// Why a report or a `schedule.ack` was refused; nothing of it is stored.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("{field} is {bytes} bytes, more than the {limit} allowed")]
+    TooLong {
+        field: &'static str,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("{field} has {count} entries, more than the {limit} allowed")]
+    TooMany {
+        field: &'static str,
+        count: usize,
+        limit: usize,
+    },
+    #[error("the job id is empty")]
+    EmptyJob,
+    #[error("repository {repo} is not used by the plan of {host}")]
+    RepoNotInPlan { repo: String, host: HostKey },
+    #[error("schedule {schedule} is not in the plan of {host}")]
+    ScheduleNotInPlan { schedule: String, host: HostKey },
+    #[error("schedule {schedule} uses repository {planned} in the plan of {host}, not {repo}")]
+    WrongRepo {
+        schedule: String,
+        repo: String,
+        planned: String,
+        host: HostKey,
+    },
+    #[error("a scheduled run must name its schedule")]
+    NoSchedule,
+    #[error("no run request with job id {job} was sent to {host}")]
+    UnknownCommand { job: String, host: HostKey },
+    #[error("{field} {value:?} is not an RFC 3339 time")]
+    BadTime { field: &'static str, value: String },
+    #[error("the run finished at {finished}, before it started at {started}")]
+    FinishedBeforeStarted { started: String, finished: String },
+    #[error(
+        "it says version {version} was applied, but this controller offered {host} at most version {highest}"
+    )]
+    UnofferedVersion {
+        version: u64,
+        highest: u64,
+        host: HostKey,
+    },
+    #[error("it accepts version {version} but says version {applied} is applied")]
+    AckMismatch { version: u64, applied: u64 },
+}
+
+impl Refusal {
+    /// The `reason` label of `holdfast_reports_refused_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            Refusal::TooLong { .. } | Refusal::TooMany { .. } | Refusal::EmptyJob => "oversize",
+            Refusal::RepoNotInPlan { .. } | Refusal::WrongRepo { .. } => "repo_not_in_plan",
+            Refusal::ScheduleNotInPlan { .. } | Refusal::NoSchedule => "schedule_not_in_plan",
+            Refusal::UnknownCommand { .. } => "unknown_job",
+            Refusal::BadTime { .. } => "bad_time",
+            Refusal::FinishedBeforeStarted { .. } => "finished_before_started",
+            Refusal::UnofferedVersion { .. } | Refusal::AckMismatch { .. } => "unoffered_version",
+        }
+    }
+}
+
+/// Why a report was not stored: refused (acked anyway), or the database failed (not acked).
+#[derive(Debug, thiserror::Error)]
+enum IngestError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn limit(field: &'static str, text: &str, limit: usize) -> Result<(), Refusal> {
+    if text.len() > limit {
+        return Err(Refusal::TooLong {
+            field,
+            bytes: text.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+fn limit_opt(field: &'static str, text: Option<&String>, max: usize) -> Result<(), Refusal> {
+    text.map_or(Ok(()), |t| limit(field, t, max))
+}
+
+fn count(field: &'static str, count: usize, limit: usize) -> Result<(), Refusal> {
+    if count > limit {
+        return Err(Refusal::TooMany {
+            field,
+            count,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+fn job_id(job: &str) -> Result<(), Refusal> {
+    if job.is_empty() {
+        return Err(Refusal::EmptyJob);
+    }
+    limit("job", job, protocol::MAX_JOB_ID_BYTES)
+}
+
+fn time(field: &'static str, text: &str) -> Result<chrono::DateTime<Utc>, Refusal> {
+    limit(field, text, MAX_TIME_BYTES)?;
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.to_utc())
+        .map_err(|_| Refusal::BadTime {
+            field,
+            value: text.to_string(),
+        })
+}
+
+/// What a report may carry whatever the plan: bounded strings and lists, readable times, a
+/// finish not before its start.
+fn check_report(body: &ReportBody) -> Result<(), Refusal> {
+    match body {
+        ReportBody::JobStarted(s) => {
+            job_id(&s.job)?;
+            limit_opt("schedule", s.schedule.as_ref(), MAX_NAME_BYTES)?;
+            limit("repo", &s.repo, MAX_NAME_BYTES)?;
+            if let Some(at) = &s.scheduled_at {
+                time("scheduledAt", at)?;
+            }
+            time("startedAt", &s.started_at)?;
+        }
+        ReportBody::JobProgress(p) => {
+            job_id(&p.job)?;
+            count("currentFiles", p.current_files.len(), MAX_CURRENT_FILES)?;
+            for file in &p.current_files {
+                limit("currentFiles[]", file, MAX_PATH_BYTES)?;
+            }
+        }
+        ReportBody::JobLog(log) => {
+            job_id(&log.job)?;
+            count("lines", log.lines.len(), MAX_LOG_LINES)?;
+            for line in &log.lines {
+                limit("lines[].source", &line.source, MAX_NAME_BYTES)?;
+                limit("lines[].line", &line.line, MAX_LOG_LINE_BYTES)?;
+            }
+        }
+        ReportBody::JobFinished(f) => {
+            job_id(&f.job)?;
+            limit_opt("schedule", f.schedule.as_ref(), MAX_NAME_BYTES)?;
+            limit("repo", &f.repo, MAX_NAME_BYTES)?;
+            limit_opt("reason", f.reason.as_ref(), MAX_NAME_BYTES)?;
+            limit_opt("message", f.message.as_ref(), MAX_TEXT_BYTES)?;
+            limit_opt("snapshotId", f.snapshot_id.as_ref(), MAX_NAME_BYTES)?;
+            if let Some(at) = &f.scheduled_at {
+                time("scheduledAt", at)?;
+            }
+            let finished = time("finishedAt", &f.finished_at)?;
+            if let Some(at) = &f.started_at {
+                let started = time("startedAt", at)?;
+                if finished < started {
+                    return Err(Refusal::FinishedBeforeStarted {
+                        started: at.clone(),
+                        finished: f.finished_at.clone(),
+                    });
+                }
+            }
+        }
+        ReportBody::SnapshotsReport(r) => {
+            limit("repo", &r.repo, MAX_NAME_BYTES)?;
+            for s in &r.snapshots {
+                limit("snapshots[].id", &s.id, MAX_NAME_BYTES)?;
+                limit("snapshots[].time", &s.time, MAX_TIME_BYTES)?;
+                limit("snapshots[].hostname", &s.hostname, MAX_NAME_BYTES)?;
+                for p in &s.paths {
+                    limit("snapshots[].paths[]", p, MAX_PATH_BYTES)?;
+                }
+                for t in &s.tags {
+                    limit("snapshots[].tags[]", t, MAX_PATH_BYTES)?;
+                }
+            }
+        }
+        ReportBody::RepoStats(s) => limit("repo", &s.repo, MAX_NAME_BYTES)?,
+    }
+    Ok(())
+}
+
+/// What one host may report about beyond its desired plan, in memory.
+#[derive(Default)]
+pub(super) struct Scope {
+    /// Schedules (name → repo) of the newest plans pushed to the host, by version.
+    plans: BTreeMap<u64, Arc<BTreeMap<String, String>>>,
+    /// Repos of run requests dispatched to the host, and of its runs already recorded.
+    repos: HashSet<String>,
+}
+
+/// Keeps the schedules of a plan the host is given, for checking its reports.
+fn remember_plan(state: &mut super::State, host: &HostKey, version: u64, plan: &HostPlan) {
+    let scope = state.scopes.entry(host.clone()).or_default();
+    if scope.plans.contains_key(&version) {
+        return;
+    }
+    let schedules = plan
+        .schedules
+        .iter()
+        .map(|s| (s.name.clone(), s.repo.name.clone()))
+        .collect();
+    scope.plans.insert(version, Arc::new(schedules));
+    while scope.plans.len() > PLANS_KEPT {
+        scope.plans.pop_first();
+    }
+}
+
+/// The agent says it runs a version whose plan this controller does not hold (it was replaced
+/// before this process started): its reports cannot be checked against a plan.
+fn runs_unknown_plan(state: &super::State, host: &HostKey) -> bool {
+    let Some(applied) = state.agents.get(host).and_then(|a| a.applied_version) else {
+        return false;
+    };
+    let desired = state.versions.get(host).map(|v| v.version);
+    Some(applied) != desired
+        && !state
+            .scopes
+            .get(host)
+            .is_some_and(|s| s.plans.contains_key(&applied))
+}
+
+/// Every (schedule, repo) of the plans the host may run: the desired one and those pushed.
+fn planned<'a>(
+    state: &'a super::State,
+    host: &HostKey,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    let desired = state
+        .fleet
+        .hosts
+        .get(host)
+        .into_iter()
+        .flat_map(|c| &c.plan.schedules)
+        .map(|s| (s.name.as_str(), s.repo.name.as_str()));
+    let pushed = state
+        .scopes
+        .get(host)
+        .into_iter()
+        .flat_map(|s| s.plans.values())
+        .flat_map(|p| p.iter())
+        .map(|(s, r)| (s.as_str(), r.as_str()));
+    desired.chain(pushed)
+}
+
+/// A run the controller has no record of: it must be of a schedule in the host's plan, with
+/// that schedule's repo. Runs the controller asks for are recorded before they are sent.
+fn check_new_run(
+    state: &super::State,
+    host: &HostKey,
+    job: &str,
+    trigger: protocol::Trigger,
+    operation: protocol::JobOperation,
+    schedule: Option<&str>,
+    repo: &str,
+) -> Result<(), Refusal> {
+    if trigger == protocol::Trigger::Command || operation == protocol::JobOperation::Restore {
+        return Err(Refusal::UnknownCommand {
+            job: job.to_string(),
+            host: host.clone(),
+        });
+    }
+    let Some(schedule) = schedule else {
+        return Err(Refusal::NoSchedule);
+    };
+    let mut other = None;
+    for (name, planned_repo) in planned(state, host) {
+        if name == schedule {
+            if planned_repo == repo {
+                return Ok(());
+            }
+            other = Some(planned_repo);
+        }
+    }
+    if runs_unknown_plan(state, host) {
+        return Ok(());
+    }
+    Err(match other {
+        Some(planned) => Refusal::WrongRepo {
+            schedule: schedule.to_string(),
+            repo: repo.to_string(),
+            planned: planned.to_string(),
+            host: host.clone(),
+        },
+        None => Refusal::ScheduleNotInPlan {
+            schedule: schedule.to_string(),
+            host: host.clone(),
+        },
+    })
+}
+
+/// A repository report: the repo must be one the host's plans use, or one of its recorded runs.
+fn check_repo(state: &super::State, host: &HostKey, repo: &str) -> Result<(), Refusal> {
+    let known = planned(state, host).any(|(_, r)| r == repo)
+        || state
+            .scopes
+            .get(host)
+            .is_some_and(|s| s.repos.contains(repo))
+        || runs_unknown_plan(state, host);
+    if known {
+        Ok(())
+    } else {
+        Err(Refusal::RepoNotInPlan {
+            repo: repo.to_string(),
+            host: host.clone(),
+        })
+    }
+}
+
+/// A `schedule.ack` that accepts a version must name one this controller offered; one that
+/// rejects the offer is recorded whatever it runs (a controller that lost its database offers
+/// lower versions than the agent has, and that must show as drift with the agent's reason).
+fn check_ack(
+    state: &super::State,
+    host: &HostKey,
+    ack: &protocol::ScheduleAck,
+) -> Result<(), Refusal> {
+    limit_opt("rejected", ack.rejected.as_ref(), MAX_TEXT_BYTES)?;
+    if ack.rejected.is_some() {
+        return Ok(());
+    }
+    if ack.applied_version != ack.version {
+        return Err(Refusal::AckMismatch {
+            version: ack.version,
+            applied: ack.applied_version,
+        });
+    }
+    let desired = state.versions.get(host).map_or(0, |v| v.version);
+    let pushed = state
+        .scopes
+        .get(host)
+        .and_then(|s| s.plans.keys().next_back().copied())
+        .unwrap_or(0);
+    let highest = desired.max(pushed);
+    if ack.applied_version > highest {
+        return Err(Refusal::UnofferedVersion {
+            version: ack.applied_version,
+            highest,
+            host: host.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks one report against what the host may report about, then stores it; idempotent, so a
+/// resent report changes nothing.
 fn ingest(
     controller: &Controller,
     host: &HostKey,
     seq: u64,
-    body: ReportBody,
-) -> Result<(), StoreError> {
+    body: &ReportBody,
+) -> Result<(), IngestError> {
+    check_report(body)?;
+    // Checked against the plans before the database is locked (the state lock is never taken
+    // while holding the database's); used only when the run is new.
+    let verdict = {
+        let state = controller.state();
+        match body {
+            ReportBody::JobStarted(s) => check_new_run(
+                &state,
+                host,
+                &s.job,
+                s.trigger,
+                s.operation,
+                s.schedule.as_deref(),
+                &s.repo,
+            ),
+            ReportBody::JobFinished(f) => check_new_run(
+                &state,
+                host,
+                &f.job,
+                f.trigger,
+                f.operation,
+                f.schedule.as_deref(),
+                &f.repo,
+            ),
+            ReportBody::SnapshotsReport(r) => check_repo(&state, host, &r.repo),
+            ReportBody::RepoStats(s) => check_repo(&state, host, &s.repo),
+            ReportBody::JobProgress(_) | ReportBody::JobLog(_) => Ok(()),
+        }
+    };
     let now = Utc::now();
     let mut store = controller.store();
     let changed = |run: &RunRecord| RunEvent::Changed {
         namespace: run.namespace.clone(),
         name: run.name.clone(),
     };
+    // The repo of a recorded run: the host may report on it.
+    let mut run_repo = None;
     let event = match body {
         ReportBody::JobStarted(started) => {
             let existing = store.run_by_job(host, &started.job)?;
-            runs::started(existing, host, &started, now)
+            match &existing {
+                None => verdict?,
+                Some(run) => run_repo = run.repo.clone().or(Some(started.repo.clone())),
+            }
+            runs::started(existing, host, started, now)
                 .map(|run| store.save_run(&run).map(|_| changed(&run)))
                 .transpose()?
         }
         ReportBody::JobProgress(progress) => {
             let existing = store.run_by_job(host, &progress.job)?;
-            runs::progress(existing, &progress)
+            runs::progress(existing, progress)
                 .map(|run| store.save_run(&run).map(|_| changed(&run)))
                 .transpose()?
         }
         ReportBody::JobFinished(finished) => {
             let existing = store.run_by_job(host, &finished.job)?;
-            match runs::finished(existing, host, &finished, now) {
+            match &existing {
+                None => verdict?,
+                Some(run) => {
+                    run_repo = run.repo.clone().or(Some(finished.repo.clone()));
+                    if let (None, Some(started)) = (&finished.started_at, run.started_at) {
+                        let at = time("finishedAt", &finished.finished_at)?;
+                        if at < started {
+                            return Err(Refusal::FinishedBeforeStarted {
+                                started: started.to_rfc3339(),
+                                finished: finished.finished_at.clone(),
+                            }
+                            .into());
+                        }
+                    }
+                }
+            }
+            match runs::finished(existing, host, finished, now) {
                 Some(run) => {
                     store.save_run(&run)?;
                     controller.metrics.job_finished(&run);
@@ -377,7 +1132,7 @@ fn ingest(
         }
         ReportBody::JobLog(log) => match store.run_by_job(host, &log.job)? {
             Some(run) => {
-                let lines: Vec<String> = log.lines.into_iter().map(|l| l.line).collect();
+                let lines: Vec<String> = log.lines.iter().map(|l| l.line.clone()).collect();
                 store.append_log(&run, seq, &lines)?;
                 Some(RunEvent::Log {
                     namespace: run.namespace,
@@ -388,6 +1143,7 @@ fn ingest(
             None => None,
         },
         ReportBody::SnapshotsReport(report) => {
+            verdict?;
             let latest = report
                 .snapshots
                 .iter()
@@ -404,6 +1160,7 @@ fn ingest(
             None
         }
         ReportBody::RepoStats(stats) => {
+            verdict?;
             let point = SizePoint {
                 at: now,
                 total_size: stats.total_size,
@@ -415,6 +1172,13 @@ fn ingest(
         }
     };
     drop(store);
+    if let Some(repo) = run_repo.filter(|r| !r.is_empty()) {
+        let mut state = controller.state();
+        let scope = state.scopes.entry(host.clone()).or_default();
+        if !scope.repos.contains(&repo) {
+            scope.repos.insert(repo);
+        }
+    }
     if let Some(event) = event {
         let _ = controller.runs.send(event);
     }
@@ -457,19 +1221,23 @@ fn controller_files<'a>(
 /// Sends `schedule.set` when the host's agent is connected and runs another version.
 pub fn push(controller: &Controller, host: &HostKey) {
     let (version, plan, tx): (_, HostPlan, _) = {
-        let state = controller.state();
-        let (Some(session), Some(version), Some(compiled)) = (
-            state.sessions.get(host),
-            state.versions.get(host),
-            state.fleet.hosts.get(host),
+        let mut state = controller.state();
+        let (Some(version), Some(compiled)) = (
+            state.versions.get(host).cloned(),
+            state.fleet.hosts.get(host).cloned(),
         ) else {
+            return;
+        };
+        // Whether or not it is sent now, the host may report on this plan from here on.
+        remember_plan(&mut state, host, version.version, &compiled.plan);
+        let Some(session) = state.sessions.get(host) else {
             return;
         };
         let applied = state.agents.get(host).and_then(|a| a.applied_version);
         if applied == Some(version.version) {
             return;
         }
-        (version.clone(), compiled.plan.clone(), session.tx.clone())
+        (version, compiled.plan, session.tx.clone())
     };
     let repos: Vec<&ResolvedRepo> = plan.schedules.iter().map(|s| &s.repo).collect();
     let secrets = match secret_values(controller, host, &repos) {
@@ -490,16 +1258,19 @@ pub fn push(controller: &Controller, host: &HostKey) {
 
 /// Sends the host's pending run requests (Backup and Restore files), each once.
 pub fn dispatch(controller: &Controller, host: &HostKey) {
-    let pending: Vec<RunRecord> = match controller.store().runs() {
+    let runs = controller.store().runs();
+    let (pending, going): (Vec<RunRecord>, Vec<RunRecord>) = match runs {
         Ok(runs) => runs
             .into_iter()
-            .filter(|r| r.requested && r.phase == Phase::Pending && r.host_key() == *host)
-            .collect(),
+            .filter(|r| r.requested && r.host_key() == *host && !r.is_final())
+            .partition(|r| r.phase == Phase::Pending),
         Err(e) => {
             tracing::error!("cannot read run requests: {e}");
             return;
         }
     };
+    // Requests sent before (also before a restart) may still report on their repos.
+    allow_repos(controller, host, going.into_iter().filter_map(|r| r.repo));
     for mut run in pending {
         let (request, tx) = {
             let state = controller.state();
@@ -511,14 +1282,16 @@ pub fn dispatch(controller: &Controller, host: &HostKey) {
         };
         let command = request.and_then(|(request, repo)| {
             let secrets = secret_values(controller, host, &[&repo])?;
-            Ok(CommandRun {
+            let command = CommandRun {
                 job: run.job.clone(),
                 request,
                 secrets,
-            })
+            };
+            Ok((command, repo.name))
         });
         match command {
-            Ok(command) => {
+            Ok((command, repo)) => {
+                allow_repos(controller, host, [repo]);
                 run.phase = Phase::Dispatched;
                 // Recorded before it is sent: a restart must not send it again.
                 if let Err(e) = controller.store().save_run(&run) {
@@ -540,6 +1313,15 @@ pub fn dispatch(controller: &Controller, host: &HostKey) {
         }
     }
     controller.touch();
+}
+
+/// The host may report on these repos (its run requests use them).
+fn allow_repos(controller: &Controller, host: &HostKey, repos: impl IntoIterator<Item = String>) {
+    let mut state = controller.state();
+    let scope = state.scopes.entry(host.clone()).or_default();
+    scope
+        .repos
+        .extend(repos.into_iter().filter(|r| !r.is_empty()));
 }
 
 /// The command a request runs, and the repo whose secrets it needs.

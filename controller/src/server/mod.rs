@@ -42,6 +42,8 @@ pub struct Config {
     pub debounce: Duration,
     /// Serve HTTPS with this certificate chain and key (PEM).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Agents served at once; more are refused with a reason until one disconnects.
+    pub max_agents: usize,
 }
 
 /// Where desired state comes from.
@@ -84,6 +86,17 @@ struct State {
     /// Kubernetes mode: the objects that keep the cluster's desired state from validating,
     /// with what is wrong with each, until a revision is adopted.
     rejected: BTreeMap<crate::resources::ObjectKey, Vec<String>>,
+    /// What each host may report about: the plans it was given and the repos of its runs.
+    scopes: HashMap<HostKey, hub::Scope>,
+}
+
+/// Since when, and why, the database cannot be written.
+#[derive(Clone, Debug)]
+struct StoreFailure {
+    since: chrono::DateTime<chrono::Utc>,
+    error: String,
+    /// A host whose agent record a probe rewrites to learn when writing works again.
+    host: HostKey,
 }
 
 pub struct Controller {
@@ -99,6 +112,8 @@ pub struct Controller {
     ready: AtomicBool,
     next_session: AtomicU64,
     pub metrics: crate::web::metrics::Metrics,
+    /// Set while writes to the database fail; cleared by the next write that works.
+    store_failure: Mutex<Option<StoreFailure>>,
 }
 
 impl Controller {
@@ -121,6 +136,7 @@ impl Controller {
             ready: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             metrics: crate::web::metrics::Metrics::default(),
+            store_failure: Mutex::new(None),
         }))
     }
 
@@ -165,6 +181,24 @@ impl Controller {
     /// Ready once the first revision was read and the read model written.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// While the database cannot be written: one sentence saying so, since when and why (for
+    /// `/readyz` and the page). Reports that could not be stored are held and retried, and not
+    /// acked until they are stored.
+    pub fn store_failing(&self) -> Option<String> {
+        let failure = self.store_failure().clone()?;
+        Some(format!(
+            "The controller cannot write its database since {}: {}; agents' reports are held and retried, and stay in the agents' outboxes until they are stored.",
+            failure
+                .since
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            failure.error
+        ))
+    }
+
+    fn store_failure(&self) -> MutexGuard<'_, Option<StoreFailure>> {
+        self.store_failure.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn subscribe_runs(&self) -> broadcast::Receiver<RunEvent> {

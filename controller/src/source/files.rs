@@ -262,7 +262,7 @@ impl Loader {
                     // A syntax error ends the file: what follows cannot be trusted.
                     let (line, column) = e
                         .location()
-                        .map(|l| (l.line(), l.column()))
+                        .map(|l| within(&file.text, l.line(), l.column()))
                         .unwrap_or((1, 1));
                     self.diagnostics.push(Diagnostic {
                         location: Location {
@@ -529,6 +529,28 @@ fn describe_serde_error(field: FieldPath, message: &str) -> (FieldPath, String) 
         }
     }
     (field, message.to_string())
+}
+
+/// `line` and `column` moved inside `text`. libyaml reports the end of a file that does not end
+/// in a line break on the line after its last one; that line is not in the file, its end is.
+fn within(text: &str, line: usize, column: usize) -> (usize, usize) {
+    // Line breaks as YAML counts them: CR LF, CR, LF, NEL, LS and PS.
+    let mut last = 1;
+    let mut last_start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '\r' && chars.peek().is_some_and(|&(_, next)| next == '\n') {
+            continue;
+        }
+        if matches!(c, '\r' | '\n' | '\u{85}' | '\u{2028}' | '\u{2029}') {
+            last += 1;
+            last_start = i + c.len_utf8();
+        }
+    }
+    if line > last {
+        return (last, text[last_start..].chars().count() + 1);
+    }
+    (line.max(1), column.max(1))
 }
 
 /// serde_yaml writes ` at line L column C` into its messages, sometimes twice; diagnostics carry

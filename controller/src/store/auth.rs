@@ -19,6 +19,10 @@ pub enum AuthError {
     TokenUsed(String),
     #[error("this enrollment token expired; create a new one with `holdfast token create {0}`")]
     TokenExpired(String),
+    #[error(
+        "host {0} is no longer declared in the fleet; declare it again before enrolling its agent"
+    )]
+    HostNotDeclared(String),
 }
 
 /// What a successful enrollment yields; the credential is shown once and stored only as a hash.
@@ -90,6 +94,17 @@ impl Store {
         if expires_at <= now {
             return Ok(Err(AuthError::TokenExpired(host.to_string())));
         }
+        let declared: Option<i64> = tx
+            .query_row(
+                "SELECT removed FROM host_plans WHERE namespace = ?1 AND host = ?2",
+                params![namespace, name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        if declared != Some(0) {
+            return Ok(Err(AuthError::HostNotDeclared(host.to_string())));
+        }
         let credential = random_secret().map_err(|e| StoreError::Other {
             path: path.clone(),
             message: e,
@@ -136,11 +151,48 @@ mod tests {
         (dir, store)
     }
 
+    /// Declares a host as an applied revision would (`removed` when it was taken out).
+    fn declare(store: &Store, host: &HostKey, removed: bool) {
+        store
+            .conn
+            .execute(
+                "INSERT INTO host_plans (namespace, host, version, digest, plan, removed)
+                 VALUES (?1, ?2, 1, 'sha256:x', '{}', ?3)",
+                params![host.namespace, host.name, removed as i64],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_token_for_a_host_not_declared_or_removed_does_not_enroll() {
+        let (_dir, mut store) = store();
+        let now = Utc::now();
+        let gone = HostKey::new("default", "old-1");
+        declare(&store, &gone, true);
+        for host in [HostKey::new("other", "web-1"), gone] {
+            let token = store
+                .create_token(&host, now + chrono::Duration::hours(1))
+                .unwrap();
+            let refused = store.enroll(&token, now).unwrap().unwrap_err();
+            assert_eq!(refused, AuthError::HostNotDeclared(host.to_string()));
+            assert!(
+                refused.to_string().contains("no longer declared"),
+                "{refused}"
+            );
+        }
+        let credentials: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM credentials", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(credentials, 0);
+    }
+
     #[test]
     fn a_token_enrolls_once_and_the_credential_authenticates_its_host() {
         let (_dir, mut store) = store();
         let now = Utc::now();
         let host = HostKey::new("default", "web-1");
+        declare(&store, &host, false);
         let token = store
             .create_token(&host, now + chrono::Duration::hours(1))
             .unwrap();

@@ -54,6 +54,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_2.sql"),
     // Labels and annotations: a change to them is a new resourceVersion, not a new generation.
     "ALTER TABLE objects ADD COLUMN meta_digest TEXT NOT NULL DEFAULT ''",
+    // The resources of the newest applied revision (JSON), so that a restart in front of a
+    // rejected directory serves the fleet in force rather than none.
+    "ALTER TABLE revisions ADD COLUMN resources TEXT",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@ use rusqlite::params;
 
 use super::{Store, StoreError};
 use crate::resources::Kind;
+use crate::revision::Revision;
 use crate::web::view::{RevisionRecord, Revisions};
 
 /// What Kubernetes would keep in an object's metadata.
@@ -136,24 +137,70 @@ impl Store {
         tx.commit().map_err(err)
     }
 
-    /// Records a revision read from the config directory; returns its id.
+    /// Records a revision read from the config directory; returns its id. `applied` is the
+    /// revision's resources when it was applied; they replace those kept for the previous one.
     pub fn record_revision(
-        &self,
+        &mut self,
         commit: Option<&str>,
         summary: &str,
         errors: &[String],
-        applied: bool,
+        applied: Option<&Revision>,
         at: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
         let errors = serde_json::to_string(errors).unwrap_or_default();
-        self.conn
-            .execute(
-                "INSERT INTO revisions (at, git_commit, summary, errors, applied)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![at, commit, summary, errors, applied as i64],
+        let resources = applied
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| self.other(format!("cannot serialise the revision: {e}")))?;
+        let path = self.path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        if resources.is_some() {
+            tx.execute(
+                "UPDATE revisions SET resources = NULL WHERE resources IS NOT NULL",
+                [],
             )
-            .map_err(|e| self.sqlite(e))?;
-        Ok(self.conn.last_insert_rowid())
+            .map_err(err)?;
+        }
+        tx.execute(
+            "INSERT INTO revisions (at, git_commit, summary, errors, applied, resources)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                at,
+                commit,
+                summary,
+                errors,
+                applied.is_some() as i64,
+                resources
+            ],
+        )
+        .map_err(err)?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(err)?;
+        Ok(id)
+    }
+
+    /// The resources of the newest applied revision, when one was recorded with them.
+    pub fn applied_revision(&self) -> Result<Option<Revision>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT resources FROM revisions WHERE applied = 1 ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(self.sqlite(e)),
+            })?;
+        text.map(|t| {
+            serde_json::from_str(&t)
+                .map_err(|e| self.other(format!("the stored applied revision does not read: {e}")))
+        })
+        .transpose()
     }
 
     /// The newest applied revision, and the newest rejected one if it came later.

@@ -51,6 +51,11 @@ struct RepoLabels {
     repo: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
 /// What accumulates between scrapes.
 #[derive(Clone)]
 pub struct Metrics {
@@ -58,6 +63,9 @@ pub struct Metrics {
     durations: Family<OperationLabels, Histogram>,
     /// Watches open on the Kubernetes-compatible API.
     pub watches: Gauge,
+    reports_refused: Family<ReasonLabels, Counter>,
+    store_write_errors: Counter,
+    store_write_failing: Gauge,
 }
 
 impl Default for Metrics {
@@ -69,6 +77,9 @@ impl Default for Metrics {
                 Histogram::new(exponential_buckets(1.0, 3.0, 11))
             }),
             watches: Gauge::default(),
+            reports_refused: Family::default(),
+            store_write_errors: Counter::default(),
+            store_write_failing: Gauge::default(),
         }
     }
 }
@@ -98,6 +109,25 @@ impl Metrics {
         }
     }
 
+    /// Counts a report or schedule ack the controller refused, by why (a snake_case word).
+    pub fn report_refused(&self, reason: &str) {
+        self.reports_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a write to the database that failed.
+    pub fn store_write_failed(&self) {
+        self.store_write_errors.inc();
+    }
+
+    /// Whether writes to the database fail right now.
+    pub fn set_store_write_failing(&self, failing: bool) {
+        self.store_write_failing.set(i64::from(failing));
+    }
+
     /// The whole exposition.
     pub fn render(&self, model: &ReadModel) -> String {
         let mut registry = Registry::with_prefix("holdfast");
@@ -115,6 +145,21 @@ impl Metrics {
             "api_watches",
             "Watches open on the Kubernetes-compatible API",
             self.watches.clone(),
+        );
+        registry.register(
+            "reports_refused",
+            "Agent reports and schedule acks refused (not stored), by reason",
+            self.reports_refused.clone(),
+        );
+        registry.register(
+            "store_write_errors",
+            "Writes to the database that failed",
+            self.store_write_errors.clone(),
+        );
+        registry.register(
+            "store_write_failing",
+            "1 while the database cannot be written (reports are held and retried)",
+            self.store_write_failing.clone(),
         );
 
         let online = Family::<HostLabels, Gauge>::default();

@@ -49,15 +49,38 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .merge(kubeapi::router(controller))
 }
 
+/// Not ready until the first revision is read, and while the newest one is rejected: the
+/// fleet is then served from the previous revision, which is not what the directory says.
 async fn readyz(State(c): Shared) -> Response {
-    if c.is_ready() {
-        "ok".into_response()
-    } else {
-        (
+    if !c.is_ready() {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             "reading the config directory",
         )
-            .into_response()
+            .into_response();
+    }
+    // The database cannot be written: reports are held, not stored. `/healthz` stays 200,
+    // since a restart would not make the disk writable.
+    if let Some(failing) = c.store_failing() {
+        return (StatusCode::SERVICE_UNAVAILABLE, failing).into_response();
+    }
+    let model = c.model();
+    match &model.revisions.rejected {
+        Some(rejected) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the config directory is rejected (revision {}, {} errors); {} stays in force: see /api/v1/revisions",
+                rejected.id,
+                rejected.errors.len(),
+                model
+                    .revisions
+                    .applied
+                    .as_ref()
+                    .map_or("no revision".to_string(), |a| format!("revision {}", a.id)),
+            ),
+        )
+            .into_response(),
+        None => "ok".into_response(),
     }
 }
 
@@ -141,6 +164,7 @@ async fn fleet_page(State(c): Shared) -> Response {
         schedules: &model.schedules,
         repos: &model.repos,
         active,
+        store_failing: c.store_failing(),
     })
     .into_response()
 }

@@ -57,6 +57,12 @@ pub fn fleet(view: &FleetView) -> Markup {
                 h1 { "Holdfast" }
                 (revision_line(now, view.revisions.applied.as_ref()))
             }
+            @if let Some(failing) = &view.store_failing {
+                section.banner role="alert" {
+                    h2 { "Reports are not being stored" }
+                    p { (failing) }
+                }
+            }
             @if let Some(rejected) = &view.revisions.rejected {
                 (rejected_banner(now, rejected))
             }
@@ -1574,6 +1580,7 @@ mod tests {
             schedules,
             repos: &[],
             active: vec![],
+            store_failing: None,
         })
         .into_string()
     }

@@ -40,6 +40,8 @@ pub struct FleetView<'a> {
     pub repos: &'a [Repo],
     /// Runs in phase Running, Dispatched or Pending, newest first.
     pub active: Vec<&'a Backup>,
+    /// Why the controller cannot write its database, while it cannot.
+    pub store_failing: Option<String>,
 }
 
 /// One host at `/hosts/{namespace}/{name}`.

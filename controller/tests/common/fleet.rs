@@ -187,6 +187,10 @@ pub struct Fleet {
     pub hosts: Vec<String>,
     controller: Option<Proc>,
     agent: Option<Proc>,
+    /// Agents for hosts other than [`HOST`], from [`Fleet::start_agent_as`].
+    others: Vec<Proc>,
+    /// More flags for the controller, from its next start.
+    pub controller_args: Vec<String>,
     http: ureq::Agent,
     logs_shown: Cell<bool>,
 }
@@ -221,6 +225,8 @@ impl Fleet {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             controller: None,
             agent: None,
+            others: Vec::new(),
+            controller_args: Vec::new(),
             http: ureq::Agent::new_with_config(
                 ureq::Agent::config_builder()
                     .http_status_as_error(false)
@@ -296,6 +302,7 @@ impl Fleet {
             .arg(&self.controller_data)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--offline-after", "2s"])
+            .args(&self.controller_args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -306,6 +313,8 @@ impl Fleet {
         loop {
             let seen = match self.get("/readyz") {
                 Ok((200, _)) => return,
+                // Serving: the directory was read, and its newest revision rejected.
+                Ok((503, body)) if body.starts_with("the config directory is rejected") => return,
                 Ok((status, body)) => format!("{status} {body}"),
                 Err(e) => e,
             };
@@ -370,6 +379,55 @@ impl Fleet {
         }
         let log = self.root.join("agent.log");
         self.agent = Some(Proc::spawn("holdfast-agent", &mut command, &log));
+    }
+
+    /// Enrolls and starts one more agent, acting as `host` with its own state dir
+    /// (`agent-HOST/`) and log (`agent-HOST.log`).
+    pub fn start_agent_as(&mut self, host: &str) {
+        let state = self.root.join(format!("agent-{host}"));
+        let token = self.create_token(host, None);
+        let out = Command::new(agent_bin())
+            .args(["enroll", "--server", &self.url(""), "--token", &token])
+            .arg("--state-dir")
+            .arg(&state)
+            .env_remove("HOLDFAST_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "holdfast-agent enroll as {host} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut command = Command::new(agent_bin());
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(self.root.join("agent.yaml"))
+            .arg("--state-dir")
+            .arg(&state)
+            .args([
+                "--server",
+                &self.url(""),
+                "--restic",
+                RESTIC,
+                "--host",
+                host,
+            ])
+            .env("HOLDFAST_LOG", "info");
+        for var in [
+            "HOLDFAST_CONFIG",
+            "HOLDFAST_SERVER",
+            "HOLDFAST_STATE_DIR",
+            "HOLDFAST_CA_FILE",
+        ] {
+            command.env_remove(var);
+        }
+        let log = self.root.join(format!("agent-{host}.log"));
+        self.others.push(Proc::spawn(
+            &format!("holdfast-agent as {host}"),
+            &mut command,
+            &log,
+        ));
     }
 
     pub fn kill_agent(&mut self) {
