@@ -264,14 +264,7 @@ async fn prune_check_and_unlock_run_against_a_real_repository() {
     assert_eq!(locks(&repo), 0);
     leave_stale_lock(&repo);
     assert_eq!(locks(&repo), 1);
-    let mut forget = schedule("forget", Operation::Forget, repo.resolved("nas"));
-    forget.forget = Some(ForgetParams {
-        retention: Retention {
-            keep_last: Some(5),
-            ..Retention::default()
-        },
-        ..ForgetParams::default()
-    });
+    let forget = forget("forget", repo.resolved("nas"), 5);
     let reports = h.run("forget-1", run_schedule(forget)).await;
     let log = log_lines(&reports).join("\n");
     assert_eq!(finished(&reports).phase, JobPhase::Succeeded, "{log}");
@@ -631,14 +624,7 @@ async fn forget_and_prune_through_append_only_access_stop_at_the_refusal_and_lea
     };
     let h = Harness::new(dir.path(), "web-1").await;
 
-    let mut forget = schedule("forget", Operation::Forget, append_only.clone());
-    forget.forget = Some(ForgetParams {
-        retention: Retention {
-            keep_last: Some(1),
-            ..Retention::default()
-        },
-        ..ForgetParams::default()
-    });
+    let forget = forget("forget", append_only.clone(), 1);
     let reports = h.run("forget-1", run_schedule(forget)).await;
     let log = log_lines(&reports);
     let f = finished(&reports);

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use holdfast::compile::{Fleet, HostKey, compile};
+use holdfast::revision::Revision;
 use holdfast::source::files::{SourceFile, load_sources};
 use holdfast::versions::{Versioned, assign};
 
@@ -28,7 +29,8 @@ fn example_files() -> Vec<(String, String)> {
     files
 }
 
-fn fleet_of(files: &[(String, String)]) -> Fleet {
+/// The revision of valid files.
+fn revision_of(files: &[(String, String)]) -> Revision {
     let loaded = load_sources(
         files
             .iter()
@@ -37,7 +39,11 @@ fn fleet_of(files: &[(String, String)]) -> Fleet {
     );
     let errors: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
     assert!(errors.is_empty(), "{errors:#?}");
-    compile(&loaded.revision).unwrap()
+    loaded.revision
+}
+
+fn fleet_of(files: &[(String, String)]) -> Fleet {
+    compile(&revision_of(files)).unwrap()
 }
 
 fn digests(fleet: &Fleet) -> BTreeMap<String, String> {
@@ -323,17 +329,9 @@ fn a_run_request_agrees_with_the_schedules_on_who_initialises_and_a_restore_neve
     let mut files = shared_repo_files("none");
     files.push((
         "runs.yaml".into(),
-        "apiVersion: holdfast.dev/v1alpha1\nkind: Backup\nmetadata:\n  name: now-c\nspec:\n  host: c\n  schedule: nightly\n---\napiVersion: holdfast.dev/v1alpha1\nkind: Restore\nmetadata:\n  name: back-a\nspec:\n  host: a\n  targetPath: /tmp/restore\n".into(),
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Backup\nmetadata:\n  name: now-c\nspec:\n  host: c\n  schedule: nightly\n---\napiVersion: holdfast.dev/v1alpha1\nkind: Restore\nmetadata:\n  name: back-a\nspec:\n  host: a\n  snapshot: latest\n  targetHost: b\n  targetPath: /tmp/restore\n".into(),
     ));
-    let loaded = load_sources(
-        files
-            .iter()
-            .map(|(n, t)| SourceFile::new(n.clone(), t.clone()))
-            .collect(),
-    );
-    let errors: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
-    assert!(errors.is_empty(), "{errors:#?}");
-    let revision = &loaded.revision;
+    let revision = &revision_of(&files);
     let request = holdfast::compile::backup_request(revision, &revision.backups[0]).unwrap();
     assert!(!request.repo.initialize);
     assert_eq!(request.repo.initialized_by.as_deref(), Some("a"));

@@ -383,15 +383,7 @@ fn agents_beyond_the_maximum_are_refused_with_a_reason_until_one_leaves() {
 fn a_run_now_request_that_meets_a_running_run_waits_for_it_and_then_runs() {
     let fleet = Fleet::start();
     let gate = fleet.root.join("gate");
-    let gated = schedule_yaml(
-        "gated",
-        QUIET_CRON,
-        &fleet.data,
-        &format!(
-            "  hooks:\n    pre:\n      - command: [sh, -c, \"while [ ! -e {} ]; do sleep 0.1; done\"]\n        timeout: 10m\n",
-            gate.display()
-        ),
-    );
+    let gated = gated_schedule_yaml("gated", &fleet.data, &gate);
     fleet.write_all(&[
         ("schedules/gated.yaml", &gated),
         (

@@ -623,15 +623,7 @@ fn reports_that_cannot_be_stored_are_held_and_stored_once_the_disk_has_room_agai
     // A run request whose pre-hook waits for a flag file: it is Running (stored) before the
     // disk fills, and reports the rest after.
     let flag = fleet.root.join("go");
-    let gated = schedule_yaml(
-        "gated",
-        QUIET_CRON,
-        &fleet.data,
-        &format!(
-            "  hooks:\n    pre:\n      - command: [sh, -c, \"while [ ! -e {} ]; do sleep 0.1; done\"]\n        timeout: 10m\n",
-            flag.display()
-        ),
-    );
+    let gated = gated_schedule_yaml("gated", &fleet.data, &flag);
     fleet.write_all(&[
         ("schedules/gated.yaml", &gated),
         (

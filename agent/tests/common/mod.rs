@@ -115,6 +115,20 @@ pub fn schedule(name: &str, operation: Operation, repo: ResolvedRepo) -> Resolve
     }
 }
 
+/// A forget keeping the last `keep_last` snapshots of this host.
+pub fn forget(name: &str, repo: ResolvedRepo, keep_last: u32) -> ResolvedSchedule {
+    ResolvedSchedule {
+        forget: Some(ForgetParams {
+            retention: Retention {
+                keep_last: Some(keep_last),
+                ..Retention::default()
+            },
+            ..ForgetParams::default()
+        }),
+        ..schedule(name, Operation::Forget, repo)
+    }
+}
+
 pub fn backup(name: &str, repo: ResolvedRepo, paths: Vec<String>) -> ResolvedSchedule {
     ResolvedSchedule {
         backup: Some(BackupParams {

@@ -31,7 +31,13 @@ impl ClusterHub {
     }
 
     pub async fn enroll(&self, token: &str) -> Result<Result<Enrolled, AuthError>, String> {
-        super::auth::enroll(&self.credentials, token, Utc::now()).await
+        let hosts = &self.stores.hosts;
+        super::auth::enroll(&self.credentials, token, Utc::now(), |h| {
+            hosts
+                .get(&ObjectRef::new(&h.name).within(&h.namespace))
+                .is_some()
+        })
+        .await
     }
 
     pub async fn authenticate(&self, credential: &str) -> Result<Option<HostKey>, String> {

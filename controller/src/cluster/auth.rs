@@ -88,10 +88,12 @@ pub async fn create_token(
 }
 
 /// Trades a token for a new credential; on refusal nothing is written.
+/// `declared` says whether a Host exists now: a token outlives nothing it was issued for.
 pub async fn enroll(
     secrets: &Api<Secret>,
     token: &str,
     now: DateTime<Utc>,
+    declared: impl Fn(&HostKey) -> bool,
 ) -> Result<Result<Enrolled, AuthError>, String> {
     let hash = secret_hash(token);
     let read = secrets
@@ -116,6 +118,9 @@ pub async fn enroll(
         .is_none_or(|t| t <= now);
     if expired {
         return Ok(Err(AuthError::TokenExpired(host.to_string())));
+    }
+    if !declared(&host) {
+        return Ok(Err(AuthError::HostNotDeclared(host.to_string())));
     }
     // The credential first, then the token marked used with the resourceVersion read: of two
     // enrollments racing with one token, the API server lets one mark it, and the other's
@@ -267,7 +272,7 @@ mod tests {
             (201, created()),
             (200, stored_token(token, "2026-11-22T02:00:00+00:00", true)),
         ]);
-        let enrolled = enroll(&api, token, now())
+        let enrolled = enroll(&api, token, now(), |_| true)
             .await
             .expect("the API answers")
             .expect("enrolled");
@@ -295,7 +300,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn used_expired_and_unknown_tokens_are_refused_without_writing() {
+    async fn used_expired_unknown_and_undeclared_tokens_are_refused_without_writing() {
         let token = "t0ken";
         let cases = [
             (
@@ -309,10 +314,19 @@ mod tests {
                 AuthError::TokenExpired("fleet/web-1".into()),
             ),
             (status(404, "NotFound"), 404, AuthError::UnknownToken),
+            (
+                stored_token(token, "2026-11-22T02:00:00+00:00", false),
+                200,
+                AuthError::HostNotDeclared("fleet/web-1".into()),
+            ),
         ];
         for (answer, code, want) in cases {
             let (api, task) = server(vec![(code, answer)]);
-            let refused = enroll(&api, token, now()).await.expect("the API answers");
+            // Only fleet/web-2 is declared: a token for web-1 that is valid otherwise is refused.
+            let declared = |h: &HostKey| *h == HostKey::new("fleet", "web-2");
+            let refused = enroll(&api, token, now(), declared)
+                .await
+                .expect("the API answers");
             assert_eq!(refused.expect_err("refused"), want);
             let seen = task.await.expect("served");
             assert_eq!(seen.len(), 1, "only the read for {want:?}: {seen:?}");
@@ -328,7 +342,9 @@ mod tests {
             (409, status(409, "Conflict")),
             (200, status(200, "Success")),
         ]);
-        let refused = enroll(&api, token, now()).await.expect("the API answers");
+        let refused = enroll(&api, token, now(), |_| true)
+            .await
+            .expect("the API answers");
         assert_eq!(
             refused.expect_err("refused"),
             AuthError::TokenUsed("fleet/web-1".into())

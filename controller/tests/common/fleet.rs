@@ -265,20 +265,7 @@ impl Fleet {
         fleet.write_all(&files);
 
         fleet.start_controller();
-        let token = fleet.create_token(HOST, None);
-        let out = Command::new(agent_bin())
-            .args(["enroll", "--server", &fleet.url(""), "--token", &token])
-            .arg("--state-dir")
-            .arg(&fleet.agent_state)
-            .env_remove("HOLDFAST_CONFIG")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "holdfast-agent enroll failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            fleet.log_tails()
-        );
+        fleet.enroll_agent(HOST, &fleet.agent_state);
         fleet.start_agent();
         fleet.wait_in_sync(HOST);
         fleet
@@ -345,23 +332,40 @@ impl Fleet {
         self.start_controller();
     }
 
-    /// Starts the (already enrolled) agent as [`HOST`].
-    pub fn start_agent(&mut self) {
-        assert!(self.agent.is_none(), "the agent is running");
+    /// `holdfast-agent enroll` as `host` into `state`, with a new token.
+    fn enroll_agent(&self, host: &str, state: &Path) {
+        let token = self.create_token(host, None);
+        let out = Command::new(agent_bin())
+            .args(["enroll", "--server", &self.url(""), "--token", &token])
+            .arg("--state-dir")
+            .arg(state)
+            .env_remove("HOLDFAST_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "holdfast-agent enroll as {host} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tails()
+        );
+    }
+
+    /// `holdfast-agent run` as `host` on `state`, with nothing from this machine's environment.
+    fn agent_command(&self, host: &str, state: &Path) -> Command {
         let mut command = Command::new(agent_bin());
         command
             .arg("run")
             .arg("--config")
             .arg(self.root.join("agent.yaml"))
             .arg("--state-dir")
-            .arg(&self.agent_state)
+            .arg(state)
             .args([
                 "--server",
                 &self.url(""),
                 "--restic",
                 RESTIC,
                 "--host",
-                HOST,
+                host,
             ])
             .env(
                 "HOLDFAST_LOG",
@@ -377,6 +381,13 @@ impl Fleet {
         ] {
             command.env_remove(var);
         }
+        command
+    }
+
+    /// Starts the (already enrolled) agent as [`HOST`].
+    pub fn start_agent(&mut self) {
+        assert!(self.agent.is_none(), "the agent is running");
+        let mut command = self.agent_command(HOST, &self.agent_state);
         let log = self.root.join("agent.log");
         self.agent = Some(Proc::spawn("holdfast-agent", &mut command, &log));
     }
@@ -385,43 +396,8 @@ impl Fleet {
     /// (`agent-HOST/`) and log (`agent-HOST.log`).
     pub fn start_agent_as(&mut self, host: &str) {
         let state = self.root.join(format!("agent-{host}"));
-        let token = self.create_token(host, None);
-        let out = Command::new(agent_bin())
-            .args(["enroll", "--server", &self.url(""), "--token", &token])
-            .arg("--state-dir")
-            .arg(&state)
-            .env_remove("HOLDFAST_CONFIG")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "holdfast-agent enroll as {host} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut command = Command::new(agent_bin());
-        command
-            .arg("run")
-            .arg("--config")
-            .arg(self.root.join("agent.yaml"))
-            .arg("--state-dir")
-            .arg(&state)
-            .args([
-                "--server",
-                &self.url(""),
-                "--restic",
-                RESTIC,
-                "--host",
-                host,
-            ])
-            .env("HOLDFAST_LOG", "info");
-        for var in [
-            "HOLDFAST_CONFIG",
-            "HOLDFAST_SERVER",
-            "HOLDFAST_STATE_DIR",
-            "HOLDFAST_CA_FILE",
-        ] {
-            command.env_remove(var);
-        }
+        self.enroll_agent(host, &state);
+        let mut command = self.agent_command(host, &state);
         let log = self.root.join(format!("agent-{host}.log"));
         self.others.push(Proc::spawn(
             &format!("holdfast-agent as {host}"),
@@ -798,6 +774,20 @@ spec:
     - {}
 {extra}",
         path.display()
+    )
+}
+
+/// A backup schedule `name` of `path` whose pre-hook waits until the file `gate` exists: a run
+/// that stays Running until the test lets it go on.
+pub fn gated_schedule_yaml(name: &str, path: &Path, gate: &Path) -> String {
+    schedule_yaml(
+        name,
+        QUIET_CRON,
+        path,
+        &format!(
+            "  hooks:\n    pre:\n      - command: [sh, -c, \"while [ ! -e {} ]; do sleep 0.1; done\"]\n        timeout: 10m\n",
+            gate.display()
+        ),
     )
 }
 
