@@ -29,6 +29,7 @@ use crate::compile::{self, CompileError, Fleet, HostKey};
 use crate::diagnostics::{Finding, Severity};
 use crate::resources::{Backup, Host, HostStatus, Kind, Phase, Repo, Restore, Schedule};
 use crate::revision::{Revision, name_of, namespace_of};
+use crate::runs::RunRecord;
 use crate::status::{self, Inputs, finish_conditions};
 use crate::store::AgentRecord;
 use crate::validate::{Mode, validate};
@@ -60,6 +61,8 @@ pub trait Hub: Send + Sync {
     /// The desired state does not validate: the objects at fault show it (`Stalled`) until a
     /// revision is adopted.
     fn rejected(&self, findings: &[Finding]);
+    /// The run records this process holds for `host` (its journal, since the pod started).
+    fn runs(&self, host: &HostKey) -> Vec<RunRecord>;
 }
 
 /// The label on the Backups Holdfast records from runs. A Backup or Restore without it was
@@ -438,6 +441,7 @@ fn desired_status(
     let compiled = fleet.hosts.get(&key)?;
     let previous = ctx.previous_version(&key, host, agents);
     let version = versions::next(previous.as_ref(), &compiled.digest);
+    let runs = ctx.hub.runs(&key);
     let versions = BTreeMap::from([(key, version)]);
     let online = |k: &HostKey| agents.online.contains(k);
     let inputs = Inputs {
@@ -447,12 +451,18 @@ fn desired_status(
         versions: &versions,
         agents: &agents.records,
         online: &online,
-        runs: &[],
+        runs: &runs,
         repo_sizes: &BTreeMap::new(),
         snapshot_counts: &BTreeMap::new(),
         schedule_created: &|_, _| None,
     };
     let mut status = status::host(&inputs, host);
+    // The journal holds this pod's runs; the status, those of the leaders before it.
+    let before = host.status.as_ref().and_then(|s| s.last_backup.clone());
+    status.last_backup = match (status.last_backup.take(), before) {
+        (Some(now), Some(before)) if before.time.0 > now.time.0 => Some(before),
+        (now, before) => now.or(before),
+    };
     let generation = host.metadata.generation.unwrap_or(0);
     let previous_conditions = host
         .status
@@ -542,6 +552,7 @@ mod tests {
         agents: Mutex<Agents>,
         adopted: Mutex<Vec<(HostKey, u64, usize)>>,
         rejected: Mutex<Vec<String>>,
+        runs: Mutex<Vec<RunRecord>>,
     }
 
     impl Hub for MemoryHub {
@@ -566,6 +577,14 @@ mod tests {
         fn rejected(&self, findings: &[Finding]) {
             let mut rejected = self.rejected.lock().expect("not poisoned");
             *rejected = findings.iter().map(|f| f.object.to_string()).collect();
+        }
+
+        fn runs(&self, host: &HostKey) -> Vec<RunRecord> {
+            let runs = self.runs.lock().expect("not poisoned");
+            runs.iter()
+                .filter(|r| r.host_key() == *host)
+                .cloned()
+                .collect()
         }
     }
 
@@ -810,6 +829,56 @@ mod tests {
             ],
             "an event for each bumped host, none for the first version"
         );
+    }
+
+    /// A finished backup of `host` in the hub's journal.
+    fn backup_run(host: &str, name: &str, minutes_ago: i64) -> RunRecord {
+        let at = Utc::now() - chrono::Duration::minutes(minutes_ago);
+        RunRecord {
+            phase: Phase::Succeeded,
+            finished_at: Some(at),
+            ..RunRecord::pending(
+                Kind::Backup,
+                &HostKey::new("fleet", host),
+                name.into(),
+                name.into(),
+                protocol::JobOperation::Backup,
+                at,
+            )
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hosts_last_backup_comes_from_the_journal_and_survives_a_new_leader() {
+        let mut world = World::new(fleet());
+        world.agent_runs("web-1", 0);
+        world.hub.runs.lock().expect("not poisoned").extend([
+            backup_run("web-1", "web-nightly-web-1-older", 90),
+            backup_run("web-1", "web-nightly-web-1-newest", 30),
+            backup_run("web-2", "web-nightly-web-2", 10),
+        ]);
+        world.reconcile_all().await;
+        let last = world.status("web-1").last_backup.expect("a last backup");
+        assert_eq!(last.backup, "web-nightly-web-1-newest");
+        assert_eq!(last.phase, Phase::Succeeded);
+
+        // A new leader's journal is empty: the status keeps what the one before it wrote.
+        world.hub.runs.lock().expect("not poisoned").clear();
+        world.agent_runs("web-1", 1);
+        world.reconcile_all().await;
+        let kept = world.status("web-1").last_backup.expect("kept");
+        assert_eq!(kept.backup, "web-nightly-web-1-newest");
+        // Until a newer run is in its journal.
+        world
+            .hub
+            .runs
+            .lock()
+            .expect("not poisoned")
+            .push(backup_run("web-1", "web-nightly-web-1-next", 1));
+        world.agent_runs("web-1", 1);
+        world.reconcile_all().await;
+        let next = world.status("web-1").last_backup.expect("the newer run");
+        assert_eq!(next.backup, "web-nightly-web-1-next");
     }
 
     #[tokio::test]

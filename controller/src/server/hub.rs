@@ -30,6 +30,8 @@ use crate::revision::{name_of, namespace_of};
 use crate::runs::{self, RunRecord};
 use crate::store::{SizePoint, StoreError};
 
+/// Read buffer of each agent's WebSocket.
+const READ_BUFFER: usize = 8 * 1024;
 /// The agent must say hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 /// What the WebSocket layer reads at most in one frame or message. Above
@@ -166,6 +168,9 @@ async fn connect(
     }
     match upgrade {
         Ok(upgrade) => upgrade
+            // Agents say little between pushes: 8 KiB instead of the default 128 KiB per
+            // connection (the buffer grows for a larger frame).
+            .read_buffer_size(READ_BUFFER)
             .max_message_size(TRANSPORT_LIMIT)
             .max_frame_size(TRANSPORT_LIMIT)
             .on_upgrade(move |socket| session(controller, host, socket)),
@@ -1125,6 +1130,8 @@ fn ingest(
                 Some(run) => {
                     store.save_run(&run)?;
                     controller.metrics.job_finished(&run);
+                    // The Host's last backup changed: in Kubernetes mode, its reconcile says so.
+                    controller.agent_changed(host);
                     Some(changed(&run))
                 }
                 None => None,
@@ -1258,12 +1265,9 @@ pub fn push(controller: &Controller, host: &HostKey) {
 
 /// Sends the host's pending run requests (Backup and Restore files), each once.
 pub fn dispatch(controller: &Controller, host: &HostKey) {
-    let runs = controller.store().runs();
+    let runs = controller.store().open_requests(host);
     let (pending, going): (Vec<RunRecord>, Vec<RunRecord>) = match runs {
-        Ok(runs) => runs
-            .into_iter()
-            .filter(|r| r.requested && r.host_key() == *host && !r.is_final())
-            .partition(|r| r.phase == Phase::Pending),
+        Ok(runs) => runs.into_iter().partition(|r| r.phase == Phase::Pending),
         Err(e) => {
             tracing::error!("cannot read run requests: {e}");
             return;
@@ -1408,6 +1412,13 @@ impl crate::cluster::reconcile::Hub for Controller {
         }
         push(self, host);
         self.touch();
+    }
+
+    fn runs(&self, host: &HostKey) -> Vec<RunRecord> {
+        self.store().host_runs(host).unwrap_or_else(|e| {
+            tracing::error!(host = %host, "cannot read the host's runs: {e}");
+            Vec::new()
+        })
     }
 
     fn rejected(&self, findings: &[crate::diagnostics::Finding]) {

@@ -243,9 +243,44 @@ impl Controller {
     }
 }
 
-/// Starts the task that keeps the read model (and status) current.
+/// Starts the tasks that keep the read model (and status) current and the history tables
+/// within their retention.
 pub fn start_model(controller: Arc<Controller>) {
-    tokio::spawn(model::writer(controller));
+    tokio::spawn(model::writer(controller.clone()));
+    tokio::spawn(prune_history(controller));
+}
+
+/// How often the history tables are pruned; a table with more to delete goes on sooner.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+async fn prune_history(controller: Arc<Controller>) {
+    loop {
+        let c = controller.clone();
+        let pass = tokio::task::spawn_blocking(move || c.store().prune_history(chrono::Utc::now()));
+        let more = match pass.await {
+            Ok(Ok(pruned)) => {
+                if pruned != Default::default() {
+                    tracing::info!(?pruned, "pruned history beyond its retention");
+                }
+                pruned.more()
+            }
+            Ok(Err(e)) => {
+                tracing::error!("cannot prune history: {e}");
+                false
+            }
+            Err(e) => {
+                tracing::error!("pruning history panicked: {e}");
+                false
+            }
+        };
+        // Between batches the store is free for reports.
+        let pause = if more {
+            Duration::from_secs(1)
+        } else {
+            PRUNE_EVERY
+        };
+        tokio::time::sleep(pause).await;
+    }
 }
 
 /// Runs the files-mode controller until it fails to serve.

@@ -8,6 +8,7 @@
 mod agents;
 mod auth;
 mod model;
+pub mod retention;
 mod runs;
 
 pub use agents::AgentRecord;
@@ -57,6 +58,9 @@ const MIGRATIONS: &[&str] = &[
     // The resources of the newest applied revision (JSON), so that a restart in front of a
     // rejected directory serves the fleet in force rather than none.
     "ALTER TABLE revisions ADD COLUMN resources TEXT",
+    // A host's open run requests, read on every connect and push, without a scan of all runs.
+    "CREATE INDEX runs_open_requests ON runs (namespace, host)
+        WHERE requested = 1 AND phase IN ('Pending', 'Dispatched', 'Running')",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -131,6 +131,39 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
     }
 
+    /// Every run record of one host (as many as its schedules' history limits keep).
+    pub fn host_runs(&self, host: &HostKey) -> Result<Vec<RunRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE namespace = ?1 AND host = ?2
+                 ORDER BY created_at, name"
+            ))
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(params![host.namespace, host.name], run_from_row)
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// The run requests of one host that have not finished, oldest first: what dispatch reads
+    /// on every connect and push, through an index of open requests alone.
+    pub fn open_requests(&self, host: &HostKey) -> Result<Vec<RunRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_open_requests
+                 WHERE namespace = ?1 AND host = ?2 AND requested = 1
+                   AND phase IN ('Pending', 'Dispatched', 'Running')
+                 ORDER BY created_at, name"
+            ))
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(params![host.namespace, host.name], run_from_row)
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
     /// Inserts or replaces a record; a finished one also goes into the history.
     pub fn save_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
         let path = self.path.display().to_string();
@@ -443,5 +476,57 @@ impl Store {
             })
             .map_err(|e| self.sqlite(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_requests_are_a_hosts_unfinished_requests_through_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let web1 = HostKey::new("default", "web-1");
+        let now = Utc::now();
+        let record = |name: &str, host: &HostKey, requested: bool, phase: Phase| RunRecord {
+            requested,
+            phase,
+            ..RunRecord::pending(
+                Kind::Backup,
+                host,
+                name.into(),
+                format!("job-{name}"),
+                protocol::JobOperation::Backup,
+                now,
+            )
+        };
+        for run in [
+            record("pending", &web1, true, Phase::Pending),
+            record("dispatched", &web1, true, Phase::Dispatched),
+            record("done", &web1, true, Phase::Succeeded),
+            record("scheduled", &web1, false, Phase::Running),
+            record(
+                "elsewhere",
+                &HostKey::new("default", "web-2"),
+                true,
+                Phase::Pending,
+            ),
+            record(
+                "other-ns",
+                &HostKey::new("ops", "web-1"),
+                true,
+                Phase::Pending,
+            ),
+        ] {
+            store.save_run(&run).unwrap();
+        }
+        let names: Vec<String> = store
+            .open_requests(&web1)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["dispatched", "pending"]);
     }
 }
