@@ -1,26 +1,20 @@
 //! The Holdfast controller: desired state from files or Kubernetes, compiled into versioned
 //! per-host plans, and status written back.
 //!
-//! The pure core — [`validate`], [`compile`], [`versions`], [`plan`] — takes resources and
-//! returns values; reading files ([`source`]) and the database ([`store`]) sit at the edges.
+//! The pure core lives in the `holdfast-core` crate (resources, validation, compile, versions,
+//! run records, status) and is re-exported here under its module names. This crate holds the
+//! edges: reading files ([`source`]), the database ([`store`]), the agent hub and the running
+//! controller ([`server`]), Kubernetes mode ([`cluster`]), the web surfaces ([`web`]) and the
+//! text `holdfast plan` prints ([`plan`]).
+
+pub use holdfast_core::{
+    compile, crds, cronspec, diagnostics, facts, resources, revision, runs, secrets, select,
+    status, suggest, time, validate, versions,
+};
 
 pub mod cluster;
-pub mod compile;
-pub mod crds;
-pub mod cronspec;
-pub mod diagnostics;
 pub mod plan;
-pub mod resources;
-pub mod revision;
-pub mod runs;
-pub mod secrets;
-pub mod select;
 pub mod server;
 pub mod source;
-pub mod status;
 pub mod store;
-pub mod suggest;
-pub mod time;
-pub mod validate;
-pub mod versions;
 pub mod web;

@@ -911,7 +911,7 @@ mod tests {
             None,
             &HostKey::new("default", "web-1"),
             &serde_json::from_str(include_str!(
-                "../../tests/fixtures/reports/job-finished.json"
+                "../../../core/tests/fixtures/reports/job-finished.json"
             ))
             .unwrap(),
             at,

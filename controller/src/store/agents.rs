@@ -2,26 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use rusqlite::params;
 
 use super::{Store, StoreError};
 use crate::compile::HostKey;
 
-/// One agent as last seen; kept across restarts so drift stays visible while it is away.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AgentRecord {
-    pub applied_version: Option<u64>,
-    pub applied_digest: Option<String>,
-    /// Why the agent refused the last schedule it was sent.
-    pub rejected: Option<String>,
-    pub agent_version: Option<String>,
-    pub restic_version: Option<String>,
-    pub protocol_version: Option<u32>,
-    pub os: Option<String>,
-    pub arch: Option<String>,
-    pub last_seen: Option<DateTime<Utc>>,
-}
+pub use holdfast_core::facts::AgentRecord;
 
 impl Store {
     pub fn agents(&self) -> Result<BTreeMap<HostKey, AgentRecord>, StoreError> {

@@ -24,14 +24,7 @@ pub struct HistoryPoint {
     pub finished_at: DateTime<Utc>,
 }
 
-/// A repo's size at one moment.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SizePoint {
-    pub at: DateTime<Utc>,
-    pub total_size: u64,
-    pub uncompressed_size: Option<u64>,
-    pub snapshots: u64,
-}
+pub use holdfast_core::facts::SizePoint;
 
 const RUN_COLUMNS: &str = "kind, namespace, name, host, job, schedule, operation, repo, phase,
     requested, created_at, scheduled_at, started_at, finished_at, exit_code, snapshot_id, summary,

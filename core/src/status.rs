@@ -13,13 +13,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use protocol::{JobOperation, ResolvedSchedule};
 
 use crate::compile::{Fleet, HostKey};
+use crate::facts::{AgentRecord, SizePoint};
 use crate::resources::{
     Host, HostStatus, LastRun, Phase, RepoCheck, RepoStatus, Schedule, ScheduleHostStatus,
     ScheduleStatus,
 };
 use crate::revision::{Revision, name_of, namespace_of};
 use crate::runs::RunRecord;
-use crate::store::{AgentRecord, SizePoint};
 use crate::validate::parse_duration;
 use crate::versions::Versioned;
 
