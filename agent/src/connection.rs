@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use protocol::{
     AgentMessage, CommandRun, ControllerMessage, ErrorCode, Heartbeat, Hello, JobFinished,
-    JobPhase, MAX_FRAME_BYTES, MIN_CONTROLLER_PROTOCOL, PROTOCOL_VERSION, ReportBody, RunRequest,
-    ScheduleAck, ScheduleSet, Trigger,
+    JobPhase, MAX_FRAME_BYTES, MIN_CONTROLLER_PROTOCOL, PROTOCOL_VERSION, RunRequest, ScheduleAck,
+    ScheduleSet, Trigger,
 };
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -340,6 +340,10 @@ fn accept(shared: &Shared, set: ScheduleSet) -> ScheduleAck {
 }
 
 fn command_run(shared: &Shared, command: CommandRun) {
+    // Before anything else: a request that was answered once, in whatever way, is not redone.
+    if shared.jobs.answer_repeat(&command.job) {
+        return;
+    }
     let applied = shared.applied.borrow().clone();
     let work = match command.request {
         RunRequest::Restore(r) => Work::Restore(r),
@@ -373,9 +377,7 @@ fn command_run(shared: &Shared, command: CommandRun) {
                         snapshot_id: None,
                         summary: None,
                     };
-                    if let Err(e) = shared.outbox.push(ReportBody::JobFinished(finished)) {
-                        tracing::error!("cannot store a report: {e}");
-                    }
+                    shared.jobs.report_finished(finished);
                     return;
                 }
             }

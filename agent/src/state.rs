@@ -4,6 +4,7 @@
 //! identity.json   server, host and credential from `enroll`            (0600)
 //! schedule.json   the last accepted plan, its version and secrets      (0600)
 //! marks.json      per schedule, the last run time handled (missed runs)
+//! commands.json   the job.finished of the last 1,000 command runs (run once)  (0600)
 //! outbox/         one file per report not yet acknowledged
 //! running/        one marker per job in progress (AgentRestarted)
 //! tmp/            password files of running jobs; emptied at start
@@ -12,14 +13,14 @@
 //! Every file is replaced atomically (temp file, fsync, rename, fsync of the directory), so a
 //! crash leaves either the old or the new contents, never a torn file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use protocol::{JobStarted, ScheduleSet};
+use protocol::{JobFinished, JobStarted, ScheduleSet};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -113,6 +114,14 @@ impl StateDir {
         write_json(&self.root.join("marks.json"), marks)
     }
 
+    pub fn load_commands(&self) -> Result<CommandRuns, StateError> {
+        Ok(read_json(&self.root.join("commands.json"))?.unwrap_or_default())
+    }
+
+    pub fn store_commands(&self, commands: &CommandRuns) -> Result<(), StateError> {
+        write_json(&self.root.join("commands.json"), commands)
+    }
+
     fn running_path(&self, job: &str) -> PathBuf {
         self.root
             .join("running")
@@ -173,6 +182,46 @@ impl std::fmt::Debug for Identity {
 /// Per schedule, the latest cron time (without jitter) the agent has dealt with: ran, skipped
 /// or reported missed. Runs due after it and before now were missed.
 pub type Marks = BTreeMap<String, DateTime<Utc>>;
+
+/// How many finished command runs `commands.json` keeps. A repeated `command.run` comes from a
+/// controller that lost track of a dispatch it just made (failover, lost ack), so it follows
+/// the first within minutes; 1,000 runs cover that many times over and bound the file (~1 MiB).
+pub const COMMANDS_KEPT: usize = 1000;
+
+/// The `job.finished` reported for each of the last `COMMANDS_KEPT` runs a `command.run`
+/// asked for, oldest first, so that the same request sent again is answered, not run again.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandRuns {
+    finished: VecDeque<JobFinished>,
+}
+
+impl CommandRuns {
+    pub fn get(&self, job: &str) -> Option<&JobFinished> {
+        self.finished.iter().rev().find(|f| f.job == job)
+    }
+
+    /// Remembers a run's result, dropping the oldest beyond `COMMANDS_KEPT`. The first result
+    /// of a job wins, as at the controller; false when the job was already remembered.
+    pub fn remember(&mut self, finished: JobFinished) -> bool {
+        if self.get(&finished.job).is_some() {
+            return false;
+        }
+        self.finished.push_back(finished);
+        while self.finished.len() > COMMANDS_KEPT {
+            self.finished.pop_front();
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.finished.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.finished.is_empty()
+    }
+}
 
 /// The marker of a job in progress.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -312,6 +361,55 @@ mod tests {
         assert!(offered_is_acceptable(Some(&set), 6).is_ok());
         let err = offered_is_acceptable(Some(&set), 4).unwrap_err();
         assert!(err.contains("older than the applied version 5"), "{err}");
+    }
+
+    fn finished(job: &str, phase: protocol::JobPhase) -> JobFinished {
+        JobFinished {
+            job: job.into(),
+            schedule: None,
+            operation: protocol::JobOperation::Backup,
+            repo: "nas".into(),
+            trigger: protocol::Trigger::Command,
+            phase,
+            reason: None,
+            message: None,
+            scheduled_at: None,
+            started_at: None,
+            finished_at: "2025-12-01T02:04:12Z".into(),
+            exit_code: None,
+            snapshot_id: None,
+            summary: None,
+        }
+    }
+
+    #[test]
+    fn command_runs_keep_the_first_result_and_the_newest_ids_owner_only() {
+        use protocol::JobPhase;
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        assert!(state.load_commands().unwrap().is_empty());
+        let mut runs = CommandRuns::default();
+        assert!(runs.remember(finished("job-0", JobPhase::Succeeded)));
+        assert!(!runs.remember(finished("job-0", JobPhase::Failed)));
+        assert_eq!(runs.get("job-0").unwrap().phase, JobPhase::Succeeded);
+        for i in 1..=COMMANDS_KEPT {
+            runs.remember(finished(&format!("job-{i}"), JobPhase::Succeeded));
+        }
+        assert_eq!(runs.len(), COMMANDS_KEPT);
+        assert!(runs.get("job-0").is_none(), "the oldest id is dropped");
+        assert!(runs.get("job-1").is_some());
+        state.store_commands(&runs).unwrap();
+        let path = dir.path().join("commands.json");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let loaded = state.load_commands().unwrap();
+        assert_eq!(loaded.len(), COMMANDS_KEPT);
+        assert_eq!(
+            loaded.get(&format!("job-{COMMANDS_KEPT}")),
+            runs.get(&format!("job-{COMMANDS_KEPT}"))
+        );
     }
 
     #[test]

@@ -433,3 +433,89 @@ fn with_the_controller_gone_the_agent_keeps_running_the_last_schedule() {
     drop(agent);
     controller.shutdown();
 }
+
+fn started_count(reports: &[(usize, Report)], job: &str) -> usize {
+    reports
+        .iter()
+        .filter(|(_, r)| matches!(&r.body, ReportBody::JobStarted(s) if s.job == job))
+        .count()
+}
+
+/// Sends the same run request twice, the second after the first run's work is done, with
+/// `between` done in the middle. Checks that restic ran once and that the repeat was answered
+/// on the connection it came on, and logged; returns the job.finished reports of the job.
+fn same_request_twice(
+    between: impl FnOnce(&FakeController, &std::path::Path, &mut AgentProcess),
+) -> Vec<JobFinished> {
+    require_restic();
+    let dir = tempfile::tempdir().unwrap();
+    let controller = FakeController::start();
+    let state = enrolled_state(dir.path(), &controller.url());
+    let repo = Repo::init(dir.path());
+    let data = dir.path().join("data");
+    tree(&data, 5, 1000, 12);
+    let job = "request-backup-default-before-upgrade";
+    let request = || backup_request(job, repo.resolved("nas"), vec![data.display().to_string()]);
+    let mut agent = AgentProcess::start(&state, &controller.url());
+    controller.wait("hello", |m| hello(m, 1));
+    controller.send(request());
+    wait_backup_done(&controller, &state);
+    assert_eq!(finished_of(&controller.reports(), job).len(), 1);
+
+    between(&controller, &state, &mut agent);
+    let connection = controller.state.connections.load(Ordering::SeqCst);
+    controller.send(request());
+    let finished = controller.wait("the second job.finished", |_| {
+        let f = finished_of(&controller.reports(), job);
+        (f.len() >= 2).then_some(f)
+    });
+    assert_eq!(repo.snapshots().len(), 1, "restic backed up once");
+    assert_eq!(
+        started_count(&controller.reports(), job),
+        1,
+        "one job.started"
+    );
+    let answered_on: Vec<usize> = controller
+        .reports()
+        .iter()
+        .filter(|(_, r)| matches!(&r.body, ReportBody::JobFinished(f) if f.job == job))
+        .map(|(c, _)| *c)
+        .collect();
+    assert_eq!(
+        answered_on.last(),
+        Some(&connection),
+        "answered on its connection"
+    );
+    let log = eventually(Duration::from_secs(30), "the repeat in the log", || {
+        let log = agent.log_text();
+        log.contains("this run request already ran").then_some(log)
+    });
+    assert!(log.contains(job), "{log}");
+    drop(agent);
+    controller.shutdown();
+    finished
+}
+
+#[test]
+fn a_run_request_sent_again_after_it_finished_is_answered_with_its_result_not_run_again() {
+    let finished = same_request_twice(|_, _, _| {});
+    assert_eq!(finished.len(), 2, "{finished:?}");
+    assert_eq!(finished[0].phase, JobPhase::Succeeded);
+    assert!(finished[0].snapshot_id.is_some());
+    // The very report of the first run, down to its finishedAt: nothing ran again.
+    assert_eq!(finished[1], finished[0]);
+}
+
+#[test]
+fn a_run_request_sent_again_after_an_agent_restart_is_not_run_again() {
+    let finished = same_request_twice(|controller, state, agent| {
+        // SIGKILL: only what is on disk survives.
+        agent.kill();
+        *agent = AgentProcess::start(state, &controller.url());
+        controller.wait("hello on connection 2", |m| hello(m, 2));
+    });
+    assert_eq!(finished.len(), 2, "{finished:?}");
+    assert_eq!(finished[0].phase, JobPhase::Succeeded);
+    assert!(finished[0].snapshot_id.is_some());
+    assert_eq!(finished[1], finished[0]);
+}

@@ -74,18 +74,47 @@ fn newest<'a>(runs: impl Iterator<Item = &'a RunRecord>) -> Option<&'a RunRecord
         .max_by_key(|r| r.finished_at)
 }
 
-/// Status of every Host, by key.
+fn is_backup_of(run: &RunRecord, key: &HostKey) -> bool {
+    run.operation == JobOperation::Backup && run.namespace == key.namespace && run.host == key.name
+}
+
+/// Status of every Host, by key. The runs are read once, not once per host.
 pub fn hosts(inputs: &Inputs) -> BTreeMap<HostKey, HostStatus> {
+    let mut last: HashMap<(&str, &str), &RunRecord> = HashMap::new();
+    for run in inputs
+        .runs
+        .iter()
+        .filter(|r| r.operation == JobOperation::Backup && r.finished_at.is_some())
+    {
+        let newest = last.entry((&run.namespace, &run.host)).or_insert(run);
+        if run.finished_at > newest.finished_at {
+            *newest = run;
+        }
+    }
     inputs
         .revision
         .hosts
         .iter()
-        .map(|h| (HostKey::new(namespace_of(h), name_of(h)), host(inputs, h)))
+        .map(|h| {
+            let (namespace, name) = (namespace_of(h), name_of(h));
+            let status = host_with(inputs, h, last.get(&(namespace, name)).copied());
+            (HostKey::new(namespace, name), status)
+        })
         .collect()
 }
 
 /// Status of one Host.
 pub fn host(inputs: &Inputs, host: &Host) -> HostStatus {
+    let key = HostKey::new(namespace_of(host), name_of(host));
+    host_with(
+        inputs,
+        host,
+        newest(inputs.runs.iter().filter(|r| is_backup_of(r, &key))),
+    )
+}
+
+/// Status of one Host whose newest finished backup is `last`.
+fn host_with(inputs: &Inputs, host: &Host, last: Option<&RunRecord>) -> HostStatus {
     let key = HostKey::new(namespace_of(host), name_of(host));
     let agent = inputs.agents.get(&key).cloned().unwrap_or_default();
     let online = (inputs.online)(&key);
@@ -93,9 +122,6 @@ pub fn host(inputs: &Inputs, host: &Host) -> HostStatus {
     let applied = agent.applied_version;
     let in_sync = desired.is_some() && desired == applied;
     let drift = (!in_sync).then(|| drift_reason(online, &agent, desired));
-    let last = newest(inputs.runs.iter().filter(|r| {
-        r.operation == JobOperation::Backup && r.namespace == key.namespace && r.host == key.name
-    }));
     let mut conditions = vec![
         match (online, agent.last_seen) {
             (true, _) => condition(
@@ -236,22 +262,63 @@ pub fn longest_gap(cron: &str) -> Option<Duration> {
 
 /// How long a host may go without a successful run before it is stale.
 pub fn stale_after(schedule: &Schedule, resolved: Option<&ResolvedSchedule>) -> Option<Duration> {
-    if let Some(text) = &schedule.spec.stale_after {
-        return parse_duration(text).ok();
-    }
-    let gap = longest_gap(&resolved?.cron)?;
-    Some(gap * 2 + Duration::from_secs(u64::from(resolved?.jitter_seconds)))
+    Crons::default().stale_after(schedule, resolved?)
 }
 
 /// The next time a resolved schedule fires, jitter included.
 pub fn next_run(schedule: &ResolvedSchedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let cron = cron::Schedule::from_str(&schedule.cron).ok()?;
-    let tz = chrono_tz::Tz::from_str(&schedule.time_zone).ok()?;
-    let jitter = chrono::Duration::seconds(i64::from(schedule.jitter_seconds));
-    cron.after(&(now - jitter).with_timezone(&tz))
-        .next()
-        .map(|t| t.with_timezone(&Utc) + jitter)
+    Crons::default().next_run(schedule, now)
 }
+
+/// Cron work done once per cron expression and time zone, not once per host: every host of a
+/// schedule shares its cron and differs only in jitter.
+#[derive(Default)]
+struct Crons {
+    parsed: HashMap<String, Option<cron::Schedule>>,
+    zones: HashMap<String, Option<chrono_tz::Tz>>,
+    gaps: HashMap<String, Option<Duration>>,
+}
+
+impl Crons {
+    fn stale_after(
+        &mut self,
+        schedule: &Schedule,
+        resolved: &ResolvedSchedule,
+    ) -> Option<Duration> {
+        if let Some(text) = &schedule.spec.stale_after {
+            return parse_duration(text).ok();
+        }
+        let gap = *self
+            .gaps
+            .entry(resolved.cron.clone())
+            .or_insert_with(|| longest_gap(&resolved.cron));
+        Some(gap? * 2 + Duration::from_secs(u64::from(resolved.jitter_seconds)))
+    }
+
+    fn next_run(
+        &mut self,
+        schedule: &ResolvedSchedule,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let cron = self
+            .parsed
+            .entry(schedule.cron.clone())
+            .or_insert_with(|| cron::Schedule::from_str(&schedule.cron).ok())
+            .as_ref()?;
+        let tz = (*self
+            .zones
+            .entry(schedule.time_zone.clone())
+            .or_insert_with(|| chrono_tz::Tz::from_str(&schedule.time_zone).ok()))?;
+        let jitter = chrono::Duration::seconds(i64::from(schedule.jitter_seconds));
+        cron.after(&(now - jitter).with_timezone(&tz))
+            .next()
+            .map(|t| t.with_timezone(&Utc) + jitter)
+    }
+}
+
+/// One host running a schedule: its key, whether it is paused, and the schedule as resolved
+/// for it.
+type Running<'a> = (&'a HostKey, bool, &'a ResolvedSchedule);
 
 /// Status of every Schedule, by `(namespace, name)`.
 pub fn schedules(inputs: &Inputs) -> BTreeMap<(String, String), ScheduleStatus> {
@@ -264,18 +331,27 @@ pub fn schedules(inputs: &Inputs) -> BTreeMap<(String, String), ScheduleStatus> 
                 .push(run);
         }
     }
+    // Which hosts run each schedule, in host order, from one pass over the plans.
+    let mut running: HashMap<(&str, &str), Vec<Running>> = HashMap::new();
+    for (key, compiled) in &inputs.fleet.hosts {
+        for resolved in &compiled.plan.schedules {
+            running
+                .entry((&key.namespace, &resolved.name))
+                .or_default()
+                .push((key, compiled.plan.paused, resolved));
+        }
+    }
+    let mut crons = Crons::default();
     for schedule in &inputs.revision.schedules {
         let (namespace, name) = (namespace_of(schedule), name_of(schedule));
         let created = (inputs.schedule_created)(namespace, name).unwrap_or(inputs.now);
         let mut status = ScheduleStatus::default();
         let mut stale_hosts = Vec::new();
-        for (key, compiled) in &inputs.fleet.hosts {
-            if key.namespace != namespace {
-                continue;
-            }
-            let Some(resolved) = compiled.plan.schedules.iter().find(|s| s.name == name) else {
-                continue;
-            };
+        let hosts = running
+            .get(&(namespace, name))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for &(key, paused, resolved) in hosts {
             let mine = runs
                 .get(&(namespace, name, key.name.as_str()))
                 .map(Vec::as_slice)
@@ -287,9 +363,9 @@ pub fn schedules(inputs: &Inputs) -> BTreeMap<(String, String), ScheduleStatus> 
                 .iter()
                 .filter_map(|r| r.scheduled_at.or(r.started_at))
                 .max();
-            let idle = schedule.spec.suspend || compiled.plan.paused;
+            let idle = schedule.spec.suspend || paused;
             let stale = !idle
-                && stale_after(schedule, Some(resolved)).is_some_and(|limit| {
+                && crons.stale_after(schedule, resolved).is_some_and(|limit| {
                     let since = last_success.and_then(|r| r.finished_at).unwrap_or(created);
                     chrono::Duration::from_std(limit).is_ok_and(|limit| since + limit < inputs.now)
                 });
@@ -313,7 +389,7 @@ pub fn schedules(inputs: &Inputs) -> BTreeMap<(String, String), ScheduleStatus> 
                 last_schedule_time: last_scheduled.map(crate::time::k8s),
                 last_successful_time: last_success_time.map(crate::time::k8s),
                 next_schedule_time: (!idle)
-                    .then(|| next_run(resolved, inputs.now))
+                    .then(|| crons.next_run(resolved, inputs.now))
                     .flatten()
                     .map(crate::time::k8s),
                 last_result: last.map(|r| r.phase),
@@ -503,5 +579,79 @@ mod tests {
         assert_eq!(human_bytes(1_258_291), "1.2 MiB");
         assert_eq!(human_duration(83), "1m23s");
         assert_eq!(human_duration(7_500), "2h5m");
+    }
+
+    fn object<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn every_hosts_status_at_once_equals_each_host_alone() {
+        let revision = Revision {
+            repos: vec![object(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata: {name: nas}\nspec: {url: /srv/nas, password: {hostFile: /p}}\n",
+            )],
+            hosts: ["web-1", "web-2", "web-3"]
+                .map(|h| {
+                    object(&format!(
+                        "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata: {{name: {h}}}\nspec: {{defaultRepo: nas}}\n"
+                    ))
+                })
+                .to_vec(),
+            schedules: vec![object(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata: {name: nightly}\nspec: {operation: backup, cron: '0 1 * * *', hosts: [web-1, web-2, web-3], paths: [/srv]}\n",
+            )],
+            ..Revision::default()
+        };
+        let fleet = crate::compile::compile(&revision).unwrap();
+        let now = Utc::now();
+        let run = |host: &str, name: &str, op: JobOperation, minutes_ago: Option<i64>| RunRecord {
+            phase: Phase::Succeeded,
+            finished_at: minutes_ago.map(|m| now - chrono::Duration::minutes(m)),
+            ..RunRecord::pending(
+                crate::resources::Kind::Backup,
+                &HostKey::new("default", host),
+                name.into(),
+                name.into(),
+                op,
+                now,
+            )
+        };
+        let runs = vec![
+            run("web-1", "old", JobOperation::Backup, Some(60)),
+            run("web-1", "new", JobOperation::Backup, Some(5)),
+            run("web-1", "forget", JobOperation::Forget, Some(1)),
+            run("web-1", "running", JobOperation::Backup, None),
+            run("web-2", "only", JobOperation::Backup, Some(30)),
+        ];
+        let online = |_: &HostKey| true;
+        let created = |_: &str, _: &str| None;
+        let (versions, agents, sizes, counts) = Default::default();
+        let inputs = Inputs {
+            now,
+            revision: &revision,
+            fleet: &fleet,
+            versions: &versions,
+            agents: &agents,
+            online: &online,
+            runs: &runs,
+            repo_sizes: &sizes,
+            snapshot_counts: &counts,
+            schedule_created: &created,
+        };
+        let all = hosts(&inputs);
+        for h in &revision.hosts {
+            let key = HostKey::new("default", name_of(h));
+            assert_eq!(all[&key], host(&inputs, h), "{key}");
+        }
+        let last = |h: &str| {
+            all[&HostKey::new("default", h)]
+                .last_backup
+                .as_ref()
+                .map(|l| l.backup.clone())
+        };
+        assert_eq!(last("web-1").as_deref(), Some("new"));
+        assert_eq!(last("web-2").as_deref(), Some("only"));
+        assert_eq!(last("web-3"), None);
     }
 }

@@ -416,3 +416,31 @@ pub fn enrolled_state(dir: &Path, server: &str) -> PathBuf {
     std::fs::write(state.join("identity.json"), identity.to_string()).unwrap();
     state
 }
+
+/// A `command.run` that backs `paths` up to `repo` once, as the controller sends for a Backup.
+pub fn backup_request(job: &str, repo: ResolvedRepo, paths: Vec<String>) -> ControllerMessage {
+    ControllerMessage::CommandRun(CommandRun {
+        job: job.into(),
+        request: RunRequest::Resolved(backup("files", repo, paths)),
+        secrets: vec![],
+    })
+}
+
+/// Waits until every report the agent made is acked and its outbox is empty, with a
+/// `repo.stats` (the last report of a backup) among them: the backup's work is done.
+pub fn wait_backup_done(controller: &FakeController, state_dir: &Path) {
+    eventually(
+        Duration::from_secs(60),
+        "repo.stats and an empty outbox",
+        || {
+            let stats = controller
+                .reports()
+                .iter()
+                .any(|(_, r)| matches!(r.body, ReportBody::RepoStats(_)));
+            let empty = std::fs::read_dir(state_dir.join("outbox"))
+                .map(|d| d.count() == 0)
+                .unwrap_or(false);
+            (stats && empty).then_some(())
+        },
+    );
+}

@@ -69,15 +69,28 @@ pub trait Hub: Send + Sync {
 /// created by a person (or a GitOps tool): a run request.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "holdfast");
 
-/// Whether a Backup or Restore is a run request still to dispatch: created by a person and not
-/// yet past Pending. Once dispatched its status says so, and no leader dispatches it again.
-pub fn is_open_request(meta: &ObjectMeta, phase: Option<Phase>) -> bool {
+fn is_request(meta: &ObjectMeta) -> bool {
     let recorded = meta
         .labels
         .as_ref()
         .and_then(|l| l.get(MANAGED_BY.0))
         .is_some_and(|v| v == MANAGED_BY.1);
-    !recorded && phase.is_none_or(|p| p == Phase::Pending)
+    !recorded
+}
+
+/// Whether a Backup or Restore is a run request still to dispatch: created by a person and not
+/// yet past Pending. A new one reconciles every Host, so that the leader dispatches it.
+pub fn is_open_request(meta: &ObjectMeta, phase: Option<Phase>) -> bool {
+    is_request(meta) && phase.is_none_or(|p| p == Phase::Pending)
+}
+
+/// Whether a run request is in the revision: until it has finished. One that is Dispatched or
+/// Running stays in, so that a new leader, which has no record of it in its own database,
+/// records it and sends it once more: the agent keys it by its job id, so it answers with the
+/// run going on or the result it recorded (never running it twice), and its report of the run
+/// has a record to land in instead of being refused as an unknown job.
+pub fn is_unfinished_request(meta: &ObjectMeta, phase: Option<Phase>) -> bool {
+    is_request(meta) && phase.is_none_or(|p| !crate::runs::is_final(p))
 }
 
 /// A decision worth an Event on the object it concerns.
@@ -283,11 +296,13 @@ where
 }
 
 fn open_backups(store: &Store<Backup>) -> impl Iterator<Item = Arc<Backup>> {
-    all(store).filter(|b| is_open_request(&b.metadata, b.status.as_ref().and_then(|s| s.run.phase)))
+    all(store)
+        .filter(|b| is_unfinished_request(&b.metadata, b.status.as_ref().and_then(|s| s.run.phase)))
 }
 
 fn open_restores(store: &Store<Restore>) -> impl Iterator<Item = Arc<Restore>> {
-    all(store).filter(|r| is_open_request(&r.metadata, r.status.as_ref().and_then(|s| s.run.phase)))
+    all(store)
+        .filter(|r| is_unfinished_request(&r.metadata, r.status.as_ref().and_then(|s| s.run.phase)))
 }
 
 /// An order-independent digest of what compile reads of some objects: identity, generation
@@ -326,6 +341,14 @@ pub enum ReconcileError {
         #[source]
         source: kube::Error,
     },
+}
+
+impl ReconcileError {
+    /// A status write refused because the Host changed since it was read (409 Conflict): an
+    /// expected race with the watch, not a failure.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, ReconcileError::Write { source: kube::Error::Api(s), .. } if s.is_conflict())
+    }
 }
 
 fn describe(findings: &[Finding]) -> String {
@@ -483,6 +506,12 @@ fn desired_status(
 /// behind), later for a compile error (a fix anywhere in the fleet may clear it, and the
 /// fixing change may be a deletion in another namespace).
 pub fn error_policy(host: Arc<Host>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    if error.is_stale() {
+        // The Host changed since the copy the status was computed from (often by the last
+        // status write, not yet seen by the watch): the newer copy reconciles again.
+        tracing::debug!(host = name_of(&*host), "reconcile of a stale copy: {error}");
+        return Action::requeue(Duration::from_secs(1));
+    }
     tracing::warn!(host = name_of(&*host), "reconcile failed: {error}");
     match error {
         ReconcileError::Rejected(_) | ReconcileError::Compile(_) | ReconcileError::Internal(_) => {
@@ -1080,22 +1109,23 @@ mod tests {
         dispatched.status = Some(
             serde_json::from_value(serde_json::json!({"phase": "Dispatched"})).expect("a status"),
         );
-        list(&mut world.backups, vec![request, record, dispatched]);
+        let mut done = backup("done", "");
+        done.status = Some(
+            serde_json::from_value(serde_json::json!({"phase": "Succeeded"})).expect("a status"),
+        );
+        list(&mut world.backups, vec![request, record, dispatched, done]);
         world.reconcile_all().await;
         let requests: Vec<usize> = world.adopted().into_iter().map(|(_, _, n)| n).collect();
         assert_eq!(
             requests,
-            [1, 1, 1],
-            "only `by-hand` is a request to dispatch"
+            [2, 2, 2],
+            "`by-hand` to dispatch, and `earlier` still going (a new leader sends it once more); not the record, not the finished one"
         );
-        assert!(is_open_request(
-            &backup("x", "").metadata,
-            Some(Phase::Pending)
-        ));
-        assert!(!is_open_request(
-            &backup("x", "").metadata,
-            Some(Phase::Running)
-        ));
+        let meta = backup("x", "").metadata;
+        assert!(is_open_request(&meta, Some(Phase::Pending)));
+        assert!(!is_open_request(&meta, Some(Phase::Running)));
+        assert!(is_unfinished_request(&meta, Some(Phase::Running)));
+        assert!(!is_unfinished_request(&meta, Some(Phase::Succeeded)));
     }
 
     #[tokio::test]

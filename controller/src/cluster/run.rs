@@ -160,8 +160,11 @@ pub async fn run(config: Config) -> Result<(), String> {
             kube::runtime::Config::default(),
         )
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::warn!("reconcile: {e}");
+            match result {
+                Ok(_) => {}
+                // Logged by `error_policy`, at debug level.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(e, _)) if e.is_stale() => {}
+                Err(e) => tracing::warn!("reconcile: {e}"),
             }
         });
         let writing = super::writeback::run(

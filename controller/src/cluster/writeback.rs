@@ -187,6 +187,9 @@ pub fn plan(
             }
         }
         let cluster_status = in_cluster.and_then(|o| status_of(&o.status));
+        if behind(status_of(&b.status).as_ref(), cluster_status.as_ref()) {
+            continue;
+        }
         let events = |before: Option<&Value>, after: &Value| run_events(model, b, before, after);
         out.extend(status(
             Kind::Backup,
@@ -202,6 +205,12 @@ pub fn plan(
         let Some(in_cluster) = find(&cluster.restores, ns, name) else {
             continue;
         };
+        if behind(
+            status_of(&r.status).as_ref(),
+            status_of(&in_cluster.status).as_ref(),
+        ) {
+            continue;
+        }
         let failed = |before: Option<&Value>, after: &Value| {
             failure(phase_of(before), phase_of(Some(after)), after)
                 .map(|d| vec![(r.object_ref(&()), d)])
@@ -259,6 +268,24 @@ fn run_events(
         ));
     }
     out
+}
+
+/// How far a run has come: no phase, Pending, Dispatched, Running, finished.
+fn stage(phase: Option<Phase>) -> u8 {
+    match phase {
+        None => 0,
+        Some(Phase::Pending) => 1,
+        Some(Phase::Dispatched) => 2,
+        Some(Phase::Running) => 3,
+        Some(_) => 4,
+    }
+}
+
+/// Whether the computed status of a run is behind the one the cluster holds: a new leader that
+/// took over a request going on starts its record over (Pending, then Dispatched when it sends
+/// it again) until the agent reports; the cluster keeps what the last leader knew meanwhile.
+fn behind(computed: Option<&Value>, in_cluster: Option<&Value>) -> bool {
+    stage(phase_of(computed)) < stage(phase_of(in_cluster))
 }
 
 fn failure(was: Option<Phase>, is: Option<Phase>, status: &Value) -> Option<Decision> {
@@ -579,6 +606,31 @@ mod tests {
         let mut cluster = empty();
         cluster.backups = vec![Arc::new(record("nightly-web-1-1", status))];
         assert!(plan(&m, &cluster, &Written::default(), at(0)).is_empty());
+    }
+
+    #[test]
+    fn a_new_leader_does_not_set_a_request_going_on_back_until_the_agent_reports() {
+        let mut request = record("by-hand", json!({"phase": "Pending"}));
+        request.metadata.labels = None;
+        let mut cluster = empty();
+        let mut in_cluster = request.clone();
+        in_cluster.status = object(running(40));
+        cluster.backups = vec![Arc::new(in_cluster)];
+        let written = Written::default();
+        for phase in ["Pending", "Dispatched"] {
+            request.status = object(json!({"phase": phase}));
+            let m = model(vec![request.clone()]);
+            assert!(
+                plan(&m, &cluster, &written, at(0)).is_empty(),
+                "{phase} is behind Running"
+            );
+        }
+        request.status = object(json!({"phase": "Succeeded", "message": "done"}));
+        let m = model(vec![request]);
+        assert_eq!(
+            names(&plan(&m, &cluster, &written, at(0))),
+            ["status Backup by-hand"]
+        );
     }
 
     #[test]

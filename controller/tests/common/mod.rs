@@ -3,6 +3,10 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+/// A Kubernetes API-server stand-in for Kubernetes mode, in the test process (`tests/kube_e2e.rs`).
+pub mod apiserver;
+/// A TCP load balancer over controller replicas, as a Service is (`tests/kube_e2e.rs`).
+pub mod balancer;
 /// The end-to-end harness: real controller, agent and restic processes (`tests/fleet.rs`).
 pub mod fleet;
 
