@@ -421,13 +421,19 @@ pub fn schedules(inputs: &Inputs) -> BTreeMap<(String, String), ScheduleStatus> 
 /// Status of every Repo, by `(namespace, name)`.
 pub fn repos(inputs: &Inputs) -> BTreeMap<(String, String), RepoStatus> {
     let mut out = BTreeMap::new();
+    // The runs are read once, not once per repo.
+    let mut by_repo: HashMap<(&str, &str), Vec<&RunRecord>> = HashMap::new();
+    for run in inputs.runs {
+        if let Some(repo) = &run.repo {
+            by_repo.entry((&run.namespace, repo)).or_default().push(run);
+        }
+    }
     for repo in &inputs.revision.repos {
         let id = (namespace_of(repo).to_string(), name_of(repo).to_string());
-        let on_repo: Vec<&RunRecord> = inputs
-            .runs
-            .iter()
-            .filter(|r| r.namespace == id.0 && r.repo.as_deref() == Some(id.1.as_str()))
-            .collect();
+        let on_repo: &[&RunRecord] = by_repo
+            .get(&(id.0.as_str(), id.1.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let last = newest(on_repo.iter().copied());
         let last_check = newest(
             on_repo

@@ -348,6 +348,7 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
                 id,
                 tx,
                 last_heard: Instant::now(),
+                offered: None,
             },
         );
         let agent = state.agents.entry(host.clone()).or_default();
@@ -1237,13 +1238,14 @@ pub fn push(controller: &Controller, host: &HostKey) {
         };
         // Whether or not it is sent now, the host may report on this plan from here on.
         remember_plan(&mut state, host, version.version, &compiled.plan);
-        let Some(session) = state.sessions.get(host) else {
+        let applied = state.agents.get(host).and_then(|a| a.applied_version);
+        let Some(session) = state.sessions.get_mut(host) else {
             return;
         };
-        let applied = state.agents.get(host).and_then(|a| a.applied_version);
-        if applied == Some(version.version) {
+        if applied == Some(version.version) || session.offered == Some(version.version) {
             return;
         }
+        session.offered = Some(version.version);
         (version, compiled.plan, session.tx.clone())
     };
     let repos: Vec<&ResolvedRepo> = plan.schedules.iter().map(|s| &s.repo).collect();
@@ -1251,6 +1253,10 @@ pub fn push(controller: &Controller, host: &HostKey) {
         Ok(secrets) => secrets,
         Err(e) => {
             tracing::error!(host = %host, version = version.version, "cannot push the schedule: {e}");
+            // Not sent: the next push tries again.
+            if let Some(session) = controller.state().sessions.get_mut(host) {
+                session.offered = None;
+            }
             return;
         }
     };
@@ -1634,12 +1640,19 @@ mod tests {
         let fleet = compile::compile(&revision).expect("the fixture compiles");
         let digest = fleet.hosts[&key].digest.clone();
         use crate::cluster::reconcile::Hub;
-        controller.adopt(
-            &Arc::new(revision),
-            &Arc::new(fleet),
-            &key,
-            crate::versions::Versioned { version: 3, digest },
-        );
+        let (revision, fleet) = (Arc::new(revision), Arc::new(fleet));
+        // Two reconciles adopt the same version before the agent acks it: one push.
+        for _ in 0..2 {
+            controller.adopt(
+                &revision,
+                &fleet,
+                &key,
+                crate::versions::Versioned {
+                    version: 3,
+                    digest: digest.clone(),
+                },
+            );
+        }
 
         let ControllerMessage::CommandRun(command) = next_message(&mut socket).await else {
             panic!("the request is dispatched first")
@@ -1661,7 +1674,8 @@ mod tests {
             "the Secret key's value, without its newline"
         );
 
-        // The lead is lost: the agent is disconnected, to reconnect to the new leader.
+        // The lead is lost: the agent is disconnected, to reconnect to the new leader. The
+        // session ends with nothing more sent: the second adoption pushed nothing.
         controller.disconnect_agents();
         let end = tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await

@@ -73,6 +73,9 @@ struct Session {
     id: u64,
     tx: mpsc::UnboundedSender<ControllerMessage>,
     last_heard: Instant,
+    /// The schedule version last sent on this session: two reconciles adopting the same
+    /// version before the ack push it once.
+    offered: Option<u64>,
 }
 
 /// Desired state in force, and what agents say.
