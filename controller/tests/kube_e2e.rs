@@ -238,6 +238,160 @@ fn the_stand_in_answers_kube_rs_as_an_api_server_does() {
     );
 }
 
+// ---- what triggers a reconcile ----------------------------------------------------------------
+
+/// `Changed name` or `Gone name`.
+fn trigger<K: kube::Resource<DynamicType = ()>>(t: &holdfast::cluster::run::Trigger<K>) -> String {
+    use holdfast::cluster::run::Trigger;
+    match t {
+        Trigger::Changed(r) => format!("Changed {}", r.name),
+        Trigger::Gone(r) => format!("Gone {}", r.name),
+    }
+}
+
+/// The controller's own status writes come back through its watches, as they do from an API
+/// server, and trigger no reconcile; what a person changes does. Deterministic, without
+/// timing: watch events arrive in order and each reaches the store before what it triggers is
+/// yielded, so the first trigger after a run of status writes shows, in the store, the change
+/// that followed them. Had a status write triggered, the store would show that write instead.
+#[test]
+fn the_controllers_status_writes_trigger_no_reconcile_and_a_persons_edits_do() {
+    use futures_util::StreamExt;
+    use holdfast::cluster::reconcile::{backup_inputs, desired_inputs};
+    use holdfast::cluster::run::triggers;
+    use holdfast::cluster::sink::apply_status;
+    use holdfast::resources::{Backup, Host, Schedule};
+    use kube::api::Api;
+    use kube::runtime::reflector::{self, ObjectRef};
+
+    let server = ApiServer::start();
+    server.create_yaml(&format!(
+        "\
+apiVersion: holdfast.dev/v1alpha1
+kind: Host
+metadata: {{name: {HOST}, namespace: {NAMESPACE}, labels: {{role: web}}}}
+spec: {{defaultRepo: local}}
+---
+{}",
+        schedule("files", Path::new("/srv"), "")
+    ));
+    server.block_on(async {
+        let config = kube::Config::new(server.url().parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let condition = |status: &str| {
+            json!({"observedGeneration": 1, "hostCount": 1, "conditions": [{
+                "type": "Ready", "status": status, "reason": "R", "message": "m",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+        };
+
+        // A Schedule: the leader writes its status three times, then a person edits it.
+        let (schedules, writer) = reflector::store::<Schedule>();
+        let mut triggered = Box::pin(triggers(
+            Api::<Schedule>::all(client.clone()),
+            writer,
+            desired_inputs::<Schedule>,
+        ));
+        assert_eq!(trigger(&triggered.next().await.unwrap()), "Changed files");
+        let api: Api<Schedule> = Api::namespaced(client.clone(), NAMESPACE);
+        for status in ["False", "True", "Unknown"] {
+            apply_status(&api, "files", None, &condition(status))
+                .await
+                .unwrap();
+        }
+        server
+            .update(&SCHEDULES, NAMESPACE, "files", |o| {
+                o["spec"]["tags"] = json!(["edited"])
+            })
+            .unwrap();
+        assert_eq!(trigger(&triggered.next().await.unwrap()), "Changed files");
+        let seen = schedules
+            .get(&ObjectRef::new("files").within(NAMESPACE))
+            .unwrap();
+        assert_eq!(
+            seen.metadata.generation,
+            Some(2),
+            "the edit, not a status write"
+        );
+        let status = serde_json::to_value(&seen.status).unwrap();
+        assert_eq!(
+            status["conditions"][0]["status"], "Unknown",
+            "the store has every status write: {status}"
+        );
+
+        // A Host: the leader writes its status (with the resourceVersion it read, as the
+        // reconcile does); then a person relabels it.
+        let (hosts, writer) = reflector::store::<Host>();
+        let mut triggered = Box::pin(triggers(
+            Api::<Host>::all(client.clone()),
+            writer,
+            desired_inputs::<Host>,
+        ));
+        assert_eq!(trigger(&triggered.next().await.unwrap()), "Changed web-1");
+        let api: Api<Host> = Api::namespaced(client.clone(), NAMESPACE);
+        for version in 1..=3 {
+            let rv = api.get(HOST).await.unwrap().metadata.resource_version;
+            let status = json!({"observedGeneration": 1, "desiredScheduleVersion": version,
+                "desiredScheduleDigest": format!("d{version}"), "online": true});
+            apply_status(&api, HOST, rv.as_deref(), &status)
+                .await
+                .unwrap();
+        }
+        server
+            .update(&HOSTS, NAMESPACE, HOST, |o| {
+                o["metadata"]["labels"]["role"] = json!("db")
+            })
+            .unwrap();
+        assert_eq!(trigger(&triggered.next().await.unwrap()), "Changed web-1");
+        let seen = hosts.get(&ObjectRef::new(HOST).within(NAMESPACE)).unwrap();
+        assert_eq!(seen.metadata.labels.as_ref().unwrap()["role"], "db");
+        assert_eq!(
+            seen.status.as_ref().unwrap().desired_schedule_version,
+            Some(3)
+        );
+
+        // Backups: a record Holdfast writes (its status, its pruning) triggers nothing; a run
+        // request does when it is created and when it finishes, not while it is dispatched
+        // and running.
+        let (backups, writer) = reflector::store::<Backup>();
+        let mut triggered = Box::pin(triggers(
+            Api::<Backup>::all(client.clone()),
+            writer,
+            backup_inputs,
+        ));
+        let api: Api<Backup> = Api::namespaced(client.clone(), NAMESPACE);
+        server.create_yaml(&format!(
+            "\
+apiVersion: holdfast.dev/v1alpha1
+kind: Backup
+metadata:
+  name: files-web-1-1
+  namespace: {NAMESPACE}
+  labels: {{app.kubernetes.io/managed-by: holdfast}}
+spec: {{host: {HOST}, schedule: files}}
+"
+        ));
+        for phase in ["Running", "Succeeded"] {
+            apply_status(&api, "files-web-1-1", None, &json!({"phase": phase}))
+                .await
+                .unwrap();
+        }
+        server.delete(&BACKUPS, NAMESPACE, "files-web-1-1").unwrap();
+        server.create_yaml(&request("now", "files"));
+        assert_eq!(trigger(&triggered.next().await.unwrap()), "Changed now");
+        for phase in ["Pending", "Dispatched", "Running", "Succeeded"] {
+            apply_status(&api, "now", None, &json!({"phase": phase}))
+                .await
+                .unwrap();
+        }
+        assert_eq!(trigger(&triggered.next().await.unwrap()), "Gone now");
+        let seen = backups
+            .get(&ObjectRef::new("now").within(NAMESPACE))
+            .unwrap();
+        let status = serde_json::to_value(&seen.status).unwrap();
+        assert_eq!(status["phase"], "Succeeded", "{status}");
+    });
+}
+
 // ---- end to end -----------------------------------------------------------------------------
 
 /// One controller replica: its name (the Lease holder it writes), port and process.

@@ -684,3 +684,275 @@ fn a_label_edit_is_a_new_resource_version_not_a_new_generation() {
         [("DELETED".to_string(), "web-2".to_string())]
     );
 }
+
+/// Three run requests for the offline host `web-2`: Backups that stay Pending, named in list
+/// order.
+const PAGED: [&str; 3] = ["page-a", "page-b", "page-c"];
+
+fn fleet_with_three_backups() -> Fleet {
+    let fleet = Fleet::with_hosts(&[HOST, "web-2"]);
+    write_requests(&fleet, &PAGED);
+    fleet.eventually(LONG, "the three Backups", || {
+        let names = names_of(&fleet.api(BACKUPS)?);
+        if names == PAGED {
+            Ok(())
+        } else {
+            Err(format!("backups {names:?}"))
+        }
+    });
+    fleet
+}
+
+/// Run requests `names` for the offline host `web-2`: Backups that stay Pending.
+fn write_requests(fleet: &Fleet, names: &[&str]) {
+    let files: Vec<(String, String)> = names
+        .iter()
+        .map(|name| {
+            (
+                format!("backups/{name}.yaml"),
+                format!(
+                    "apiVersion: holdfast.dev/v1alpha1\nkind: Backup\nmetadata:\n  name: {name}\nspec:\n  host: web-2\n  operation: check\n"
+                ),
+            )
+        })
+        .collect();
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    fleet.write_all(&files);
+}
+
+const BACKUPS: &str = "/apis/holdfast.dev/v1alpha1/namespaces/default/backups";
+
+/// The names of a list's items, or of a Table's rows.
+fn names_of(list: &Value) -> Vec<String> {
+    let items = list["items"].as_array().or(list["rows"].as_array());
+    items
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            o.pointer("/metadata/name")
+                .or(o.pointer("/cells/0"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+/// A list's `metadata.continue`, when it has one.
+fn continue_of(list: &Value) -> Option<String> {
+    list["metadata"]["continue"].as_str().map(str::to_string)
+}
+
+/// `kubectl get --chunk-size=1` asks for one object at a time and follows `continue` to the
+/// end: every object is printed once, as a table and as names.
+#[test]
+fn kubectl_in_chunks_of_one_gets_every_object() {
+    let fleet = fleet_with_three_backups();
+    let kubeconfig = fleet.root.join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_yaml(&fleet.url(""))).unwrap();
+    with_every_kubectl(&kubeconfig, &fleet.root, |k| {
+        let who = k.bin.display();
+        for args in [
+            &["get", "backups", "--chunk-size=1", "-v=6"][..],
+            &["get", "backups", "--chunk-size=1", "-A", "-v=6"][..],
+        ] {
+            let out = k.run(args);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{who} {args:?}: {stderr}");
+            // The table's rows: every object once (the first column is NAMESPACE with -A).
+            let mut rows: Vec<&str> = stdout
+                .lines()
+                .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("page-")))
+                .collect();
+            rows.sort_unstable();
+            assert_eq!(rows, PAGED, "{who} {args:?}:\n{stdout}");
+            // It asked for pages and followed the tokens.
+            assert!(
+                stderr.contains("limit=1") && stderr.contains("continue="),
+                "{who} {args:?}: no paged requests in\n{stderr}"
+            );
+        }
+        let out = k.ok(&["get", "backups", "--chunk-size=1", "-o", "name"]);
+        let names: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            names,
+            PAGED.map(|n| format!("backup.holdfast.dev/{n}")),
+            "{who}: -o name\n{out}"
+        );
+    });
+}
+
+/// The pages below kubectl: `limit` and `continue` on the Kubernetes-compatible list (raw and
+/// as a Table, after the selectors) and on `/api/v1/{plural}` with the same tokens; a token that
+/// is not one is a 400 Status.
+#[test]
+fn lists_come_in_pages_with_a_continue_token() {
+    let fleet = fleet_with_three_backups();
+
+    // One object a page, in name order; the last page has no continue.
+    let mut seen = Vec::new();
+    let mut path = format!("{BACKUPS}?limit=1");
+    let mut remaining = Vec::new();
+    let mut versions = Vec::new();
+    loop {
+        let page = fleet.api(&path).unwrap();
+        assert_eq!(page["kind"], "BackupList", "{page}");
+        assert_eq!(names_of(&page).len(), 1, "{path}: {page}");
+        seen.extend(names_of(&page));
+        versions.push(page["metadata"]["resourceVersion"].clone());
+        let Some(token) = continue_of(&page) else {
+            assert!(
+                page["metadata"].get("remainingItemCount").is_none(),
+                "{page}"
+            );
+            break;
+        };
+        remaining.push(page["metadata"]["remainingItemCount"].clone());
+        assert!(
+            seen.len() < PAGED.len(),
+            "a continue after the last: {page}"
+        );
+        path = format!("{BACKUPS}?limit=1&continue={token}");
+    }
+    assert_eq!(seen, PAGED);
+    assert_eq!(remaining, [2, 1]);
+    // Every page carries the first page's resourceVersion, as the API server's pages do.
+    assert!(
+        versions[0].is_string() && versions.iter().all(|v| *v == versions[0]),
+        "{versions:?}"
+    );
+
+    // As a Table, two rows then one; the Table's metadata carries the token.
+    let table = |path: &str| -> Value {
+        let (status, body) = fleet
+            .get_with(
+                path,
+                &[("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")],
+            )
+            .unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let first = table(&format!("{BACKUPS}?limit=2"));
+    assert_eq!(first["kind"], "Table");
+    assert_eq!(names_of(&first), PAGED[..2], "{first}");
+    let token = continue_of(&first).unwrap_or_else(|| panic!("no continue: {first}"));
+    let rest = table(&format!("{BACKUPS}?limit=2&continue={token}"));
+    assert_eq!(names_of(&rest), PAGED[2..], "{rest}");
+    assert_eq!(continue_of(&rest), None, "{rest}");
+
+    // Filter, then page: across namespaces, without page-b, one at a time.
+    let all = "/apis/holdfast.dev/v1alpha1/backups";
+    let selected = format!("{all}?fieldSelector=metadata.name%21%3Dpage-b&limit=1");
+    let first = fleet.api(&selected).unwrap();
+    assert_eq!(names_of(&first), ["page-a"], "{first}");
+    let token = continue_of(&first).unwrap_or_else(|| panic!("no continue: {first}"));
+    let rest = fleet.api(&format!("{selected}&continue={token}")).unwrap();
+    assert_eq!(
+        (names_of(&rest), continue_of(&rest)),
+        (vec!["page-c".to_string()], None),
+        "{rest}"
+    );
+
+    // The JSON API: unchanged without limit; pages with it, and the same tokens.
+    let whole = fleet.api("/api/v1/backups").unwrap();
+    assert_eq!(whole["kind"], "BackupList");
+    let mut names = names_of(&whole);
+    names.sort();
+    assert_eq!(names, PAGED, "{whole}");
+    let first = fleet.api("/api/v1/backups?limit=2").unwrap();
+    assert_eq!(
+        (first["kind"].as_str(), names_of(&first)),
+        (
+            Some("BackupList"),
+            PAGED[..2].iter().map(|n| n.to_string()).collect()
+        ),
+        "{first}"
+    );
+    assert_eq!(first["metadata"]["remainingItemCount"], 1, "{first}");
+    let token = continue_of(&first).unwrap_or_else(|| panic!("no continue: {first}"));
+    let rest = fleet
+        .api(&format!("/api/v1/backups?limit=2&continue={token}"))
+        .unwrap();
+    assert_eq!(
+        (names_of(&rest), continue_of(&rest)),
+        (vec!["page-c".to_string()], None),
+        "{rest}"
+    );
+    let from_kubeapi = continue_of(&fleet.api(&format!("{BACKUPS}?limit=1")).unwrap()).unwrap();
+    let rest = fleet
+        .api(&format!("/api/v1/backups?continue={from_kubeapi}"))
+        .unwrap();
+    assert_eq!(names_of(&rest), PAGED[1..], "{rest}");
+
+    // Not a token, or another kind's: 400 with a Status, on both APIs.
+    let hosts_token = continue_of(
+        &fleet
+            .api("/apis/holdfast.dev/v1alpha1/namespaces/default/hosts?limit=1")
+            .unwrap(),
+    )
+    .expect("two hosts, one a page");
+    for path in [
+        format!("{BACKUPS}?limit=1&continue=not-a-token"),
+        format!("{BACKUPS}?continue={hosts_token}"),
+        format!("{all}?limit=1&continue=abcd"),
+        "/api/v1/backups?limit=1&continue=not-a-token".to_string(),
+        format!("{BACKUPS}?limit=many"),
+    ] {
+        let (status, body) = fleet.get(&path).unwrap();
+        let error: Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        assert_eq!(
+            (status, error["kind"].as_str(), error["reason"].as_str()),
+            (400, Some("Status"), Some("BadRequest")),
+            "{path}: {body}"
+        );
+    }
+
+    // The model moves on between two pages: the next page is served from the objects as they
+    // are now, after the last key served, and still carries the first page's resourceVersion,
+    // from which a watch replays what the pages missed.
+    let first = fleet.api(&format!("{BACKUPS}?limit=1")).unwrap();
+    assert_eq!(names_of(&first), ["page-a"], "{first}");
+    let token = continue_of(&first).unwrap_or_else(|| panic!("no continue: {first}"));
+    let rv = first["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    write_requests(&fleet, &["page-0", "page-bb"]);
+    fleet.eventually(LONG, "the two new Backups", || {
+        let names = names_of(&fleet.api(BACKUPS)?);
+        match names.len() {
+            5 => Ok(()),
+            _ => Err(format!("backups {names:?}")),
+        }
+    });
+    let rest = fleet
+        .api(&format!("{BACKUPS}?limit=10&continue={token}"))
+        .unwrap();
+    assert_eq!(
+        (names_of(&rest), continue_of(&rest)),
+        (
+            ["page-b", "page-bb", "page-c"].map(String::from).to_vec(),
+            None
+        ),
+        "page-0 sorts before the page served: {rest}"
+    );
+    assert_eq!(rest["metadata"]["resourceVersion"], rv.as_str(), "{rest}");
+    let (_, body) = fleet
+        .get(&format!(
+            "{BACKUPS}?watch=true&resourceVersion={rv}&timeoutSeconds=1"
+        ))
+        .unwrap();
+    assert!(
+        body.lines().any(|l| {
+            let e: Value = serde_json::from_str(l).unwrap_or_default();
+            e["type"] == "ADDED" && e["object"]["metadata"]["name"] == "page-0"
+        }),
+        "the watch from the first page's version has page-0:\n{body}"
+    );
+}

@@ -79,7 +79,7 @@ fn is_request(meta: &ObjectMeta) -> bool {
 }
 
 /// Whether a Backup or Restore is a run request still to dispatch: created by a person and not
-/// yet past Pending. A new one reconciles every Host, so that the leader dispatches it.
+/// yet past Pending.
 pub fn is_open_request(meta: &ObjectMeta, phase: Option<Phase>) -> bool {
     is_request(meta) && phase.is_none_or(|p| p == Phase::Pending)
 }
@@ -305,17 +305,44 @@ fn open_restores(store: &Store<Restore>) -> impl Iterator<Item = Arc<Restore>> {
         .filter(|r| is_unfinished_request(&r.metadata, r.status.as_ref().and_then(|s| s.run.phase)))
 }
 
-/// An order-independent digest of what compile reads of some objects: identity, generation
-/// (the API server bumps it on spec changes only) and labels.
+/// An order-independent digest of what compile reads of some objects ([`inputs`]).
 fn fingerprint<K: Resource>(objects: impl Iterator<Item = Arc<K>>) -> u64 {
-    use std::hash::{Hash, Hasher};
     let (sum, count) = objects.fold((0u64, 0u64), |(sum, count), o| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        let m = o.meta();
-        (&m.namespace, &m.name, &m.uid, m.generation, &m.labels).hash(&mut h);
-        (sum.wrapping_add(h.finish()), count + 1)
+        (sum.wrapping_add(inputs(&*o)), count + 1)
     });
     sum ^ count.rotate_left(32)
+}
+
+/// What a reconcile reads of a Repo, Host or Schedule, as a digest: its identity, its
+/// generation (the API server bumps it on spec changes only) and its labels (selectors). Status
+/// writes, the controller's own included, change none of it, so they neither recompile the
+/// fleet nor trigger a reconcile ([`Triggers`](super::run::Triggers)).
+pub fn inputs<K: Resource>(object: &K) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let m = object.meta();
+    (&m.namespace, &m.name, &m.uid, m.generation, &m.labels).hash(&mut h);
+    h.finish()
+}
+
+/// [`inputs`] of a Repo, Host or Schedule, as a trigger key: every one is in the revision.
+pub fn desired_inputs<K: Resource>(object: &K) -> Option<u64> {
+    Some(inputs(object))
+}
+
+/// [`inputs`] of a Backup while it is in the revision (an unfinished run request), `None`
+/// otherwise: the records Holdfast writes and finished requests are read by no reconcile.
+/// Its phase moving on while unfinished (`Pending`, `Dispatched`, `Running`: the leader's
+/// own status writes) changes nothing a reconcile reads; leaving the revision does.
+pub fn backup_inputs(b: &Backup) -> Option<u64> {
+    is_unfinished_request(&b.metadata, b.status.as_ref().and_then(|s| s.run.phase))
+        .then(|| inputs(b))
+}
+
+/// [`backup_inputs`], for a Restore.
+pub fn restore_inputs(r: &Restore) -> Option<u64> {
+    is_unfinished_request(&r.metadata, r.status.as_ref().and_then(|s| s.run.phase))
+        .then(|| inputs(r))
 }
 
 /// The schedule version a Host holds in its status.

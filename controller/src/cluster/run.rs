@@ -3,11 +3,12 @@
 //! endpoints); on the replica that holds the Lease, the Host reconcile through `kube-runtime`'s
 //! applier and the write-back of status. Followers refuse agents, so only the leader pushes.
 
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -18,7 +19,10 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::agents::ClusterHub;
 use super::lease::Election;
-use super::reconcile::{ApiSink, Context, Stores, error_policy, is_open_request, reconcile};
+use super::reconcile::{
+    ApiSink, Context, Stores, backup_inputs, desired_inputs, error_policy, reconcile,
+    restore_inputs,
+};
 use crate::resources::{Backup, Host, Repo, Restore, Schedule};
 use crate::server::{Controller, Mode};
 
@@ -58,15 +62,24 @@ pub async fn run(config: Config) -> Result<(), String> {
     };
     let queue: Queue = Arc::new(Mutex::new(None));
 
-    // Every replica keeps its stores warm, so a new leader starts from a full picture.
+    // Every replica keeps its stores warm, so a new leader starts from a full picture. The
+    // stores see every event, status included (a follower's page shows the status the leader
+    // wrote); only what a reconcile reads triggers one (`Triggers`), so the leader's own status
+    // writes, coming back through these watches, trigger nothing.
     let host_queue = queue.clone();
     tokio::spawn(follow(
         Api::all(client.clone()),
         host_writer,
-        move |h: &Host| {
-            enqueue(&host_queue, [ObjectRef::from_obj(h)]);
+        desired_inputs,
+        move |trigger| {
+            // A Host changed where its reconcile reads; a deleted one needs no reconcile.
+            if let Trigger::Changed(host) = trigger {
+                enqueue(&host_queue, [host]);
+            }
         },
     ));
+    // The fleet compiles as a whole, so a fix (or a break) anywhere concerns every host.
+    // Unchanged hosts compute the same status from the one cached compile and write nothing.
     let everything = |queue: Queue, hosts: Store<Host>| {
         move || {
             enqueue(
@@ -76,22 +89,34 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
     };
     let all = everything(queue.clone(), hosts.clone());
-    on_change(client.clone(), repo_writer, move |_: &Repo| all());
+    tokio::spawn(follow(
+        Api::all(client.clone()),
+        repo_writer,
+        desired_inputs::<Repo>,
+        move |_| all(),
+    ));
     let all = everything(queue.clone(), hosts.clone());
-    on_change(client.clone(), schedule_writer, move |_: &Schedule| all());
-    // Run requests join the revision; the records Holdfast writes itself do not.
+    tokio::spawn(follow(
+        Api::all(client.clone()),
+        schedule_writer,
+        desired_inputs::<Schedule>,
+        move |_| all(),
+    ));
+    // Unfinished run requests join the revision; the records Holdfast writes itself do not.
     let all = everything(queue.clone(), hosts.clone());
-    on_change(client.clone(), backup_writer, move |b: &Backup| {
-        if is_open_request(&b.metadata, b.status.as_ref().and_then(|s| s.run.phase)) {
-            all()
-        }
-    });
+    tokio::spawn(follow(
+        Api::all(client.clone()),
+        backup_writer,
+        backup_inputs,
+        move |_| all(),
+    ));
     let all = everything(queue.clone(), hosts.clone());
-    on_change(client.clone(), restore_writer, move |r: &Restore| {
-        if is_open_request(&r.metadata, r.status.as_ref().and_then(|s| s.run.phase)) {
-            all()
-        }
-    });
+    tokio::spawn(follow(
+        Api::all(client.clone()),
+        restore_writer,
+        restore_inputs,
+        move |_| all(),
+    ));
     let mut secrets = Vec::new();
     let mut namespaces = vec![config.namespace.clone()];
     namespaces.extend(config.secret_namespaces.iter().cloned());
@@ -101,7 +126,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         tokio::spawn(follow(
             Api::namespaced(client.clone(), &namespace),
             writer,
-            |_: &Secret| {},
+            |_: &Secret| None,
+            |_| {},
         ));
         secrets.push((namespace, store));
     }
@@ -229,14 +255,13 @@ fn enqueue(queue: &Queue, refs: impl IntoIterator<Item = ObjectRef<Host>>) {
     }
 }
 
-/// Keeps `writer`'s store in step with the API server, calling `changed` for every object
-/// added, modified or deleted: the fleet compiles as a whole, so a fix (or a break) anywhere
-/// concerns every host. Unchanged hosts compute the same status from the one cached compile
-/// and write nothing.
-fn on_change<K>(
-    client: Client,
+/// Keeps `writer`'s store in step with the API server, every event included, and calls
+/// `triggered` with what [`triggers`] makes of them.
+async fn follow<K>(
+    api: Api<K>,
     writer: reflector::store::Writer<K>,
-    changed: impl Fn(&K) + Send + 'static,
+    key: fn(&K) -> Option<u64>,
+    mut triggered: impl FnMut(Trigger<K>),
 ) where
     K: Resource<DynamicType = ()>
         + Clone
@@ -246,19 +271,21 @@ fn on_change<K>(
         + Sync
         + 'static,
 {
-    tokio::spawn(async move {
-        let stream = watcher(Api::<K>::all(client), watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .touched_objects();
-        drive(stream, changed).await;
-    });
+    let mut stream = std::pin::pin!(triggers(api, writer, key));
+    while let Some(trigger) = stream.next().await {
+        triggered(trigger);
+    }
 }
 
-/// Keeps `writer`'s store in step with the API server, calling `changed` for every object
-/// added or modified (a deleted Host needs no reconcile); watch errors are logged and retried
-/// with backoff.
-async fn follow<K>(api: Api<K>, writer: reflector::store::Writer<K>, changed: impl Fn(&K))
+/// Watches `api` into `writer`'s store and yields the objects worth a reconcile: those whose
+/// `key` ([`Triggers`]) changed. Every event reaches the store before what it triggers is
+/// yielded, so a reconcile reads at least that change. Watch errors are logged and retried with
+/// backoff.
+pub fn triggers<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    key: fn(&K) -> Option<u64>,
+) -> impl Stream<Item = Trigger<K>> + Send
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -268,20 +295,110 @@ where
         + Sync
         + 'static,
 {
-    let stream = watcher(api, watcher::Config::default())
+    let mut triggers = Triggers::new(key);
+    watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
-        .applied_objects();
-    drive(stream, changed).await;
+        .map(move |event| match event {
+            Ok(event) => triggers.observe(&event),
+            Err(e) => {
+                tracing::warn!("watch: {e}");
+                Vec::new()
+            }
+        })
+        .flat_map(futures_util::stream::iter)
 }
 
-async fn drive<K>(stream: impl Stream<Item = Result<K, watcher::Error>>, changed: impl Fn(&K)) {
-    let mut stream = std::pin::pin!(stream);
-    loop {
-        match stream.try_next().await {
-            Ok(Some(object)) => changed(&object),
-            Ok(None) => return,
-            Err(e) => tracing::warn!("watch: {e}"),
+/// An object worth a reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trigger<K: Resource<DynamicType = ()>> {
+    /// Created, or changed where a reconcile reads.
+    Changed(ObjectRef<K>),
+    /// Deleted, or no longer read by any reconcile (a run request that finished).
+    Gone(ObjectRef<K>),
+}
+
+/// Which watch events are worth a reconcile. `key` is what a reconcile reads of an object, as
+/// a digest (`None`: nothing, such as the Backup records Holdfast writes): generation, labels
+/// and identity ([`inputs`](super::reconcile::inputs)), never status. An event whose object's
+/// key is the one seen before triggers nothing; so the leader's own status writes, which come
+/// back through the watches, trigger no reconcile, while a spec or label change, a creation
+/// and a deletion do.
+///
+/// A watch that restarts lists everything again: what is listed unchanged triggers nothing,
+/// and what is no longer listed was deleted meanwhile.
+pub struct Triggers<K: Resource<DynamicType = ()>> {
+    key: fn(&K) -> Option<u64>,
+    /// The key of every object seen whose key is `Some`.
+    seen: HashMap<ObjectRef<K>, u64>,
+    /// While a watch (re)lists: the objects listed so far.
+    listing: Option<HashSet<ObjectRef<K>>>,
+}
+
+impl<K: Resource<DynamicType = ()>> Triggers<K> {
+    pub fn new(key: fn(&K) -> Option<u64>) -> Triggers<K> {
+        Triggers {
+            key,
+            seen: HashMap::new(),
+            listing: None,
+        }
+    }
+
+    /// What `event` triggers.
+    pub fn observe(&mut self, event: &watcher::Event<K>) -> Vec<Trigger<K>> {
+        match event {
+            watcher::Event::Apply(object) => self.applied(object).into_iter().collect(),
+            watcher::Event::InitApply(object) => {
+                if let Some(listing) = &mut self.listing {
+                    listing.insert(ObjectRef::from_obj(object));
+                }
+                self.applied(object).into_iter().collect()
+            }
+            watcher::Event::Delete(object) => {
+                let r = ObjectRef::from_obj(object);
+                self.seen
+                    .remove(&r)
+                    .map(|_| Trigger::Gone(r))
+                    .into_iter()
+                    .collect()
+            }
+            watcher::Event::Init => {
+                self.listing = Some(HashSet::new());
+                Vec::new()
+            }
+            watcher::Event::InitDone => {
+                let Some(listed) = self.listing.take() else {
+                    return Vec::new();
+                };
+                let gone: Vec<ObjectRef<K>> = self
+                    .seen
+                    .keys()
+                    .filter(|r| !listed.contains(*r))
+                    .cloned()
+                    .collect();
+                gone.into_iter()
+                    .map(|r| {
+                        self.seen.remove(&r);
+                        Trigger::Gone(r)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn applied(&mut self, object: &K) -> Option<Trigger<K>> {
+        let r = ObjectRef::from_obj(object);
+        let after = (self.key)(object);
+        let before = match after {
+            Some(key) => self.seen.insert(r.clone(), key),
+            None => self.seen.remove(&r),
+        };
+        if before == after {
+            None
+        } else if after.is_some() {
+            Some(Trigger::Changed(r))
+        } else {
+            Some(Trigger::Gone(r))
         }
     }
 }
@@ -311,6 +428,292 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(10), wait)
             .await
             .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+    }
+
+    /// An object as the API server returns it: `generation`, `resourceVersion` and `uid` set,
+    /// `extra` merged into `metadata`, and `status` when given.
+    fn object<K: serde::de::DeserializeOwned>(
+        kind: &str,
+        name: &str,
+        generation: i64,
+        rv: u64,
+        metadata: serde_json::Value,
+        spec: serde_json::Value,
+        status: Option<serde_json::Value>,
+    ) -> K {
+        let mut meta = serde_json::json!({
+            "name": name, "namespace": "fleet", "uid": format!("uid-{name}"),
+            "generation": generation, "resourceVersion": rv.to_string(),
+        });
+        for (k, v) in metadata.as_object().into_iter().flatten() {
+            meta[k] = v.clone();
+        }
+        let mut value = serde_json::json!({
+            "apiVersion": "holdfast.dev/v1alpha1", "kind": kind, "metadata": meta, "spec": spec,
+        });
+        if let Some(status) = status {
+            value["status"] = status;
+        }
+        serde_json::from_value(value).expect("a fixture object")
+    }
+
+    fn schedule(
+        generation: i64,
+        rv: u64,
+        labels: &str,
+        status: Option<serde_json::Value>,
+    ) -> Schedule {
+        object(
+            "Schedule",
+            "nightly",
+            generation,
+            rv,
+            serde_json::json!({"labels": {"team": labels}}),
+            serde_json::json!({"operation": "backup", "cron": "0 1 * * *", "hosts": ["web-1"], "paths": [format!("/srv/{generation}")]}),
+            status,
+        )
+    }
+
+    fn schedule_status(ready: &str) -> Option<serde_json::Value> {
+        Some(serde_json::json!({
+            "observedGeneration": 1, "hostCount": 1,
+            "conditions": [{"type": "Ready", "status": ready, "reason": "R", "message": "m",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+        }))
+    }
+
+    fn host(rv: u64, status: Option<serde_json::Value>) -> Host {
+        object(
+            "Host",
+            "web-1",
+            1,
+            rv,
+            serde_json::json!({"labels": {"role": "web"}}),
+            serde_json::json!({"defaultRepo": "nas"}),
+            status,
+        )
+    }
+
+    fn backup(name: &str, rv: u64, record: bool, phase: Option<&str>) -> Backup {
+        let labels = if record {
+            serde_json::json!({"labels": {"app.kubernetes.io/managed-by": "holdfast"}})
+        } else {
+            serde_json::json!({})
+        };
+        object(
+            "Backup",
+            name,
+            1,
+            rv,
+            labels,
+            serde_json::json!({"host": "web-1", "schedule": "nightly"}),
+            phase.map(|p| serde_json::json!({"phase": p})),
+        )
+    }
+
+    /// What `events` trigger, in order, as `Changed name` or `Gone name`.
+    fn fed<K: Resource<DynamicType = ()>>(
+        triggers: &mut Triggers<K>,
+        events: Vec<watcher::Event<K>>,
+    ) -> Vec<String> {
+        events
+            .iter()
+            .flat_map(|e| triggers.observe(e))
+            .map(|t| match t {
+                Trigger::Changed(r) => format!("Changed {}", r.name),
+                Trigger::Gone(r) => format!("Gone {}", r.name),
+            })
+            .collect()
+    }
+
+    use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+
+    #[test]
+    fn status_writes_trigger_nothing_and_spec_labels_creation_and_deletion_do() {
+        let mut t = Triggers::new(desired_inputs::<Schedule>);
+        assert_eq!(
+            fed(
+                &mut t,
+                vec![Init, InitApply(schedule(1, 10, "web", None)), InitDone]
+            ),
+            ["Changed nightly"],
+            "listed for the first time"
+        );
+        // The leader's status writes come back through the watch: a new resourceVersion and
+        // status each time, the same generation and labels.
+        assert_eq!(
+            fed(
+                &mut t,
+                vec![
+                    Apply(schedule(1, 11, "web", schedule_status("False"))),
+                    Apply(schedule(1, 12, "web", schedule_status("True"))),
+                    Apply(schedule(1, 13, "web", schedule_status("True"))),
+                ]
+            ),
+            Vec::<String>::new(),
+            "status-only updates trigger no reconcile"
+        );
+        assert_eq!(
+            fed(
+                &mut t,
+                vec![Apply(schedule(2, 14, "web", schedule_status("True")))]
+            ),
+            ["Changed nightly"],
+            "a spec change (the generation) does"
+        );
+        assert_eq!(
+            fed(
+                &mut t,
+                vec![Apply(schedule(2, 15, "db", schedule_status("True")))]
+            ),
+            ["Changed nightly"],
+            "a label change does"
+        );
+        assert_eq!(
+            fed(
+                &mut t,
+                vec![
+                    Apply(schedule(2, 16, "db", schedule_status("False"))),
+                    Delete(schedule(2, 17, "db", schedule_status("False"))),
+                ]
+            ),
+            ["Gone nightly"],
+            "a deletion does"
+        );
+        let mut again = schedule(1, 18, "db", None);
+        again.metadata.uid = Some("uid-nightly-2".into());
+        assert_eq!(
+            fed(&mut t, vec![Apply(again.clone())]),
+            ["Changed nightly"],
+            "created again"
+        );
+        // Created again under the same name while the watch was down: a new uid.
+        again.metadata.uid = Some("uid-nightly-3".into());
+        assert_eq!(
+            fed(&mut t, vec![Init, InitApply(again), InitDone]),
+            ["Changed nightly"]
+        );
+    }
+
+    #[test]
+    fn a_hosts_own_status_write_does_not_trigger_its_reconcile() {
+        let mut t = Triggers::new(desired_inputs::<Host>);
+        assert_eq!(fed(&mut t, vec![Apply(host(1, None))]), ["Changed web-1"]);
+        let written = serde_json::json!({"observedGeneration": 1, "desiredScheduleVersion": 1,
+            "desiredScheduleDigest": "d1", "online": true});
+        let acked = serde_json::json!({"observedGeneration": 1, "desiredScheduleVersion": 1,
+            "desiredScheduleDigest": "d1", "appliedScheduleVersion": 1, "online": true});
+        assert_eq!(
+            fed(
+                &mut t,
+                vec![Apply(host(2, Some(written))), Apply(host(3, Some(acked)))]
+            ),
+            Vec::<String>::new()
+        );
+        let mut relabelled = host(4, None);
+        relabelled.metadata.labels = Some([("role".to_string(), "db".to_string())].into());
+        assert_eq!(fed(&mut t, vec![Apply(relabelled)]), ["Changed web-1"]);
+    }
+
+    #[test]
+    fn run_requests_trigger_while_in_the_revision_and_records_never() {
+        let mut t = Triggers::new(backup_inputs);
+        // A record Holdfast writes for a run, its status, its pruning: nothing.
+        assert_eq!(
+            fed(
+                &mut t,
+                vec![
+                    Apply(backup("nightly-web-1-1", 1, true, None)),
+                    Apply(backup("nightly-web-1-1", 2, true, Some("Running"))),
+                    Apply(backup("nightly-web-1-1", 3, true, Some("Succeeded"))),
+                    Delete(backup("nightly-web-1-1", 4, true, Some("Succeeded"))),
+                ]
+            ),
+            Vec::<String>::new(),
+            "records are in no revision"
+        );
+        // A request: created, dispatched and run (the leader's status writes), finished.
+        assert_eq!(
+            fed(&mut t, vec![Apply(backup("now", 5, false, None))]),
+            ["Changed now"],
+            "a new request joins the revision"
+        );
+        assert_eq!(
+            fed(
+                &mut t,
+                vec![
+                    Apply(backup("now", 6, false, Some("Pending"))),
+                    Apply(backup("now", 7, false, Some("Dispatched"))),
+                    Apply(backup("now", 8, false, Some("Running"))),
+                ]
+            ),
+            Vec::<String>::new(),
+            "its phase moving on while unfinished changes nothing a reconcile reads"
+        );
+        assert_eq!(
+            fed(
+                &mut t,
+                vec![
+                    Apply(backup("now", 9, false, Some("Succeeded"))),
+                    Apply(backup("now", 10, false, Some("Succeeded"))),
+                    Delete(backup("now", 11, false, Some("Succeeded"))),
+                ]
+            ),
+            ["Gone now"],
+            "finishing leaves the revision once; a finished request's deletion is nothing"
+        );
+        assert_eq!(
+            fed(
+                &mut t,
+                vec![
+                    Apply(backup("later", 12, false, None)),
+                    Delete(backup("later", 13, false, Some("Pending"))),
+                ]
+            ),
+            ["Changed later", "Gone later"],
+            "an unfinished request deleted leaves the revision"
+        );
+    }
+
+    #[test]
+    fn a_relisted_watch_triggers_only_what_changed_or_went_meanwhile() {
+        let mut t = Triggers::new(desired_inputs::<Schedule>);
+        let other = |generation, rv| {
+            let mut s = schedule(generation, rv, "web", None);
+            s.metadata.name = Some("weekly".into());
+            s.metadata.uid = Some("uid-weekly".into());
+            s
+        };
+        let mut third = schedule(1, 3, "web", None);
+        third.metadata.name = Some("hourly".into());
+        third.metadata.uid = Some("uid-hourly".into());
+        assert_eq!(
+            fed(
+                &mut t,
+                vec![
+                    Init,
+                    InitApply(schedule(1, 1, "web", None)),
+                    InitApply(other(1, 2)),
+                    InitApply(third),
+                    InitDone
+                ]
+            ),
+            ["Changed nightly", "Changed weekly", "Changed hourly"]
+        );
+        // The watch restarts: `nightly` only got a status, `weekly` a new spec, `hourly` was
+        // deleted meanwhile.
+        assert_eq!(
+            fed(
+                &mut t,
+                vec![
+                    Init,
+                    InitApply(schedule(1, 9, "web", schedule_status("True"))),
+                    InitApply(other(2, 10)),
+                    InitDone
+                ]
+            ),
+            ["Changed weekly", "Gone hourly"]
+        );
     }
 
     #[tokio::test]

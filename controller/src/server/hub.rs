@@ -67,6 +67,19 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .with_state(controller)
 }
 
+/// Runs `work`, which reads or writes SQLite, on the blocking pool: a slow or full disk then
+/// holds up only the agent it is for, never the threads serving every other agent and the page.
+/// `None` when the runtime is shutting down.
+async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => Some(value),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => None,
+        },
+    }
+}
+
 fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
     (status, message.into()).into_response()
 }
@@ -79,10 +92,16 @@ async fn enroll(State(controller): State<Arc<Controller>>, body: Bytes) -> Respo
         );
     };
     let result = match &controller.mode {
-        Mode::Files { .. } => controller
-            .store()
-            .enroll(&request.token, Utc::now())
-            .map_err(|e| e.to_string()),
+        Mode::Files { .. } => {
+            let c = controller.clone();
+            off_thread(move || {
+                c.store()
+                    .enroll(&request.token, Utc::now())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|| Err("the controller is stopping".into()))
+        }
         Mode::Cluster(cluster) => cluster.enroll(&request.token).await,
     };
     match result {
@@ -120,10 +139,16 @@ async fn connect(
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     let known = match &controller.mode {
-        Mode::Files { .. } => controller
-            .store()
-            .authenticate(credential)
-            .map_err(|e| e.to_string()),
+        Mode::Files { .. } => {
+            let (c, credential) = (controller.clone(), credential.to_string());
+            off_thread(move || {
+                c.store()
+                    .authenticate(&credential)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|| Err("the controller is stopping".into()))
+        }
         Mode::Cluster(cluster) => {
             // Only the leader pushes; the agent retries and the Service reaches the leader.
             if !cluster.is_leading() {
@@ -363,11 +388,18 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
         agent.last_seen = Some(Utc::now());
         agent.clone()
     };
-    save_agent(&controller, &host, &record);
     tracing::info!(host = %host, agent = %hello.agent_version, applied = hello.applied_schedule_version, "agent connected");
-    controller.agent_changed(&host);
-    push(&controller, &host);
-    dispatch(&controller, &host);
+    let (c, h) = (controller.clone(), host.clone());
+    let started = off_thread(move || {
+        save_agent(&c, &h, &record);
+        c.agent_changed(&h);
+        push(&c, &h);
+        dispatch(&c, &h);
+    })
+    .await;
+    if started.is_none() {
+        return;
+    }
 
     let grace = controller.config.offline_after;
     let mut last_heard = Instant::now();
@@ -399,8 +431,21 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
                 last_heard = Instant::now();
                 heard(&controller, &host, id);
                 let replies = match protocol::decode::<AgentMessage>(&text) {
-                    Ok(AgentMessage::Report(protocol::Report { seq, body })) => {
-                        match inbox.receive(&controller, &host, seq, body, text.len()) {
+                    Ok(message) => {
+                        let (c, h, size) = (controller.clone(), host.clone(), text.len());
+                        let mut taken = std::mem::take(&mut inbox);
+                        let Some((back, replies)) = off_thread(move || {
+                            let replies = match message {
+                                AgentMessage::Report(protocol::Report { seq, body }) => {
+                                    taken.receive(&c, &h, seq, body, size)
+                                }
+                                message => Ok(handle(&c, &h, &mut taken, message).into_iter().collect()),
+                            };
+                            (taken, replies)
+                        })
+                        .await else { break };
+                        inbox = back;
+                        match replies {
                             Ok(replies) => replies,
                             Err(full) => {
                                 tracing::warn!(host = %host, "{full}; closing the connection, the agent sends them again when it reconnects");
@@ -408,7 +453,6 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
                             }
                         }
                     }
-                    Ok(message) => handle(&controller, &host, &mut inbox, message).into_iter().collect(),
                     Err(e) => {
                         tracing::warn!(host = %host, "undecodable message: {e}");
                         vec![error(ErrorCode::BadMessage, format!("cannot read that message: {e}"))]
@@ -419,7 +463,15 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
                 }
             }
             _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now).into()), if retry_at.is_some() => {
-                for reply in &inbox.retry(&controller, &host) {
+                let (c, h) = (controller.clone(), host.clone());
+                let mut taken = std::mem::take(&mut inbox);
+                let Some((back, replies)) = off_thread(move || {
+                    let replies = taken.retry(&c, &h);
+                    (taken, replies)
+                })
+                .await else { break };
+                inbox = back;
+                for reply in &replies {
                     if !send(&mut sink, reply).await { break 'session }
                 }
             }
@@ -439,11 +491,15 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
         }
         state.agents.get(&host).cloned()
     };
-    if let Some(record) = record {
-        save_agent(&controller, &host, &record);
-    }
+    let (c, h) = (controller.clone(), host.clone());
+    off_thread(move || {
+        if let Some(record) = record {
+            save_agent(&c, &h, &record);
+        }
+        c.agent_changed(&h);
+    })
+    .await;
     tracing::info!(host = %host, "agent disconnected");
-    controller.agent_changed(&host);
 }
 
 fn heard(controller: &Controller, host: &HostKey, id: u64) {
@@ -1564,11 +1620,12 @@ mod tests {
         }))));
         writer.apply_watcher_event(&Event::InitDone);
         let (_leading_tx, leading) = watch::channel(true);
-        let reconciled = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let asked = reconciled.clone();
+        let (asked, mut reconciled) = mpsc::unbounded_channel();
         let hub = ClusterHub {
             secrets: vec![("fleet".into(), secrets)],
-            reconcile: Box::new(move |h| asked.lock().expect("not poisoned").push(h.clone())),
+            reconcile: Box::new(move |h| {
+                let _ = asked.send(h.clone());
+            }),
             ..scripted::hub(client, leading)
         };
         let (controller, _data) = scripted::controller(hub);
@@ -1611,8 +1668,10 @@ mod tests {
         ));
         let key = HostKey::new("fleet", "web-1");
         assert_eq!(
-            *reconciled.lock().expect("not poisoned"),
-            std::slice::from_ref(&key),
+            tokio::time::timeout(Duration::from_secs(10), reconciled.recv())
+                .await
+                .expect("a reconcile in time"),
+            Some(key.clone()),
             "a connected agent has its Host reconciled"
         );
 

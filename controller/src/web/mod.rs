@@ -6,13 +6,13 @@ pub mod metrics;
 pub mod page;
 pub mod view;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
@@ -138,8 +138,39 @@ fn respond(model: &ReadModel, plural: &str, wanted: Option<(&str, &str)>) -> Res
     }
 }
 
-async fn list(State(c): Shared, Path(plural): Path<String>) -> Response {
-    respond(&c.model(), &plural, None)
+/// A kind's objects. Without `limit` and `continue`, every object in the read model's order,
+/// as always; with them, a page in (namespace, name) order with `metadata.continue` while more
+/// remain, the same pages and tokens as the Kubernetes-compatible list.
+async fn list(
+    State(c): Shared,
+    Path(plural): Path<String>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Response {
+    let model = c.model();
+    let Some(served) = kubeapi::discovery::by_plural(&plural) else {
+        return respond(&model, &plural, None);
+    };
+    let paging = match kubeapi::page::Paging::parse(
+        params.get("limit").map(String::as_str),
+        params.get("continue").map(String::as_str),
+        served.kind,
+    ) {
+        Ok(p) => p,
+        Err(e) => return kubeapi::bad_request(e.to_string()),
+    };
+    if !paging.pages() {
+        return respond(&model, &plural, None);
+    }
+    let page = kubeapi::page::of_kind(&model, served.kind, &paging, |_| true);
+    let resource_version = paging.resource_version(model.resource_version);
+    let mut metadata = serde_json::json!({ "resourceVersion": resource_version.to_string() });
+    page.annotate(&mut metadata);
+    Json(serde_json::json!({
+        "kind": format!("{}List", served.kind),
+        "metadata": metadata,
+        "items": page.items,
+    }))
+    .into_response()
 }
 
 async fn item(

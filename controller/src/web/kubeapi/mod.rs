@@ -6,6 +6,7 @@
 //! refused with 405: in files mode the YAML in the config directory is the only way in.
 
 pub mod discovery;
+pub mod page;
 pub mod selector;
 pub mod table;
 
@@ -20,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use chrono::Utc;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, StatusDetails};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta, StatusDetails};
 use kube::core::Selector;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -130,7 +131,7 @@ pub fn not_found(message: &str, details: Option<StatusDetails>) -> Response {
     failure(StatusCode::NOT_FOUND, "NotFound", message.into(), details)
 }
 
-fn bad_request(message: String) -> Response {
+pub fn bad_request(message: String) -> Response {
     failure(StatusCode::BAD_REQUEST, "BadRequest", message, None)
 }
 
@@ -192,9 +193,27 @@ impl Request {
         let name = object["metadata"]["name"].as_str().unwrap_or_default();
         let labels: Option<BTreeMap<String, String>> =
             serde_json::from_value(object["metadata"]["labels"].clone()).ok();
+        self.selects_key(namespace, name, labels.as_ref())
+    }
+
+    /// [`Request::selects`] on an object's metadata, before it is serialized.
+    fn selects_meta(&self, meta: &ObjectMeta) -> bool {
+        self.selects_key(
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+            meta.labels.as_ref(),
+        )
+    }
+
+    fn selects_key(
+        &self,
+        namespace: &str,
+        name: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> bool {
         self.namespace.as_deref().is_none_or(|ns| ns == namespace)
             && self.fields.matches(namespace, name)
-            && selector::matches(&self.labels, labels.as_ref())
+            && selector::matches(&self.labels, labels)
     }
 }
 
@@ -266,28 +285,36 @@ fn collection(
     if request.watch {
         return watch(&c, served, request);
     }
+    let paging = match page::Paging::parse(
+        params.get("limit").map(String::as_str),
+        params.get("continue").map(String::as_str),
+        served.kind,
+    ) {
+        Ok(p) => p,
+        Err(e) => return bad_request(e.to_string()),
+    };
     let model = c.model();
-    let objects: Vec<Value> = model
-        .objects_json(served.kind)
-        .into_iter()
-        .filter(|o| request.selects(o))
-        .collect();
-    match request.table {
-        Some(api_version) => json_response(&table::table(
+    // Filter, then page: `limit` counts the objects the selectors keep.
+    let mut page = page::of_kind(&model, served.kind, &paging, |m| request.selects_meta(m));
+    let resource_version = paging.resource_version(model.resource_version);
+    let mut list = match request.table {
+        Some(api_version) => table::table(
             api_version,
             &served.columns,
-            &objects.iter().collect::<Vec<_>>(),
+            &page.items.iter().collect::<Vec<_>>(),
             request.include,
-            Some(model.resource_version),
+            Some(resource_version),
             Utc::now(),
-        )),
-        None => json_response(&json!({
+        ),
+        None => json!({
             "apiVersion": GROUP_VERSION,
             "kind": format!("{}List", served.kind),
-            "metadata": { "resourceVersion": model.resource_version.to_string() },
-            "items": objects,
-        })),
-    }
+            "metadata": { "resourceVersion": resource_version.to_string() },
+            "items": std::mem::take(&mut page.items),
+        }),
+    };
+    page.annotate(&mut list["metadata"]);
+    json_response(&list)
 }
 
 async fn item(
@@ -304,9 +331,13 @@ async fn item(
         Err(message) => return bad_request(message),
     };
     let model = c.model();
-    let found = model.objects_json(served.kind).into_iter().find(|o| {
-        o["metadata"]["namespace"] == namespace.as_str() && o["metadata"]["name"] == name.as_str()
-    });
+    // Only the object asked for is serialized.
+    let found = page::of_kind(&model, served.kind, &page::Paging::default(), |m| {
+        m.namespace.as_deref() == Some(namespace.as_str()) && m.name.as_deref() == Some(&name)
+    })
+    .items
+    .into_iter()
+    .next();
     let Some(object) = found else {
         return not_found(
             &format!("{plural}.{GROUP} \"{name}\" not found"),
