@@ -392,9 +392,10 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
     let (c, h) = (controller.clone(), host.clone());
     let started = off_thread(move || {
         save_agent(&c, &h, &record);
-        c.agent_changed(&h);
         push(&c, &h);
         dispatch(&c, &h);
+        // Last: what the reconcile it triggers adopts comes after what was due already.
+        c.agent_changed(&h);
     })
     .await;
     if started.is_none() {
