@@ -9,8 +9,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use protocol::{ResolvedRepo, SecretValue};
 use tokio::sync::watch;
 
+use futures_util::future::BoxFuture;
+
 use crate::compile::HostKey;
-use crate::store::{AuthError, Enrolled};
+use crate::server::backend::{Backend, Enrollment};
 
 pub struct ClusterHub {
     /// The desired state, as the cluster holds it (a follower's page shows it as it is).
@@ -25,41 +27,58 @@ pub struct ClusterHub {
     pub reconcile: Box<dyn Fn(&HostKey) + Send + Sync>,
 }
 
-impl ClusterHub {
-    pub fn is_leading(&self) -> bool {
+impl Backend for ClusterHub {
+    fn enroll<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Enrollment> {
+        Box::pin(async move {
+            let hosts = &self.stores.hosts;
+            super::auth::enroll(&self.credentials, token, Utc::now(), |h| {
+                hosts
+                    .get(&ObjectRef::new(&h.name).within(&h.namespace))
+                    .is_some()
+            })
+            .await
+        })
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        credential: &'a str,
+    ) -> BoxFuture<'a, Result<Option<HostKey>, String>> {
+        Box::pin(async move {
+            super::auth::authenticate(&self.credentials, credential)
+                .await
+                .map_err(|e| format!("cannot read the credential's Secret: {e}"))
+        })
+    }
+
+    // Only the leader pushes; the agent retries and the Service reaches the leader.
+    fn refuses_agents(&self) -> Option<&'static str> {
+        (!self.is_leading())
+            .then_some("this controller replica is not the leader; retrying reaches the leader")
+    }
+
+    fn is_leading(&self) -> bool {
         *self.leading.borrow()
     }
 
-    pub async fn enroll(&self, token: &str) -> Result<Result<Enrolled, AuthError>, String> {
-        let hosts = &self.stores.hosts;
-        super::auth::enroll(&self.credentials, token, Utc::now(), |h| {
-            hosts
-                .get(&ObjectRef::new(&h.name).within(&h.namespace))
-                .is_some()
-        })
-        .await
-    }
-
-    pub async fn authenticate(&self, credential: &str) -> Result<Option<HostKey>, String> {
-        super::auth::authenticate(&self.credentials, credential)
-            .await
-            .map_err(|e| format!("cannot read the credential's Secret: {e}"))
-    }
-
     /// The Secret-key values the repos of a host in `namespace` need.
-    pub fn secret_values<'a>(
+    fn secret_values(
         &self,
         namespace: &str,
-        repos: impl Iterator<Item = &'a ResolvedRepo>,
+        repos: &[&ResolvedRepo],
     ) -> Result<Vec<SecretValue>, String> {
         let allowed: Vec<String> = self.secrets.iter().map(|(ns, _)| ns.clone()).collect();
-        super::secrets::secret_values(namespace, repos, &allowed, |ns, name| {
+        super::secrets::secret_values(namespace, repos.iter().copied(), &allowed, |ns, name| {
             let (_, store) = self.secrets.iter().find(|(n, _)| n == ns)?;
             store.get(&ObjectRef::new(name).within(ns))
         })
     }
 
-    pub fn agent_changed(&self, host: &HostKey) {
+    fn agent_changed(&self, host: &HostKey) {
         (self.reconcile)(host);
+    }
+
+    fn observed(&self) -> Option<&super::reconcile::Stores> {
+        Some(&self.stores)
     }
 }

@@ -24,7 +24,7 @@ use super::reconcile::{
     restore_inputs,
 };
 use crate::resources::{Backup, Host, Repo, Restore, Schedule};
-use crate::server::{Controller, Mode};
+use crate::server::Controller;
 
 /// The Lease replicas compete for.
 pub const LEASE: &str = "holdfast-controller";
@@ -147,8 +147,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             enqueue(&agent_queue, [ObjectRef::new(&h.name).within(&h.namespace)]);
         }),
     };
-    let controller =
-        Controller::open(config.server, Mode::Cluster(Box::new(hub))).map_err(|e| e.to_string())?;
+    let controller = Controller::open(config.server, Box::new(hub)).map_err(|e| e.to_string())?;
     let server = tokio::spawn(crate::server::serve(controller.clone()));
 
     // Reconciling before every store has listed would compile a partial fleet and bump

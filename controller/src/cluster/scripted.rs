@@ -116,7 +116,6 @@ pub fn controller(
         max_agents: 10_000,
     };
     let controller =
-        crate::server::Controller::open(config, crate::server::Mode::Cluster(Box::new(hub)))
-            .expect("the controller opens");
+        crate::server::Controller::open(config, Box::new(hub)).expect("the controller opens");
     (controller, data)
 }

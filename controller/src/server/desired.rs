@@ -1,7 +1,7 @@
 //! Desired state from the config directory: read it whole, watch it, and apply each valid
 //! revision: compile, version, record, push, and turn new Backup and Restore files into runs.
 
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -19,11 +19,7 @@ use crate::store::StoreError;
 use crate::versions::{self, Versioned};
 
 /// Reads the directory once, then watches it.
-pub fn start(controller: Arc<Controller>) -> Result<(), String> {
-    let super::Mode::Files { config_dir } = &controller.mode else {
-        return Err("the controller does not read a directory in Kubernetes mode".into());
-    };
-    let dir = config_dir.clone();
+pub fn start(controller: Arc<Controller>, dir: PathBuf) -> Result<(), String> {
     let root = dir.clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -45,15 +41,15 @@ pub fn start(controller: Arc<Controller>) -> Result<(), String> {
     if let Err(e) = restore(&controller) {
         tracing::error!("cannot read the revision in force before the restart: {e}");
     }
-    reload(&controller);
+    reload(&controller, &dir);
     let debounce = controller.config.debounce;
     tokio::spawn(async move {
         let _watcher = watcher;
         while rx.recv().await.is_some() {
             // A `git pull` writes many files: wait for a quiet moment, then read once.
             while let Ok(Some(())) = tokio::time::timeout(debounce, rx.recv()).await {}
-            let c = controller.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || reload(&c)).await {
+            let (c, d) = (controller.clone(), dir.clone());
+            if let Err(e) = tokio::task::spawn_blocking(move || reload(&c, &d)).await {
                 tracing::error!("reading the config directory panicked: {e}");
             }
         }
@@ -120,10 +116,7 @@ fn restore(controller: &Controller) -> Result<(), StoreError> {
 }
 
 /// Reads the directory and applies it if valid; otherwise records why not.
-fn reload(controller: &Controller) {
-    let super::Mode::Files { config_dir: dir } = &controller.mode else {
-        return;
-    };
+fn reload(controller: &Controller, dir: &Path) {
     let commit = git_commit(dir);
     let result = match files::load_dir(dir) {
         Ok(loaded) => apply(controller, loaded, commit.as_deref()),

@@ -23,7 +23,7 @@ use protocol::{
 };
 use tokio::sync::mpsc;
 
-use super::{Controller, Mode, RunEvent, Session, StoreFailure};
+use super::{Controller, RunEvent, Session, StoreFailure};
 use crate::compile::{self, HostKey};
 use crate::resources::{Kind, Phase};
 use crate::revision::{name_of, namespace_of};
@@ -91,19 +91,7 @@ async fn enroll(State(controller): State<Arc<Controller>>, body: Bytes) -> Respo
             "the body must be JSON: {\"token\": \"...\"}",
         );
     };
-    let result = match &controller.mode {
-        Mode::Files { .. } => {
-            let c = controller.clone();
-            off_thread(move || {
-                c.store()
-                    .enroll(&request.token, Utc::now())
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .unwrap_or_else(|| Err("the controller is stopping".into()))
-        }
-        Mode::Cluster(cluster) => cluster.enroll(&request.token).await,
-    };
+    let result = controller.backend.enroll(&request.token).await;
     match result {
         Ok(Ok(enrolled)) => {
             tracing::info!(host = %enrolled.host, "agent enrolled");
@@ -138,28 +126,10 @@ async fn connect(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let known = match &controller.mode {
-        Mode::Files { .. } => {
-            let (c, credential) = (controller.clone(), credential.to_string());
-            off_thread(move || {
-                c.store()
-                    .authenticate(&credential)
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .unwrap_or_else(|| Err("the controller is stopping".into()))
-        }
-        Mode::Cluster(cluster) => {
-            // Only the leader pushes; the agent retries and the Service reaches the leader.
-            if !cluster.is_leading() {
-                return refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "this controller replica is not the leader; retrying reaches the leader",
-                );
-            }
-            cluster.authenticate(credential).await
-        }
-    };
+    if let Some(why) = controller.backend.refuses_agents() {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, why);
+    }
+    let known = controller.backend.authenticate(credential).await;
     let host = match known {
         Ok(Some(host)) => host,
         Ok(None) => {
@@ -1258,9 +1228,7 @@ fn secret_values(
     repos: &[&ResolvedRepo],
 ) -> Result<Vec<SecretValue>, String> {
     let mut out = controller_files(repos.iter().copied())?;
-    if let Mode::Cluster(cluster) = &controller.mode {
-        out.extend(cluster.secret_values(&host.namespace, repos.iter().copied())?);
-    }
+    out.extend(controller.backend.secret_values(&host.namespace, repos)?);
     Ok(out)
 }
 

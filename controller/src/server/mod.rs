@@ -1,11 +1,13 @@
-//! The running controller: desired state from a watched directory ([`Mode::Files`]) or from
-//! the API server ([`Mode::Cluster`]), agents over WebSocket, reports into SQLite, and the
-//! read-only web surfaces. Both modes run this same code; Kubernetes mode adds what
-//! [`crate::cluster`] supplies (credentials in Secrets, the leader check, status written back).
+//! The running controller: desired state from a watched directory (files mode) or from the API
+//! server ([`crate::cluster`]), agents over WebSocket, reports into SQLite, and the read-only web
+//! surfaces. Both modes run this same code; what differs sits behind [`backend::Backend`],
+//! chosen once (credentials in SQLite or Secrets, secret values, leadership, what follows an
+//! agent's change, the objects a follower mirrors).
 //!
 //! One [`Controller`] value is shared by every task. The database sits behind a mutex: each
 //! call is a short transaction, and reports are acked only after their transaction commits.
 
+pub mod backend;
 pub mod changes;
 mod desired;
 mod hub;
@@ -28,6 +30,7 @@ use crate::compile::{Fleet, HostKey};
 use crate::revision::Revision;
 use crate::store::{AgentRecord, Store, StoreError};
 use crate::versions::Versioned;
+use backend::Backend;
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -44,15 +47,6 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Agents served at once; more are refused with a reason until one disconnects.
     pub max_agents: usize,
-}
-
-/// Where desired state comes from.
-pub enum Mode {
-    /// A directory (a git checkout) of YAML, watched.
-    Files { config_dir: PathBuf },
-    /// The cluster's API server: the Host reconcile hands versions to the hub, and only the replica
-    /// holding the Lease talks to agents.
-    Cluster(Box<crate::cluster::agents::ClusterHub>),
 }
 
 /// Something a run page follows live.
@@ -104,7 +98,8 @@ struct StoreFailure {
 
 pub struct Controller {
     pub config: Config,
-    pub mode: Mode,
+    /// What differs between files mode and Kubernetes mode.
+    pub backend: Box<dyn Backend>,
     store: Mutex<Store>,
     state: Mutex<State>,
     model: RwLock<Arc<ReadModel>>,
@@ -120,13 +115,13 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn open(config: Config, mode: Mode) -> Result<Arc<Controller>, StoreError> {
+    pub fn open(config: Config, backend: Box<dyn Backend>) -> Result<Arc<Controller>, StoreError> {
         let store = Store::open(&config.data_dir)?;
         let agents = store.agents()?;
         let model = ReadModel::load(&store)?;
         Ok(Arc::new(Controller {
             config,
-            mode,
+            backend,
             store: Mutex::new(store),
             state: Mutex::new(State {
                 agents,
@@ -162,13 +157,11 @@ impl Controller {
         self.dirty.notify_one();
     }
 
-    /// What an agent says changed: status is recomputed, and in Kubernetes mode its Host
-    /// reconciled.
+    /// What an agent says changed: status is recomputed, and the backend told (Kubernetes mode
+    /// reconciles its Host).
     fn agent_changed(&self, host: &HostKey) {
         self.touch();
-        if let Mode::Cluster(cluster) = &self.mode {
-            cluster.agent_changed(host);
-        }
+        self.backend.agent_changed(host);
     }
 
     /// Ends every agent's session (each ends when its sender is dropped): a replica that lost
@@ -288,9 +281,9 @@ async fn prune_history(controller: Arc<Controller>) {
 
 /// Runs the files-mode controller until it fails to serve.
 pub async fn run(config: Config, config_dir: PathBuf) -> Result<(), String> {
-    let controller =
-        Controller::open(config, Mode::Files { config_dir }).map_err(|e| e.to_string())?;
-    desired::start(controller.clone()).map_err(|e| e.to_string())?;
+    let backend = backend::Files::open(&config.data_dir).map_err(|e| e.to_string())?;
+    let controller = Controller::open(config, Box::new(backend)).map_err(|e| e.to_string())?;
+    desired::start(controller.clone(), config_dir).map_err(|e| e.to_string())?;
     start_model(controller.clone());
     serve(controller).await
 }

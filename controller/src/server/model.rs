@@ -159,10 +159,10 @@ pub async fn writer(controller: Arc<Controller>) {
 
 /// Recomputes every status and writes what changed.
 fn rebuild(controller: &Controller) -> Result<(), StoreError> {
-    if let super::Mode::Cluster(cluster) = &controller.mode
-        && !cluster.is_leading()
+    if let Some(observed) = controller.backend.observed()
+        && !controller.backend.is_leading()
     {
-        return mirror(controller, &cluster.stores);
+        return mirror(controller, observed);
     }
     let now = Utc::now();
     let (revision, fleet, versions, agents, online, rejected) = {
@@ -220,10 +220,7 @@ fn rebuild(controller: &Controller) -> Result<(), StoreError> {
     let mut repo_status = status::repos(&inputs);
 
     let mut writer = Writer::new(&previous, now, true);
-    let stores = match &controller.mode {
-        super::Mode::Cluster(cluster) => Some(&cluster.stores),
-        super::Mode::Files { .. } => None,
-    };
+    let stores = controller.backend.observed();
     let repos = settle_desired(
         &mut writer,
         &revision.repos,
