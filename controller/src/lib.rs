@@ -13,6 +13,7 @@ pub use holdfast_core::{
 };
 
 pub mod cluster;
+pub mod files;
 pub mod plan;
 pub mod server;
 pub mod source;

@@ -329,7 +329,7 @@ fn controller_command(args: ControllerArgs) -> Result<ExitCode, String> {
             config_dir.display()
         ));
     }
-    runtime.block_on(holdfast::server::run(server(data_dir), config_dir))?;
+    runtime.block_on(holdfast::files::run(server(data_dir), config_dir))?;
     Ok(ExitCode::SUCCESS)
 }
 

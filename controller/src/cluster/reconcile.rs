@@ -9,7 +9,7 @@
 //! a new leader or a no-op change bumps nothing. Versions this process wrote but the Host store
 //! has not shown yet are remembered, so a quick second change cannot hand out a version twice.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,47 +27,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::compile::{self, CompileError, Fleet, HostKey};
 use crate::diagnostics::{Finding, Severity};
-use crate::resources::{Backup, Host, HostStatus, Kind, Phase, Repo, Restore, Schedule};
+use crate::resources::{Backup, Host, HostStatus, Kind, Phase, Restore};
 use crate::revision::{Revision, name_of, namespace_of};
-use crate::runs::RunRecord;
 use crate::status::{self, Inputs, finish_conditions};
-use crate::store::AgentRecord;
 use crate::validate::{Mode, validate};
 use crate::versions::{self, Versioned};
 
 /// Recompute at least this often: online and last seen move without any object changing.
 const RESYNC: Duration = Duration::from_secs(60);
 
-/// What connected agents say, kept by the agent hub.
-#[derive(Clone, Debug, Default)]
-pub struct Agents {
-    pub records: BTreeMap<HostKey, AgentRecord>,
-    pub online: BTreeSet<HostKey>,
-}
-
-/// The agent hub, as the reconcile sees it: what agents say, and where a host's version goes
-/// once it is in the Host's status.
-pub trait Hub: Send + Sync {
-    fn agents(&self) -> Agents;
-    /// `host` is to run `version` of `fleet`, compiled from `revision`: push it if its agent
-    /// is connected and runs another, and dispatch the revision's new run requests.
-    fn adopt(
-        &self,
-        revision: &Arc<Revision>,
-        fleet: &Arc<Fleet>,
-        host: &HostKey,
-        version: Versioned,
-    );
-    /// The desired state does not validate: the objects at fault show it (`Stalled`) until a
-    /// revision is adopted.
-    fn rejected(&self, findings: &[Finding]);
-    /// The run records this process holds for `host` (its journal, since the pod started).
-    fn runs(&self, host: &HostKey) -> Vec<RunRecord>;
-}
-
-/// The label on the Backups Holdfast records from runs. A Backup or Restore without it was
-/// created by a person (or a GitOps tool): a run request.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "holdfast");
+pub use crate::resources::MANAGED_BY;
+pub use crate::server::backend::Stores;
+pub use crate::server::reconciler::{Agents, Hub};
 
 fn is_request(meta: &ObjectMeta) -> bool {
     let recorded = meta
@@ -175,16 +146,6 @@ impl StatusSink for ApiSink {
             recorder.publish(&event, &reference).await
         })
     }
-}
-
-/// The reflector stores of the desired state.
-#[derive(Clone)]
-pub struct Stores {
-    pub repos: Store<Repo>,
-    pub hosts: Store<Host>,
-    pub schedules: Store<Schedule>,
-    pub backups: Store<Backup>,
-    pub restores: Store<Restore>,
 }
 
 pub struct Context {
@@ -555,6 +516,10 @@ mod tests {
     use kube::runtime::{Config, applier, watcher};
     use tokio::sync::mpsc;
     use tokio_stream::wrappers::UnboundedReceiverStream;
+
+    use crate::resources::{Repo, Schedule};
+    use crate::runs::RunRecord;
+    use crate::store::AgentRecord;
 
     use super::*;
 

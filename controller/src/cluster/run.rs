@@ -148,7 +148,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         }),
     };
     let controller = Controller::open(config.server, Box::new(hub)).map_err(|e| e.to_string())?;
-    let server = tokio::spawn(crate::server::serve(controller.clone()));
+    let server = tokio::spawn(crate::web::serve(controller.clone()));
 
     // Reconciling before every store has listed would compile a partial fleet and bump
     // versions: wait for all of them. Until then `/readyz` says not ready.

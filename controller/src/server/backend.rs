@@ -1,17 +1,29 @@
 //! What files mode and Kubernetes mode do differently, as the agent hub and the status writer
 //! see it: where credentials live, which secret values a push carries besides controller files,
 //! whether this replica leads, what follows an agent's change, and the objects a follower
-//! mirrors. The backend is chosen once (`server::run` for files mode, `cluster::run` for
+//! mirrors. The backend is chosen once (`files::run` for files mode, `cluster::run` for
 //! Kubernetes mode); nothing else asks which mode it is in.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
+use kube::runtime::reflector::Store as Reflected;
 use protocol::{ResolvedRepo, SecretValue};
 
 use crate::compile::HostKey;
+use crate::resources::{Backup, Host, Repo, Restore, Schedule};
 use crate::store::{AuthError, Enrolled, Store, StoreError};
+
+/// Kubernetes mode's reflector stores of the desired state, as the cluster holds it.
+#[derive(Clone)]
+pub struct Stores {
+    pub repos: Reflected<Repo>,
+    pub hosts: Reflected<Host>,
+    pub schedules: Reflected<Schedule>,
+    pub backups: Reflected<Backup>,
+    pub restores: Reflected<Restore>,
+}
 
 /// An enrollment: the credential, a refusal a person can act on, or a failure of the backend.
 pub type Enrollment = Result<Result<Enrolled, AuthError>, String>;
@@ -38,7 +50,7 @@ pub trait Backend: Send + Sync {
     fn agent_changed(&self, host: &HostKey);
     /// The objects as the source holds them, with the status written there: what a replica
     /// that does not lead shows, and what the leader compares its status with.
-    fn observed(&self) -> Option<&crate::cluster::reconcile::Stores>;
+    fn observed(&self) -> Option<&Stores>;
 }
 
 /// Files mode: credentials in SQLite (a connection of their own, beside the controller's),
@@ -101,7 +113,7 @@ impl Backend for Files {
 
     fn agent_changed(&self, _: &HostKey) {}
 
-    fn observed(&self) -> Option<&crate::cluster::reconcile::Stores> {
+    fn observed(&self) -> Option<&Stores> {
         None
     }
 }

@@ -1399,11 +1399,11 @@ fn resolve(
 
 /// Kubernetes mode: the Host reconcile hands each version to the hub once it is in the Host's
 /// status, and reads what agents say from it.
-impl crate::cluster::reconcile::Hub for Controller {
-    fn agents(&self) -> crate::cluster::reconcile::Agents {
+impl super::reconciler::Hub for Controller {
+    fn agents(&self) -> super::reconciler::Agents {
         let state = self.state();
         let grace = self.config.offline_after;
-        crate::cluster::reconcile::Agents {
+        super::reconciler::Agents {
             records: state.agents.clone(),
             online: state
                 .sessions
@@ -1667,7 +1667,7 @@ mod tests {
         };
         let fleet = compile::compile(&revision).expect("the fixture compiles");
         let digest = fleet.hosts[&key].digest.clone();
-        use crate::cluster::reconcile::Hub;
+        use crate::server::reconciler::Hub;
         let (revision, fleet) = (Arc::new(revision), Arc::new(fleet));
         // Two reconciles adopt the same version before the agent acks it: one push.
         for _ in 0..2 {

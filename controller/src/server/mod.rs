@@ -11,7 +11,9 @@ pub mod backend;
 pub mod changes;
 mod desired;
 mod hub;
+pub mod metrics;
 mod model;
+pub mod reconciler;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -109,7 +111,7 @@ pub struct Controller {
     pub changes: changes::Changes,
     ready: AtomicBool,
     next_session: AtomicU64,
-    pub metrics: crate::web::metrics::Metrics,
+    pub metrics: metrics::Metrics,
     /// Set while writes to the database fail; cleared by the next write that works.
     store_failure: Mutex<Option<StoreFailure>>,
 }
@@ -133,7 +135,7 @@ impl Controller {
             runs: broadcast::channel(1024).0,
             ready: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
-            metrics: crate::web::metrics::Metrics::default(),
+            metrics: metrics::Metrics::default(),
             store_failure: Mutex::new(None),
         }))
     }
@@ -279,46 +281,13 @@ async fn prune_history(controller: Arc<Controller>) {
     }
 }
 
-/// Runs the files-mode controller until it fails to serve.
-pub async fn run(config: Config, config_dir: PathBuf) -> Result<(), String> {
-    let backend = backend::Files::open(&config.data_dir).map_err(|e| e.to_string())?;
-    let controller = Controller::open(config, Box::new(backend)).map_err(|e| e.to_string())?;
-    desired::start(controller.clone(), config_dir).map_err(|e| e.to_string())?;
-    start_model(controller.clone());
-    serve(controller).await
+/// The agent endpoints (enroll and the WebSocket), for the server that serves everything.
+pub fn agent_router(controller: Arc<Controller>) -> axum::Router {
+    hub::router(controller)
 }
 
-/// Serves the page, the APIs and the agent endpoints until the server fails.
-pub async fn serve(controller: Arc<Controller>) -> Result<(), String> {
-    let config = controller.config.clone();
-    let app = crate::web::router(controller.clone()).merge(hub::router(controller.clone()));
-    let app = app.into_make_service();
-    match &config.tls {
-        None => {
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-            tracing::info!("serving on http://{}", config.listen);
-            axum::serve(listener, app)
-                .await
-                .map_err(|e| format!("server failed: {e}"))
-        }
-        Some((cert, key)) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "cannot load TLS certificate {} and key {}: {e}",
-                        cert.display(),
-                        key.display()
-                    )
-                })?;
-            tracing::info!("serving on https://{}", config.listen);
-            axum_server::bind_rustls(config.listen, tls)
-                .serve(app)
-                .await
-                .map_err(|e| format!("server failed on {}: {e}", config.listen))
-        }
-    }
+/// Files mode's source: puts the stored revision back in force, reads the directory once, then
+/// watches it.
+pub fn start_directory(controller: Arc<Controller>, dir: PathBuf) -> Result<(), String> {
+    desired::start(controller, dir)
 }

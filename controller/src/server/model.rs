@@ -23,8 +23,8 @@ use crate::resources::{
 use crate::revision::{name_of, namespace_of};
 use crate::runs::{RunRecord, is_final, operation_name};
 use crate::status::{self, Inputs, finish_conditions, human_bytes, human_duration};
+use crate::store::Revisions;
 use crate::store::{ObjectMeta, Store, StoreError, StoredObject};
-use crate::web::view::Revisions;
 
 /// Changes that arrive together are written together.
 const COALESCE: Duration = Duration::from_millis(200);
@@ -118,7 +118,7 @@ impl ReadModel {
         });
         let mut object = found.unwrap_or_else(|| {
             serde_json::json!({
-                "apiVersion": crate::web::kubeapi::discovery::GROUP_VERSION,
+                "apiVersion": crate::resources::API_VERSION,
                 "kind": kind.as_str(),
                 "metadata": {
                     "name": name,
@@ -411,10 +411,7 @@ fn set_condition(
 
 /// A follower in Kubernetes mode computes nothing: it shows the objects as the cluster holds
 /// them, with the status the leader wrote.
-fn mirror(
-    controller: &Controller,
-    stores: &crate::cluster::reconcile::Stores,
-) -> Result<(), StoreError> {
+fn mirror(controller: &Controller, stores: &super::backend::Stores) -> Result<(), StoreError> {
     fn all<K>(writer: &mut Writer, kind: Kind, store: &kube::runtime::reflector::Store<K>) -> Vec<K>
     where
         K: HasStatus + Resource<DynamicType = ()> + Clone + 'static,
@@ -785,7 +782,7 @@ fn backup_object(run: &RunRecord, file: Option<&Backup>, now: DateTime<Utc>) -> 
         b.metadata.namespace = Some(run.namespace.clone());
         // A record of a scheduled run; a request (its file or object gone) is a person's.
         if !run.requested {
-            let (label, value) = crate::cluster::reconcile::MANAGED_BY;
+            let (label, value) = crate::resources::MANAGED_BY;
             b.metadata.labels = Some(BTreeMap::from([(label.into(), value.into())]));
         }
         b
@@ -1073,7 +1070,7 @@ mod tests {
         assert_eq!(labels.get(HOST_LABEL).map(String::as_str), Some("web-1"));
         assert_eq!(
             labels
-                .get(crate::cluster::reconcile::MANAGED_BY.0)
+                .get(crate::resources::MANAGED_BY.0)
                 .map(String::as_str),
             Some("holdfast"),
             "a scheduled run's record is Holdfast's"
@@ -1082,8 +1079,7 @@ mod tests {
         request.requested = true;
         let request_labels = backup_object(&request, None, Utc::now()).metadata.labels;
         assert!(
-            request_labels
-                .is_some_and(|l| !l.contains_key(crate::cluster::reconcile::MANAGED_BY.0)),
+            request_labels.is_some_and(|l| !l.contains_key(crate::resources::MANAGED_BY.0)),
             "a request stays a person's, so it is never created again once deleted"
         );
         assert_eq!(

@@ -13,7 +13,7 @@ mod runs;
 
 pub use agents::AgentRecord;
 pub use auth::{AuthError, Enrolled, hash as secret_hash, random_secret};
-pub use model::{ObjectMeta, StoredObject};
+pub use model::{ObjectMeta, RevisionRecord, Revisions, StoredObject};
 pub use runs::{HistoryPoint, SizePoint};
 
 /// A random identifier shaped like a Kubernetes uid.

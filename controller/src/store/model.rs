@@ -12,7 +12,30 @@ use rusqlite::params;
 use super::{Store, StoreError};
 use crate::resources::Kind;
 use crate::revision::Revision;
-use crate::web::view::{RevisionRecord, Revisions};
+
+/// One revision the controller read from the config directory.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRecord {
+    /// Increasing number of the revision, counted by the controller.
+    pub id: i64,
+    /// The git commit of the config directory, when it is a git work tree.
+    pub commit: Option<String>,
+    /// When the controller read it.
+    pub at: DateTime<Utc>,
+    /// Resource counts, such as `1 repo, 2 hosts, 3 schedules, 0 backups, 0 restores`.
+    pub summary: String,
+    /// Why it was rejected (each `file:line: message`); empty for an applied revision.
+    pub errors: Vec<String>,
+}
+
+/// The revision in force, and the newest rejected one when it came after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revisions {
+    pub applied: Option<RevisionRecord>,
+    pub rejected: Option<RevisionRecord>,
+}
 
 /// What Kubernetes would keep in an object's metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,7 +2,6 @@
 //! changes state; the agent endpoints live in the hub.
 
 pub mod kubeapi;
-pub mod metrics;
 pub mod page;
 pub mod view;
 
@@ -389,4 +388,39 @@ async fn run_events(
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Serves the page, the APIs and the agent endpoints until the server fails.
+pub async fn serve(controller: Arc<Controller>) -> Result<(), String> {
+    let config = controller.config.clone();
+    let app = router(controller.clone()).merge(crate::server::agent_router(controller.clone()));
+    let app = app.into_make_service();
+    match &config.tls {
+        None => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+            tracing::info!("serving on http://{}", config.listen);
+            axum::serve(listener, app)
+                .await
+                .map_err(|e| format!("server failed: {e}"))
+        }
+        Some((cert, key)) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot load TLS certificate {} and key {}: {e}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+            tracing::info!("serving on https://{}", config.listen);
+            axum_server::bind_rustls(config.listen, tls)
+                .serve(app)
+                .await
+                .map_err(|e| format!("server failed on {}: {e}", config.listen))
+        }
+    }
 }

@@ -6,30 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::resources::{Backup, Host, Repo, Schedule};
-
-/// One revision the controller read from the config directory.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RevisionRecord {
-    /// Increasing number of the revision, counted by the controller.
-    pub id: i64,
-    /// The git commit of the config directory, when it is a git work tree.
-    pub commit: Option<String>,
-    /// When the controller read it.
-    pub at: DateTime<Utc>,
-    /// Resource counts, such as `1 repo, 2 hosts, 3 schedules, 0 backups, 0 restores`.
-    pub summary: String,
-    /// Why it was rejected (each `file:line: message`); empty for an applied revision.
-    pub errors: Vec<String>,
-}
-
-/// The revision in force, and the newest rejected one when it came after it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Revisions {
-    pub applied: Option<RevisionRecord>,
-    pub rejected: Option<RevisionRecord>,
-}
+pub use crate::store::{RevisionRecord, Revisions};
 
 /// The fleet overview at `/`.
 pub struct FleetView<'a> {

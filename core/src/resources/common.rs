@@ -13,6 +13,10 @@ pub const VERSION: &str = "v1alpha1";
 /// The namespace of a files-mode resource that names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// The label on the Backups Holdfast records from runs. A Backup or Restore without it was
+/// created by a person (or a GitOps tool): a run request.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "holdfast");
+
 /// Where a secret value comes from. Exactly one field is set.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -10,9 +10,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::ReadModel;
 use crate::resources::Phase;
 use crate::runs::{RunRecord, operation_name};
-use crate::server::ReadModel;
 use crate::status::longest_gap;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
