@@ -551,18 +551,13 @@ struct RcloneServer {
 }
 
 impl RcloneServer {
-    /// `None` when rclone is not installed outside CI; in CI (`CI=true`) a missing rclone fails
-    /// the test, since `scripts/test` installs it.
-    fn start(dir: &str, append_only: bool) -> Option<RcloneServer> {
+    /// A missing rclone fails the test: `scripts/test` installs it.
+    fn start(dir: &str, append_only: bool) -> RcloneServer {
         use std::io::BufRead;
-        if !Path::new(RCLONE).exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{RCLONE} is missing: install Debian's rclone (apt-get install rclone)"
-            );
-            println!("skipping: install Debian's rclone to run this test");
-            return None;
-        }
+        assert!(
+            Path::new(RCLONE).exists(),
+            "{RCLONE} is missing: install Debian's rclone (apt-get install rclone)"
+        );
         let mut cmd = std::process::Command::new(RCLONE);
         cmd.args(["serve", "restic", "--addr", "127.0.0.1:0"]);
         if append_only {
@@ -588,7 +583,7 @@ impl RcloneServer {
         let url = url.expect("rclone did not say where it serves");
         // Keep draining its log so that rclone never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        Some(RcloneServer { child, url })
+        RcloneServer { child, url }
     }
 }
 
@@ -608,9 +603,7 @@ const APPEND_ONLY_MESSAGE: &str = "the repository refused a delete — this acce
 async fn forget_and_prune_through_append_only_access_stop_at_the_refusal_and_leave_no_lock() {
     let dir = tempfile::tempdir().unwrap();
     let repo = Repo::init(dir.path());
-    let Some(server) = RcloneServer::start(&repo.url, true) else {
-        return;
-    };
+    let server = RcloneServer::start(&repo.url, true);
     let data = dir.path().join("data");
     tree(&data, 3, 1024, 8);
     for n in 0..3 {

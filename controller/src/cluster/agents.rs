@@ -82,3 +82,261 @@ impl Backend for ClusterHub {
         Some(&self.stores)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::watch;
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use protocol::{AgentMessage, CONNECT_PATH, ControllerMessage, PROTOCOL_VERSION};
+    use tokio::sync::mpsc;
+
+    use super::ClusterHub;
+    use crate::cluster::scripted;
+    use crate::compile::{self, HostKey};
+    use crate::resources::Kind;
+    use crate::server::agent_router as router;
+
+    /// `GET` of the agent endpoint with a credential: the status and the one-sentence reason.
+    async fn connect_as_agent(url: String) -> (u16, String) {
+        tokio::task::spawn_blocking(move || {
+            let agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent();
+            let mut response = agent
+                .get(&url)
+                .header("authorization", "Bearer hf_agent_credential")
+                .call()
+                .expect("an answer");
+            let status = response.status().as_u16();
+            let body = response.body_mut().read_to_string().expect("a text body");
+            (status, body)
+        })
+        .await
+        .expect("the request ran")
+    }
+
+    #[tokio::test]
+    async fn in_kubernetes_mode_a_follower_refuses_agents_and_the_leader_checks_secrets() {
+        let (client, api_server) = scripted::api(vec![(404, scripted::status(404, "NotFound"))]);
+        let (leading_tx, leading) = watch::channel(false);
+        let (controller, _data) = scripted::controller(scripted::hub(client, leading));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let url = format!(
+            "http://{}{CONNECT_PATH}",
+            listener.local_addr().expect("an address")
+        );
+        tokio::spawn(async move { axum::serve(listener, router(controller)).await });
+
+        let (status, why) = connect_as_agent(url.clone()).await;
+        assert_eq!(status, 503);
+        assert_eq!(
+            why,
+            "this controller replica is not the leader; retrying reaches the leader"
+        );
+
+        leading_tx.send(true).expect("the hub listens");
+        let (status, why) = connect_as_agent(url).await;
+        assert_eq!(status, 401, "{why}");
+        assert!(why.starts_with("unknown agent credential"), "{why}");
+        let asked = api_server.await.expect("the API server answered");
+        assert_eq!(asked[0].method, "GET");
+        assert!(
+            asked[0]
+                .path()
+                .starts_with("/api/v1/namespaces/holdfast-system/secrets/holdfast-credential-"),
+            "{}",
+            asked[0].uri
+        );
+    }
+
+    fn b64(text: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(text)
+    }
+
+    fn fixture<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> K {
+        serde_json::from_value(value).expect("a fixture object")
+    }
+
+    /// The next message the controller sends, within a deadline.
+    async fn next_message<S>(socket: &mut S) -> ControllerMessage
+    where
+        S: futures_util::Stream<
+                Item = Result<
+                    tokio_tungstenite::tungstenite::Message,
+                    tokio_tungstenite::tungstenite::Error,
+                >,
+            > + Unpin,
+    {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .expect("a message in time")
+                .expect("the socket is open")
+                .expect("a frame");
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                return protocol::decode(&text).expect("a controller message");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn in_kubernetes_mode_the_leader_pushes_adopted_versions_with_secret_keys_and_runs_requests()
+     {
+        use kube::runtime::reflector;
+        use kube::runtime::watcher::Event;
+        use serde_json::json;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+        let credential = "hf_agent_credential_for_web_1";
+        let stored = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "holdfast-credential-x", "namespace": "holdfast-system"},
+            "data": {"hash": b64(&crate::store::secret_hash(credential)),
+                     "namespace": b64("fleet"), "host": b64("web-1")},
+        });
+        let (client, _api_server) = scripted::api(vec![(200, stored)]);
+        let (secrets, mut writer) = reflector::store::<k8s_openapi::api::core::v1::Secret>();
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitApply(fixture(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "nas-restic", "namespace": "fleet"},
+            "data": {"password": b64("correct horse\n")},
+        }))));
+        writer.apply_watcher_event(&Event::InitDone);
+        let (_leading_tx, leading) = watch::channel(true);
+        let (asked, mut reconciled) = mpsc::unbounded_channel();
+        let hub = ClusterHub {
+            secrets: vec![("fleet".into(), secrets)],
+            reconcile: Box::new(move |h| {
+                let _ = asked.send(h.clone());
+            }),
+            ..scripted::hub(client, leading)
+        };
+        let (controller, _data) = scripted::controller(hub);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let address = listener.local_addr().expect("an address");
+        tokio::spawn(axum::serve(listener, router(controller.clone())).into_future());
+
+        let mut request = format!("ws://{address}{CONNECT_PATH}")
+            .into_client_request()
+            .expect("a request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {credential}").parse().expect("a header"),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the leader accepts the agent");
+        let hello = AgentMessage::Hello(protocol::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            host: "web-1".into(),
+            agent_version: "test".into(),
+            restic_version: Some("0.14.0".into()),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            applied_schedule_version: 0,
+            applied_schedule_digest: None,
+            running: vec![],
+        });
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                protocol::encode(&hello).into(),
+            ))
+            .await
+            .expect("hello sent");
+        assert!(matches!(
+            next_message(&mut socket).await,
+            ControllerMessage::Welcome(_)
+        ));
+        let key = HostKey::new("fleet", "web-1");
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(10), reconciled.recv())
+                .await
+                .expect("a reconcile in time"),
+            Some(key.clone()),
+            "a connected agent has its Host reconciled"
+        );
+
+        let meta =
+            |name: &str| json!({"name": name, "namespace": "fleet", "uid": name, "generation": 1});
+        let revision = crate::revision::Revision {
+            repos: vec![fixture(
+                json!({"apiVersion": "holdfast.dev/v1alpha1", "kind": "Repo", "metadata": meta("nas"),
+                "spec": {"url": "/srv/restic", "password": {"secretKeyRef": {"name": "nas-restic", "key": "password"}}}}),
+            )],
+            hosts: vec![fixture(
+                json!({"apiVersion": "holdfast.dev/v1alpha1", "kind": "Host", "metadata": meta("web-1"),
+                "spec": {"defaultRepo": "nas"}}),
+            )],
+            schedules: vec![fixture(
+                json!({"apiVersion": "holdfast.dev/v1alpha1", "kind": "Schedule", "metadata": meta("nightly"),
+                "spec": {"operation": "backup", "cron": "0 1 * * *", "hosts": ["web-1"], "paths": ["/srv/www"]}}),
+            )],
+            backups: vec![fixture(
+                json!({"apiVersion": "holdfast.dev/v1alpha1", "kind": "Backup", "metadata": meta("by-hand"),
+                "spec": {"host": "web-1", "schedule": "nightly"}}),
+            )],
+            restores: vec![],
+        };
+        let fleet = compile::compile(&revision).expect("the fixture compiles");
+        let digest = fleet.hosts[&key].digest.clone();
+        use crate::server::reconciler::Hub;
+        let (revision, fleet) = (Arc::new(revision), Arc::new(fleet));
+        // Two reconciles adopt the same version before the agent acks it: one push.
+        for _ in 0..2 {
+            controller.adopt(
+                &revision,
+                &fleet,
+                &key,
+                crate::versions::Versioned {
+                    version: 3,
+                    digest: digest.clone(),
+                },
+            );
+        }
+
+        let ControllerMessage::CommandRun(command) = next_message(&mut socket).await else {
+            panic!("the request is dispatched first")
+        };
+        assert_eq!(
+            command.job,
+            crate::runs::request_job(Kind::Backup, "fleet", "by-hand")
+        );
+        assert_eq!(command.secrets.len(), 1);
+        assert_eq!(command.secrets[0].value, "correct horse");
+        let ControllerMessage::ScheduleSet(set) = next_message(&mut socket).await else {
+            panic!("then the schedule")
+        };
+        assert_eq!(set.version, 3);
+        let values: Vec<&str> = set.secrets.iter().map(|s| s.value.as_str()).collect();
+        assert_eq!(
+            values,
+            ["correct horse"],
+            "the Secret key's value, without its newline"
+        );
+
+        // The lead is lost: the agent is disconnected, to reconnect to the new leader. The
+        // session ends with nothing more sent: the second adoption pushed nothing.
+        controller.disconnect_agents();
+        let end = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("the session ends in time");
+        assert!(
+            matches!(
+                end,
+                None | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) | Some(Err(_))
+            ),
+            "{end:?}"
+        );
+    }
+}

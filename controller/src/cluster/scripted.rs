@@ -66,34 +66,13 @@ pub fn status(code: u16, reason: &str) -> Value {
            "message": reason, "reason": reason, "code": code})
 }
 
-/// A store holding `objects`, as a watch's first list leaves it.
-pub fn listed<K>(objects: Vec<K>) -> kube::runtime::reflector::Store<K>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    use kube::runtime::watcher::Event;
-    let (store, mut writer) = kube::runtime::reflector::store::<K>();
-    writer.apply_watcher_event(&Event::Init);
-    for o in objects {
-        writer.apply_watcher_event(&Event::InitApply(o));
-    }
-    writer.apply_watcher_event(&Event::InitDone);
-    store
-}
-
 /// A Kubernetes-mode hub on `client`, with no objects and no Secrets.
 pub fn hub(
     client: Client,
     leading: tokio::sync::watch::Receiver<bool>,
 ) -> super::agents::ClusterHub {
     super::agents::ClusterHub {
-        stores: super::reconcile::Stores {
-            repos: listed(vec![]),
-            hosts: listed(vec![]),
-            schedules: listed(vec![]),
-            backups: listed(vec![]),
-            restores: listed(vec![]),
-        },
+        stores: crate::server::backend::testing::empty(),
         credentials: kube::Api::namespaced(client, "holdfast-system"),
         secrets: vec![],
         leading,
@@ -105,17 +84,5 @@ pub fn hub(
 pub fn controller(
     hub: super::agents::ClusterHub,
 ) -> (std::sync::Arc<crate::server::Controller>, tempfile::TempDir) {
-    let data = tempfile::tempdir().expect("a temporary directory");
-    let config = crate::server::Config {
-        data_dir: data.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("an address"),
-        offline_after: std::time::Duration::from_secs(90),
-        heartbeat: std::time::Duration::from_secs(30),
-        debounce: std::time::Duration::from_millis(100),
-        tls: None,
-        max_agents: 10_000,
-    };
-    let controller =
-        crate::server::Controller::open(config, Box::new(hub)).expect("the controller opens");
-    (controller, data)
+    crate::server::backend::testing::controller(Box::new(hub))
 }

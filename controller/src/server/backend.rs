@@ -1,8 +1,8 @@
 //! What files mode and Kubernetes mode do differently, as the agent hub and the status writer
 //! see it: where credentials live, which secret values a push carries besides controller files,
 //! whether this replica leads, what follows an agent's change, and the objects a follower
-//! mirrors. The backend is chosen once (`files::run` for files mode, `cluster::run` for
-//! Kubernetes mode); nothing else asks which mode it is in.
+//! mirrors. The backend is chosen once, where each mode is started; nothing else asks which mode
+//! it is in.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -115,5 +115,94 @@ impl Backend for Files {
 
     fn observed(&self) -> Option<&Stores> {
         None
+    }
+}
+
+/// Test support: reflector stores filled with fixtures, a backend that mirrors them, and a
+/// controller on a temporary data directory.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A reflector store that has listed `objects`.
+    pub fn listed<K>(objects: Vec<K>) -> Reflected<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        use kube::runtime::watcher::Event;
+        let (store, mut writer) = kube::runtime::reflector::store::<K>();
+        writer.apply_watcher_event(&Event::Init);
+        for o in objects {
+            writer.apply_watcher_event(&Event::InitApply(o));
+        }
+        writer.apply_watcher_event(&Event::InitDone);
+        store
+    }
+
+    /// Stores that hold nothing.
+    pub fn empty() -> Stores {
+        Stores {
+            repos: listed(vec![]),
+            hosts: listed(vec![]),
+            schedules: listed(vec![]),
+            backups: listed(vec![]),
+            restores: listed(vec![]),
+        }
+    }
+
+    /// A backend whose source holds `stores`, leading or not; it enrolls no one.
+    pub struct Mirror {
+        pub stores: Stores,
+        pub leading: bool,
+    }
+
+    impl Backend for Mirror {
+        fn enroll<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Enrollment> {
+            Box::pin(async { Err("no credentials in tests".into()) })
+        }
+
+        fn authenticate<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Option<HostKey>, String>> {
+            Box::pin(async { Ok(None) })
+        }
+
+        fn refuses_agents(&self) -> Option<&'static str> {
+            None
+        }
+
+        fn is_leading(&self) -> bool {
+            self.leading
+        }
+
+        fn secret_values(&self, _: &str, _: &[&ResolvedRepo]) -> Result<Vec<SecretValue>, String> {
+            Ok(Vec::new())
+        }
+
+        fn agent_changed(&self, _: &HostKey) {}
+
+        fn observed(&self) -> Option<&Stores> {
+            Some(&self.stores)
+        }
+    }
+
+    /// A controller with `backend` on a temporary data directory (kept while the guard lives).
+    pub fn controller(
+        backend: Box<dyn Backend>,
+    ) -> (std::sync::Arc<crate::server::Controller>, tempfile::TempDir) {
+        let data = tempfile::tempdir().expect("a temporary directory");
+        let config = crate::server::Config {
+            data_dir: data.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            offline_after: std::time::Duration::from_secs(90),
+            heartbeat: std::time::Duration::from_secs(30),
+            debounce: std::time::Duration::from_millis(100),
+            tls: None,
+            max_agents: 10_000,
+        };
+        let controller =
+            crate::server::Controller::open(config, backend).expect("the controller opens");
+        (controller, data)
     }
 }

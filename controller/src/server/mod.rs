@@ -1,5 +1,5 @@
 //! The running controller: desired state from a watched directory (files mode) or from the API
-//! server ([`crate::cluster`]), agents over WebSocket, reports into SQLite, and the read-only web
+//! server (Kubernetes mode), agents over WebSocket, reports into SQLite, and the read-only web
 //! surfaces. Both modes run this same code; what differs sits behind [`backend::Backend`],
 //! chosen once (credentials in SQLite or Secrets, secret values, leadership, what follows an
 //! agent's change, the objects a follower mirrors).

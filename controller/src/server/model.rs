@@ -931,12 +931,13 @@ mod tests {
                                        "message": "in sync", "lastTransitionTime": "2026-11-20T00:00:00Z"}]},
         }))
         .expect("a host");
-        use crate::cluster::scripted;
-        let (client, _server) = scripted::api(vec![]);
-        let (_leading_tx, leading) = tokio::sync::watch::channel(false);
-        let mut hub = scripted::hub(client, leading);
-        hub.stores.hosts = scripted::listed(vec![host.clone()]);
-        let (controller, _data) = scripted::controller(hub);
+        use crate::server::backend::testing::{Mirror, controller, empty, listed};
+        let mut stores = empty();
+        stores.hosts = listed(vec![host.clone()]);
+        let (controller, _data) = controller(Box::new(Mirror {
+            stores,
+            leading: false,
+        }));
         rebuild(&controller).expect("rebuilt");
         let model = controller.model();
         assert_eq!(model.hosts.len(), 1);
@@ -950,7 +951,7 @@ mod tests {
 
     #[tokio::test]
     async fn objects_that_keep_the_fleet_from_validating_are_stalled_until_a_revision_is_adopted() {
-        use crate::cluster::scripted;
+        use crate::server::backend::testing::{Mirror, controller, empty, listed};
         let schedule = |name: &str, generation: i64| -> Schedule {
             serde_json::from_value(serde_json::json!({
                 "apiVersion": "holdfast.dev/v1alpha1", "kind": "Schedule",
@@ -959,13 +960,13 @@ mod tests {
             }))
             .expect("a schedule")
         };
-        let (client, _server) = scripted::api(vec![]);
-        let (_leading_tx, leading) = tokio::sync::watch::channel(true);
-        let mut hub = scripted::hub(client, leading);
         // In the cluster: `nightly` edited (generation 2) and a new `hourly`, both invalid.
-        hub.stores.schedules =
-            scripted::listed(vec![schedule("nightly", 2), schedule("hourly", 1)]);
-        let (controller, _data) = scripted::controller(hub);
+        let mut stores = empty();
+        stores.schedules = listed(vec![schedule("nightly", 2), schedule("hourly", 1)]);
+        let (controller, _data) = controller(Box::new(Mirror {
+            stores,
+            leading: true,
+        }));
         {
             let mut state = controller.state();
             state.revision = Arc::new(crate::revision::Revision {
