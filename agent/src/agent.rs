@@ -6,18 +6,36 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::config::connect_url;
+use crate::config::{ConfigError, connect_url};
 use crate::connection::{self, Endpoint, Shared};
 use crate::jobs::Jobs;
 use crate::outbox::Outbox;
 use crate::restic::Restic;
 use crate::runner::Context;
 use crate::scheduler;
-use crate::state::StateDir;
-use crate::tls;
+use crate::state::{StateDir, StateError};
+use crate::tls::{self, TlsError};
 
 /// How long running jobs get to stop (restic removes its lock) when the agent is stopped.
 const STOP_GRACE: Duration = Duration::from_secs(60);
+
+/// Why the agent cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(
+        "this agent is not enrolled ({} has no identity.json): run `holdfast-agent enroll --server URL --token TOKEN` first",
+        state_dir.display()
+    )]
+    NotEnrolled { state_dir: PathBuf },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    ServerUrl(#[from] ConfigError),
+    #[error(transparent)]
+    Signals(std::io::Error),
+}
 
 /// The effective settings, after file, environment and flags.
 #[derive(Debug)]
@@ -29,15 +47,14 @@ pub struct Settings {
     pub ca_file: Option<PathBuf>,
 }
 
-pub async fn run(settings: Settings) -> Result<(), String> {
-    let state = StateDir::open(&settings.state_dir).map_err(|e| e.to_string())?;
-    state.clear_tmp().map_err(|e| e.to_string())?;
-    let identity = state.load_identity().map_err(|e| e.to_string())?.ok_or_else(|| {
-        format!(
-            "this agent is not enrolled ({} has no identity.json): run `holdfast-agent enroll --server URL --token TOKEN` first",
-            settings.state_dir.display()
-        )
-    })?;
+pub async fn run(settings: Settings) -> Result<(), AgentError> {
+    let state = StateDir::open(&settings.state_dir)?;
+    state.clear_tmp()?;
+    let identity = state
+        .load_identity()?
+        .ok_or_else(|| AgentError::NotEnrolled {
+            state_dir: settings.state_dir.clone(),
+        })?;
     let server = settings.server.clone().unwrap_or(identity.server.clone());
     let host = settings.host.clone().unwrap_or(identity.host.clone());
     let ca = match &settings.ca_file {
@@ -54,7 +71,7 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         credential: identity.credential.clone(),
     };
 
-    let outbox = Outbox::open(state.outbox_dir()).map_err(|e| e.to_string())?;
+    let outbox = Outbox::open(state.outbox_dir())?;
     let restic = Restic::detect(&settings.restic).await;
     let restic_version = restic.version.map(|v| v.to_string());
     tracing::info!(
@@ -69,9 +86,9 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         state.clone(),
         outbox.clone(),
     ));
-    jobs.report_interrupted().map_err(|e| e.to_string())?;
+    jobs.report_interrupted()?;
 
-    let applied = state.load_schedule().map_err(|e| e.to_string())?;
+    let applied = state.load_schedule()?;
     if let Some(s) = &applied {
         tracing::info!(version = s.version, "running the last accepted schedule");
     }
@@ -88,8 +105,8 @@ pub async fn run(settings: Settings) -> Result<(), String> {
     };
     tokio::spawn(connection::run(shared, endpoint));
 
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}

@@ -8,6 +8,25 @@ use serde::Deserialize;
 pub const DEFAULT_CONFIG: &str = "/etc/holdfast/agent.yaml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/holdfast-agent";
 
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("the server URL {server:?} must start with https:// or http://")]
+    ServerUrl { server: String },
+}
+
 /// The config file's keys; every one is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -26,7 +45,7 @@ pub struct FileConfig {
 impl FileConfig {
     /// Reads the file; a missing file at the default path is an empty config, anywhere else an
     /// error, so that a typo in `--config` is not silently ignored.
-    pub fn load(path: Option<&Path>) -> Result<FileConfig, String> {
+    pub fn load(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
         let (path, explicit) = match path {
             Some(p) => (p, true),
             None => (Path::new(DEFAULT_CONFIG), false),
@@ -34,17 +53,23 @@ impl FileConfig {
         match std::fs::read_to_string(path) {
             Ok(text) => serde_yaml::from_str::<Option<FileConfig>>(&text)
                 .map(Option::unwrap_or_default)
-                .map_err(|e| format!("{}: {e}", path.display())),
+                .map_err(|source| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    source,
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                 Ok(FileConfig::default())
             }
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
 }
 
 /// Turns the controller's base URL into the WebSocket URL of its connect endpoint.
-pub fn connect_url(server: &str) -> Result<String, String> {
+pub fn connect_url(server: &str) -> Result<String, ConfigError> {
     let base = server.trim_end_matches('/');
     let ws = if let Some(rest) = base.strip_prefix("https://") {
         format!("wss://{rest}")
@@ -53,22 +78,22 @@ pub fn connect_url(server: &str) -> Result<String, String> {
     } else if base.starts_with("ws://") || base.starts_with("wss://") {
         base.to_string()
     } else {
-        return Err(format!(
-            "the server URL {server:?} must start with https:// or http://"
-        ));
+        return Err(ConfigError::ServerUrl {
+            server: server.to_string(),
+        });
     };
     Ok(format!("{ws}{}", protocol::CONNECT_PATH))
 }
 
 /// Turns the base URL into the enroll endpoint's URL.
-pub fn enroll_url(server: &str) -> Result<String, String> {
+pub fn enroll_url(server: &str) -> Result<String, ConfigError> {
     let base = server.trim_end_matches('/');
     if base.starts_with("https://") || base.starts_with("http://") {
         Ok(format!("{base}{}", protocol::ENROLL_PATH))
     } else {
-        Err(format!(
-            "the server URL {server:?} must start with https:// or http://"
-        ))
+        Err(ConfigError::ServerUrl {
+            server: server.to_string(),
+        })
     }
 }
 
@@ -93,6 +118,7 @@ mod tests {
         assert!(
             connect_url("holdfast.example.com")
                 .unwrap_err()
+                .to_string()
                 .contains("must start with")
         );
     }
@@ -102,7 +128,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.yaml");
         std::fs::write(&path, "server: http://x\nstateDirectory: /tmp\n").unwrap();
-        let err = FileConfig::load(Some(&path)).unwrap_err();
+        let err = FileConfig::load(Some(&path)).unwrap_err().to_string();
         assert!(
             err.contains("agent.yaml") && err.contains("unknown field `stateDirectory`"),
             "{err}"
@@ -110,7 +136,9 @@ mod tests {
         std::fs::write(&path, "server: http://x\nstateDir: /tmp/s\n").unwrap();
         let config = FileConfig::load(Some(&path)).unwrap();
         assert_eq!(config.state_dir.as_deref(), Some(Path::new("/tmp/s")));
-        let missing = FileConfig::load(Some(&dir.path().join("nope.yaml"))).unwrap_err();
+        let missing = FileConfig::load(Some(&dir.path().join("nope.yaml")))
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("nope.yaml"), "{missing}");
     }
 }

@@ -290,6 +290,7 @@ fn accept(shared: &Shared, set: ScheduleSet) -> ScheduleAck {
     let applied_version = current.as_ref().map_or(0, |s| s.version);
     let refusal = offered_is_acceptable(current.as_ref(), set.version)
         .err()
+        .map(|e| e.to_string())
         .or_else(|| {
             (set.plan.host != shared.host).then(|| {
                 format!(
@@ -305,6 +306,7 @@ fn accept(shared: &Shared, set: ScheduleSet) -> ScheduleAck {
                 .schedules
                 .iter()
                 .find_map(|s| scheduler::Timing::of(s).err())
+                .map(|e| e.to_string())
         });
     if let Some(reason) = refusal {
         tracing::warn!(version = set.version, "refused a schedule: {reason}");

@@ -4,12 +4,49 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::{EnrollRequest, EnrollResponse};
+use protocol::{DecodeError, EnrollRequest, EnrollResponse};
 use rustls::pki_types::CertificateDer;
+use ureq::http::StatusCode;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
-use crate::config::enroll_url;
-use crate::state::{Identity, StateDir};
+use crate::config::{ConfigError, enroll_url};
+use crate::state::{Identity, StateDir, StateError};
+
+/// Why enrollment failed. No variant carries the token.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error(transparent)]
+    ServerUrl(#[from] ConfigError),
+    #[error("cannot reach the controller at {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: ureq::Error,
+    },
+    #[error("cannot read the controller's answer: {0}")]
+    UnreadableAnswer(#[source] ureq::Error),
+    /// The controller's explanation, from its body, is in `why` (empty when it gave none).
+    #[error(
+        "the controller refused the token (HTTP {status}{}): create a new one with `holdfast token create HOST`",
+        explained(.why)
+    )]
+    TokenRefused { status: StatusCode, why: String },
+    #[error("enrollment failed with HTTP {status}: {why}")]
+    Failed { status: StatusCode, why: String },
+    #[error("the controller's answer is not an enrollment: {0}")]
+    NotAnEnrollment(#[source] DecodeError),
+    #[error("cannot store the credential: {0}")]
+    Store(#[source] StateError),
+}
+
+/// `: why`, or nothing when the controller gave no reason.
+fn explained(why: &str) -> String {
+    if why.is_empty() {
+        String::new()
+    } else {
+        format!(": {why}")
+    }
+}
 
 /// Posts the token and stores what comes back. Errors are one sentence, without the token.
 pub fn enroll(
@@ -17,7 +54,7 @@ pub fn enroll(
     token: &str,
     ca: &[CertificateDer<'static>],
     state: &StateDir,
-) -> Result<Identity, String> {
+) -> Result<Identity, EnrollError> {
     let url = enroll_url(server)?;
     let mut tls = TlsConfig::builder();
     if !ca.is_empty() {
@@ -40,31 +77,26 @@ pub fn enroll(
         .post(&url)
         .header("content-type", "application/json")
         .send(body.as_bytes())
-        .map_err(|e| format!("cannot reach the controller at {url}: {e}"))?;
+        .map_err(|source| EnrollError::Unreachable {
+            url: url.clone(),
+            source,
+        })?;
     let status = response.status();
     let text = response
         .body_mut()
         .with_config()
         .limit(64 * 1024)
         .read_to_string()
-        .map_err(|e| format!("cannot read the controller's answer: {e}"))?;
+        .map_err(EnrollError::UnreadableAnswer)?;
     if !status.is_success() {
         // The controller explains a refusal in its body (expired, already used, unknown).
-        let why = text.trim();
+        let why = text.trim().to_string();
         return Err(match status.as_u16() {
-            401 | 403 | 404 | 410 => format!(
-                "the controller refused the token (HTTP {status}{}): create a new one with `holdfast token create HOST`",
-                if why.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {why}")
-                }
-            ),
-            _ => format!("enrollment failed with HTTP {status}: {why}"),
+            401 | 403 | 404 | 410 => EnrollError::TokenRefused { status, why },
+            _ => EnrollError::Failed { status, why },
         });
     }
-    let answer: EnrollResponse = protocol::decode(&text)
-        .map_err(|e| format!("the controller's answer is not an enrollment: {e}"))?;
+    let answer: EnrollResponse = protocol::decode(&text).map_err(EnrollError::NotAnEnrollment)?;
     let identity = Identity {
         server: server.trim_end_matches('/').to_string(),
         host: answer.host,
@@ -73,6 +105,6 @@ pub fn enroll(
     };
     state
         .store_identity(&identity)
-        .map_err(|e| format!("cannot store the credential: {e}"))?;
+        .map_err(EnrollError::Store)?;
     Ok(identity)
 }

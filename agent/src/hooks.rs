@@ -11,13 +11,41 @@ use tokio::sync::watch;
 use crate::reporter::Reporter;
 use crate::restic::{Stream, run_streaming};
 
-/// Runs hooks in order; the first failure stops the rest and is returned as one sentence.
+/// Why a hook failed. `hook` is `pre-hook` or `post-hook`; `command` is its argv, space-joined.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("{hook} has an empty command")]
+    EmptyCommand { hook: String },
+    #[error("{hook} `{command}` could not be started: {source}")]
+    NotStarted {
+        hook: String,
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{hook} `{command}` was stopped after its {timeout_seconds}s timeout")]
+    TimedOut {
+        hook: String,
+        command: String,
+        timeout_seconds: u32,
+    },
+    #[error("{hook} `{command}` exited with code {code}")]
+    Exited {
+        hook: String,
+        command: String,
+        code: i32,
+    },
+    #[error("{hook} `{command}` was killed by a signal")]
+    Killed { hook: String, command: String },
+}
+
+/// Runs hooks in order; the first failure stops the rest and is returned.
 pub async fn run_all(
     hooks: &[Hook],
     source: &str,
     env: &[(&str, &str)],
     reporter: &mut Reporter,
-) -> Result<(), String> {
+) -> Result<(), HookError> {
     for hook in hooks {
         run_one(hook, source, env, reporter).await?;
     }
@@ -29,9 +57,11 @@ async fn run_one(
     source: &str,
     env: &[(&str, &str)],
     reporter: &mut Reporter,
-) -> Result<(), String> {
+) -> Result<(), HookError> {
     let Some((program, args)) = hook.command.split_first() else {
-        return Err(format!("{source} has an empty command"));
+        return Err(HookError::EmptyCommand {
+            hook: source.to_string(),
+        });
     };
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -53,17 +83,29 @@ async fn run_one(
     .await;
     timer.abort();
     reporter.flush();
-    let shown = hook.command.join(" ");
+    let (hook_name, command) = (source.to_string(), hook.command.join(" "));
     match result {
-        Err(e) => Err(format!("{source} `{shown}` could not be started: {e}")),
-        Ok(exit) if exit.cancelled => Err(format!(
-            "{source} `{shown}` was stopped after its {}s timeout",
-            hook.timeout_seconds
-        )),
+        Err(e) => Err(HookError::NotStarted {
+            hook: hook_name,
+            command,
+            source: e,
+        }),
+        Ok(exit) if exit.cancelled => Err(HookError::TimedOut {
+            hook: hook_name,
+            command,
+            timeout_seconds: hook.timeout_seconds,
+        }),
         Ok(exit) if exit.code == Some(0) => Ok(()),
         Ok(exit) => Err(match exit.code {
-            Some(code) => format!("{source} `{shown}` exited with code {code}"),
-            None => format!("{source} `{shown}` was killed by a signal"),
+            Some(code) => HookError::Exited {
+                hook: hook_name,
+                command,
+                code,
+            },
+            None => HookError::Killed {
+                hook: hook_name,
+                command,
+            },
         }),
     }
 }

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use holdfast_agent::agent::{self, Settings};
-use holdfast_agent::config::{DEFAULT_STATE_DIR, FileConfig};
-use holdfast_agent::state::StateDir;
-use holdfast_agent::{enroll, tls};
+use holdfast_agent::agent::{self, AgentError, Settings};
+use holdfast_agent::config::{ConfigError, DEFAULT_STATE_DIR, FileConfig};
+use holdfast_agent::enroll::{self, EnrollError};
+use holdfast_agent::state::{StateDir, StateError};
+use holdfast_agent::tls::{self, TlsError};
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +56,23 @@ enum Command {
     },
 }
 
+/// Why a command failed; `main` prints it after `holdfast-agent: `.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Enroll(#[from] EnrollError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -72,7 +90,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn main_inner(cli: Cli) -> Result<(), String> {
+fn main_inner(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Enroll {
             server,
@@ -84,7 +102,7 @@ fn main_inner(cli: Cli) -> Result<(), String> {
                 Some(path) => tls::load_ca(path)?,
                 None => Vec::new(),
             };
-            let state = StateDir::open(&state_dir).map_err(|e| e.to_string())?;
+            let state = StateDir::open(&state_dir)?;
             let identity = enroll::enroll(&server, &token, &ca, &state)?;
             println!(
                 "enrolled as host {}/{}; credential stored in {}",
@@ -118,8 +136,8 @@ fn main_inner(cli: Cli) -> Result<(), String> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(agent::run(settings))
+                .map_err(CliError::Runtime)?;
+            Ok(runtime.block_on(agent::run(settings))?)
         }
     }
 }

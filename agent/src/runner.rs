@@ -189,10 +189,10 @@ impl<'a> Run<'a> {
             &self.ctx.state.tmp_dir(),
         ) {
             Ok(a) => a,
-            Err(message) => {
+            Err(e) => {
                 return self
                     .spec
-                    .finished(failed("SecretUnavailable", message), Some(started_at));
+                    .finished(failed("SecretUnavailable", e.to_string()), Some(started_at));
             }
         };
         let finished = match self.ensure_initialized(&access).await {
@@ -435,7 +435,7 @@ impl<'a> Run<'a> {
         let pre = hooks::run_all(&params.pre_hooks, "pre-hook", &env, &mut self.reporter).await;
         let mut summary = None;
         let (outcome, exit_code) = match pre {
-            Err(message) => (failed("PreHookFailed", message), None),
+            Err(e) => (failed("PreHookFailed", e.to_string()), None),
             Ok(()) => {
                 let args = backup_args(&self.ctx.host, params);
                 let job_id = job.clone();
@@ -462,7 +462,7 @@ impl<'a> Run<'a> {
         };
         let status = outcome.phase.as_str();
         let post_env = [env[0], env[1], ("HOLDFAST_JOB_STATUS", status)];
-        if let Err(message) = hooks::run_all(
+        if let Err(e) = hooks::run_all(
             &params.post_hooks,
             "post-hook",
             &post_env,
@@ -470,7 +470,7 @@ impl<'a> Run<'a> {
         )
         .await
         {
-            self.reporter.line("agent", message);
+            self.reporter.line("agent", e.to_string());
         }
         // The run ends here; listing snapshots below is bookkeeping, not part of its duration.
         let finished_at = rfc3339(Utc::now());

@@ -26,6 +26,25 @@ const MAX_SLEEP: StdDuration = StdDuration::from_secs(30);
 /// Cron times counted when catching up, at most (an every-second cron down for a year).
 const MAX_COUNTED: usize = 10_000;
 
+/// Why a schedule's timing cannot be worked out.
+#[derive(Debug, thiserror::Error)]
+pub enum TimingError {
+    #[error("schedule {schedule}: cron {cron:?}: {source}")]
+    Cron {
+        schedule: String,
+        cron: String,
+        #[source]
+        source: cron::error::Error,
+    },
+    #[error("schedule {schedule}: time zone {time_zone:?}: {source}")]
+    TimeZone {
+        schedule: String,
+        time_zone: String,
+        #[source]
+        source: chrono_tz::ParseError,
+    },
+}
+
 /// When one schedule fires.
 pub struct Timing {
     cron: cron::Schedule,
@@ -34,14 +53,17 @@ pub struct Timing {
 }
 
 impl Timing {
-    pub fn of(schedule: &ResolvedSchedule) -> Result<Timing, String> {
-        let cron = cron::Schedule::from_str(&schedule.cron)
-            .map_err(|e| format!("schedule {}: cron {:?}: {e}", schedule.name, schedule.cron))?;
-        let tz = Tz::from_str(&schedule.time_zone).map_err(|e| {
-            format!(
-                "schedule {}: time zone {:?}: {e}",
-                schedule.name, schedule.time_zone
-            )
+    pub fn of(schedule: &ResolvedSchedule) -> Result<Timing, TimingError> {
+        let cron =
+            cron::Schedule::from_str(&schedule.cron).map_err(|source| TimingError::Cron {
+                schedule: schedule.name.clone(),
+                cron: schedule.cron.clone(),
+                source,
+            })?;
+        let tz = Tz::from_str(&schedule.time_zone).map_err(|source| TimingError::TimeZone {
+            schedule: schedule.name.clone(),
+            time_zone: schedule.time_zone.clone(),
+            source,
         })?;
         Ok(Timing {
             cron,

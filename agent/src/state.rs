@@ -230,13 +230,26 @@ pub struct RunningJob {
     pub started: JobStarted,
 }
 
+/// A schedule version refused because it is older than the applied one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "version {offered} is older than the applied version {applied}; a stale controller may be pushing"
+)]
+pub struct OlderVersion {
+    pub offered: u64,
+    pub applied: u64,
+}
+
 /// Whether a schedule version may replace the applied one: never a lower version.
-pub fn offered_is_acceptable(applied: Option<&ScheduleSet>, offered: u64) -> Result<(), String> {
+pub fn offered_is_acceptable(
+    applied: Option<&ScheduleSet>,
+    offered: u64,
+) -> Result<(), OlderVersion> {
     match applied {
-        Some(a) if offered < a.version => Err(format!(
-            "version {offered} is older than the applied version {}; a stale controller may be pushing",
-            a.version
-        )),
+        Some(a) if offered < a.version => Err(OlderVersion {
+            offered,
+            applied: a.version,
+        }),
         _ => Ok(()),
     }
 }
@@ -359,7 +372,9 @@ mod tests {
         assert!(offered_is_acceptable(None, 1).is_ok());
         assert!(offered_is_acceptable(Some(&set), 5).is_ok());
         assert!(offered_is_acceptable(Some(&set), 6).is_ok());
-        let err = offered_is_acceptable(Some(&set), 4).unwrap_err();
+        let err = offered_is_acceptable(Some(&set), 4)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("older than the applied version 5"), "{err}");
     }
 

@@ -8,8 +8,8 @@
 //! text `holdfast plan` prints ([`plan`]).
 
 pub use holdfast_core::{
-    compile, crds, cronspec, diagnostics, facts, resources, revision, runs, secrets, select,
-    status, suggest, time, validate, versions,
+    compile, crds, cronspec, diagnostics, facts, records, resources, revision, runs, secrets,
+    select, status, suggest, summaries, time, validate, versions,
 };
 
 pub mod cluster;

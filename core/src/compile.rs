@@ -15,11 +15,11 @@ use protocol::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::cronspec;
+use crate::cronspec::{self, CronSpecError};
 use crate::resources::{Backup, EnvVar, HookSpec, Host, Repo, Restore, Schedule, SecretSource};
 use crate::revision::{Revision, name_of, namespace_of};
 use crate::select::HostIndex;
-use crate::validate::parse_duration;
+use crate::validate::{DurationError, parse_duration};
 
 /// A hook without a timeout is killed after this long.
 pub const DEFAULT_HOOK_TIMEOUT_SECONDS: u32 = 600;
@@ -67,12 +67,49 @@ pub struct Fleet {
 }
 
 /// Something validation should have rejected; compile refuses rather than guess.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 #[error("cannot compile Schedule {schedule} for host {host}: {reason}")]
 pub struct CompileError {
     pub schedule: String,
     pub host: String,
-    pub reason: String,
+    #[source]
+    pub reason: ResolveError,
+}
+
+/// Why a schedule, a Backup request or a Restore request does not resolve.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// Boxed: the largest variant by far, and rare.
+    #[error(transparent)]
+    Cron(Box<CronSpecError>),
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+    #[error("no repo: the schedule names none and the host has no defaultRepo")]
+    ScheduleWithoutRepo,
+    #[error("no repo: the request names none and the host has no defaultRepo")]
+    RequestWithoutRepo,
+    #[error("no repo: name one, or give the source host a defaultRepo")]
+    RestoreWithoutRepo,
+    #[error("no Repo `{0}`")]
+    UnknownRepo(String),
+    #[error("no Host `{0}`")]
+    UnknownHost(String),
+    #[error("no Schedule `{0}`")]
+    UnknownSchedule(String),
+    #[error("env `{0}` sets neither or both of value and valueFrom")]
+    AmbiguousEnv(String),
+    #[error("a secret source must set exactly one of secretKeyRef, file and hostFile")]
+    AmbiguousSecretSource,
+    #[error("a {0:?} request needs a schedule to take its parameters from")]
+    NeedsSchedule(Operation),
+    #[error("Backup `{0}` has no snapshot")]
+    NoSnapshot(String),
+}
+
+impl From<CronSpecError> for ResolveError {
+    fn from(e: CronSpecError) -> Self {
+        ResolveError::Cron(Box::new(e))
+    }
 }
 
 /// The bytes a plan's digest is taken over.
@@ -238,18 +275,20 @@ struct Template {
 impl Template {
     fn new(schedule: &Schedule) -> Result<Self, CompileError> {
         let spec = &schedule.spec;
-        let fail = |reason: String| CompileError {
+        let fail = |reason: ResolveError| CompileError {
             schedule: schedule.name_any(),
             host: "*".into(),
             reason,
         };
-        let cron = cronspec::parse(&spec.cron).map_err(fail)?.normalized;
+        let cron = cronspec::parse(&spec.cron)
+            .map_err(|e| fail(e.into()))?
+            .normalized;
         let time_zone = spec
             .time_zone
             .clone()
             .unwrap_or_else(|| DEFAULT_TIME_ZONE.into());
         let jitter_window_seconds = match &spec.jitter {
-            Some(j) => parse_duration(j).map_err(fail)?.as_secs(),
+            Some(j) => parse_duration(j).map_err(|e| fail(e.into()))?.as_secs(),
             None => 0,
         };
         let forget = (spec.operation == Operation::Forget).then(|| ForgetParams {
@@ -278,7 +317,7 @@ impl Template {
     ) -> Result<ResolvedSchedule, CompileError> {
         let spec = &schedule.spec;
         let name = schedule.name_any();
-        let fail = |reason: String| CompileError {
+        let fail = |reason: ResolveError| CompileError {
             schedule: name.clone(),
             host: key.name.clone(),
             reason,
@@ -287,12 +326,10 @@ impl Template {
             .repo
             .as_deref()
             .or(host.spec.default_repo.as_deref())
-            .ok_or_else(|| {
-                fail("no repo: the schedule names none and the host has no defaultRepo".into())
-            })?;
+            .ok_or_else(|| fail(ResolveError::ScheduleWithoutRepo))?;
         let repo = repos
             .get(&(key.namespace.as_str(), repo_name))
-            .ok_or_else(|| fail(format!("no Repo `{repo_name}`")))?;
+            .ok_or_else(|| fail(ResolveError::UnknownRepo(repo_name.to_string())))?;
         let repo = resolve_repo(repo, spec.operation).map_err(fail)?;
         let backup = match spec.operation {
             Operation::Backup => Some(backup_params(schedule, host).map_err(fail)?),
@@ -328,7 +365,7 @@ fn jitter(window_seconds: u64, host: &HostKey, schedule: &str) -> u32 {
     u32::try_from(offset).unwrap_or(u32::MAX)
 }
 
-fn backup_params(schedule: &Schedule, host: &Host) -> Result<BackupParams, String> {
+fn backup_params(schedule: &Schedule, host: &Host) -> Result<BackupParams, ResolveError> {
     let spec = &schedule.spec;
     let defaults = &host.spec.defaults;
     let mut excludes: Vec<String> = Vec::new();
@@ -349,7 +386,7 @@ fn backup_params(schedule: &Schedule, host: &Host) -> Result<BackupParams, Strin
     })
 }
 
-fn hook(spec: &HookSpec) -> Result<Hook, String> {
+fn hook(spec: &HookSpec) -> Result<Hook, ResolveError> {
     let timeout_seconds = match &spec.timeout {
         Some(t) => u32::try_from(parse_duration(t)?.as_secs()).unwrap_or(u32::MAX),
         None => DEFAULT_HOOK_TIMEOUT_SECONDS,
@@ -361,7 +398,7 @@ fn hook(spec: &HookSpec) -> Result<Hook, String> {
 }
 
 /// The access an operation uses: forget and prune take the privileged one where declared.
-fn resolve_repo(repo: &Repo, operation: Operation) -> Result<ResolvedRepo, String> {
+fn resolve_repo(repo: &Repo, operation: Operation) -> Result<ResolvedRepo, ResolveError> {
     let spec = &repo.spec;
     let admin = match operation {
         Operation::Forget | Operation::Prune => spec.admin.as_ref(),
@@ -377,19 +414,14 @@ fn resolve_repo(repo: &Repo, operation: Operation) -> Result<ResolvedRepo, Strin
             let value = match (&var.value, &var.value_from) {
                 (Some(v), None) => EnvValue::Plain(v.clone()),
                 (None, Some(source)) => EnvValue::Secret(secret_ref(source)?),
-                _ => {
-                    return Err(format!(
-                        "env `{}` sets neither or both of value and valueFrom",
-                        var.name
-                    ));
-                }
+                _ => return Err(ResolveError::AmbiguousEnv(var.name.clone())),
             };
             Ok(ResolvedEnv {
                 name: var.name.clone(),
                 value,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, ResolveError>>()?;
     Ok(ResolvedRepo {
         name: repo.name_any(),
         url: admin
@@ -406,7 +438,7 @@ fn resolve_repo(repo: &Repo, operation: Operation) -> Result<ResolvedRepo, Strin
     })
 }
 
-fn secret_ref(source: &SecretSource) -> Result<SecretRef, String> {
+fn secret_ref(source: &SecretSource) -> Result<SecretRef, ResolveError> {
     match (&source.secret_key_ref, &source.file, &source.host_file) {
         (Some(s), None, None) => Ok(SecretRef::SecretKey {
             name: s.name.clone(),
@@ -414,21 +446,24 @@ fn secret_ref(source: &SecretSource) -> Result<SecretRef, String> {
         }),
         (None, Some(path), None) => Ok(SecretRef::ControllerFile { path: path.clone() }),
         (None, None, Some(path)) => Ok(SecretRef::HostFile { path: path.clone() }),
-        _ => Err("a secret source must set exactly one of secretKeyRef, file and hostFile".into()),
+        _ => Err(ResolveError::AmbiguousSecretSource),
     }
 }
 
 /// What a Backup request (a Backup file) runs: its schedule resolved for its host, with the
 /// repo it names instead of the schedule's; or, without a schedule, a prune or check of the
 /// host's repo.
-pub fn backup_request(revision: &Revision, backup: &Backup) -> Result<ResolvedSchedule, String> {
+pub fn backup_request(
+    revision: &Revision,
+    backup: &Backup,
+) -> Result<ResolvedSchedule, ResolveError> {
     let namespace = namespace_of(backup);
     let spec = &backup.spec;
     let index = revision.index();
     let host = index
         .hosts
         .get(&(namespace, spec.host.as_str()))
-        .ok_or_else(|| format!("no Host `{}`", spec.host))?;
+        .ok_or_else(|| ResolveError::UnknownHost(spec.host.clone()))?;
     let repos: HashMap<(&str, &str), &Repo> = index.repos.clone();
     let key = HostKey::new(namespace, &spec.host);
     let mut resolved = match &spec.schedule {
@@ -436,7 +471,7 @@ pub fn backup_request(revision: &Revision, backup: &Backup) -> Result<ResolvedSc
             let schedule = index
                 .schedules
                 .get(&(namespace, name.as_str()))
-                .ok_or_else(|| format!("no Schedule `{name}`"))?;
+                .ok_or_else(|| ResolveError::UnknownSchedule(name.clone()))?;
             Template::new(schedule)
                 .and_then(|t| t.for_host(schedule, host, &key, &repos))
                 .map_err(|e| e.reason)?
@@ -444,18 +479,16 @@ pub fn backup_request(revision: &Revision, backup: &Backup) -> Result<ResolvedSc
         None => {
             let operation = spec.operation.unwrap_or(Operation::Check);
             if !matches!(operation, Operation::Prune | Operation::Check) {
-                return Err(format!(
-                    "a {operation:?} request needs a schedule to take its parameters from"
-                ));
+                return Err(ResolveError::NeedsSchedule(operation));
             }
             let repo_name = spec
                 .repo
                 .as_deref()
                 .or(host.spec.default_repo.as_deref())
-                .ok_or("no repo: the request names none and the host has no defaultRepo")?;
+                .ok_or(ResolveError::RequestWithoutRepo)?;
             let repo = repos
                 .get(&(namespace, repo_name))
-                .ok_or_else(|| format!("no Repo `{repo_name}`"))?;
+                .ok_or_else(|| ResolveError::UnknownRepo(repo_name.to_string()))?;
             ResolvedSchedule {
                 name: name_of(backup).to_string(),
                 operation,
@@ -476,7 +509,7 @@ pub fn backup_request(revision: &Revision, backup: &Backup) -> Result<ResolvedSc
     if let (Some(_), Some(repo_name)) = (&spec.schedule, &spec.repo) {
         let repo = repos
             .get(&(namespace, repo_name.as_str()))
-            .ok_or_else(|| format!("no Repo `{repo_name}`"))?;
+            .ok_or_else(|| ResolveError::UnknownRepo(repo_name.to_string()))?;
         resolved.repo = resolve_repo(repo, resolved.operation)?;
     }
     if resolved.repo.initialize {
@@ -491,14 +524,14 @@ pub fn restore_request(
     revision: &Revision,
     restore: &Restore,
     backup_snapshot: Option<&str>,
-) -> Result<RestoreRequest, String> {
+) -> Result<RestoreRequest, ResolveError> {
     let namespace = namespace_of(restore);
     let spec = &restore.spec;
     let index = revision.index();
     let host = index
         .hosts
         .get(&(namespace, spec.host.as_str()))
-        .ok_or_else(|| format!("no Host `{}`", spec.host))?;
+        .ok_or_else(|| ResolveError::UnknownHost(spec.host.clone()))?;
     let schedule_repo = spec
         .schedule
         .as_deref()
@@ -509,15 +542,15 @@ pub fn restore_request(
         .as_deref()
         .or(schedule_repo)
         .or(host.spec.default_repo.as_deref())
-        .ok_or("no repo: name one, or give the source host a defaultRepo")?;
+        .ok_or(ResolveError::RestoreWithoutRepo)?;
     let repo = index
         .repos
         .get(&(namespace, repo_name))
-        .ok_or_else(|| format!("no Repo `{repo_name}`"))?;
+        .ok_or_else(|| ResolveError::UnknownRepo(repo_name.to_string()))?;
     let snapshot = match (&spec.snapshot, &spec.backup, &spec.schedule) {
         (Some(id), _, _) => id.clone(),
         (None, Some(backup), _) => backup_snapshot
-            .ok_or_else(|| format!("Backup `{backup}` has no snapshot"))?
+            .ok_or_else(|| ResolveError::NoSnapshot(backup.clone()))?
             .to_string(),
         _ => "latest".into(),
     };

@@ -22,6 +22,52 @@ const MACROS: [(&str, &str); 7] = [
     ("@hourly", "0 0 * * * *"),
 ];
 
+/// Why a cron expression or a time zone is not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum CronSpecError {
+    #[error("unknown cron macro `{expression}`; expected one of {expected}")]
+    UnknownMacro {
+        expression: String,
+        /// The known macros, comma-separated.
+        expected: String,
+    },
+    #[error(
+        "`{expression}` has {fields} fields; expected 5 (minute hour day-of-month month \
+         day-of-week), 6 with a leading seconds field, or a macro such as @daily"
+    )]
+    FieldCount { expression: String, fields: usize },
+    #[error("invalid day-of-week `{field}` in `{expression}`: {source}")]
+    DayOfWeek {
+        field: String,
+        expression: String,
+        #[source]
+        source: DayOfWeekError,
+    },
+    #[error("invalid cron expression `{expression}`: {source}")]
+    Invalid {
+        expression: String,
+        #[source]
+        source: cron::error::Error,
+    },
+    #[error("cron expression `{expression}` never fires")]
+    NeverFires { expression: String },
+    #[error("unknown time zone `{name}`; use an IANA name such as `UTC` or `Europe/Berlin`")]
+    UnknownTimeZone { name: String },
+}
+
+/// What is wrong with a crontab day-of-week field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DayOfWeekError {
+    #[error("step `{0}` is not a positive number")]
+    Step(String),
+    #[error("range `{0}` runs backwards")]
+    BackwardsRange(String),
+    #[error("day `{0}` is out of range 0-7")]
+    DayOutOfRange(usize),
+    #[error("`{0}` is not a day (0-7 or Sun..Sat)")]
+    NotADay(String),
+}
+
 /// A valid cron expression in normalised six-field form.
 #[derive(Clone, Debug)]
 pub struct CronSpec {
@@ -30,17 +76,17 @@ pub struct CronSpec {
 }
 
 /// Parses and normalises what a Schedule's `cron` says.
-pub fn parse(expression: &str) -> Result<CronSpec, String> {
+pub fn parse(expression: &str) -> Result<CronSpec, CronSpecError> {
     let expression = expression.trim();
     let normalized = if expression.starts_with('@') {
         match MACROS.iter().find(|(name, _)| *name == expression) {
             Some((_, fields)) => fields.to_string(),
             None => {
                 let names: Vec<&str> = MACROS.iter().map(|(n, _)| *n).collect();
-                return Err(format!(
-                    "unknown cron macro `{expression}`; expected one of {}",
-                    names.join(", ")
-                ));
+                return Err(CronSpecError::UnknownMacro {
+                    expression: expression.to_string(),
+                    expected: names.join(", "),
+                });
             }
         }
     } else {
@@ -49,28 +95,36 @@ pub fn parse(expression: &str) -> Result<CronSpec, String> {
             5 => ("0", &fields[..]),
             6 => (fields[0], &fields[1..]),
             n => {
-                return Err(format!(
-                    "`{expression}` has {n} fields; expected 5 (minute hour day-of-month month \
-                     day-of-week), 6 with a leading seconds field, or a macro such as @daily"
-                ));
+                return Err(CronSpecError::FieldCount {
+                    expression: expression.to_string(),
+                    fields: n,
+                });
             }
         };
-        let day_of_week = day_of_week(rest[4])
-            .map_err(|e| format!("invalid day-of-week `{}` in `{expression}`: {e}", rest[4]))?;
+        let day_of_week = day_of_week(rest[4]).map_err(|source| CronSpecError::DayOfWeek {
+            field: rest[4].to_string(),
+            expression: expression.to_string(),
+            source,
+        })?;
         format!(
             "{seconds} {} {} {} {} {day_of_week}",
             rest[0], rest[1], rest[2], rest[3]
         )
     };
-    let schedule = cron::Schedule::from_str(&normalized)
-        .map_err(|e| format!("invalid cron expression `{expression}`: {e}"))?;
+    let schedule =
+        cron::Schedule::from_str(&normalized).map_err(|source| CronSpecError::Invalid {
+            expression: expression.to_string(),
+            source,
+        })?;
     // From a fixed moment, so that validation does not depend on the clock.
     let epoch = Utc
         .timestamp_opt(946_684_800, 0)
         .single()
         .unwrap_or_default(); // 2000-01-01
     if schedule.after(&epoch).next().is_none() {
-        return Err(format!("cron expression `{expression}` never fires"));
+        return Err(CronSpecError::NeverFires {
+            expression: expression.to_string(),
+        });
     }
     Ok(CronSpec {
         normalized,
@@ -79,14 +133,14 @@ pub fn parse(expression: &str) -> Result<CronSpec, String> {
 }
 
 /// Checks an IANA time zone name.
-pub fn parse_time_zone(name: &str) -> Result<chrono_tz::Tz, String> {
-    chrono_tz::Tz::from_str(name).map_err(|_| {
-        format!("unknown time zone `{name}`; use an IANA name such as `UTC` or `Europe/Berlin`")
+pub fn parse_time_zone(name: &str) -> Result<chrono_tz::Tz, CronSpecError> {
+    chrono_tz::Tz::from_str(name).map_err(|_| CronSpecError::UnknownTimeZone {
+        name: name.to_string(),
     })
 }
 
 /// Rewrites a crontab day-of-week field (0–7, names, ranges, steps, lists) as names.
-fn day_of_week(field: &str) -> Result<String, String> {
+fn day_of_week(field: &str) -> Result<String, DayOfWeekError> {
     if field == "*" || field == "?" {
         return Ok("*".into());
     }
@@ -98,7 +152,7 @@ fn day_of_week(field: &str) -> Result<String, String> {
                     .parse()
                     .ok()
                     .filter(|s| *s > 0)
-                    .ok_or_else(|| format!("step `{step}` is not a positive number"))?;
+                    .ok_or_else(|| DayOfWeekError::Step(step.to_string()))?;
                 (range, Some(step))
             }
             None => (item, None),
@@ -108,7 +162,7 @@ fn day_of_week(field: &str) -> Result<String, String> {
         } else if let Some((a, b)) = range.split_once('-') {
             let (a, b) = (day(a)?, day(b)?);
             if a > b {
-                return Err(format!("range `{range}` runs backwards"));
+                return Err(DayOfWeekError::BackwardsRange(range.to_string()));
             }
             (a, b)
         } else {
@@ -146,18 +200,18 @@ fn day_of_week(field: &str) -> Result<String, String> {
 }
 
 /// A day as crontab writes it: 0–7 (both 0 and 7 are Sunday) or a three-letter name.
-fn day(text: &str) -> Result<usize, String> {
+fn day(text: &str) -> Result<usize, DayOfWeekError> {
     if let Ok(n) = text.parse::<usize>() {
         return if n <= 7 {
             Ok(n)
         } else {
-            Err(format!("day `{n}` is out of range 0-7"))
+            Err(DayOfWeekError::DayOutOfRange(n))
         };
     }
     DAY_NAMES
         .iter()
         .position(|name| name.eq_ignore_ascii_case(text))
-        .ok_or_else(|| format!("`{text}` is not a day (0-7 or Sun..Sat)"))
+        .ok_or_else(|| DayOfWeekError::NotADay(text.to_string()))
 }
 
 #[cfg(test)]
@@ -184,6 +238,7 @@ mod tests {
         assert!(
             parse("@reboot")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown cron macro `@reboot`")
         );
     }
@@ -211,19 +266,36 @@ mod tests {
 
     #[test]
     fn bad_expressions_say_what_is_wrong() {
-        assert!(parse("0 2 * *").unwrap_err().contains("has 4 fields"));
+        assert!(
+            parse("0 2 * *")
+                .unwrap_err()
+                .to_string()
+                .contains("has 4 fields")
+        );
         assert!(
             parse("61 * * * *")
                 .unwrap_err()
+                .to_string()
                 .starts_with("invalid cron expression `61 * * * *`")
         );
         assert!(
             parse("0 3 * * 8")
                 .unwrap_err()
+                .to_string()
                 .contains("day `8` is out of range")
         );
-        assert!(parse("0 3 * * 5-1").unwrap_err().contains("runs backwards"));
-        assert!(parse("0 0 30 2 *").unwrap_err().contains("never fires"));
+        assert!(
+            parse("0 3 * * 5-1")
+                .unwrap_err()
+                .to_string()
+                .contains("runs backwards")
+        );
+        assert!(
+            parse("0 0 30 2 *")
+                .unwrap_err()
+                .to_string()
+                .contains("never fires")
+        );
     }
 
     #[test]
@@ -232,6 +304,7 @@ mod tests {
         assert!(
             parse_time_zone("Mars/Olympus")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown time zone")
         );
     }

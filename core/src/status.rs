@@ -10,16 +10,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use protocol::{JobOperation, ResolvedSchedule};
+use protocol::ResolvedSchedule;
 
 use crate::compile::{Fleet, HostKey};
 use crate::facts::{AgentRecord, SizePoint};
 use crate::resources::{
-    Host, HostStatus, LastRun, Phase, RepoCheck, RepoStatus, Schedule, ScheduleHostStatus,
-    ScheduleStatus,
+    Host, HostStatus, Phase, RepoStatus, Schedule, ScheduleHostStatus, ScheduleStatus,
 };
 use crate::revision::{Revision, name_of, namespace_of};
-use crate::runs::RunRecord;
+use crate::summaries::{RepoRuns, RunSummaries, ScheduleRuns};
 use crate::validate::parse_duration;
 use crate::versions::Versioned;
 
@@ -32,8 +31,8 @@ pub struct Inputs<'a> {
     pub agents: &'a BTreeMap<HostKey, AgentRecord>,
     /// Hosts whose agent is connected and heard from within the offline grace.
     pub online: &'a dyn Fn(&HostKey) -> bool,
-    /// Run records, oldest first.
-    pub runs: &'a [RunRecord],
+    /// What the run records say of each host, schedule and repo.
+    pub runs: &'a RunSummaries,
     pub repo_sizes: &'a BTreeMap<(String, String), SizePoint>,
     pub snapshot_counts: &'a BTreeMap<(String, String), u64>,
     /// When each Schedule was first seen, the start of its staleness clock.
@@ -69,52 +68,18 @@ pub fn finish_conditions(
     }
 }
 
-fn newest<'a>(runs: impl Iterator<Item = &'a RunRecord>) -> Option<&'a RunRecord> {
-    runs.filter(|r| r.finished_at.is_some())
-        .max_by_key(|r| r.finished_at)
-}
-
-fn is_backup_of(run: &RunRecord, key: &HostKey) -> bool {
-    run.operation == JobOperation::Backup && run.namespace == key.namespace && run.host == key.name
-}
-
-/// Status of every Host, by key. The runs are read once, not once per host.
+/// Status of every Host, by key.
 pub fn hosts(inputs: &Inputs) -> BTreeMap<HostKey, HostStatus> {
-    let mut last: HashMap<(&str, &str), &RunRecord> = HashMap::new();
-    for run in inputs
-        .runs
-        .iter()
-        .filter(|r| r.operation == JobOperation::Backup && r.finished_at.is_some())
-    {
-        let newest = last.entry((&run.namespace, &run.host)).or_insert(run);
-        if run.finished_at > newest.finished_at {
-            *newest = run;
-        }
-    }
     inputs
         .revision
         .hosts
         .iter()
-        .map(|h| {
-            let (namespace, name) = (namespace_of(h), name_of(h));
-            let status = host_with(inputs, h, last.get(&(namespace, name)).copied());
-            (HostKey::new(namespace, name), status)
-        })
+        .map(|h| (HostKey::new(namespace_of(h), name_of(h)), host(inputs, h)))
         .collect()
 }
 
 /// Status of one Host.
 pub fn host(inputs: &Inputs, host: &Host) -> HostStatus {
-    let key = HostKey::new(namespace_of(host), name_of(host));
-    host_with(
-        inputs,
-        host,
-        newest(inputs.runs.iter().filter(|r| is_backup_of(r, &key))),
-    )
-}
-
-/// Status of one Host whose newest finished backup is `last`.
-fn host_with(inputs: &Inputs, host: &Host, last: Option<&RunRecord>) -> HostStatus {
     let key = HostKey::new(namespace_of(host), name_of(host));
     let agent = inputs.agents.get(&key).cloned().unwrap_or_default();
     let online = (inputs.online)(&key);
@@ -217,11 +182,7 @@ fn host_with(inputs: &Inputs, host: &Host, last: Option<&RunRecord>) -> HostStat
             .map(|v| v.digest.clone()),
         applied_schedule_version: applied,
         drift_reason: drift.map(|(_, message)| message),
-        last_backup: last.map(|r| LastRun {
-            time: crate::time::k8s(r.finished_at.unwrap_or(r.created_at)),
-            phase: r.phase,
-            backup: r.name.clone(),
-        }),
+        last_backup: inputs.runs.last_backup(&key).cloned(),
     }
 }
 
@@ -320,17 +281,23 @@ impl Crons {
 /// for it.
 type Running<'a> = (&'a HostKey, bool, &'a ResolvedSchedule);
 
+/// Schedule statuses by `(namespace, name)`.
+pub type ScheduleStatuses = BTreeMap<(String, String), ScheduleStatus>;
+
 /// Status of every Schedule, by `(namespace, name)`.
-pub fn schedules(inputs: &Inputs) -> BTreeMap<(String, String), ScheduleStatus> {
+pub fn schedules(inputs: &Inputs) -> ScheduleStatuses {
+    schedules_until(inputs).0
+}
+
+/// Status of every Schedule, and the first time after `now` at which the clock alone changes
+/// one: a host's next run comes, or a host turns stale. Until then, with nothing else
+/// changed, the statuses stay as they are.
+pub fn schedules_until(inputs: &Inputs) -> (ScheduleStatuses, Option<DateTime<Utc>>) {
     let mut out = BTreeMap::new();
-    let mut runs: HashMap<(&str, &str, &str), Vec<&RunRecord>> = HashMap::new();
-    for run in inputs.runs {
-        if let Some(schedule) = &run.schedule {
-            runs.entry((&run.namespace, schedule, &run.host))
-                .or_default()
-                .push(run);
-        }
-    }
+    let mut until: Option<DateTime<Utc>> = None;
+    let mut upto = |at: DateTime<Utc>| {
+        until = Some(until.map_or(at, |u| u.min(at)));
+    };
     // Which hosts run each schedule, in host order, from one pass over the plans.
     let mut running: HashMap<(&str, &str), Vec<Running>> = HashMap::new();
     for (key, compiled) in &inputs.fleet.hosts {
@@ -352,32 +319,37 @@ pub fn schedules(inputs: &Inputs) -> BTreeMap<(String, String), ScheduleStatus> 
             .map(Vec::as_slice)
             .unwrap_or_default();
         for &(key, paused, resolved) in hosts {
-            let mine = runs
-                .get(&(namespace, name, key.name.as_str()))
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let last = newest(mine.iter().copied());
-            let last_success = newest(mine.iter().copied().filter(|r| r.phase == Phase::Succeeded));
-            let last_missed = newest(mine.iter().copied().filter(|r| r.phase == Phase::Missed));
-            let last_scheduled = mine
-                .iter()
-                .filter_map(|r| r.scheduled_at.or(r.started_at))
-                .max();
+            let none = ScheduleRuns::default();
+            let mine = inputs
+                .runs
+                .schedule(namespace, name, &key.name)
+                .unwrap_or(&none);
             let idle = schedule.spec.suspend || paused;
-            let stale = !idle
-                && crons.stale_after(schedule, resolved).is_some_and(|limit| {
-                    let since = last_success.and_then(|r| r.finished_at).unwrap_or(created);
-                    chrono::Duration::from_std(limit).is_ok_and(|limit| since + limit < inputs.now)
-                });
+            let stale_at = (!idle)
+                .then(|| crons.stale_after(schedule, resolved))
+                .flatten()
+                .and_then(|limit| chrono::Duration::from_std(limit).ok())
+                .map(|limit| mine.last_success.unwrap_or(created) + limit);
+            let stale = stale_at.is_some_and(|at| at < inputs.now);
+            if let Some(at) = stale_at.filter(|_| !stale) {
+                upto(at);
+            }
+            let next_run = (!idle)
+                .then(|| crons.next_run(resolved, inputs.now))
+                .flatten();
+            if let Some(at) = next_run {
+                upto(at);
+            }
             if stale {
                 stale_hosts.push(key.name.clone());
             }
-            let healthy = !stale && last.is_none_or(|r| r.phase == Phase::Succeeded);
+            let healthy = !stale && mine.last.is_none_or(|(_, phase)| phase == Phase::Succeeded);
             status.host_count = Some(status.host_count.unwrap_or_default() + 1);
             status.healthy_hosts =
                 Some(status.healthy_hosts.unwrap_or_default() + u32::from(healthy));
             status.stale_hosts = Some(status.stale_hosts.unwrap_or_default() + u32::from(stale));
-            let last_success_time = last_success.and_then(|r| r.finished_at);
+            let last_success_time = mine.last_success;
+            let last_scheduled = mine.last_scheduled;
             status.last_schedule_time = status
                 .last_schedule_time
                 .max(last_scheduled.map(crate::time::k8s));
@@ -388,14 +360,9 @@ pub fn schedules(inputs: &Inputs) -> BTreeMap<(String, String), ScheduleStatus> 
                 host: key.name.clone(),
                 last_schedule_time: last_scheduled.map(crate::time::k8s),
                 last_successful_time: last_success_time.map(crate::time::k8s),
-                next_schedule_time: (!idle)
-                    .then(|| crons.next_run(resolved, inputs.now))
-                    .flatten()
-                    .map(crate::time::k8s),
-                last_result: last.map(|r| r.phase),
-                last_missed_time: last_missed
-                    .and_then(|r| r.finished_at)
-                    .map(crate::time::k8s),
+                next_schedule_time: next_run.map(crate::time::k8s),
+                last_result: mine.last.map(|(_, phase)| phase),
+                last_missed_time: mine.last_missed.map(crate::time::k8s),
                 stale,
             });
         }
@@ -415,48 +382,25 @@ pub fn schedules(inputs: &Inputs) -> BTreeMap<(String, String), ScheduleStatus> 
         ));
         out.insert((namespace.to_string(), name.to_string()), status);
     }
-    out
+    (out, until)
 }
 
 /// Status of every Repo, by `(namespace, name)`.
 pub fn repos(inputs: &Inputs) -> BTreeMap<(String, String), RepoStatus> {
     let mut out = BTreeMap::new();
-    // The runs are read once, not once per repo.
-    let mut by_repo: HashMap<(&str, &str), Vec<&RunRecord>> = HashMap::new();
-    for run in inputs.runs {
-        if let Some(repo) = &run.repo {
-            by_repo.entry((&run.namespace, repo)).or_default().push(run);
-        }
-    }
     for repo in &inputs.revision.repos {
         let id = (namespace_of(repo).to_string(), name_of(repo).to_string());
-        let on_repo: &[&RunRecord] = by_repo
-            .get(&(id.0.as_str(), id.1.as_str()))
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let last = newest(on_repo.iter().copied());
-        let last_check = newest(
-            on_repo
-                .iter()
-                .copied()
-                .filter(|r| r.operation == JobOperation::Check),
-        );
+        let none = RepoRuns::default();
+        let runs = inputs.runs.repo(&id.0, &id.1).unwrap_or(&none);
         let size = inputs.repo_sizes.get(&id);
+        let last = runs.last.as_ref();
         let reachable = last.map(|r| r.phase == Phase::Succeeded);
         let mut status = RepoStatus {
-            initialized: if on_repo.iter().any(|r| r.phase == Phase::Succeeded) {
+            // Known missing only when a run said so; otherwise not known yet.
+            initialized: if runs.succeeded {
                 Some(true)
             } else {
-                // Known missing only when a run said so; otherwise not known yet.
-                on_repo
-                    .iter()
-                    .any(|r| {
-                        matches!(
-                            r.reason.as_deref(),
-                            Some("RepositoryNotInitialized" | "RepositoryNotFound")
-                        )
-                    })
-                    .then_some(false)
+                runs.missing.then_some(false)
             },
             snapshot_count: inputs.snapshot_counts.get(&id).copied(),
             size_bytes: size.map(|s| s.total_size),
@@ -465,12 +409,7 @@ pub fn repos(inputs: &Inputs) -> BTreeMap<(String, String), RepoStatus> {
                 let raw = s.uncompressed_size? as f64;
                 (s.total_size > 0).then(|| (raw / s.total_size as f64 * 100.0).round() / 100.0)
             }),
-            last_check: last_check.map(|r| RepoCheck {
-                time: crate::time::k8s(r.finished_at.unwrap_or(r.created_at)),
-                passed: r.phase == Phase::Succeeded,
-                backup: Some(r.name.clone()),
-                message: r.message.clone(),
-            }),
+            last_check: runs.last_check.as_ref().map(|(_, check)| check.clone()),
             last_updated: size.map(|s| crate::time::k8s(s.at)),
             ..RepoStatus::default()
         };
@@ -528,6 +467,8 @@ pub fn human_duration(seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runs::RunRecord;
+    use protocol::JobOperation;
 
     #[test]
     fn gaps_and_next_runs_follow_the_cron_and_jitter() {
@@ -640,7 +581,7 @@ mod tests {
             versions: &versions,
             agents: &agents,
             online: &online,
-            runs: &runs,
+            runs: &RunSummaries::of(&runs),
             repo_sizes: &sizes,
             snapshot_counts: &counts,
             schedule_created: &created,
@@ -659,5 +600,54 @@ mod tests {
         assert_eq!(last("web-1").as_deref(), Some("new"));
         assert_eq!(last("web-2").as_deref(), Some("only"));
         assert_eq!(last("web-3"), None);
+    }
+
+    #[test]
+    fn schedule_status_holds_until_a_next_run_or_a_host_turning_stale() {
+        let revision = Revision {
+            repos: vec![object(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata: {name: nas}\nspec: {url: /srv/nas, password: {hostFile: /p}}\n",
+            )],
+            hosts: vec![object(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata: {name: web-1}\nspec: {defaultRepo: nas}\n",
+            )],
+            schedules: vec![object(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata: {name: nightly}\nspec: {operation: backup, cron: '0 1 * * *', hosts: [web-1], paths: [/srv], staleAfter: 30m}\n",
+            )],
+            ..Revision::default()
+        };
+        let fleet = crate::compile::compile(&revision).unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-11-20T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let online = |_: &HostKey| true;
+        let created = |_: &str, _: &str| Some(now - chrono::Duration::minutes(10));
+        let (versions, agents, sizes, counts, runs) = Default::default();
+        let inputs = Inputs {
+            now,
+            revision: &revision,
+            fleet: &fleet,
+            versions: &versions,
+            agents: &agents,
+            online: &online,
+            runs: &runs,
+            repo_sizes: &sizes,
+            snapshot_counts: &counts,
+            schedule_created: &created,
+        };
+        let (statuses, until) = schedules_until(&inputs);
+        // Created 10 minutes ago with staleAfter 30m: stale in 20 minutes, before 01:00.
+        assert_eq!(until, Some(now + chrono::Duration::minutes(20)));
+        assert!(!statuses[&("default".into(), "nightly".into())].hosts[0].stale);
+        let later = Inputs {
+            now: now + chrono::Duration::minutes(21),
+            ..inputs
+        };
+        let (statuses, until) = schedules_until(&later);
+        assert!(statuses[&("default".into(), "nightly".into())].hosts[0].stale);
+        let next = statuses[&("default".into(), "nightly".into())].hosts[0]
+            .next_schedule_time
+            .clone();
+        assert_eq!(until.map(crate::time::k8s), next, "then the next run");
     }
 }

@@ -143,12 +143,12 @@ impl<'a> Validator<'a> {
         let spec = &schedule.spec;
         let mut s = self.scope(Kind::Schedule, schedule);
         if let Err(e) = cronspec::parse(&spec.cron) {
-            s.error("spec.cron", e);
+            s.error("spec.cron", e.to_string());
         }
         if let Some(tz) = &spec.time_zone
             && let Err(e) = cronspec::parse_time_zone(tz)
         {
-            s.error("spec.timeZone", e);
+            s.error("spec.timeZone", e.to_string());
         }
         for (field, value) in [
             ("spec.jitter", &spec.jitter),
@@ -157,7 +157,7 @@ impl<'a> Validator<'a> {
             if let Some(text) = value
                 && let Err(e) = parse_duration(text)
             {
-                s.error(field, e);
+                s.error(field, e.to_string());
             }
         }
 
@@ -633,18 +633,34 @@ fn check_hook(s: &mut Scope, at: FieldPath, hook: &HookSpec) {
     if let Some(timeout) = &hook.timeout
         && let Err(e) = parse_duration(timeout)
     {
-        s.error_at(at.key("timeout"), e);
+        s.error_at(at.key("timeout"), e.to_string());
     }
 }
 
+/// Why a duration is not accepted.
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
+pub enum DurationError {
+    #[error("`{text}` is zero")]
+    Zero { text: String },
+    #[error("`{text}` is not a duration such as `30m`, `1h30m` or `2d`")]
+    NotADuration {
+        text: String,
+        #[source]
+        source: humantime::DurationError,
+    },
+}
+
 /// A duration such as `30m`, `1h30m` or `2d`, which must not be zero.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     match humantime::parse_duration(text) {
-        Ok(d) if d.is_zero() => Err(format!("`{text}` is zero")),
+        Ok(d) if d.is_zero() => Err(DurationError::Zero {
+            text: text.to_string(),
+        }),
         Ok(d) => Ok(d),
-        Err(_) => Err(format!(
-            "`{text}` is not a duration such as `30m`, `1h30m` or `2d`"
-        )),
+        Err(source) => Err(DurationError::NotADuration {
+            text: text.to_string(),
+            source,
+        }),
     }
 }
 
@@ -709,10 +725,16 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("0s").unwrap_err().contains("is zero"));
+        assert!(
+            parse_duration("0s")
+                .unwrap_err()
+                .to_string()
+                .contains("is zero")
+        );
         assert!(
             parse_duration("soon")
                 .unwrap_err()
+                .to_string()
                 .contains("not a duration")
         );
     }

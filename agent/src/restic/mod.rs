@@ -72,6 +72,29 @@ impl Restic {
     }
 }
 
+/// Why a repository's secrets could not be made available. Names references, never values.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("the controller did not send the secret {reference:?} that repo {repo} needs")]
+    SecretNotSent { reference: SecretRef, repo: String },
+    #[error("cannot write a password file in {}: {source}", dir.display())]
+    PasswordFileNotCreated {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write a password file: {0}")]
+    PasswordFileNotWritten(#[source] std::io::Error),
+    #[error("cannot read {path} for {var} of repo {repo}: {source}")]
+    HostFileUnreadable {
+        path: String,
+        var: String,
+        repo: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// What restic needs to open one repository, with secrets resolved for the length of a job.
 pub struct RepoAccess {
     pub url: String,
@@ -92,7 +115,7 @@ impl RepoAccess {
         repo: &ResolvedRepo,
         secrets: &[SecretValue],
         tmp_dir: &Path,
-    ) -> Result<RepoAccess, String> {
+    ) -> Result<RepoAccess, AccessError> {
         let password = match &repo.password {
             SecretRef::HostFile { path } => Password::HostFile(PathBuf::from(path)),
             other => {
@@ -100,11 +123,12 @@ impl RepoAccess {
                 let mut file = tempfile::Builder::new()
                     .prefix("password-")
                     .tempfile_in(tmp_dir)
-                    .map_err(|e| {
-                        format!("cannot write a password file in {}: {e}", tmp_dir.display())
+                    .map_err(|source| AccessError::PasswordFileNotCreated {
+                        dir: tmp_dir.to_path_buf(),
+                        source,
                     })?;
                 std::io::Write::write_all(&mut file, value.as_bytes())
-                    .map_err(|e| format!("cannot write a password file: {e}"))?;
+                    .map_err(AccessError::PasswordFileNotWritten)?;
                 Password::Temp(file)
             }
         };
@@ -115,11 +139,11 @@ impl RepoAccess {
                 protocol::EnvValue::Secret(SecretRef::HostFile { path }) => {
                     std::fs::read_to_string(path)
                         .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
-                        .map_err(|e| {
-                            format!(
-                                "cannot read {path} for {} of repo {}: {e}",
-                                var.name, repo.name
-                            )
+                        .map_err(|source| AccessError::HostFileUnreadable {
+                            path: path.clone(),
+                            var: var.name.clone(),
+                            repo: repo.name.clone(),
+                            source,
                         })?
                 }
                 protocol::EnvValue::Secret(other) => {
@@ -147,13 +171,14 @@ fn lookup<'a>(
     secrets: &'a [SecretValue],
     reference: &SecretRef,
     repo: &str,
-) -> Result<&'a str, String> {
+) -> Result<&'a str, AccessError> {
     secrets
         .iter()
         .find(|s| &s.reference == reference)
         .map(|s| s.value.as_str())
-        .ok_or_else(|| {
-            format!("the controller did not send the secret {reference:?} that repo {repo} needs")
+        .ok_or_else(|| AccessError::SecretNotSent {
+            reference: reference.clone(),
+            repo: repo.to_string(),
         })
 }
 

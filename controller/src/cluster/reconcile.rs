@@ -462,7 +462,7 @@ fn desired_status(
         versions: &versions,
         agents: &agents.records,
         online: &online,
-        runs: &runs,
+        runs: &crate::summaries::RunSummaries::of(&runs),
         repo_sizes: &BTreeMap::new(),
         snapshot_counts: &BTreeMap::new(),
         schedule_created: &|_, _| None,

@@ -70,6 +70,34 @@ impl Cluster {
     }
 }
 
+/// What the cluster should hold: the read model, and the run records' objects read from the
+/// store for this pass.
+pub struct Desired {
+    pub model: Arc<ReadModel>,
+    pub backups: Vec<Backup>,
+    pub restores: Vec<Restore>,
+}
+
+impl Desired {
+    pub fn read(controller: &Controller) -> Result<Desired, crate::store::StoreError> {
+        fn all<K: serde::de::DeserializeOwned>(
+            controller: &Controller,
+            kind: Kind,
+        ) -> Result<Vec<K>, crate::store::StoreError> {
+            let (objects, _) = controller.records_page(kind, None, None, None, &mut |_| true)?;
+            Ok(objects
+                .into_iter()
+                .filter_map(|o| serde_json::from_value(o).ok())
+                .collect())
+        }
+        Ok(Desired {
+            model: controller.model(),
+            backups: all(controller, Kind::Backup)?,
+            restores: all(controller, Kind::Restore)?,
+        })
+    }
+}
+
 /// What this process wrote: statuses (for coalescing) and the Backups it created.
 #[derive(Default)]
 pub struct Written {
@@ -109,7 +137,7 @@ fn is_record(backup: &Backup) -> bool {
 
 /// The writes that bring the cluster to the model.
 pub fn plan(
-    model: &ReadModel,
+    desired: &Desired,
     cluster: &Cluster,
     written: &Written,
     now: DateTime<Utc>,
@@ -140,6 +168,7 @@ pub fn plan(
             status: computed,
         })
     };
+    let model = &*desired.model;
     let none = |_: Option<&Value>, _: &Value| Vec::new();
     for r in &model.repos {
         let (ns, name) = (namespace_of(r), name_of(r));
@@ -165,7 +194,7 @@ pub fn plan(
             &none,
         ));
     }
-    for b in &model.backups {
+    for b in &desired.backups {
         let (ns, name) = (namespace_of(b), name_of(b));
         let in_cluster = find(&cluster.backups, ns, name);
         let created = written
@@ -200,7 +229,7 @@ pub fn plan(
             &events,
         ));
     }
-    for r in &model.restores {
+    for r in &desired.restores {
         let (ns, name) = (namespace_of(r), name_of(r));
         let Some(in_cluster) = find(&cluster.restores, ns, name) else {
             continue;
@@ -325,7 +354,7 @@ fn pruned(cluster: &Cluster, now: DateTime<Utc>) -> Vec<Write> {
         })
         .collect();
     let schedules: Vec<Schedule> = cluster.schedules.iter().map(|s| (**s).clone()).collect();
-    crate::server::pruned(&runs, &schedules)
+    crate::records::pruned(&runs, &schedules)
         .into_iter()
         .map(|(_, namespace, name)| Write::Delete { namespace, name })
         .collect()
@@ -432,10 +461,16 @@ pub async fn run(
     let mut changes = controller.changes.subscribe();
     let mut written = Written::default();
     loop {
-        let model = controller.model();
         let now = Utc::now();
-        let writes = plan(&model, &Cluster::of(&stores), &written, now);
-        execute(&client, &*sink, &mut written, writes, now).await;
+        let c = controller.clone();
+        match tokio::task::spawn_blocking(move || Desired::read(&c)).await {
+            Ok(Ok(desired)) => {
+                let writes = plan(&desired, &Cluster::of(&stores), &written, now);
+                execute(&client, &*sink, &mut written, writes, now).await;
+            }
+            Ok(Err(e)) => tracing::error!("cannot read the records to write back: {e}"),
+            Err(e) => tracing::error!("reading the records to write back panicked: {e}"),
+        }
         tokio::select! {
             // Lagging behind only means several changes arrived: one pass covers them all.
             _ = changes.recv() => {}
@@ -520,11 +555,14 @@ mod tests {
         }
     }
 
-    fn model(backups: Vec<Backup>) -> ReadModel {
+    fn model(backups: Vec<Backup>) -> Desired {
         let mut model = ReadModel::default();
-        model.backups = backups;
         model.schedules = vec![schedule(10)];
-        model
+        Desired {
+            model: Arc::new(model),
+            backups,
+            restores: vec![],
+        }
     }
 
     fn running(percent: u32) -> Value {
@@ -688,12 +726,12 @@ mod tests {
         let mut request = record("by-hand", done(-10));
         request.metadata.labels = None;
         cluster.backups.push(Arc::new(request));
-        let mut deleted = names(&plan(
-            &ReadModel::default(),
-            &cluster,
-            &Written::default(),
-            at(5),
-        ));
+        let nothing = Desired {
+            model: Arc::new(ReadModel::default()),
+            backups: vec![],
+            restores: vec![],
+        };
+        let mut deleted = names(&plan(&nothing, &cluster, &Written::default(), at(5)));
         deleted.sort();
         assert_eq!(
             deleted,

@@ -1380,7 +1380,8 @@ fn resolve(
                     .and_then(|b| b.snapshot_id),
                 None => None,
             };
-            let request = compile::restore_request(revision, restore, snapshot.as_deref())?;
+            let request = compile::restore_request(revision, restore, snapshot.as_deref())
+                .map_err(|e| e.to_string())?;
             let repo = request.repo.clone();
             Ok((RunRequest::Restore(request), repo))
         }
@@ -1390,7 +1391,7 @@ fn resolve(
                 .iter()
                 .find(|b| namespace_of(*b) == run.namespace && name_of(*b) == run.name)
                 .ok_or("the Backup file was removed before it ran")?;
-            let resolved = compile::backup_request(revision, backup)?;
+            let resolved = compile::backup_request(revision, backup).map_err(|e| e.to_string())?;
             let repo = resolved.repo.clone();
             Ok((RunRequest::Resolved(resolved), repo))
         }

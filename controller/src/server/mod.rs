@@ -26,7 +26,6 @@ use protocol::ControllerMessage;
 use tokio::sync::{Notify, broadcast, mpsc};
 
 pub use model::ReadModel;
-pub(crate) use model::pruned;
 
 use crate::compile::{Fleet, HostKey};
 use crate::revision::Revision;
@@ -103,6 +102,11 @@ pub struct Controller {
     /// What differs between files mode and Kubernetes mode.
     pub backend: Box<dyn Backend>,
     store: Mutex<Store>,
+    /// A second connection for reading run records' objects, so that a long list does not
+    /// hold up reports (WAL lets it read while the other writes).
+    reader: Mutex<Store>,
+    /// What the status writer keeps of the run records between passes.
+    records: Mutex<model::History>,
     state: Mutex<State>,
     model: RwLock<Arc<ReadModel>>,
     dirty: Notify,
@@ -121,10 +125,13 @@ impl Controller {
         let store = Store::open(&config.data_dir)?;
         let agents = store.agents()?;
         let model = ReadModel::load(&store)?;
+        let reader = Store::open(&config.data_dir)?;
         Ok(Arc::new(Controller {
             config,
             backend,
             store: Mutex::new(store),
+            reader: Mutex::new(reader),
+            records: Mutex::new(model::History::default()),
             state: Mutex::new(State {
                 agents,
                 ..State::default()
@@ -143,6 +150,59 @@ impl Controller {
     fn store(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock leaves SQLite consistent (transactions roll back).
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Store> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn records(&self) -> MutexGuard<'_, model::History> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Backups or Restores as served (of one namespace, or all), in (namespace, name) order
+    /// after `after`, that `selects` keeps: at most `limit`, and whether more remain. Read
+    /// from the store as far as the page goes.
+    pub fn records_page(
+        &self,
+        kind: crate::resources::Kind,
+        namespace: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: Option<usize>,
+        selects: &mut dyn FnMut(&serde_json::Value) -> bool,
+    ) -> Result<(Vec<serde_json::Value>, bool), StoreError> {
+        self.reader()
+            .objects_page(kind, namespace, after, limit, selects)
+    }
+
+    /// How many Backups or Restores (of one namespace, or all) come after `after` in
+    /// (namespace, name) order.
+    pub fn records_after(
+        &self,
+        kind: crate::resources::Kind,
+        namespace: Option<&str>,
+        after: (&str, &str),
+    ) -> Result<usize, StoreError> {
+        self.reader().count_after(kind, namespace, after)
+    }
+
+    /// One Backup or Restore as served.
+    pub fn record(
+        &self,
+        kind: crate::resources::Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        self.reader().object_json(kind, namespace, name)
+    }
+
+    /// The Backups of one host's runs, as served.
+    pub fn host_backups(
+        &self,
+        namespace: &str,
+        host: &str,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.reader().host_backups(namespace, host)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -13,8 +13,8 @@ mod runs;
 
 pub use agents::AgentRecord;
 pub use auth::{AuthError, Enrolled, hash as secret_hash, random_secret};
-pub use model::{ObjectMeta, RevisionRecord, Revisions, StoredObject};
-pub use runs::{HistoryPoint, SizePoint};
+pub use model::{ObjectId, ObjectMeta, ObjectWrite, RevisionRecord, Revisions, StoredObject};
+pub use runs::{HistoryPoint, RunGroup, SizePoint};
 
 /// A random identifier shaped like a Kubernetes uid.
 pub fn new_uid() -> String {
@@ -61,6 +61,10 @@ const MIGRATIONS: &[&str] = &[
     // A host's open run requests, read on every connect and push, without a scan of all runs.
     "CREATE INDEX runs_open_requests ON runs (namespace, host)
         WHERE requested = 1 AND phase IN ('Pending', 'Dispatched', 'Running')",
+    // Objects as served (JSON), so run records are read page by page rather than held in
+    // memory; and the records of one schedule on one host, newest first, for its history limits.
+    "ALTER TABLE objects ADD COLUMN object TEXT;
+     CREATE INDEX runs_by_schedule ON runs (namespace, host, schedule, finished_at);",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +112,8 @@ pub struct StoredPlan {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Run records saved since the status writer last asked ([`Store::take_saved_runs`]).
+    saved: Vec<crate::runs::RunRecord>,
 }
 
 impl Store {
@@ -122,7 +128,11 @@ impl Store {
             path: path.display().to_string(),
             source,
         })?;
-        let mut store = Store { conn, path };
+        let mut store = Store {
+            conn,
+            path,
+            saved: Vec::new(),
+        };
         // WAL keeps readers (`holdfast plan`, `token create`) from blocking the controller.
         store
             .conn
@@ -144,7 +154,11 @@ impl Store {
                 source,
             },
         )?;
-        let store = Store { conn, path };
+        let store = Store {
+            conn,
+            path,
+            saved: Vec::new(),
+        };
         let (found, known) = (store.schema_version()?, MIGRATIONS.len());
         let path = store.path.display().to_string();
         match found.cmp(&known) {

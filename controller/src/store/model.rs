@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError};
 use crate::resources::Kind;
@@ -59,15 +59,47 @@ pub struct StoredObject {
 
 pub type ObjectId = (Kind, String, String);
 
+/// A change to write: the object as stored and as served, or `None` to delete it.
+pub type ObjectWrite = (ObjectId, Option<(StoredObject, serde_json::Value)>);
+
+fn stored_from_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<StoredObject> {
+    Ok(StoredObject {
+        meta: ObjectMeta {
+            uid: r.get(at)?,
+            generation: r.get(at + 1)?,
+            created_at: r.get(at + 3)?,
+            resource_version: r.get(at + 5)?,
+        },
+        spec_digest: r.get(at + 2)?,
+        meta_digest: r.get(at + 6)?,
+        status: r
+            .get::<_, Option<String>>(at + 4)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+    })
+}
+
+/// The condition that keeps a query of objects to the namespace in `?4`, if one is given (a
+/// separate statement, so that the key index bounds the scan).
+fn in_namespace(namespace: Option<&str>) -> &'static str {
+    match namespace {
+        Some(_) => "AND namespace = ?4",
+        None => "",
+    }
+}
+
+const STORED_COLUMNS: &str =
+    "uid, generation, spec_digest, created_at, status, resource_version, meta_digest";
+
 impl Store {
-    /// Every stored object.
-    pub fn objects(&self) -> Result<BTreeMap<ObjectId, StoredObject>, StoreError> {
+    /// The stored Repos, Hosts and Schedules: what the status writer holds in memory. Run
+    /// records' objects stay here and are read when asked for.
+    pub fn fleet_objects(&self) -> Result<BTreeMap<ObjectId, StoredObject>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT kind, namespace, name, uid, generation, spec_digest, created_at, status,
-                        resource_version, meta_digest FROM objects",
-            )
+            .prepare(&format!(
+                "SELECT kind, namespace, name, {STORED_COLUMNS} FROM objects
+                 WHERE kind IN ('Repo', 'Host', 'Schedule')"
+            ))
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -76,19 +108,7 @@ impl Store {
                     kind,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
-                    StoredObject {
-                        meta: ObjectMeta {
-                            uid: r.get(3)?,
-                            generation: r.get(4)?,
-                            created_at: r.get(6)?,
-                            resource_version: r.get(8)?,
-                        },
-                        spec_digest: r.get(5)?,
-                        meta_digest: r.get(9)?,
-                        status: r
-                            .get::<_, Option<String>>(7)?
-                            .and_then(|s| serde_json::from_str(&s).ok()),
-                    },
+                    stored_from_row(r, 3)?,
                 ))
             })
             .map_err(|e| self.sqlite(e))?;
@@ -100,6 +120,167 @@ impl Store {
             }
         }
         Ok(objects)
+    }
+
+    /// One object as stored, and as last served.
+    pub fn stored_object(
+        &self,
+        id: &ObjectId,
+    ) -> Result<Option<(StoredObject, Option<serde_json::Value>)>, StoreError> {
+        let (kind, namespace, name) = id;
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT object, {STORED_COLUMNS} FROM objects
+                 WHERE kind = ?1 AND namespace = ?2 AND name = ?3"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(params![kind.as_str(), namespace, name], |r| {
+                    let object = r
+                        .get::<_, Option<String>>(0)?
+                        .and_then(|s| serde_json::from_str(&s).ok());
+                    Ok((stored_from_row(r, 1)?, object))
+                })
+                .optional()
+            })
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// One object as served.
+    pub fn object_json(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self
+            .stored_object(&(kind, namespace.into(), name.into()))?
+            .and_then(|(_, object)| object))
+    }
+
+    /// Objects of `kind` (of one namespace, or all) as served, in (namespace, name) order
+    /// after `after`, that `selects` keeps: at most `limit`, and whether more remain. Reads
+    /// only as far as the page needs.
+    pub fn objects_page(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: Option<usize>,
+        selects: &mut dyn FnMut(&serde_json::Value) -> bool,
+    ) -> Result<(Vec<serde_json::Value>, bool), StoreError> {
+        // A namespace's objects start after the empty name in it.
+        let after = after.unwrap_or((namespace.unwrap_or_default(), ""));
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT object FROM objects
+                 WHERE kind = ?1 AND (namespace, name) > (?2, ?3) AND object IS NOT NULL {}
+                 ORDER BY namespace, name",
+                in_namespace(namespace)
+            ))
+            .map_err(|e| self.sqlite(e))?;
+        let mut rows = match namespace {
+            Some(ns) => stmt.query(params![kind.as_str(), after.0, after.1, ns]),
+            None => stmt.query(params![kind.as_str(), after.0, after.1]),
+        }
+        .map_err(|e| self.sqlite(e))?;
+        let mut page = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
+            let text: String = row.get(0).map_err(|e| self.sqlite(e))?;
+            let Ok(object) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            if !selects(&object) {
+                continue;
+            }
+            if limit.is_some_and(|l| page.len() >= l) {
+                return Ok((page, true));
+            }
+            page.push(object);
+        }
+        Ok((page, false))
+    }
+
+    /// How many objects of `kind` come after `after` in (namespace, name) order.
+    pub fn count_after(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        after: (&str, &str),
+    ) -> Result<usize, StoreError> {
+        let count = |r: &rusqlite::Row| r.get::<_, i64>(0);
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM objects
+                 WHERE kind = ?1 AND (namespace, name) > (?2, ?3) AND object IS NOT NULL {}",
+                in_namespace(namespace)
+            ))
+            .and_then(|mut stmt| match namespace {
+                Some(ns) => stmt.query_row(params![kind.as_str(), after.0, after.1, ns], count),
+                None => stmt.query_row(params![kind.as_str(), after.0, after.1], count),
+            })
+            .map(|n| usize::try_from(n).unwrap_or_default())
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Every stored Backup and Restore object.
+    pub fn record_ids(&self) -> Result<Vec<ObjectId>, StoreError> {
+        self.ids("SELECT kind, namespace, name FROM objects WHERE kind IN ('Backup', 'Restore')")
+    }
+
+    fn ids(&self, sql: &str) -> Result<Vec<ObjectId>, StoreError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let kind: String = r.get(0)?;
+                Ok((kind, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (kind, namespace, name) = row.map_err(|e| self.sqlite(e))?;
+            if let Some(kind) = Kind::from_name(&kind) {
+                out.push((kind, namespace, name));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Backup and Restore objects whose run record is gone.
+    pub fn orphaned_run_objects(&self) -> Result<Vec<ObjectId>, StoreError> {
+        self.ids(
+            "SELECT o.kind, o.namespace, o.name FROM objects o
+             WHERE o.kind IN ('Backup', 'Restore') AND NOT EXISTS (
+                 SELECT 1 FROM runs r
+                 WHERE r.kind = o.kind AND r.namespace = o.namespace AND r.name = o.name)",
+        )
+    }
+
+    /// The Backup objects of one host's runs, through the runs' (namespace, host) index.
+    pub fn host_backups(
+        &self,
+        namespace: &str,
+        host: &str,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT o.object FROM runs r JOIN objects o
+                   ON o.kind = r.kind AND o.namespace = r.namespace AND o.name = r.name
+                 WHERE r.namespace = ?1 AND r.host = ?2 AND r.kind = 'Backup'
+                   AND o.object IS NOT NULL",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(params![namespace, host], |r| r.get::<_, String>(0))
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Ok(object) = serde_json::from_str(&row.map_err(|e| self.sqlite(e))?) {
+                out.push(object);
+            }
+        }
+        Ok(out)
     }
 
     /// The last resource version handed out.
@@ -117,7 +298,7 @@ impl Store {
     /// and stores the resource version they were given.
     pub fn write_objects(
         &mut self,
-        changes: &[(ObjectId, Option<StoredObject>)],
+        changes: &[ObjectWrite],
         resource_version: i64,
     ) -> Result<(), StoreError> {
         let path = self.path.display().to_string();
@@ -128,10 +309,10 @@ impl Store {
         let tx = self.conn.transaction().map_err(err)?;
         for ((kind, namespace, name), object) in changes {
             match object {
-                Some(o) => tx.execute(
+                Some((o, served)) => tx.execute(
                     "INSERT OR REPLACE INTO objects (kind, namespace, name, uid, generation,
-                         spec_digest, created_at, status, resource_version, meta_digest)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                         spec_digest, created_at, status, resource_version, meta_digest, object)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     params![
                         kind.as_str(),
                         namespace,
@@ -143,6 +324,7 @@ impl Store {
                         o.status.as_ref().map(|s| s.to_string()),
                         o.meta.resource_version,
                         o.meta_digest,
+                        served.to_string(),
                     ],
                 ),
                 None => tx.execute(

@@ -13,6 +13,24 @@ pub const LOG_LINES_KEPT: i64 = 1000;
 /// Lines of log a run's status carries.
 pub const LOG_TAIL_LINES: i64 = 10;
 
+/// The scheduled records of one schedule on one host, which its history limits apply to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RunGroup {
+    pub namespace: String,
+    pub host: String,
+    pub schedule: Option<String>,
+}
+
+impl RunGroup {
+    pub fn of(run: &RunRecord) -> RunGroup {
+        RunGroup {
+            namespace: run.namespace.clone(),
+            host: run.host.clone(),
+            schedule: run.schedule.clone(),
+        }
+    }
+}
+
 /// One finished run, as the 30-day timeline shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryPoint {
@@ -110,16 +128,119 @@ impl Store {
             .map_err(|e| self.sqlite(e))
     }
 
-    /// Every record, oldest first.
-    pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+    /// Calls `f` with every record, in no order, without holding them all: the status writer's
+    /// summaries at start.
+    pub fn for_each_run(&self, mut f: impl FnMut(RunRecord)) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {RUN_COLUMNS} FROM runs"))
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], run_from_row)
+            .map_err(|e| self.sqlite(e))?;
+        for row in rows {
+            f(row.map_err(|e| self.sqlite(e))?);
+        }
+        Ok(())
+    }
+
+    /// Records whose object is missing or shows the run going on: after a restart (or the
+    /// upgrade that began storing objects) the status writer brings these up to date.
+    pub fn runs_to_settle(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let columns = RUN_COLUMNS.replace('\n', " ");
+        let columns: Vec<String> = columns
+            .split(',')
+            .map(|c| format!("r.{}", c.trim()))
+            .collect();
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at, name"
+                "SELECT {} FROM runs r LEFT JOIN objects o
+                   ON o.kind = r.kind AND o.namespace = r.namespace AND o.name = r.name
+                 WHERE o.object IS NULL
+                    OR json_extract(o.object, '$.status.phase') IN ('Pending', 'Dispatched', 'Running')
+                    OR r.phase IN ('Pending', 'Dispatched', 'Running')",
+                columns.join(", ")
             ))
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map([], run_from_row)
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// The records of requests (Backup and Restore files and objects): their objects follow
+    /// the files, so a new revision settles them again.
+    pub fn requested_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE requested = 1"
+            ))
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], run_from_row)
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// The run records saved since the last call.
+    pub fn take_saved_runs(&mut self) -> Vec<RunRecord> {
+        std::mem::take(&mut self.saved)
+    }
+
+    /// Every (namespace, host, schedule) with finished scheduled records: what history limits
+    /// apply to.
+    pub fn run_groups(&self) -> Result<Vec<RunGroup>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT namespace, host, schedule FROM runs
+                 WHERE requested = 0 AND phase NOT IN ('Pending', 'Dispatched', 'Running')",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RunGroup {
+                    namespace: r.get(0)?,
+                    host: r.get(1)?,
+                    schedule: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// The finished scheduled records of a group that succeeded (or did not), beyond the
+    /// newest `keep`: what its history limit prunes. Reads the group alone, through its index.
+    pub fn runs_beyond(
+        &self,
+        group: &RunGroup,
+        succeeded: bool,
+        keep: u32,
+    ) -> Result<Vec<(Kind, String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT kind, namespace, name FROM runs INDEXED BY runs_by_schedule
+                 WHERE namespace = ?1 AND host = ?2 AND schedule IS ?3 AND requested = 0
+                   AND phase NOT IN ('Pending', 'Dispatched', 'Running')
+                   AND (phase = 'Succeeded') = ?4
+                 ORDER BY finished_at DESC LIMIT -1 OFFSET ?5",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(
+                params![group.namespace, group.host, group.schedule, succeeded, keep],
+                |r| {
+                    let kind: String = r.get(0)?;
+                    Ok((
+                        Kind::from_name(&kind).unwrap_or(Kind::Backup),
+                        r.get(1)?,
+                        r.get(2)?,
+                    ))
+                },
+            )
             .map_err(|e| self.sqlite(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
     }
@@ -220,7 +341,9 @@ impl Store {
             )
             .map_err(err)?;
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        self.saved.push(run.clone());
+        Ok(())
     }
 
     /// Deletes records and their logs (history limits); the chart history stays.
@@ -307,7 +430,12 @@ impl Store {
             ],
         )
         .map_err(err)?;
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        // Its status carries the tail: the record changed.
+        if let Some(now) = self.run_by_name(run.kind, &run.namespace, &run.name)? {
+            self.saved.push(now);
+        }
+        Ok(())
     }
 
     /// A run's stored log, oldest line first.

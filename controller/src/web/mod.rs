@@ -124,13 +124,38 @@ fn select<K: Resource + Serialize>(
     }
 }
 
-fn respond(model: &ReadModel, plural: &str, wanted: Option<(&str, &str)>) -> Response {
+/// Backups or Restores from the store: every one, or one of them.
+fn records(c: &Controller, kind: Kind, wanted: Option<(&str, &str)>) -> Response {
+    let read = match wanted {
+        None => c
+            .records_page(kind, None, None, None, &mut |_| true)
+            .map(|(items, _)| {
+                Json(serde_json::json!({ "kind": format!("{kind}List"), "items": items }))
+            }),
+        Some((namespace, name)) => match c.record(kind, namespace, name) {
+            Ok(Some(object)) => Ok(Json(object)),
+            Ok(None) => return not_found(format!("{kind} {namespace}/{name} not found")),
+            Err(e) => Err(e),
+        },
+    };
+    match read {
+        Ok(json) => json.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn respond(
+    c: &Controller,
+    model: &ReadModel,
+    plural: &str,
+    wanted: Option<(&str, &str)>,
+) -> Response {
     match plural {
         "repos" => select(&model.repos, Kind::Repo, wanted),
         "hosts" => select(&model.hosts, Kind::Host, wanted),
         "schedules" => select(&model.schedules, Kind::Schedule, wanted),
-        "backups" => select(&model.backups, Kind::Backup, wanted),
-        "restores" => select(&model.restores, Kind::Restore, wanted),
+        "backups" => records(c, Kind::Backup, wanted),
+        "restores" => records(c, Kind::Restore, wanted),
         other => not_found(format!(
             "no kind `{other}`; use repos, hosts, schedules, backups or restores"
         )),
@@ -147,7 +172,7 @@ async fn list(
 ) -> Response {
     let model = c.model();
     let Some(served) = kubeapi::discovery::by_plural(&plural) else {
-        return respond(&model, &plural, None);
+        return respond(&c, &model, &plural, None);
     };
     let paging = match kubeapi::page::Paging::parse(
         params.get("limit").map(String::as_str),
@@ -158,9 +183,13 @@ async fn list(
         Err(e) => return kubeapi::bad_request(e.to_string()),
     };
     if !paging.pages() {
-        return respond(&model, &plural, None);
+        return respond(&c, &model, &plural, None);
     }
-    let page = kubeapi::page::of_kind(&model, served.kind, &paging, |_| true);
+    let page =
+        match kubeapi::page::of_kind(&c, &model, served.kind, &paging, (None, true), |_| true) {
+            Ok(page) => page,
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        };
     let resource_version = paging.resource_version(model.resource_version);
     let mut metadata = serde_json::json!({ "resourceVersion": resource_version.to_string() });
     page.annotate(&mut metadata);
@@ -176,17 +205,12 @@ async fn item(
     State(c): Shared,
     Path((plural, namespace, name)): Path<(String, String, String)>,
 ) -> Response {
-    respond(&c.model(), &plural, Some((&namespace, &name)))
+    respond(&c, &c.model(), &plural, Some((&namespace, &name)))
 }
 
 async fn fleet_page(State(c): Shared) -> Response {
     let model = c.model();
-    let mut active: Vec<&Backup> = model
-        .backups
-        .iter()
-        .filter(|b| phase(b).is_some_and(|p| !is_final(p)))
-        .collect();
-    active.sort_by_key(|b| std::cmp::Reverse(b.metadata.creation_timestamp.clone()));
+    let active: Vec<&Backup> = model.active.iter().collect();
     page::fleet(&FleetView {
         now: Utc::now(),
         revisions: &model.revisions,
@@ -215,12 +239,16 @@ async fn host_page(State(c): Shared, Path((namespace, name)): Path<(String, Stri
     let now = Utc::now();
     let since = now - chrono::Duration::days(TIMELINE_DAYS);
     let key = HostKey::new(&namespace, &name);
-    let records: Vec<&Backup> = model
-        .backups
-        .iter()
-        .filter(|b| b.metadata.namespace.as_deref() == Some(namespace.as_str()))
-        .filter(|b| b.spec.host == name)
-        .collect();
+    let records: Vec<Backup> = match c.host_backups(&namespace, &name) {
+        Ok(objects) => objects
+            .into_iter()
+            .filter_map(|o| serde_json::from_value(o).ok())
+            .collect(),
+        Err(e) => {
+            tracing::error!("cannot read the runs of {key}: {e}");
+            Vec::new()
+        }
+    };
     // Records are pruned by history limits; the timeline also shows older runs from history.
     let history: Vec<Backup> = match c.history(&key, since) {
         Ok(points) => points
@@ -258,7 +286,7 @@ async fn host_page(State(c): Shared, Path((namespace, name)): Path<(String, Stri
             Vec::new()
         }
     };
-    let mut runs: Vec<&Backup> = records.into_iter().chain(history.iter()).collect();
+    let mut runs: Vec<&Backup> = records.iter().chain(history.iter()).collect();
     runs.sort_by_key(|b| {
         std::cmp::Reverse(
             b.status
@@ -312,8 +340,7 @@ async fn host_page(State(c): Shared, Path((namespace, name)): Path<(String, Stri
 }
 
 async fn run_page(State(c): Shared, Path((namespace, name)): Path<(String, String)>) -> Response {
-    let model = c.model();
-    let Some(backup) = model.backups.iter().find(|b| named(*b, &namespace, &name)) else {
+    let Some(backup) = read_backup(&c, &namespace, &name) else {
         return (
             StatusCode::NOT_FOUND,
             page::not_found(&format!("run {namespace}/{name}")),
@@ -323,11 +350,22 @@ async fn run_page(State(c): Shared, Path((namespace, name)): Path<(String, Strin
     let log = c.log(Kind::Backup, &namespace, &name).unwrap_or_default();
     page::run(&RunView {
         now: Utc::now(),
-        backup,
+        backup: &backup,
         log: &log,
         events_url: format!("/runs/{namespace}/{name}/events"),
     })
     .into_response()
+}
+
+/// A Backup from the store; a read that fails is logged and shows as not found.
+fn read_backup(c: &Controller, namespace: &str, name: &str) -> Option<Backup> {
+    match c.record(Kind::Backup, namespace, name) {
+        Ok(found) => found.and_then(|o| serde_json::from_value(o).ok()),
+        Err(e) => {
+            tracing::error!("cannot read Backup {namespace}/{name}: {e}");
+            None
+        }
+    }
 }
 
 /// What a run's event stream has sent and has yet to send.
@@ -364,15 +402,11 @@ async fn run_events(
             if f.done {
                 return None;
             }
-            let model = f.controller.model();
-            if let Some(b) = model
-                .backups
-                .iter()
-                .find(|b| named(*b, &f.namespace, &f.name))
+            if let Some(b) = read_backup(&f.controller, &f.namespace, &f.name)
                 && b.metadata.resource_version != f.sent_version
             {
                 f.sent_version = b.metadata.resource_version.clone();
-                f.done = phase(b).is_some_and(is_final);
+                f.done = phase(&b).is_some_and(is_final);
                 let data = serde_json::to_string(&b.status).unwrap_or_default();
                 return Some((Ok(Event::default().event("status").data(data)), f));
             }

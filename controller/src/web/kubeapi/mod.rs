@@ -27,6 +27,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::resources::Kind;
 use crate::server::Controller;
 use crate::server::changes::{Change, ChangeType};
 use discovery::{GROUP, GROUP_VERSION, Served};
@@ -295,7 +296,15 @@ fn collection(
     };
     let model = c.model();
     // Filter, then page: `limit` counts the objects the selectors keep.
-    let mut page = page::of_kind(&model, served.kind, &paging, |m| request.selects_meta(m));
+    let scope = (
+        request.namespace.as_deref(),
+        request.labels.selects_all() && request.fields.is_empty(),
+    );
+    let selects = |m: &ObjectMeta| request.selects_meta(m);
+    let mut page = match page::of_kind(&c, &model, served.kind, &paging, scope, selects) {
+        Ok(page) => page,
+        Err(e) => return internal_error(&e),
+    };
     let resource_version = paging.resource_version(model.resource_version);
     let mut list = match request.table {
         Some(api_version) => table::table(
@@ -332,12 +341,18 @@ async fn item(
     };
     let model = c.model();
     // Only the object asked for is serialized.
-    let found = page::of_kind(&model, served.kind, &page::Paging::default(), |m| {
-        m.namespace.as_deref() == Some(namespace.as_str()) && m.name.as_deref() == Some(&name)
-    })
-    .items
-    .into_iter()
-    .next();
+    let found = match served.kind {
+        Kind::Backup | Kind::Restore => match c.record(served.kind, &namespace, &name) {
+            Ok(found) => found,
+            Err(e) => return internal_error(&e),
+        },
+        kind => page::page_of_model(&model, kind, &page::Paging::default(), |m| {
+            m.namespace.as_deref() == Some(namespace.as_str()) && m.name.as_deref() == Some(&name)
+        })
+        .items
+        .into_iter()
+        .next(),
+    };
     let Some(object) = found else {
         return not_found(
             &format!("{plural}.{GROUP} \"{name}\" not found"),
@@ -365,6 +380,16 @@ async fn item(
         }
         None => json_response(&object),
     }
+}
+
+/// 500 with what the store said: a read the client can retry.
+fn internal_error(e: &crate::store::StoreError) -> Response {
+    failure(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalError",
+        e.to_string(),
+        None,
+    )
 }
 
 /// A watch: `{"type": …, "object": …}` lines, held open until the client leaves (or
@@ -408,7 +433,18 @@ fn watch(c: &Controller, served: &'static Served, request: Request) -> Response 
         _open: Open::count(&c.metrics.watches),
     };
     if matches!(watching.request.resource_version, None | Some(0)) {
-        for object in model.objects_json(served.kind) {
+        let objects = match served.kind {
+            Kind::Backup | Kind::Restore => {
+                let selects = &mut |o: &Value| watching.request.selects(o);
+                let namespace = watching.request.namespace.clone();
+                match c.records_page(served.kind, namespace.as_deref(), None, None, selects) {
+                    Ok((objects, _)) => objects,
+                    Err(e) => return internal_error(&e),
+                }
+            }
+            kind => model.objects_json(kind),
+        };
+        for object in objects {
             if watching.request.selects(&object) {
                 watching.add(ChangeType::Added, &object);
             }

@@ -10,10 +10,10 @@
 //! page reports the first page's resourceVersion, so that a watch from it replays those
 //! changes.
 //!
-//! The read model keeps each kind in a vector in the order it was built (Backups in run order,
-//! mirrored objects in the reflector's order), so a page costs one pass over the kind's
-//! metadata (no serialization, no full sort), a partial selection of the `limit` first keys,
-//! and the serialization of the page alone.
+//! The read model keeps Repos, Hosts and Schedules in vectors in the order they were built, so
+//! a page of them costs one pass over the kind's metadata (no serialization, no full sort), a
+//! partial selection of the `limit` first keys, and the serialization of the page alone.
+//! Backups and Restores are read from the store in key order, as far as the page goes.
 
 use std::cmp::Ordering;
 
@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::resources::Kind;
-use crate::server::ReadModel;
+use crate::server::{Controller, ReadModel};
+use crate::store::StoreError;
 
 /// Why `limit` or `continue` cannot be used.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -121,8 +122,9 @@ pub struct Page {
     pub items: Vec<Value>,
     /// The token for the next page, when more remain.
     pub next: Option<String>,
-    /// How many selected objects come after this page.
-    pub remaining: usize,
+    /// How many selected objects come after this page; not counted for Backups and Restores,
+    /// which are read from the store only as far as the page goes.
+    pub remaining: Option<usize>,
 }
 
 impl Page {
@@ -130,7 +132,9 @@ impl Page {
     pub fn annotate(&self, metadata: &mut Value) {
         if let Some(token) = &self.next {
             metadata["continue"] = Value::String(token.clone());
-            metadata["remainingItemCount"] = Value::from(self.remaining);
+            if let Some(remaining) = self.remaining {
+                metadata["remainingItemCount"] = Value::from(remaining);
+            }
         }
     }
 }
@@ -183,7 +187,7 @@ pub fn page<K: Resource + Serialize>(
         _ => None,
     };
     Page {
-        remaining: total - found.len(),
+        remaining: Some(total - found.len()),
         items: found
             .into_iter()
             .filter_map(|(_, o)| serde_json::to_value(o).ok())
@@ -192,8 +196,9 @@ pub fn page<K: Resource + Serialize>(
     }
 }
 
-/// The page of the read model's objects of `kind`.
-pub fn of_kind(
+/// The page of Repos, Hosts or Schedules; no Backups or Restores, which the read model does
+/// not hold.
+pub fn page_of_model(
     model: &ReadModel,
     kind: Kind,
     paging: &Paging,
@@ -204,9 +209,68 @@ pub fn of_kind(
         Kind::Repo => page(&model.repos, kind, paging, rv, selects),
         Kind::Host => page(&model.hosts, kind, paging, rv, selects),
         Kind::Schedule => page(&model.schedules, kind, paging, rv, selects),
-        Kind::Backup => page(&model.backups, kind, paging, rv, selects),
-        Kind::Restore => page(&model.restores, kind, paging, rv, selects),
+        Kind::Backup | Kind::Restore => Page {
+            items: Vec::new(),
+            next: None,
+            remaining: Some(0),
+        },
     }
+}
+
+/// The page of `kind`: Repos, Hosts and Schedules from the read model, Backups and Restores
+/// from the store. `namespace`: the one namespace listed, if any. `every`: `selects` keeps
+/// every object (of the namespace), so the store can count what remains after a page without
+/// reading it.
+pub fn of_kind(
+    controller: &Controller,
+    model: &ReadModel,
+    kind: Kind,
+    paging: &Paging,
+    (namespace, every): (Option<&str>, bool),
+    selects: impl Fn(&ObjectMeta) -> bool,
+) -> Result<Page, StoreError> {
+    let rv = model.resource_version;
+    Ok(match kind {
+        Kind::Repo | Kind::Host | Kind::Schedule => page_of_model(model, kind, paging, selects),
+        Kind::Backup | Kind::Restore => {
+            let after = paging
+                .after
+                .as_ref()
+                .map(|a| (a.namespace.as_str(), a.name.as_str()));
+            let (items, more) =
+                controller.records_page(kind, namespace, after, paging.limit, &mut |object| {
+                    serde_json::from_value::<ObjectMeta>(object["metadata"].clone())
+                        .is_ok_and(|m| selects(&m))
+                })?;
+            let last = more.then(|| items.last()).flatten().map(|last| {
+                let text = |field: &str| {
+                    last["metadata"][field]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                Continue {
+                    kind: kind.as_str().to_string(),
+                    rv: paging.resource_version(rv),
+                    namespace: text("namespace"),
+                    name: text("name"),
+                }
+            });
+            let remaining = match &last {
+                Some(last) if every => {
+                    let after = (last.namespace.as_str(), last.name.as_str());
+                    Some(controller.records_after(kind, namespace, after)?)
+                }
+                Some(_) => None,
+                None => Some(0),
+            };
+            Page {
+                items,
+                next: last.map(|l| l.encode()),
+                remaining,
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -266,7 +330,7 @@ mod tests {
             seen,
             ["default/a", "default/b", "default/c", "prod/a", "prod/b"]
         );
-        assert_eq!(remaining, [3, 1, 0]);
+        assert_eq!(remaining, [Some(3), Some(1), Some(0)]);
     }
 
     #[test]
@@ -278,7 +342,7 @@ mod tests {
         // A limit at least the size of the list is one page too.
         let paging = Paging::parse(Some("5"), None, Kind::Host).expect("parses");
         let p = page(&hosts(), Kind::Host, &paging, 1, all);
-        assert_eq!((p.items.len(), p.next, p.remaining), (5, None, 0));
+        assert_eq!((p.items.len(), p.next, p.remaining), (5, None, Some(0)));
     }
 
     #[test]
@@ -286,7 +350,10 @@ mod tests {
         let paging = Paging::parse(Some("1"), None, Kind::Host).expect("parses");
         let prod = |m: &ObjectMeta| m.namespace.as_deref() == Some("prod");
         let p = page(&hosts(), Kind::Host, &paging, 1, prod);
-        assert_eq!((names(&p), p.remaining), (vec!["prod/a".to_string()], 1));
+        assert_eq!(
+            (names(&p), p.remaining),
+            (vec!["prod/a".to_string()], Some(1))
+        );
         let token = p.next.expect("one more");
         let paging = Paging::parse(Some("1"), Some(&token), Kind::Host).expect("parses");
         let p = page(&hosts(), Kind::Host, &paging, 1, prod);

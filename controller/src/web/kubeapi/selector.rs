@@ -144,6 +144,11 @@ pub fn fields(text: &str) -> Result<Fields, String> {
 }
 
 impl Fields {
+    /// Whether no field is asked for.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn matches(&self, namespace: &str, name: &str) -> bool {
         self.0.iter().all(|r| {
             let actual = match r.field {

@@ -1,0 +1,754 @@
+//! The read model: every resource with metadata and status, as the API, the page and metrics
+//! show it. A writer task recomputes it when something changed (at most every [`COALESCE`]),
+//! and when the clock alone changes a status: a host's next run comes or it turns stale, a
+//! run going on adds to its duration, an agent's `lastSeen` minute turns. It writes to SQLite
+//! only the objects whose spec or status changed.
+//!
+//! Repos, Hosts and Schedules (as many as the fleet) are held in memory. Backups and Restores
+//! (as many as the history) live in SQLite: a pass settles only the records that changed (see
+//! [`history`]) and readers page through the store.
+
+mod history;
+mod mirror;
+mod settle;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use kube::Resource;
+use serde::Serialize;
+
+pub use history::History;
+
+use super::Controller;
+use super::changes::ChangeType;
+use crate::compile::HostKey;
+use crate::records::{backup_object, restore_object};
+use crate::resources::{Backup, Host, Kind, Repo, Schedule};
+use crate::revision::{name_of, namespace_of};
+use crate::runs::RunRecord;
+use crate::status::{self, Inputs};
+use crate::store::{ObjectId, Revisions, Store, StoreError, StoredObject};
+use settle::{HasStatus, Writer, settle_desired};
+
+/// Changes that arrive together are written together.
+const COALESCE: Duration = Duration::from_millis(200);
+/// Recompute at most this often for the clock; also how often objects observed outside (the
+/// cluster's) are read again, and a pass that failed is retried.
+const TICK: Duration = Duration::from_secs(1);
+/// Recompute at least this often.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// The fleet's resources as last written; Backups and Restores are read from the store.
+#[derive(Default)]
+pub struct ReadModel {
+    pub resource_version: i64,
+    pub revisions: Revisions,
+    pub repos: Vec<Repo>,
+    pub hosts: Vec<Host>,
+    pub schedules: Vec<Schedule>,
+    /// Backups of runs going on, newest first (the fleet page's "running now").
+    pub active: Vec<Backup>,
+    stored: BTreeMap<ObjectId, StoredObject>,
+}
+
+impl ReadModel {
+    /// Every Repo, Host or Schedule as JSON, sorted by namespace and name (the API's list
+    /// order); Backups and Restores are not held here.
+    pub fn objects_json(&self, kind: Kind) -> Vec<serde_json::Value> {
+        fn all<K: Serialize>(items: &[K]) -> Vec<serde_json::Value> {
+            items
+                .iter()
+                .filter_map(|o| serde_json::to_value(o).ok())
+                .collect()
+        }
+        let mut objects = match kind {
+            Kind::Repo => all(&self.repos),
+            Kind::Host => all(&self.hosts),
+            Kind::Schedule => all(&self.schedules),
+            Kind::Backup | Kind::Restore => Vec::new(),
+        };
+        objects.sort_by(|a, b| {
+            let key = |o: &serde_json::Value| {
+                (
+                    o["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        objects
+    }
+
+    /// What selectors read of every Repo, Host and Schedule (namespace, name, labels), as
+    /// `{"metadata": …}`.
+    fn selection_metadata(&self) -> HashMap<ObjectId, serde_json::Value> {
+        fn all<K: Resource>(
+            kind: Kind,
+            items: &[K],
+            out: &mut HashMap<ObjectId, serde_json::Value>,
+        ) {
+            for o in items {
+                let m = o.meta();
+                let namespace = m.namespace.clone().unwrap_or_default();
+                let name = m.name.clone().unwrap_or_default();
+                let metadata = serde_json::json!({"metadata": {
+                    "namespace": namespace, "name": name, "labels": m.labels,
+                }});
+                out.insert((kind, namespace, name), metadata);
+            }
+        }
+        let mut out = HashMap::new();
+        all(Kind::Repo, &self.repos, &mut out);
+        all(Kind::Host, &self.hosts, &mut out);
+        all(Kind::Schedule, &self.schedules, &mut out);
+        out
+    }
+
+    /// A Repo, Host or Schedule being deleted, as last written, at the deletion's
+    /// resourceVersion. After a restart the objects are not loaded yet: then the identity alone.
+    fn object_json(&self, id: &ObjectId, resource_version: i64) -> serde_json::Value {
+        let (kind, namespace, name) = id;
+        let found = self.objects_json(*kind).into_iter().find(|o| {
+            o["metadata"]["namespace"] == namespace.as_str()
+                && o["metadata"]["name"] == name.as_str()
+        });
+        let mut object = found.unwrap_or_else(|| {
+            serde_json::json!({
+                "apiVersion": crate::resources::API_VERSION,
+                "kind": kind.as_str(),
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "uid": self.stored.get(id).map(|o| o.meta.uid.clone()),
+                },
+            })
+        });
+        object["metadata"]["resourceVersion"] = resource_version.to_string().into();
+        object
+    }
+
+    /// The stored identities and statuses; the objects come with the first recompute.
+    pub fn load(store: &Store) -> Result<ReadModel, StoreError> {
+        Ok(ReadModel {
+            resource_version: store.resource_version()?,
+            revisions: store.revisions()?,
+            stored: store.fleet_objects()?,
+            ..ReadModel::default()
+        })
+    }
+}
+
+pub async fn writer(controller: Arc<Controller>) {
+    let mut due = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = controller.dirty.notified() => tokio::time::sleep(COALESCE).await,
+            _ = tokio::time::sleep_until(due) => {}
+        }
+        let c = controller.clone();
+        let until = match tokio::task::spawn_blocking(move || rebuild(&c)).await {
+            Ok(Ok(until)) => until,
+            Ok(Err(e)) => {
+                tracing::error!("cannot write status: {e}");
+                None
+            }
+            Err(e) => {
+                tracing::error!("writing status panicked: {e}");
+                None
+            }
+        };
+        let wait = until
+            .and_then(|at| (at - Utc::now()).to_std().ok())
+            .unwrap_or(TICK)
+            .clamp(TICK, IDLE);
+        due = tokio::time::Instant::now() + wait;
+    }
+}
+
+/// When the clock alone next changes a status computed at `now`: the schedules' own time
+/// (`schedules`), each second while a run goes on, and the next minute while an agent is
+/// connected (its `lastSeen`).
+fn recompute_at(
+    now: chrono::DateTime<Utc>,
+    schedules: Option<chrono::DateTime<Utc>>,
+    running: bool,
+    connected: bool,
+) -> Option<chrono::DateTime<Utc>> {
+    use chrono::DurationRound;
+    let minute = chrono::Duration::minutes(1);
+    let next_minute = connected
+        .then(|| now.duration_trunc(minute).ok())
+        .flatten()
+        .map(|m| m + minute);
+    let second = running.then(|| now + chrono::Duration::seconds(1));
+    [schedules, next_minute, second].into_iter().flatten().min()
+}
+
+/// Recomputes the fleet's statuses, settles the run records that changed, and writes what
+/// changed. Returns when the clock alone changes a status next (`None`: as soon as may be).
+fn rebuild(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
+    if let Some(observed) = controller.backend.observed() {
+        if !controller.backend.is_leading() {
+            mirror::mirror(controller, observed)?;
+            return Ok(None);
+        }
+        // The cluster's objects change without telling: read them again each second.
+        compute(controller)?;
+        return Ok(None);
+    }
+    compute(controller)
+}
+
+fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
+    let now = Utc::now();
+    let (revision, fleet, versions, agents, online, rejected) = {
+        let state = controller.state();
+        let grace = controller.config.offline_after;
+        let online: BTreeSet<HostKey> = state
+            .sessions
+            .keys()
+            .filter(|k| Controller::online(&state, k, grace))
+            .cloned()
+            .collect();
+        (
+            state.revision.clone(),
+            state.fleet.clone(),
+            state.versions.clone(),
+            state.agents.clone(),
+            online,
+            state.rejected.clone(),
+        )
+    };
+    let mut history = controller.records();
+    let mut store = controller.store();
+    let pass = history.pass(&mut store, &revision)?;
+    // Each record with its object as stored: what settling compares with.
+    let mut records = Vec::with_capacity(pass.settle.len());
+    for (id, run) in pass.settle {
+        let before = store.stored_object(&id)?;
+        records.push((run, before));
+    }
+    let mut deleted = Vec::new();
+    for id in pass.deleted.into_iter().chain(pass.orphans) {
+        let served = store.stored_object(&id)?.and_then(|(_, served)| served);
+        deleted.push((id, served));
+    }
+    let repo_sizes = store.latest_repo_sizes()?;
+    let snapshot_counts = store.snapshot_counts()?;
+    let revisions = store.revisions()?;
+    drop(store);
+
+    let previous = controller.model();
+    let schedule_created = |ns: &str, name: &str| {
+        previous
+            .stored
+            .get(&(Kind::Schedule, ns.to_string(), name.to_string()))
+            .map(|o| o.meta.created_at)
+    };
+    let is_online = |k: &HostKey| online.contains(k);
+    let inputs = Inputs {
+        now,
+        revision: &revision,
+        fleet: &fleet,
+        versions: &versions,
+        agents: &agents,
+        online: &is_online,
+        runs: &history.summaries,
+        repo_sizes: &repo_sizes,
+        snapshot_counts: &snapshot_counts,
+        schedule_created: &schedule_created,
+    };
+    let mut host_status = status::hosts(&inputs);
+    let (mut schedule_status, schedules_until) = status::schedules_until(&inputs);
+    let mut repo_status = status::repos(&inputs);
+    let until = recompute_at(now, schedules_until, history.running(), !online.is_empty());
+    drop(history);
+
+    let mut writer = Writer::new(&previous, now, true);
+    let stores = controller.backend.observed();
+    let repos = settle_desired(
+        &mut writer,
+        &revision.repos,
+        |r| r.status = repo_status.remove(&(namespace_of(r).into(), name_of(r).into())),
+        &rejected,
+        stores.map(|s| &s.repos),
+    );
+    let hosts = revision
+        .hosts
+        .iter()
+        .map(|h| {
+            let mut h = h.clone();
+            let held = h.conditions();
+            h.status = host_status.remove(&HostKey::new(namespace_of(&h), name_of(&h)));
+            writer.settle(Kind::Host, h, held)
+        })
+        .collect();
+    let schedules = settle_desired(
+        &mut writer,
+        &revision.schedules,
+        |s| s.status = schedule_status.remove(&(namespace_of(s).into(), name_of(s).into())),
+        &rejected,
+        stores.map(|s| &s.schedules),
+    );
+    let mut active = Vec::new();
+    for (run, before) in &records {
+        settle_record(&mut writer, &revision, run, before.as_ref(), &mut active);
+    }
+    for (id, served) in deleted {
+        writer.delete_record(id, served);
+    }
+    active.sort_by_key(|b| std::cmp::Reverse(b.metadata.creation_timestamp.clone()));
+    let objects = Objects {
+        repos,
+        hosts,
+        schedules,
+        active,
+    };
+    publish(controller, &previous, writer, revisions, objects)?;
+    Ok(until)
+}
+
+/// The object of one run record: its file's (a request), or one made from the record.
+fn settle_record(
+    writer: &mut Writer,
+    revision: &crate::revision::Revision,
+    run: &RunRecord,
+    before: Option<&(StoredObject, Option<serde_json::Value>)>,
+    active: &mut Vec<Backup>,
+) {
+    let now = writer.now;
+    match run.kind {
+        Kind::Restore => {
+            let file = revision
+                .restores
+                .iter()
+                .find(|r| namespace_of(*r) == run.namespace && name_of(*r) == run.name);
+            writer.settle_record(Kind::Restore, restore_object(run, file, now), before);
+        }
+        _ => {
+            let file = revision
+                .backups
+                .iter()
+                .find(|b| namespace_of(*b) == run.namespace && name_of(*b) == run.name);
+            let backup = writer.settle_record(Kind::Backup, backup_object(run, file, now), before);
+            if !run.is_final() {
+                active.push(backup);
+            }
+        }
+    }
+}
+
+/// The objects of the next read model.
+struct Objects {
+    repos: Vec<Repo>,
+    hosts: Vec<Host>,
+    schedules: Vec<Schedule>,
+    active: Vec<Backup>,
+}
+
+/// Deletes what is gone, stores what changed, swaps the model and tells the watches.
+fn publish(
+    controller: &Controller,
+    previous: &ReadModel,
+    mut writer: Writer,
+    revisions: Revisions,
+    objects: Objects,
+) -> Result<(), StoreError> {
+    // Repos, Hosts and Schedules no longer desired are deleted.
+    let gone: Vec<ObjectId> = previous
+        .stored
+        .keys()
+        .filter(|id| !writer.next.contains_key(*id))
+        .cloned()
+        .collect();
+    for id in gone {
+        writer.resource_version += 1;
+        writer.events.push(super::changes::Change {
+            resource_version: writer.resource_version,
+            kind: id.0,
+            change: ChangeType::Deleted,
+            object: previous.object_json(&id, writer.resource_version),
+            before: None,
+        });
+        writer.changes.push((id, None));
+    }
+    if !writer.changes.is_empty() {
+        controller
+            .store()
+            .write_objects(&writer.changes, writer.resource_version)?;
+    }
+    let model = ReadModel {
+        resource_version: writer.resource_version,
+        revisions,
+        repos: objects.repos,
+        hosts: objects.hosts,
+        schedules: objects.schedules,
+        active: objects.active,
+        stored: writer.next,
+    };
+    let mut events = writer.events;
+    let fleet_kind = |k: Kind| matches!(k, Kind::Repo | Kind::Host | Kind::Schedule);
+    if events.iter().any(|e| fleet_kind(e.kind)) {
+        let before = previous.selection_metadata();
+        for event in events.iter_mut().filter(|e| fleet_kind(e.kind)) {
+            let id = (
+                event.kind,
+                event.object["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                event.object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            event.before = before.get(&id).cloned();
+        }
+    }
+    *controller.model.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(model);
+    controller.changes.publish(events);
+    controller
+        .ready
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::ObjectKey;
+
+    #[tokio::test]
+    async fn a_follower_shows_the_cluster_objects_with_the_status_the_leader_wrote() {
+        // Generation 3 is not observed yet: a follower must not claim it is.
+        let host: Host = serde_json::from_value(serde_json::json!({
+            "apiVersion": "holdfast.dev/v1alpha1", "kind": "Host",
+            "metadata": {"name": "web-1", "namespace": "fleet", "uid": "u-web-1", "generation": 3,
+                         "creationTimestamp": "2026-11-01T00:00:00Z"},
+            "spec": {"defaultRepo": "nas"},
+            "status": {"observedGeneration": 2, "online": true, "desiredScheduleVersion": 4,
+                       "conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
+                                       "message": "in sync", "lastTransitionTime": "2026-11-20T00:00:00Z"}]},
+        }))
+        .expect("a host");
+        use crate::server::backend::testing::{Mirror, controller, empty, listed};
+        let mut stores = empty();
+        stores.hosts = listed(vec![host.clone()]);
+        let (controller, _data) = controller(Box::new(Mirror {
+            stores,
+            leading: false,
+        }));
+        rebuild(&controller).expect("rebuilt");
+        let model = controller.model();
+        assert_eq!(model.hosts.len(), 1);
+        assert_eq!(
+            model.hosts[0].status, host.status,
+            "the status exactly as read"
+        );
+        assert_eq!(model.hosts[0].metadata.uid.as_deref(), Some("u-web-1"));
+        assert_eq!(model.hosts[0].metadata.generation, Some(3));
+    }
+
+    #[tokio::test]
+    async fn objects_that_keep_the_fleet_from_validating_are_stalled_until_a_revision_is_adopted() {
+        use crate::server::backend::testing::{Mirror, controller, empty, listed};
+        let schedule = |name: &str, generation: i64| -> Schedule {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "holdfast.dev/v1alpha1", "kind": "Schedule",
+                "metadata": {"name": name, "namespace": "fleet", "uid": name, "generation": generation},
+                "spec": {"operation": "backup", "cron": "0 1 * * *", "hosts": ["web-1"], "paths": ["/srv"]},
+            }))
+            .expect("a schedule")
+        };
+        // In the cluster: `nightly` edited (generation 2) and a new `hourly`, both invalid.
+        let mut stores = empty();
+        stores.schedules = listed(vec![schedule("nightly", 2), schedule("hourly", 1)]);
+        let (controller, _data) = controller(Box::new(Mirror {
+            stores,
+            leading: true,
+        }));
+        {
+            let mut state = controller.state();
+            state.revision = Arc::new(crate::revision::Revision {
+                schedules: vec![schedule("nightly", 1)],
+                ..Default::default()
+            });
+            for name in ["nightly", "hourly"] {
+                state.rejected.insert(
+                    ObjectKey::new(Kind::Schedule, "fleet", name),
+                    vec!["spec.repo: no Repo `nas2` in namespace `fleet`".into()],
+                );
+            }
+        }
+        rebuild(&controller).expect("rebuilt");
+        let model = controller.model();
+        let conditions = |name: &str| -> Vec<(String, String, String)> {
+            let s = model
+                .schedules
+                .iter()
+                .find(|s| name_of(*s) == name)
+                .unwrap_or_else(|| panic!("{name} is in the model"));
+            let status = s.status.as_ref().expect("a status");
+            status
+                .conditions
+                .iter()
+                .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+                .collect()
+        };
+        let stalled = (
+            "Stalled".to_string(),
+            "True".to_string(),
+            "Invalid".to_string(),
+        );
+        assert!(
+            conditions("nightly").contains(&stalled),
+            "{:?}",
+            conditions("nightly")
+        );
+        assert_eq!(
+            conditions("hourly"),
+            [
+                stalled.clone(),
+                ("Ready".into(), "False".into(), "Invalid".into())
+            ]
+        );
+        let nightly = model
+            .schedules
+            .iter()
+            .find(|s| name_of(*s) == "nightly")
+            .expect("in the model");
+        assert_eq!(
+            nightly.status.as_ref().and_then(|s| s.observed_generation),
+            Some(1),
+            "the generation in force, not the one that does not validate"
+        );
+        let message = &nightly
+            .status
+            .as_ref()
+            .expect("a status")
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .expect("stalled")
+            .message;
+        assert!(message.contains("no Repo `nas2`"), "{message}");
+
+        controller.state().rejected.clear();
+        rebuild(&controller).expect("rebuilt");
+        let model = controller.model();
+        assert!(
+            model.schedules.iter().all(|s| name_of(s) != "hourly"),
+            "not in force, no longer rejected"
+        );
+        assert!(
+            model.schedules[0]
+                .status
+                .as_ref()
+                .is_none_or(|s| s.conditions.iter().all(|c| c.type_ != "Stalled")),
+            "the fix clears Stalled"
+        );
+    }
+
+    /// A finished scheduled backup of `nightly` on default/web-1, `minute` minutes in.
+    fn finished(name: &str, phase: crate::resources::Phase, minute: i64) -> RunRecord {
+        let at = chrono::DateTime::<Utc>::from_timestamp(1_700_000_000 + minute * 60, 0)
+            .expect("a time");
+        let mut record = crate::runs::finished(
+            None,
+            &HostKey::new("default", "web-1"),
+            &serde_json::from_str(include_str!(
+                "../../../../core/tests/fixtures/reports/job-finished.json"
+            ))
+            .expect("a report"),
+            at,
+        )
+        .expect("a record");
+        record.name = name.into();
+        record.job = name.into();
+        record.phase = phase;
+        record.started_at = Some(at - chrono::Duration::seconds(2));
+        record.finished_at = Some(at);
+        record
+    }
+
+    fn object<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
+        serde_yaml::from_str(yaml).expect("a fixture object")
+    }
+
+    fn revision() -> crate::revision::Revision {
+        crate::revision::Revision {
+            repos: vec![object(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata: {name: local}\nspec: {url: /srv/local, password: {hostFile: /p}}\n",
+            )],
+            hosts: vec![object(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata: {name: web-1}\nspec: {defaultRepo: local}\n",
+            )],
+            schedules: vec![object(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata: {name: nightly}\nspec: {operation: backup, cron: '0 2 * * *', hosts: [web-1], paths: [/srv]}\n",
+            )],
+            ..Default::default()
+        }
+    }
+
+    fn leading() -> (Arc<Controller>, tempfile::TempDir) {
+        use crate::server::backend::testing::{Mirror, controller, empty};
+        let (controller, data) = controller(Box::new(Mirror {
+            stores: empty(),
+            leading: true,
+        }));
+        in_force(&controller);
+        (controller, data)
+    }
+
+    fn in_force(controller: &Controller) {
+        let revision = revision();
+        let fleet = crate::compile::compile(&revision).expect("compiles");
+        let mut state = controller.state();
+        state.revision = Arc::new(revision);
+        state.fleet = Arc::new(fleet);
+    }
+
+    fn names(objects: &[serde_json::Value]) -> Vec<String> {
+        objects
+            .iter()
+            .map(|o| {
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn records_are_served_from_the_store_page_by_page_and_pruned_per_schedule() {
+        use crate::resources::Phase;
+        let (controller, _data) = leading();
+        for i in 0..12 {
+            let run = finished(&format!("ok-{i:02}"), Phase::Succeeded, i);
+            controller.store().save_run(&run).expect("saved");
+        }
+        rebuild(&controller).expect("rebuilt");
+        let all = |c: &Controller| {
+            c.records_page(Kind::Backup, None, None, None, &mut |_| true)
+                .expect("read")
+                .0
+        };
+        let expected: Vec<String> = (2..12).map(|i| format!("ok-{i:02}")).collect();
+        assert_eq!(names(&all(&controller)), expected, "the newest 10 are kept");
+
+        // Pages of 4 follow each other in name order.
+        let mut seen = Vec::new();
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let key = after.as_ref().map(|(n, m)| (n.as_str(), m.as_str()));
+            let (page, more) = controller
+                .records_page(Kind::Backup, None, key, Some(4), &mut |_| true)
+                .expect("read");
+            assert!(page.len() <= 4);
+            seen.extend(names(&page));
+            if !more {
+                break;
+            }
+            let last = page.last().expect("a full page");
+            after = Some((
+                last["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .into(),
+                last["metadata"]["name"].as_str().unwrap_or_default().into(),
+            ));
+        }
+        assert_eq!(seen, expected);
+
+        // Nothing changed: nothing is written.
+        let version = controller.model().resource_version;
+        rebuild(&controller).expect("rebuilt");
+        assert_eq!(controller.model().resource_version, version);
+
+        // One more run: it is added and the oldest kept one deleted, and watches are told.
+        let run = finished("ok-12", Phase::Succeeded, 12);
+        controller.store().save_run(&run).expect("saved");
+        rebuild(&controller).expect("rebuilt");
+        let now: Vec<String> = (3..13).map(|i| format!("ok-{i:02}")).collect();
+        assert_eq!(names(&all(&controller)), now);
+        let (changes, _) = controller.changes.since(version).expect("in the window");
+        let told: Vec<(ChangeType, String)> = changes
+            .iter()
+            .filter(|c| c.kind == Kind::Backup)
+            .map(|c| {
+                (
+                    c.change,
+                    c.object["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .into(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            told,
+            [
+                (ChangeType::Added, "ok-12".to_string()),
+                (ChangeType::Deleted, "ok-02".to_string())
+            ]
+        );
+        assert!(
+            controller
+                .record(Kind::Backup, "default", "ok-02")
+                .expect("read")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn status_after_a_restart_is_read_back_from_the_stored_records() {
+        use crate::resources::Phase;
+        let (controller, _data) = leading();
+        controller
+            .store()
+            .save_run(&finished("first", Phase::Succeeded, 1))
+            .expect("saved");
+        controller
+            .store()
+            .save_run(&finished("second", Phase::Failed, 2))
+            .expect("saved");
+        rebuild(&controller).expect("rebuilt");
+        let status = |c: &Controller| {
+            let model = c.model();
+            let host = model.hosts[0].status.clone().expect("a status");
+            let schedule = model.schedules[0].status.clone().expect("a status");
+            let repo = model.repos[0].status.clone().expect("a status");
+            (host.last_backup, schedule.hosts, repo.initialized)
+        };
+        let before = status(&controller);
+        assert_eq!(
+            before.0.as_ref().map(|l| (l.backup.as_str(), l.phase)),
+            Some(("second", Phase::Failed))
+        );
+        assert_eq!(before.1[0].last_result, Some(Phase::Failed));
+        assert_eq!(before.2, Some(true));
+
+        use crate::server::backend::testing::{Mirror, empty};
+        let again = Controller::open(
+            controller.config.clone(),
+            Box::new(Mirror {
+                stores: empty(),
+                leading: true,
+            }),
+        )
+        .expect("opens");
+        in_force(&again);
+        rebuild(&again).expect("rebuilt");
+        assert_eq!(status(&again), before);
+    }
+}

@@ -1,0 +1,389 @@
+//! Settling an object: its identity, generation and resourceVersion follow what was written
+//! before, its conditions keep their transition times, and only what changed is written and
+//! told to watches. Also the conditions a rejected revision puts on the objects at fault.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Resource;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::ReadModel;
+use crate::records::RecordId;
+use crate::resources::{Backup, Host, Kind, ObjectKey, Repo, Restore, Schedule};
+use crate::revision::{name_of, namespace_of};
+use crate::server::changes::{Change, ChangeType};
+use crate::status::finish_conditions;
+use crate::store::{ObjectId, ObjectMeta, ObjectWrite, StoredObject};
+
+/// A Repo or Schedule: desired state that a rejected revision can leave `Stalled`.
+pub trait Desired: HasStatus + Resource<DynamicType = ()> + Clone + 'static {
+    const KIND: Kind;
+    /// The conditions of its status, which is created if it has none.
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    fn clear_status(&mut self);
+}
+
+macro_rules! desired {
+    ($kind:ident) => {
+        impl Desired for $kind {
+            const KIND: Kind = Kind::$kind;
+            fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+                &mut self.status.get_or_insert_default().conditions
+            }
+            fn clear_status(&mut self) {
+                self.status = None;
+            }
+        }
+    };
+}
+
+desired!(Repo);
+desired!(Schedule);
+
+/// The objects in force with the status `compute` gives them, each at fault for a rejected
+/// revision marked `Stalled`; then (Kubernetes mode, from the cluster's `store`) those at fault
+/// that are not in force at all, `Stalled` and not `Ready`.
+pub fn settle_desired<K: Desired>(
+    writer: &mut Writer,
+    in_force: &[K],
+    mut compute: impl FnMut(&mut K),
+    rejected: &BTreeMap<ObjectKey, Vec<String>>,
+    store: Option<&kube::runtime::reflector::Store<K>>,
+) -> Vec<K> {
+    let now = writer.now;
+    let key = |o: &K| ObjectKey::new(K::KIND, namespace_of(o), name_of(o));
+    let mut out: Vec<K> = in_force
+        .iter()
+        .map(|o| {
+            let mut o = o.clone();
+            let held = o.conditions();
+            compute(&mut o);
+            if let Some(problems) = rejected.get(&key(&o)) {
+                stall(o.conditions_mut(), problems, now);
+            }
+            writer.settle(K::KIND, o, held)
+        })
+        .collect();
+    for mut o in store.map_or_else(Vec::new, |s| not_in_force(s, K::KIND, rejected, in_force)) {
+        let Some(problems) = rejected.get(&key(&o)) else {
+            continue;
+        };
+        let held = o.conditions();
+        o.clear_status();
+        stall(o.conditions_mut(), problems, now);
+        never_ready(o.conditions_mut(), now);
+        out.push(writer.settle(K::KIND, o, held));
+    }
+    out
+}
+
+/// Kubernetes mode: objects at fault for a rejected revision that are not in force at all
+/// (new, or never valid), as the cluster holds them; they get a status that says why.
+fn not_in_force<K>(
+    store: &kube::runtime::reflector::Store<K>,
+    kind: Kind,
+    rejected: &BTreeMap<ObjectKey, Vec<String>>,
+    in_force: &[K],
+) -> Vec<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .filter(|o| {
+            rejected.contains_key(&ObjectKey::new(kind, namespace_of(&***o), name_of(&***o)))
+        })
+        .filter(|o| {
+            !in_force
+                .iter()
+                .any(|f| namespace_of(f) == namespace_of(&***o) && name_of(f) == name_of(&***o))
+        })
+        .map(|o| (**o).clone())
+        .collect()
+}
+
+/// `Stalled`: this object's spec does not validate, which retrying will not fix; the spec in
+/// force (if any) stays.
+pub fn stall(conditions: &mut Vec<Condition>, problems: &[String], now: DateTime<Utc>) {
+    set_condition(
+        conditions,
+        "Stalled",
+        "Invalid",
+        format!(
+            "the spec does not validate, so the fleet's last valid revision stays in force: {}",
+            problems.join("; ")
+        ),
+        now,
+    );
+}
+
+/// `Ready=False` for an object that never was in force.
+pub fn never_ready(conditions: &mut Vec<Condition>, now: DateTime<Utc>) {
+    set_condition(
+        conditions,
+        "Ready",
+        "Invalid",
+        "not in force: its spec does not validate".into(),
+        now,
+    );
+}
+
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    kind: &str,
+    reason: &str,
+    message: String,
+    now: DateTime<Utc>,
+) {
+    conditions.retain(|c| c.type_ != kind);
+    conditions.push(Condition {
+        type_: kind.into(),
+        status: if kind == "Ready" { "False" } else { "True" }.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: None,
+        last_transition_time: crate::time::k8s(now),
+    });
+}
+
+/// Fills in metadata and the parts of status that depend on what was written before.
+pub struct Writer<'a> {
+    /// Whether statuses were computed here (and get observedGeneration and transition times),
+    /// or are shown as read.
+    computed: bool,
+    pub previous: &'a BTreeMap<ObjectId, StoredObject>,
+    /// The Repos, Hosts and Schedules of the next read model.
+    pub next: BTreeMap<ObjectId, StoredObject>,
+    pub changes: Vec<ObjectWrite>,
+    /// The same changes as watch events.
+    pub events: Vec<Change>,
+    pub resource_version: i64,
+    pub now: DateTime<Utc>,
+}
+
+/// The parts of a status every kind has.
+pub trait HasStatus: Resource + Serialize {
+    fn spec_json(&self) -> serde_json::Value;
+    fn status_json(&self) -> Option<serde_json::Value>;
+    fn finish(&mut self, previous: &[Condition], generation: i64, now: DateTime<Utc>);
+    fn conditions(&self) -> Vec<Condition>;
+}
+
+macro_rules! has_status {
+    ($kind:ty $(, $field:ident)?) => {
+        impl HasStatus for $kind {
+            fn spec_json(&self) -> serde_json::Value {
+                serde_json::to_value(&self.spec).unwrap_or_default()
+            }
+            fn status_json(&self) -> Option<serde_json::Value> {
+                self.status.as_ref().and_then(|s| serde_json::to_value(s).ok())
+            }
+            fn conditions(&self) -> Vec<Condition> {
+                self.status.as_ref().map(|s| (*s)$(.$field)?.conditions.clone()).unwrap_or_default()
+            }
+            fn finish(&mut self, previous: &[Condition], generation: i64, now: DateTime<Utc>) {
+                if let Some(status) = &mut self.status {
+                    let status = &mut (*status)$(.$field)?;
+                    status.observed_generation = Some(generation);
+                    finish_conditions(&mut status.conditions, previous, generation, now);
+                }
+            }
+        }
+    };
+}
+
+/// A Backup or Restore: a run's object.
+pub trait Record: HasStatus + Resource<DynamicType = ()> + Clone + 'static {
+    const KIND: Kind;
+}
+
+impl Record for Backup {
+    const KIND: Kind = Kind::Backup;
+}
+
+impl Record for Restore {
+    const KIND: Kind = Kind::Restore;
+}
+
+// The run kinds keep their conditions in `status.run`.
+has_status!(Repo);
+has_status!(Host);
+has_status!(Schedule);
+has_status!(Backup, run);
+has_status!(Restore, run);
+
+impl<'a> Writer<'a> {
+    pub fn new(previous: &'a ReadModel, now: DateTime<Utc>, computed: bool) -> Writer<'a> {
+        Writer {
+            computed,
+            previous: &previous.stored,
+            next: BTreeMap::new(),
+            changes: Vec::new(),
+            events: Vec::new(),
+            resource_version: previous.resource_version,
+            now,
+        }
+    }
+
+    /// A Repo, Host or Schedule: compared with the read model's copy, and kept in the next.
+    /// `held`: the conditions the object's status holds where it came from.
+    pub fn settle<K: HasStatus>(&mut self, kind: Kind, object: K, held: Vec<Condition>) -> K {
+        let id = id_of(kind, &object);
+        let before = self.previous.get(&id);
+        let (object, stored) = self.write(id.clone(), object, held, before, None);
+        self.next.insert(id, stored);
+        object
+    }
+
+    /// A Backup or Restore: compared with its stored copy (`before`, with the object as last
+    /// served), which the caller read from the store.
+    pub fn settle_record<K: HasStatus>(
+        &mut self,
+        kind: Kind,
+        object: K,
+        before: Option<&(StoredObject, Option<serde_json::Value>)>,
+    ) -> K {
+        let id = id_of(kind, &object);
+        let was = before.and_then(|(_, served)| served.as_ref()).map(|o| {
+            serde_json::json!({"metadata": {
+                "namespace": o["metadata"]["namespace"],
+                "name": o["metadata"]["name"],
+                "labels": o["metadata"]["labels"],
+            }})
+        });
+        let held = object.conditions();
+        self.write(id, object, held, before.map(|(stored, _)| stored), was)
+            .0
+    }
+
+    /// Deletes a Backup or Restore, served last as `served`.
+    pub fn delete_record(&mut self, id: RecordId, served: Option<serde_json::Value>) {
+        self.resource_version += 1;
+        let mut object = served.unwrap_or_else(|| {
+            serde_json::json!({
+                "apiVersion": crate::resources::API_VERSION,
+                "kind": id.0.as_str(),
+                "metadata": {"name": id.2, "namespace": id.1},
+            })
+        });
+        object["metadata"]["resourceVersion"] = self.resource_version.to_string().into();
+        self.events.push(Change {
+            resource_version: self.resource_version,
+            kind: id.0,
+            change: ChangeType::Deleted,
+            before: Some(serde_json::json!({"metadata": object["metadata"].clone()})),
+            object,
+        });
+        self.changes.push((id, None));
+    }
+
+    fn write<K: HasStatus>(
+        &mut self,
+        id: ObjectId,
+        mut object: K,
+        held: Vec<Condition>,
+        before: Option<&StoredObject>,
+        was: Option<serde_json::Value>,
+    ) -> (K, StoredObject) {
+        let spec_digest = hex::encode(Sha256::digest(object.spec_json().to_string()));
+        let m = object.meta();
+        let meta_digest = hex::encode(Sha256::digest(
+            serde_json::json!([m.labels, m.annotations]).to_string(),
+        ));
+        // An object from the API server brings its own identity and generation.
+        let from_cluster = match (&m.uid, m.generation) {
+            (Some(uid), Some(generation)) => Some(ObjectMeta {
+                uid: uid.clone(),
+                generation,
+                created_at: m
+                    .creation_timestamp
+                    .as_ref()
+                    .map(crate::time::chrono)
+                    .unwrap_or(self.now),
+                resource_version: before.map_or(0, |b| b.meta.resource_version),
+            }),
+            _ => None,
+        };
+        let meta = from_cluster.unwrap_or_else(|| match before {
+            Some(b) if b.spec_digest == spec_digest => b.meta.clone(),
+            Some(b) => ObjectMeta {
+                generation: b.meta.generation + 1,
+                ..b.meta.clone()
+            },
+            None => ObjectMeta {
+                uid: crate::store::new_uid(),
+                generation: 1,
+                created_at: self.now,
+                resource_version: 0,
+            },
+        });
+        // Transition times continue from what was written before: here, or (after a restart
+        // in Kubernetes mode) in the cluster.
+        let previous_conditions: Vec<Condition> = before
+            .and_then(|b| b.status.as_ref())
+            .and_then(|s| s.get("conditions"))
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+            .unwrap_or(held);
+        if self.computed {
+            object.finish(&previous_conditions, meta.generation, self.now);
+        }
+        let status = object.status_json();
+        let unchanged = before.filter(|b| {
+            b.spec_digest == spec_digest && b.meta_digest == meta_digest && b.status == status
+        });
+        let stored = match unchanged {
+            Some(b) => b.clone(),
+            None => {
+                self.resource_version += 1;
+                StoredObject {
+                    meta: ObjectMeta {
+                        resource_version: self.resource_version,
+                        ..meta
+                    },
+                    spec_digest,
+                    meta_digest,
+                    status,
+                }
+            }
+        };
+        let m = object.meta_mut();
+        m.namespace = Some(id.1.clone());
+        m.uid = Some(stored.meta.uid.clone());
+        m.generation = Some(stored.meta.generation);
+        m.resource_version = Some(stored.meta.resource_version.to_string());
+        m.creation_timestamp = Some(crate::time::k8s(stored.meta.created_at));
+        if unchanged.is_none() {
+            let served = serde_json::to_value(&object).unwrap_or_default();
+            self.events.push(Change {
+                resource_version: stored.meta.resource_version,
+                kind: id.0,
+                change: if before.is_some() {
+                    ChangeType::Modified
+                } else {
+                    ChangeType::Added
+                },
+                object: served.clone(),
+                before: was,
+            });
+            self.changes.push((id, Some((stored.clone(), served))));
+        }
+        (object, stored)
+    }
+}
+
+/// An object's identity; a file without a namespace is in the default one.
+fn id_of<K: Resource>(kind: Kind, object: &K) -> ObjectId {
+    (
+        kind,
+        object
+            .meta()
+            .namespace
+            .clone()
+            .unwrap_or_else(|| crate::resources::DEFAULT_NAMESPACE.into()),
+        object.meta().name.clone().unwrap_or_default(),
+    )
+}
