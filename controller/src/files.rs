@@ -3,13 +3,26 @@
 
 use std::path::PathBuf;
 
-use crate::server::{self, Config, Controller, backend};
+use crate::server::{self, Config, Controller, WatchError, backend};
+use crate::store::StoreError;
+use crate::web::ServeError;
+
+/// Why the files-mode controller stopped or never started.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
 
 /// Runs the files-mode controller until it fails to serve.
-pub async fn run(config: Config, config_dir: PathBuf) -> Result<(), String> {
-    let backend = backend::Files::open(&config.data_dir).map_err(|e| e.to_string())?;
-    let controller = Controller::open(config, Box::new(backend)).map_err(|e| e.to_string())?;
+pub async fn run(config: Config, config_dir: PathBuf) -> Result<(), RunError> {
+    let backend = backend::Files::open(&config.data_dir)?;
+    let controller = Controller::open(config, Box::new(backend))?;
     server::start_directory(controller.clone(), config_dir)?;
     server::start_model(controller.clone());
-    crate::web::serve(controller).await
+    Ok(crate::web::serve(controller).await?)
 }

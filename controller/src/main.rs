@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use holdfast::cluster::auth::CreateTokenError;
+use holdfast::compile::{CompileError, HostKey};
 use holdfast::resources::Kind;
 use holdfast::revision::plural;
-use holdfast::source::files::{self, Loaded};
-use holdfast::store::Store;
+use holdfast::source::files::{self, LoadError, Loaded};
+use holdfast::store::{Store, StoreError};
 use holdfast::{compile, crds, plan};
 
 #[derive(Parser)]
@@ -170,6 +172,77 @@ enum TokenCommand {
     },
 }
 
+/// Why a command failed, printed after `holdfast: `.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    CrdYaml(#[from] serde_yaml::Error),
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "{} holds no Holdfast database; leave out --data-dir to plan every host from version 1",
+        .0.display()
+    )]
+    NoDatabase(PathBuf),
+    #[error("cannot start: {0}")]
+    NoRuntime(#[source] std::io::Error),
+    #[error(
+        "{} is not a directory; point --config-dir at the checkout of your fleet's YAML",
+        .0.display()
+    )]
+    NotADirectory(PathBuf),
+    #[error(transparent)]
+    Files(#[from] holdfast::files::RunError),
+    #[error(transparent)]
+    Cluster(#[from] holdfast::cluster::run::RunError),
+    #[error(
+        "no fleet has been applied in {} yet: start the controller on the config directory that declares host {host}, then create its token",
+        data_dir.display()
+    )]
+    NoFleet { data_dir: PathBuf, host: HostKey },
+    #[error(
+        "host {host} is not declared in namespace {} of the fleet in force (declared there: {}); add its Host, or name it with --namespace",
+        host.namespace,
+        or_none(declared)
+    )]
+    HostNotInFleet {
+        host: HostKey,
+        declared: Vec<String>,
+    },
+    #[error("--ttl: {0}")]
+    Ttl(#[source] chrono::OutOfRangeError),
+    #[error("cannot reach the Kubernetes API server: {0}")]
+    NoApiServer(#[source] kube::Error),
+    #[error(
+        "host {} is not declared in namespace {}: create its Host first, or name its namespace with --namespace",
+        host.name,
+        host.namespace
+    )]
+    HostNotInCluster { host: HostKey },
+    #[error("cannot read Host {host}: {source}")]
+    ReadHost { host: HostKey, source: kube::Error },
+    #[error(transparent)]
+    CreateToken(#[from] CreateTokenError),
+}
+
+/// `a, b`, or `none`.
+fn or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -194,7 +267,7 @@ fn main() -> ExitCode {
                     ttl,
                 },
         } => {
-            let key = holdfast::compile::HostKey::new(&namespace, &host);
+            let key = HostKey::new(&namespace, &host);
             match data_dir {
                 Some(dir) if !kube => token_command(&key, &dir, ttl),
                 // clap requires --data-dir unless --kube.
@@ -202,21 +275,22 @@ fn main() -> ExitCode {
             }
         }
     };
-    result.unwrap_or_else(|message| {
-        eprintln!("holdfast: {message}");
+    result.unwrap_or_else(|e| {
+        eprintln!("holdfast: {e}");
         ExitCode::FAILURE
     })
 }
 
-fn crds_command(out_dir: Option<&Path>) -> Result<ExitCode, String> {
+fn crds_command(out_dir: Option<&Path>) -> Result<ExitCode, CliError> {
     match out_dir {
-        None => print!("{}", crds::all_yaml().map_err(|e| e.to_string())?),
+        None => print!("{}", crds::all_yaml()?),
         Some(dir) => {
             for kind in Kind::ALL {
                 let path = dir.join(crds::file_name(kind));
-                let yaml = crds::crd_yaml(kind).map_err(|e| e.to_string())?;
-                std::fs::write(&path, yaml)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                let yaml = crds::crd_yaml(kind)?;
+                if let Err(source) = std::fs::write(&path, yaml) {
+                    return Err(CliError::Write { path, source });
+                }
             }
         }
     }
@@ -224,9 +298,9 @@ fn crds_command(out_dir: Option<&Path>) -> Result<ExitCode, String> {
 }
 
 /// Loads a directory, printing its diagnostics; `None` when it has errors.
-fn load(dir: &Path, mode: holdfast::validate::Mode) -> Result<Option<Loaded>, String> {
+fn load(dir: &Path, mode: holdfast::validate::Mode) -> Result<Option<Loaded>, CliError> {
     let started = std::time::Instant::now();
-    let loaded = files::load_dir_as(dir, mode).map_err(|e| e.to_string())?;
+    let loaded = files::load_dir_as(dir, mode)?;
     tracing::debug!(files = loaded.files, elapsed = ?started.elapsed(), "loaded {}", dir.display());
     for d in &loaded.diagnostics {
         println!("{d}");
@@ -234,7 +308,7 @@ fn load(dir: &Path, mode: holdfast::validate::Mode) -> Result<Option<Loaded>, St
     Ok(loaded.is_valid().then_some(loaded))
 }
 
-fn validate_command(dir: &Path, kube: bool) -> Result<ExitCode, String> {
+fn validate_command(dir: &Path, kube: bool) -> Result<ExitCode, CliError> {
     let mode = if kube {
         holdfast::validate::Mode::Kubernetes
     } else {
@@ -244,7 +318,7 @@ fn validate_command(dir: &Path, kube: bool) -> Result<ExitCode, String> {
         return Ok(ExitCode::FAILURE);
     };
     // Compiling catches nothing validation did not, but proves it.
-    compile::compile(&loaded.revision).map_err(|e| e.to_string())?;
+    compile::compile(&loaded.revision)?;
     let warnings = loaded.warnings().count();
     let warnings = match warnings {
         0 => String::new(),
@@ -260,21 +334,16 @@ fn validate_command(dir: &Path, kube: bool) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn plan_command(dir: &Path, data_dir: Option<&Path>) -> Result<ExitCode, String> {
+fn plan_command(dir: &Path, data_dir: Option<&Path>) -> Result<ExitCode, CliError> {
     let Some(loaded) = load(dir, holdfast::validate::Mode::Files)? else {
         return Ok(ExitCode::FAILURE);
     };
-    let fleet = compile::compile(&loaded.revision).map_err(|e| e.to_string())?;
+    let fleet = compile::compile(&loaded.revision)?;
     let stored = match data_dir {
         // A mistyped data directory must not pass for a fleet where every host is new.
-        Some(data_dir) => match Store::open_read_only(data_dir).map_err(|e| e.to_string())? {
-            Some(store) => store.host_plans().map_err(|e| e.to_string())?,
-            None => {
-                return Err(format!(
-                    "{} holds no Holdfast database; leave out --data-dir to plan every host from version 1",
-                    data_dir.display()
-                ));
-            }
+        Some(data_dir) => match Store::open_read_only(data_dir)? {
+            Some(store) => store.host_plans()?,
+            None => return Err(CliError::NoDatabase(data_dir.to_path_buf())),
         },
         None => Default::default(),
     };
@@ -294,8 +363,8 @@ fn pod_identity() -> String {
         .unwrap_or_else(|| format!("holdfast-{}", std::process::id()))
 }
 
-fn controller_command(args: ControllerArgs) -> Result<ExitCode, String> {
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
+fn controller_command(args: ControllerArgs) -> Result<ExitCode, CliError> {
+    let runtime = tokio::runtime::Runtime::new().map_err(CliError::NoRuntime)?;
     let max_agents = agent_capacity(args.max_agents);
     let server = |data_dir: PathBuf| holdfast::server::Config {
         data_dir,
@@ -324,22 +393,19 @@ fn controller_command(args: ControllerArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     };
     if !config_dir.is_dir() {
-        return Err(format!(
-            "{} is not a directory; point --config-dir at the checkout of your fleet's YAML",
-            config_dir.display()
-        ));
+        return Err(CliError::NotADirectory(config_dir));
     }
     runtime.block_on(holdfast::files::run(server(data_dir), config_dir))?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn token_command(
-    key: &holdfast::compile::HostKey,
+    key: &HostKey,
     data_dir: &Path,
     ttl: std::time::Duration,
-) -> Result<ExitCode, String> {
-    let mut store = Store::open(data_dir).map_err(|e| e.to_string())?;
-    let plans = store.host_plans().map_err(|e| e.to_string())?;
+) -> Result<ExitCode, CliError> {
+    let mut store = Store::open(data_dir)?;
+    let plans = store.host_plans()?;
     if plans.get(key).is_none_or(|p| p.removed) {
         let declared: Vec<String> = plans
             .iter()
@@ -347,63 +413,56 @@ fn token_command(
             .map(|(k, _)| k.name.clone())
             .collect();
         return Err(if plans.is_empty() {
-            format!(
-                "no fleet has been applied in {} yet: start the controller on the config directory that declares host {key}, then create its token",
-                data_dir.display()
-            )
+            CliError::NoFleet {
+                data_dir: data_dir.to_path_buf(),
+                host: key.clone(),
+            }
         } else {
-            format!(
-                "host {key} is not declared in namespace {} of the fleet in force (declared there: {}); add its Host, or name it with --namespace",
-                key.namespace,
-                if declared.is_empty() {
-                    "none".into()
-                } else {
-                    declared.join(", ")
-                }
-            )
+            CliError::HostNotInFleet {
+                host: key.clone(),
+                declared,
+            }
         });
     }
-    let ttl = chrono::Duration::from_std(ttl).map_err(|e| format!("--ttl: {e}"))?;
-    let token = store
-        .create_token(key, chrono::Utc::now() + ttl)
-        .map_err(|e| e.to_string())?;
+    let ttl = chrono::Duration::from_std(ttl).map_err(CliError::Ttl)?;
+    let token = store.create_token(key, chrono::Utc::now() + ttl)?;
     print_token(key, &token, ttl);
     Ok(ExitCode::SUCCESS)
 }
 
 /// `token create --kube`: the token as a Secret, through KUBECONFIG or the service account.
 fn kube_token_command(
-    key: &holdfast::compile::HostKey,
+    key: &HostKey,
     controller_namespace: &str,
     ttl: std::time::Duration,
-) -> Result<ExitCode, String> {
-    let ttl = chrono::Duration::from_std(ttl).map_err(|e| format!("--ttl: {e}"))?;
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start: {e}"))?;
+) -> Result<ExitCode, CliError> {
+    let ttl = chrono::Duration::from_std(ttl).map_err(CliError::Ttl)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(CliError::NoRuntime)?;
     let token = runtime.block_on(async {
         let client = kube::Client::try_default()
             .await
-            .map_err(|e| format!("cannot reach the Kubernetes API server: {e}"))?;
+            .map_err(CliError::NoApiServer)?;
         let hosts: kube::Api<holdfast::resources::Host> =
             kube::Api::namespaced(client.clone(), &key.namespace);
         match hosts.get_opt(&key.name).await {
             Ok(Some(_)) => {}
-            Ok(None) => {
-                return Err(format!(
-                    "host {} is not declared in namespace {}: create its Host first, or name its namespace with --namespace",
-                    key.name, key.namespace
-                ));
+            Ok(None) => return Err(CliError::HostNotInCluster { host: key.clone() }),
+            Err(source) => {
+                return Err(CliError::ReadHost {
+                    host: key.clone(),
+                    source,
+                });
             }
-            Err(e) => return Err(format!("cannot read Host {key}: {e}")),
         }
         let secrets = kube::Api::namespaced(client, controller_namespace);
-        holdfast::cluster::auth::create_token(&secrets, key, chrono::Utc::now() + ttl).await
+        Ok(holdfast::cluster::auth::create_token(&secrets, key, chrono::Utc::now() + ttl).await?)
     })?;
     print_token(key, &token, ttl);
     Ok(ExitCode::SUCCESS)
 }
 
 /// The token alone on stdout (for scripts), what to do with it on stderr.
-fn print_token(key: &holdfast::compile::HostKey, token: &str, ttl: chrono::Duration) {
+fn print_token(key: &HostKey, token: &str, ttl: chrono::Duration) {
     println!("{token}");
     eprintln!(
         "one-time token for host {key}, valid for {}; enroll with: holdfast-agent enroll --token <token>",

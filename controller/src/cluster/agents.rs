@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use futures_util::future::BoxFuture;
 
 use crate::compile::HostKey;
-use crate::server::backend::{Backend, Enrollment};
+use crate::server::backend::{Backend, BackendError, Enrollment};
 
 pub struct ClusterHub {
     /// The desired state, as the cluster holds it (a follower's page shows it as it is).
@@ -43,12 +43,8 @@ impl Backend for ClusterHub {
     fn authenticate<'a>(
         &'a self,
         credential: &'a str,
-    ) -> BoxFuture<'a, Result<Option<HostKey>, String>> {
-        Box::pin(async move {
-            super::auth::authenticate(&self.credentials, credential)
-                .await
-                .map_err(|e| format!("cannot read the credential's Secret: {e}"))
-        })
+    ) -> BoxFuture<'a, Result<Option<HostKey>, BackendError>> {
+        Box::pin(super::auth::authenticate(&self.credentials, credential))
     }
 
     // Only the leader pushes; the agent retries and the Service reaches the leader.
@@ -66,12 +62,13 @@ impl Backend for ClusterHub {
         &self,
         namespace: &str,
         repos: &[&ResolvedRepo],
-    ) -> Result<Vec<SecretValue>, String> {
+    ) -> Result<Vec<SecretValue>, BackendError> {
         let allowed: Vec<String> = self.secrets.iter().map(|(ns, _)| ns.clone()).collect();
         super::secrets::secret_values(namespace, repos.iter().copied(), &allowed, |ns, name| {
             let (_, store) = self.secrets.iter().find(|(n, _)| n == ns)?;
             store.get(&ObjectRef::new(name).within(ns))
         })
+        .map_err(BackendError::from)
     }
 
     fn agent_changed(&self, host: &HostKey) {

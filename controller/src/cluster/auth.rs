@@ -15,10 +15,20 @@ use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 
 use super::sink::FIELD_MANAGER;
 use crate::compile::HostKey;
-use crate::store::{AuthError, Enrolled, random_secret, secret_hash};
+use crate::server::backend::{BackendError, Enrollment};
+use crate::store::{AuthError, Enrolled, NoRandomness, random_secret, secret_hash};
 
 const TOKEN_TYPE: &str = "holdfast.dev/enrollment-token";
 const CREDENTIAL_TYPE: &str = "holdfast.dev/agent-credential";
+
+/// Why `holdfast token create --kube` made no token.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateTokenError {
+    #[error(transparent)]
+    NoRandomness(#[from] NoRandomness),
+    #[error("cannot create the token's Secret: {0}")]
+    CreateSecret(#[source] kube::Error),
+}
 
 fn token_name(hash: &str) -> String {
     format!("holdfast-token-{}", &hash[..20])
@@ -66,7 +76,7 @@ pub async fn create_token(
     secrets: &Api<Secret>,
     host: &HostKey,
     expires_at: DateTime<Utc>,
-) -> Result<String, String> {
+) -> Result<String, CreateTokenError> {
     let token = random_secret()?;
     let hash = secret_hash(&token);
     let s = secret(
@@ -83,7 +93,7 @@ pub async fn create_token(
     secrets
         .create(&params(), &s)
         .await
-        .map_err(|e| format!("cannot create the token's Secret: {e}"))?;
+        .map_err(CreateTokenError::CreateSecret)?;
     Ok(token)
 }
 
@@ -94,12 +104,12 @@ pub async fn enroll(
     token: &str,
     now: DateTime<Utc>,
     declared: impl Fn(&HostKey) -> bool,
-) -> Result<Result<Enrolled, AuthError>, String> {
+) -> Enrollment {
     let hash = secret_hash(token);
     let read = secrets
         .get_opt(&token_name(&hash))
         .await
-        .map_err(|e| format!("cannot read the token's Secret: {e}"))?;
+        .map_err(BackendError::ReadToken)?;
     let Some(mut stored) = read else {
         return Ok(Err(AuthError::UnknownToken));
     };
@@ -142,7 +152,7 @@ pub async fn enroll(
     secrets
         .create(&params(), &s)
         .await
-        .map_err(|e| format!("cannot store the credential's Secret: {e}"))?;
+        .map_err(BackendError::StoreCredential)?;
     stored
         .data
         .get_or_insert_default()
@@ -155,7 +165,7 @@ pub async fn enroll(
         Err(kube::Error::Api(s)) if s.is_conflict() || s.is_not_found() => {
             Ok(Err(AuthError::TokenUsed(host.to_string())))
         }
-        Err(e) => Err(format!("cannot mark the token used: {e}")),
+        Err(e) => Err(BackendError::MarkTokenUsed(e)),
     };
     if let Err(e) = secrets
         .delete(&credential_secret, &DeleteParams::default())
@@ -170,9 +180,13 @@ pub async fn enroll(
 pub async fn authenticate(
     secrets: &Api<Secret>,
     credential: &str,
-) -> Result<Option<HostKey>, kube::Error> {
+) -> Result<Option<HostKey>, BackendError> {
     let hash = secret_hash(credential);
-    let Some(stored) = secrets.get_opt(&credential_name(&hash)).await? else {
+    let read = secrets
+        .get_opt(&credential_name(&hash))
+        .await
+        .map_err(BackendError::ReadCredential)?;
+    let Some(stored) = read else {
         return Ok(None);
     };
     if field(&stored, "hash").as_deref() != Some(hash.as_str()) {

@@ -25,6 +25,8 @@ use super::reconcile::{
 };
 use crate::resources::{Backup, Host, Repo, Restore, Schedule};
 use crate::server::Controller;
+use crate::store::StoreError;
+use crate::web::ServeError;
 
 /// The Lease replicas compete for.
 pub const LEASE: &str = "holdfast-controller";
@@ -42,12 +44,25 @@ pub struct Config {
 /// Where reflectors send the Hosts to reconcile: the applier of the current leadership, if any.
 type Queue = Arc<Mutex<Option<mpsc::UnboundedSender<ObjectRef<Host>>>>>;
 
-pub async fn run(config: Config) -> Result<(), String> {
-    let client = Client::try_default().await.map_err(|e| {
-        format!(
-            "cannot reach the Kubernetes API server: {e}; in a cluster the pod's service account is used, elsewhere KUBECONFIG or ~/.kube/config"
-        )
-    })?;
+/// Why the Kubernetes-mode controller stopped or never started.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "cannot reach the Kubernetes API server: {0}; in a cluster the pod's service account is used, elsewhere KUBECONFIG or ~/.kube/config"
+    )]
+    NoApiServer(#[source] kube::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("leader election stopped")]
+    ElectionStopped,
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("the server stopped: {0}")]
+    ServerStopped(#[source] tokio::task::JoinError),
+}
+
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::NoApiServer)?;
     let (repos, repo_writer) = reflector::store::<Repo>();
     let (hosts, host_writer) = reflector::store::<Host>();
     let (schedules, schedule_writer) = reflector::store::<Schedule>();
@@ -147,7 +162,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             enqueue(&agent_queue, [ObjectRef::new(&h.name).within(&h.namespace)]);
         }),
     };
-    let controller = Controller::open(config.server, Box::new(hub)).map_err(|e| e.to_string())?;
+    let controller = Controller::open(config.server, Box::new(hub))?;
     let server = tokio::spawn(crate::web::serve(controller.clone()));
 
     // Reconciling before every store has listed would compile a partial fleet and bump
@@ -206,10 +221,10 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
     });
     tokio::select! {
-        _ = leadership => Err("leader election stopped".into()),
+        _ = leadership => Err(RunError::ElectionStopped),
         served = server => match served {
-            Ok(result) => result,
-            Err(e) => Err(format!("the server stopped: {e}")),
+            Ok(result) => Ok(result?),
+            Err(e) => Err(RunError::ServerStopped(e)),
         },
     }
 }

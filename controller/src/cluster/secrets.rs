@@ -5,6 +5,8 @@
 use k8s_openapi::api::core::v1::Secret;
 use protocol::{ResolvedRepo, SecretRef, SecretValue};
 
+use crate::server::backend::SecretKeyError;
+
 /// Values of the Secret keys the repos of a host in `namespace` reference. `lookup` finds a
 /// Secret by namespace and name; a Repo outside the `allowed` namespaces, a missing Secret or
 /// a missing key is an error that names the repo and the reference, never a value.
@@ -13,40 +15,41 @@ pub fn secret_values<'a>(
     repos: impl Iterator<Item = &'a ResolvedRepo>,
     allowed: &[String],
     lookup: impl Fn(&str, &str) -> Option<std::sync::Arc<Secret>>,
-) -> Result<Vec<SecretValue>, String> {
+) -> Result<Vec<SecretValue>, SecretKeyError> {
     let mut out = Vec::new();
     for (repo, reference) in crate::secrets::references(repos) {
         let SecretRef::SecretKey { name, key } = reference else {
             continue;
         };
         if !allowed.iter().any(|a| a == namespace) {
-            return Err(format!(
-                "Repo {namespace}/{} names Secret {name}, but the controller reads Secrets only in {}; move the Repo, or add its namespace with --namespace",
-                repo.name,
-                allowed.join(", ")
-            ));
+            return Err(SecretKeyError::NamespaceNotRead {
+                namespace: namespace.to_string(),
+                repo: repo.name.clone(),
+                secret: name.clone(),
+                allowed: allowed.to_vec(),
+            });
         }
-        let secret = lookup(namespace, name).ok_or_else(|| {
-            format!(
-                "Repo {namespace}/{} names Secret {name}, which does not exist",
-                repo.name
-            )
+        let secret = lookup(namespace, name).ok_or_else(|| SecretKeyError::NoSuchSecret {
+            namespace: namespace.to_string(),
+            repo: repo.name.clone(),
+            secret: name.clone(),
         })?;
         let bytes = secret
             .data
             .as_ref()
             .and_then(|d| d.get(key))
-            .ok_or_else(|| {
-                format!(
-                    "Repo {namespace}/{} names key {key} of Secret {name}, which has no such key",
-                    repo.name
-                )
+            .ok_or_else(|| SecretKeyError::NoSuchKey {
+                namespace: namespace.to_string(),
+                repo: repo.name.clone(),
+                secret: name.clone(),
+                key: key.clone(),
             })?;
-        let value = String::from_utf8(bytes.0.clone()).map_err(|_| {
-            format!(
-                "key {key} of Secret {namespace}/{name} (Repo {}) is not UTF-8 text",
-                repo.name
-            )
+        let value = std::str::from_utf8(&bytes.0).map_err(|source| SecretKeyError::NotText {
+            namespace: namespace.to_string(),
+            repo: repo.name.clone(),
+            secret: name.clone(),
+            key: key.clone(),
+            source,
         })?;
         out.push(SecretValue {
             reference: reference.clone(),
@@ -149,7 +152,8 @@ mod tests {
     fn refusals_name_the_repo_and_the_reference_but_never_a_value() {
         let only_system = vec!["holdfast-system".to_string()];
         let e = secret_values("backups", [repo()].iter(), &only_system, cluster)
-            .expect_err("namespace not allowed");
+            .expect_err("namespace not allowed")
+            .to_string();
         assert!(
             e.contains("backups/offsite") && e.contains("holdfast-system"),
             "{e}"
@@ -157,7 +161,8 @@ mod tests {
 
         let allowed = vec!["backups".to_string()];
         let e = secret_values("backups", [repo()].iter(), &allowed, |_, _| None)
-            .expect_err("no Secret");
+            .expect_err("no Secret")
+            .to_string();
         assert!(
             e.contains("offsite-restic") && e.contains("does not exist"),
             "{e}"
@@ -165,7 +170,23 @@ mod tests {
 
         let wrong_key =
             |_: &str, _: &str| Some(secret("backups", "offsite-restic", &[("pw", VALUE)]));
-        let e = secret_values("backups", [repo()].iter(), &allowed, wrong_key).expect_err("no key");
+        let e = secret_values("backups", [repo()].iter(), &allowed, wrong_key)
+            .expect_err("no key")
+            .to_string();
         assert!(e.contains("key password") && !e.contains(VALUE), "{e}");
+
+        let not_text = |_: &str, _: &str| {
+            let mut s = secret("backups", "offsite-restic", &[]);
+            Arc::make_mut(&mut s).data = Some(BTreeMap::from([(
+                "password".to_string(),
+                ByteString(b"pw\xfe".to_vec()),
+            )]));
+            Some(s)
+        };
+        let e =
+            secret_values("backups", [repo()].iter(), &allowed, not_text).expect_err("not text");
+        assert!(e.to_string().contains("is not UTF-8 text"), "{e}");
+        // Not even the error's Debug form, as a log might print it, holds the bytes.
+        assert!(!format!("{e:?}").contains("254"), "{e:?}");
     }
 }

@@ -5,11 +5,12 @@
 //!
 //! [`plan`] is pure: it compares the model with the cluster's copies and with what this
 //! process last wrote, and returns the writes. [`run`] executes them after every change of the
-//! model. A write that fails is planned again on the next pass; reports are already safe in
+//! model: every record on its first pass, then the records that changed since (from the
+//! change feed watches read) and those whose write failed. A write that fails is planned again on the next pass; reports are already safe in
 //! the local database (the agents' ack journal), so nothing is lost while the API server is
 //! away.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,13 +19,16 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams};
 use kube::{Client, Resource};
 use serde_json::Value;
+use tokio::sync::broadcast;
 
 use super::reconcile::{Decision, MANAGED_BY, StatusSink, Stores};
 use super::sink::{Coalescer, Recorded, apply_status, record_run};
 use crate::compile::HostKey;
+use crate::records::RecordId;
 use crate::resources::{Backup, Kind, Phase, Repo, Restore, Schedule};
 use crate::revision::{name_of, namespace_of};
 use crate::runs::RunRecord;
+use crate::server::changes::Change;
 use crate::server::{Controller, ReadModel};
 
 /// Retry failed writes at least this often, even when nothing changes.
@@ -79,21 +83,35 @@ pub struct Desired {
 }
 
 impl Desired {
-    pub fn read(controller: &Controller) -> Result<Desired, crate::store::StoreError> {
-        fn all<K: serde::de::DeserializeOwned>(
-            controller: &Controller,
-            kind: Kind,
-        ) -> Result<Vec<K>, crate::store::StoreError> {
-            let (objects, _) = controller.records_page(kind, None, None, None, &mut |_| true)?;
-            Ok(objects
+    /// The read model, with every record (`None`) or only `records`.
+    pub fn read(
+        controller: &Controller,
+        records: Option<&HashSet<RecordId>>,
+    ) -> Result<Desired, crate::store::StoreError> {
+        let read = |kind: Kind| -> Result<Vec<Value>, crate::store::StoreError> {
+            match records {
+                None => Ok(controller
+                    .records_page(kind, None, None, None, &mut |_| true)?
+                    .0),
+                Some(ids) => {
+                    let mut objects = Vec::new();
+                    for (_, namespace, name) in ids.iter().filter(|(k, _, _)| *k == kind) {
+                        objects.extend(controller.record(kind, namespace, name)?);
+                    }
+                    Ok(objects)
+                }
+            }
+        };
+        fn typed<K: serde::de::DeserializeOwned>(objects: Vec<Value>) -> Vec<K> {
+            objects
                 .into_iter()
                 .filter_map(|o| serde_json::from_value(o).ok())
-                .collect())
+                .collect()
         }
         Ok(Desired {
             model: controller.model(),
-            backups: all(controller, Kind::Backup)?,
-            restores: all(controller, Kind::Restore)?,
+            backups: typed(read(Kind::Backup)?),
+            restores: typed(read(Kind::Restore)?),
         })
     }
 }
@@ -109,11 +127,23 @@ fn key(kind: Kind, namespace: &str, name: &str) -> String {
     format!("{}/{namespace}/{name}", kind.as_str())
 }
 
-fn find<'a, K: Resource>(objects: &'a [Arc<K>], namespace: &str, name: &str) -> Option<&'a K> {
-    objects
-        .iter()
-        .find(|o| namespace_of(&***o) == namespace && name_of(&***o) == name)
-        .map(|o| &**o)
+/// The cluster's objects of one kind by (namespace, name): one look-up per object planned,
+/// not a scan.
+struct Index<'a, K>(HashMap<(&'a str, &'a str), &'a K>);
+
+impl<'a, K: Resource> Index<'a, K> {
+    fn of(objects: &'a [Arc<K>]) -> Index<'a, K> {
+        Index(
+            objects
+                .iter()
+                .map(|o| ((namespace_of(&**o), name_of(&**o)), &**o))
+                .collect(),
+        )
+    }
+
+    fn find(&self, namespace: &str, name: &str) -> Option<&'a K> {
+        self.0.get(&(namespace, name)).copied()
+    }
 }
 
 fn status_of<K: serde::Serialize>(status: &Option<K>) -> Option<Value> {
@@ -169,10 +199,12 @@ pub fn plan(
         })
     };
     let model = &*desired.model;
+    let (repos, schedules) = (Index::of(&cluster.repos), Index::of(&cluster.schedules));
+    let (backups, restores) = (Index::of(&cluster.backups), Index::of(&cluster.restores));
     let none = |_: Option<&Value>, _: &Value| Vec::new();
     for r in &model.repos {
         let (ns, name) = (namespace_of(r), name_of(r));
-        let cluster_status = find(&cluster.repos, ns, name).and_then(|o| status_of(&o.status));
+        let cluster_status = repos.find(ns, name).and_then(|o| status_of(&o.status));
         out.extend(status(
             Kind::Repo,
             ns,
@@ -184,7 +216,7 @@ pub fn plan(
     }
     for s in &model.schedules {
         let (ns, name) = (namespace_of(s), name_of(s));
-        let cluster_status = find(&cluster.schedules, ns, name).and_then(|o| status_of(&o.status));
+        let cluster_status = schedules.find(ns, name).and_then(|o| status_of(&o.status));
         out.extend(status(
             Kind::Schedule,
             ns,
@@ -196,7 +228,7 @@ pub fn plan(
     }
     for b in &desired.backups {
         let (ns, name) = (namespace_of(b), name_of(b));
-        let in_cluster = find(&cluster.backups, ns, name);
+        let in_cluster = backups.find(ns, name);
         let created = written
             .created
             .contains(&(ns.to_string(), name.to_string()));
@@ -231,7 +263,7 @@ pub fn plan(
     }
     for r in &desired.restores {
         let (ns, name) = (namespace_of(r), name_of(r));
-        let Some(in_cluster) = find(&cluster.restores, ns, name) else {
+        let Some(in_cluster) = restores.find(ns, name) else {
             continue;
         };
         if behind(
@@ -360,14 +392,16 @@ fn pruned(cluster: &Cluster, now: DateTime<Utc>) -> Vec<Write> {
         .collect()
 }
 
-/// Executes `writes`; a failure is logged and the rest goes on.
+/// Executes `writes`; a failure is logged and the rest goes on. Returns the Backups and
+/// Restores whose write failed, to be planned again.
 pub async fn execute(
     client: &Client,
     sink: &dyn StatusSink,
     written: &mut Written,
     writes: Vec<Write>,
     now: DateTime<Utc>,
-) {
+) -> HashSet<RecordId> {
+    let mut failed = HashSet::new();
     for write in writes {
         match write {
             Write::Create(backup) => {
@@ -381,7 +415,8 @@ pub async fn execute(
                         written.created.insert((ns, name));
                     }
                     Err(e) => {
-                        tracing::warn!(backup = %name, namespace = %ns, "cannot record a run: {e}")
+                        tracing::warn!(backup = %name, namespace = %ns, "cannot record a run: {e}");
+                        failed.insert((Kind::Backup, ns, name));
                     }
                 }
             }
@@ -411,10 +446,15 @@ pub async fn execute(
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(
-                        object = %key(kind, &namespace, &name),
-                        "cannot write status: {e}"
-                    ),
+                    Err(e) => {
+                        tracing::warn!(
+                            object = %key(kind, &namespace, &name),
+                            "cannot write status: {e}"
+                        );
+                        if matches!(kind, Kind::Backup | Kind::Restore) {
+                            failed.insert((kind, namespace, name));
+                        }
+                    }
                 }
             }
             Write::Delete { namespace, name } => {
@@ -434,6 +474,7 @@ pub async fn execute(
             }
         }
     }
+    failed
 }
 
 async fn apply<K>(
@@ -460,22 +501,67 @@ pub async fn run(
 ) {
     let mut changes = controller.changes.subscribe();
     let mut written = Written::default();
+    // The records to compare with the cluster's: every one on the first pass (and after
+    // changes were missed), then those that changed or whose write failed.
+    let mut records: Option<HashSet<RecordId>> = None;
     loop {
         let now = Utc::now();
         let c = controller.clone();
-        match tokio::task::spawn_blocking(move || Desired::read(&c)).await {
-            Ok(Ok(desired)) => {
+        let wanted = records.take();
+        let read = tokio::task::spawn_blocking(move || {
+            let desired = Desired::read(&c, wanted.as_ref());
+            (desired, wanted)
+        })
+        .await;
+        match read {
+            Ok((Ok(desired), _)) => {
                 let writes = plan(&desired, &Cluster::of(&stores), &written, now);
-                execute(&client, &*sink, &mut written, writes, now).await;
+                records = Some(execute(&client, &*sink, &mut written, writes, now).await);
             }
-            Ok(Err(e)) => tracing::error!("cannot read the records to write back: {e}"),
+            Ok((Err(e), wanted)) => {
+                tracing::error!("cannot read the records to write back: {e}");
+                records = wanted;
+            }
             Err(e) => tracing::error!("reading the records to write back panicked: {e}"),
         }
         tokio::select! {
-            // Lagging behind only means several changes arrived: one pass covers them all.
-            _ = changes.recv() => {}
+            change = changes.recv() => note(change, &mut records),
             _ = tokio::time::sleep(RETRY) => {}
         }
+        // Changes that arrived together are written in one pass.
+        loop {
+            match changes.try_recv() {
+                Ok(change) => note(Ok(change), &mut records),
+                Err(broadcast::error::TryRecvError::Empty) => break,
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    note(Err(broadcast::error::RecvError::Lagged(n)), &mut records)
+                }
+                Err(broadcast::error::TryRecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// Adds a changed Backup or Restore to those the next pass compares; a missed change means
+/// every record.
+fn note(
+    change: Result<Arc<Change>, broadcast::error::RecvError>,
+    records: &mut Option<HashSet<RecordId>>,
+) {
+    match change {
+        Ok(change) if matches!(change.kind, Kind::Backup | Kind::Restore) => {
+            if let Some(records) = records {
+                let text = |field: &str| {
+                    change.object["metadata"][field]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                records.insert((change.kind, text("namespace"), text("name")));
+            }
+        }
+        Ok(_) | Err(broadcast::error::RecvError::Closed) => {}
+        Err(broadcast::error::RecvError::Lagged(_)) => *records = None,
     }
 }
 
@@ -712,6 +798,38 @@ mod tests {
             (events[1].0.as_str(), events[1].1.as_str(), events[1].2),
             ("Schedule", "nightly", "ScheduleMissed")
         );
+    }
+
+    #[test]
+    fn after_the_first_pass_only_changed_records_are_compared_again() {
+        use crate::server::changes::ChangeType;
+        let change = |kind: Kind, name: &str| {
+            Ok(Arc::new(Change {
+                resource_version: 1,
+                kind,
+                change: ChangeType::Modified,
+                object: json!({"metadata": {"namespace": "fleet", "name": name}}),
+                before: None,
+            }))
+        };
+        let mut records = None;
+        note(change(Kind::Backup, "a"), &mut records);
+        assert_eq!(records, None, "the first pass compares every record anyway");
+        let mut records = Some(HashSet::new());
+        note(change(Kind::Backup, "a"), &mut records);
+        note(change(Kind::Restore, "r"), &mut records);
+        note(change(Kind::Host, "web-1"), &mut records);
+        let mut noted: Vec<RecordId> = records.clone().unwrap_or_default().into_iter().collect();
+        noted.sort();
+        assert_eq!(
+            noted,
+            [
+                (Kind::Backup, "fleet".to_string(), "a".to_string()),
+                (Kind::Restore, "fleet".to_string(), "r".to_string())
+            ]
+        );
+        note(Err(broadcast::error::RecvError::Lagged(3)), &mut records);
+        assert_eq!(records, None, "changes were missed: every record again");
     }
 
     #[test]

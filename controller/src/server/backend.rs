@@ -13,7 +13,7 @@ use protocol::{ResolvedRepo, SecretValue};
 
 use crate::compile::HostKey;
 use crate::resources::{Backup, Host, Repo, Restore, Schedule};
-use crate::store::{AuthError, Enrolled, Store, StoreError};
+use crate::store::{AuthError, Enrolled, NoRandomness, Store, StoreError};
 
 /// Kubernetes mode's reflector stores of the desired state, as the cluster holds it.
 #[derive(Clone)]
@@ -25,8 +25,72 @@ pub struct Stores {
     pub restores: Reflected<Restore>,
 }
 
+/// Why a backend could not answer. An agent is told only that the controller failed (what it
+/// can act on is an [`AuthError`]); the log says which of these it was.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    // Files mode: the credentials' database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the credentials' database task failed: {0}")]
+    StoreTaskFailed(#[source] tokio::task::JoinError),
+    // Kubernetes mode: tokens and credentials in Secrets, and the Secret keys repos name.
+    #[error(transparent)]
+    NoRandomness(#[from] NoRandomness),
+    #[error("cannot read the token's Secret: {0}")]
+    ReadToken(#[source] kube::Error),
+    #[error("cannot store the credential's Secret: {0}")]
+    StoreCredential(#[source] kube::Error),
+    #[error("cannot mark the token used: {0}")]
+    MarkTokenUsed(#[source] kube::Error),
+    #[error("cannot read the credential's Secret: {0}")]
+    ReadCredential(#[source] kube::Error),
+    #[error(transparent)]
+    SecretKey(#[from] SecretKeyError),
+}
+
+/// Why a Secret key a Repo names cannot be sent (Kubernetes mode). It names the repo and the
+/// reference, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretKeyError {
+    #[error(
+        "Repo {namespace}/{repo} names Secret {secret}, but the controller reads Secrets only in {}; move the Repo, or add its namespace with --namespace",
+        .allowed.join(", ")
+    )]
+    NamespaceNotRead {
+        namespace: String,
+        repo: String,
+        secret: String,
+        /// The namespaces the controller reads Secrets in.
+        allowed: Vec<String>,
+    },
+    #[error("Repo {namespace}/{repo} names Secret {secret}, which does not exist")]
+    NoSuchSecret {
+        namespace: String,
+        repo: String,
+        secret: String,
+    },
+    #[error("Repo {namespace}/{repo} names key {key} of Secret {secret}, which has no such key")]
+    NoSuchKey {
+        namespace: String,
+        repo: String,
+        secret: String,
+        key: String,
+    },
+    /// A `Utf8Error`, not a `FromUtf8Error`, which would hold the secret's bytes.
+    #[error("key {key} of Secret {namespace}/{secret} (Repo {repo}) is not UTF-8 text")]
+    NotText {
+        namespace: String,
+        repo: String,
+        secret: String,
+        key: String,
+        #[source]
+        source: std::str::Utf8Error,
+    },
+}
+
 /// An enrollment: the credential, a refusal a person can act on, or a failure of the backend.
-pub type Enrollment = Result<Result<Enrolled, AuthError>, String>;
+pub type Enrollment = Result<Result<Enrolled, AuthError>, BackendError>;
 
 pub trait Backend: Send + Sync {
     /// Trades a one-time token for a credential.
@@ -35,7 +99,7 @@ pub trait Backend: Send + Sync {
     fn authenticate<'a>(
         &'a self,
         credential: &'a str,
-    ) -> BoxFuture<'a, Result<Option<HostKey>, String>>;
+    ) -> BoxFuture<'a, Result<Option<HostKey>, BackendError>>;
     /// Why this replica does not talk to agents now, in one sentence; `None` when it does.
     fn refuses_agents(&self) -> Option<&'static str>;
     /// Whether this replica writes status (and the store is its to write).
@@ -45,7 +109,7 @@ pub trait Backend: Send + Sync {
         &self,
         namespace: &str,
         repos: &[&ResolvedRepo],
-    ) -> Result<Vec<SecretValue>, String>;
+    ) -> Result<Vec<SecretValue>, BackendError>;
     /// What an agent says changed; the status writer has been told already.
     fn agent_changed(&self, host: &HostKey);
     /// The objects as the source holds them, with the status written there: what a replica
@@ -70,17 +134,18 @@ impl Files {
     fn with_store<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> BoxFuture<'static, Result<T, String>> {
+    ) -> BoxFuture<'static, Result<T, BackendError>> {
         let credentials = self.credentials.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
+            let done = tokio::task::spawn_blocking(move || {
                 // A panic while holding the lock leaves SQLite consistent (transactions roll
                 // back).
                 let mut store = credentials.lock().unwrap_or_else(|e| e.into_inner());
-                work(&mut store).map_err(|e| e.to_string())
+                work(&mut store)
             })
             .await
-            .map_err(|e| format!("the credentials' database task failed: {e}"))?
+            .map_err(BackendError::StoreTaskFailed)?;
+            Ok(done?)
         })
     }
 }
@@ -94,7 +159,7 @@ impl Backend for Files {
     fn authenticate<'a>(
         &'a self,
         credential: &'a str,
-    ) -> BoxFuture<'a, Result<Option<HostKey>, String>> {
+    ) -> BoxFuture<'a, Result<Option<HostKey>, BackendError>> {
         let credential = credential.to_string();
         self.with_store(move |store| store.authenticate(&credential))
     }
@@ -107,7 +172,11 @@ impl Backend for Files {
         true
     }
 
-    fn secret_values(&self, _: &str, _: &[&ResolvedRepo]) -> Result<Vec<SecretValue>, String> {
+    fn secret_values(
+        &self,
+        _: &str,
+        _: &[&ResolvedRepo],
+    ) -> Result<Vec<SecretValue>, BackendError> {
         Ok(Vec::new())
     }
 
@@ -158,13 +227,13 @@ pub(crate) mod testing {
 
     impl Backend for Mirror {
         fn enroll<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Enrollment> {
-            Box::pin(async { Err("no credentials in tests".into()) })
+            Box::pin(async { Ok(Err(AuthError::UnknownToken)) })
         }
 
         fn authenticate<'a>(
             &'a self,
             _: &'a str,
-        ) -> BoxFuture<'a, Result<Option<HostKey>, String>> {
+        ) -> BoxFuture<'a, Result<Option<HostKey>, BackendError>> {
             Box::pin(async { Ok(None) })
         }
 
@@ -176,7 +245,11 @@ pub(crate) mod testing {
             self.leading
         }
 
-        fn secret_values(&self, _: &str, _: &[&ResolvedRepo]) -> Result<Vec<SecretValue>, String> {
+        fn secret_values(
+            &self,
+            _: &str,
+            _: &[&ResolvedRepo],
+        ) -> Result<Vec<SecretValue>, BackendError> {
             Ok(Vec::new())
         }
 

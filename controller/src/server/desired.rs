@@ -18,8 +18,20 @@ use crate::source::files::{self, Loaded};
 use crate::store::StoreError;
 use crate::versions::{self, Versioned};
 
+/// The config directory cannot be watched, so changes to it would go unseen.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {}: {source}", dir.display())]
+pub struct WatchError {
+    dir: PathBuf,
+    source: notify::Error,
+}
+
 /// Reads the directory once, then watches it.
-pub fn start(controller: Arc<Controller>, dir: PathBuf) -> Result<(), String> {
+pub fn start(controller: Arc<Controller>, dir: PathBuf) -> Result<(), WatchError> {
+    let unwatchable = |source| WatchError {
+        dir: dir.clone(),
+        source,
+    };
     let root = dir.clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -34,10 +46,10 @@ pub fn start(controller: Arc<Controller>, dir: PathBuf) -> Result<(), String> {
             let _ = tx.send(());
         }
     })
-    .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    .map_err(unwatchable)?;
     watcher
         .watch(&dir, RecursiveMode::Recursive)
-        .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+        .map_err(unwatchable)?;
     if let Err(e) = restore(&controller) {
         tracing::error!("cannot read the revision in force before the restart: {e}");
     }

@@ -23,6 +23,7 @@ use protocol::{
 };
 use tokio::sync::mpsc;
 
+use super::backend::BackendError;
 use super::{Controller, RunEvent, Session, StoreFailure};
 use crate::compile::{self, HostKey};
 use crate::resources::{Kind, Phase};
@@ -1220,13 +1221,42 @@ fn ingest(
     Ok(())
 }
 
+/// Why the secret values a push or a run request needs cannot be sent. Names the file or the
+/// reference, never a value.
+#[derive(Debug, thiserror::Error)]
+enum SecretsError {
+    #[error("cannot read secret file {path} for repo {repo}: {source}")]
+    ControllerFile {
+        path: String,
+        repo: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Why a Backup or Restore request cannot be dispatched; the run records it as its message.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error("the Restore file was removed before it ran")]
+    RestoreRemoved,
+    #[error("the Backup file was removed before it ran")]
+    BackupRemoved,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Unresolved(#[from] compile::ResolveError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+}
+
 /// Values of the secrets a host's repos reference: files on the controller, and in Kubernetes
 /// mode Secret keys. Contents never reach a log.
 fn secret_values(
     controller: &Controller,
     host: &HostKey,
     repos: &[&ResolvedRepo],
-) -> Result<Vec<SecretValue>, String> {
+) -> Result<Vec<SecretValue>, SecretsError> {
     let mut out = controller_files(repos.iter().copied())?;
     out.extend(controller.backend.secret_values(&host.namespace, repos)?);
     Ok(out)
@@ -1235,14 +1265,18 @@ fn secret_values(
 /// Values of the controller-file secrets that the repos reference.
 fn controller_files<'a>(
     repos: impl Iterator<Item = &'a ResolvedRepo>,
-) -> Result<Vec<SecretValue>, String> {
+) -> Result<Vec<SecretValue>, SecretsError> {
     let mut out = Vec::new();
     for (repo, reference) in crate::secrets::references(repos) {
         let SecretRef::ControllerFile { path } = reference else {
             continue;
         };
-        let value = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read secret file {path} for repo {}: {e}", repo.name))?;
+        let value =
+            std::fs::read_to_string(path).map_err(|source| SecretsError::ControllerFile {
+                path: path.clone(),
+                repo: repo.name.clone(),
+                source,
+            })?;
         out.push(SecretValue {
             reference: reference.clone(),
             value: value.trim_end_matches(['\n', '\r']).to_string(),
@@ -1339,7 +1373,7 @@ pub fn dispatch(controller: &Controller, host: &HostKey) {
             Err(why) => {
                 run.phase = Phase::Failed;
                 run.reason = Some("InvalidRequest".into());
-                run.message = Some(why);
+                run.message = Some(why.to_string());
                 run.finished_at = Some(Utc::now());
                 if let Err(e) = controller.store().save_run(&run) {
                     tracing::error!("cannot record a failed request: {e}");
@@ -1364,24 +1398,22 @@ fn resolve(
     controller: &Controller,
     revision: &crate::revision::Revision,
     run: &RunRecord,
-) -> Result<(RunRequest, ResolvedRepo), String> {
+) -> Result<(RunRequest, ResolvedRepo), RequestError> {
     match run.kind {
         Kind::Restore => {
             let restore = revision
                 .restores
                 .iter()
                 .find(|r| namespace_of(*r) == run.namespace && name_of(*r) == run.name)
-                .ok_or("the Restore file was removed before it ran")?;
+                .ok_or(RequestError::RestoreRemoved)?;
             let snapshot = match &restore.spec.backup {
                 Some(backup) => controller
                     .store()
-                    .run_by_name(Kind::Backup, &run.namespace, backup)
-                    .map_err(|e| e.to_string())?
+                    .run_by_name(Kind::Backup, &run.namespace, backup)?
                     .and_then(|b| b.snapshot_id),
                 None => None,
             };
-            let request = compile::restore_request(revision, restore, snapshot.as_deref())
-                .map_err(|e| e.to_string())?;
+            let request = compile::restore_request(revision, restore, snapshot.as_deref())?;
             let repo = request.repo.clone();
             Ok((RunRequest::Restore(request), repo))
         }
@@ -1390,8 +1422,8 @@ fn resolve(
                 .backups
                 .iter()
                 .find(|b| namespace_of(*b) == run.namespace && name_of(*b) == run.name)
-                .ok_or("the Backup file was removed before it ran")?;
-            let resolved = compile::backup_request(revision, backup).map_err(|e| e.to_string())?;
+                .ok_or(RequestError::BackupRemoved)?;
+            let resolved = compile::backup_request(revision, backup)?;
             let repo = resolved.repo.clone();
             Ok((RunRequest::Resolved(resolved), repo))
         }

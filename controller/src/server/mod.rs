@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use protocol::ControllerMessage;
 use tokio::sync::{Notify, broadcast, mpsc};
 
+pub use desired::WatchError;
 pub use model::ReadModel;
 
 use crate::compile::{Fleet, HostKey};
@@ -348,6 +349,6 @@ pub fn agent_router(controller: Arc<Controller>) -> axum::Router {
 
 /// Files mode's source: puts the stored revision back in force, reads the directory once, then
 /// watches it.
-pub fn start_directory(controller: Arc<Controller>, dir: PathBuf) -> Result<(), String> {
+pub fn start_directory(controller: Arc<Controller>, dir: PathBuf) -> Result<(), WatchError> {
     desired::start(controller, dir)
 }

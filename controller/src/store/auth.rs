@@ -40,10 +40,15 @@ pub fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// The OS gave no random bytes, so no token or credential can be made.
+#[derive(Debug, thiserror::Error)]
+#[error("no randomness from the OS: {0}")]
+pub struct NoRandomness(#[source] getrandom::Error);
+
 /// 32 random bytes, hex: unguessable and safe in a header or a shell.
-pub fn random_secret() -> Result<String, String> {
+pub fn random_secret() -> Result<String, NoRandomness> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness from the OS: {e}"))?;
+    getrandom::fill(&mut bytes).map_err(NoRandomness)?;
     Ok(hex::encode(bytes))
 }
 
@@ -54,7 +59,10 @@ impl Store {
         host: &HostKey,
         expires_at: DateTime<Utc>,
     ) -> Result<String, StoreError> {
-        let token = random_secret().map_err(|e| self.other(e))?;
+        let token = random_secret().map_err(|source| StoreError::NoRandomness {
+            path: self.path.display().to_string(),
+            source,
+        })?;
         self.conn
             .execute(
                 "INSERT INTO tokens (hash, namespace, host, expires_at) VALUES (?1, ?2, ?3, ?4)",
@@ -105,9 +113,9 @@ impl Store {
         if declared != Some(0) {
             return Ok(Err(AuthError::HostNotDeclared(host.to_string())));
         }
-        let credential = random_secret().map_err(|e| StoreError::Other {
+        let credential = random_secret().map_err(|source| StoreError::NoRandomness {
             path: path.clone(),
-            message: e,
+            source,
         })?;
         tx.execute(
             "UPDATE tokens SET used_at = ?1 WHERE hash = ?2",

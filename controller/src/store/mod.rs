@@ -12,7 +12,7 @@ pub mod retention;
 mod runs;
 
 pub use agents::AgentRecord;
-pub use auth::{AuthError, Enrolled, hash as secret_hash, random_secret};
+pub use auth::{AuthError, Enrolled, NoRandomness, hash as secret_hash, random_secret};
 pub use model::{ObjectId, ObjectMeta, ObjectWrite, RevisionRecord, Revisions, StoredObject};
 pub use runs::{HistoryPoint, RunGroup, SizePoint};
 
@@ -64,7 +64,8 @@ const MIGRATIONS: &[&str] = &[
     // Objects as served (JSON), so run records are read page by page rather than held in
     // memory; and the records of one schedule on one host, newest first, for its history limits.
     "ALTER TABLE objects ADD COLUMN object TEXT;
-     CREATE INDEX runs_by_schedule ON runs (namespace, host, schedule, finished_at);",
+     CREATE INDEX runs_by_schedule ON runs (namespace, host, schedule, finished_at);
+     CREATE INDEX runs_requested ON runs (kind, namespace, name) WHERE requested = 1;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +82,8 @@ pub enum StoreError {
     },
     #[error("database {path}: {message}")]
     Other { path: String, message: String },
+    #[error("database {path}: {source}")]
+    NoRandomness { path: String, source: NoRandomness },
     #[error(
         "database {path} was written by a newer Holdfast (schema {found}, this one knows {known})"
     )]

@@ -175,7 +175,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE requested = 1"
+                "SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_requested WHERE requested = 1"
             ))
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt

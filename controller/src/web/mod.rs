@@ -424,37 +424,65 @@ async fn run_events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
+/// Why the server stopped or never started.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot load TLS certificate {} and key {}: {source}", cert.display(), key.display())]
+    LoadTls {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    HttpFailed(#[source] std::io::Error),
+    #[error("server failed on {address}: {source}")]
+    HttpsFailed {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
 /// Serves the page, the APIs and the agent endpoints until the server fails.
-pub async fn serve(controller: Arc<Controller>) -> Result<(), String> {
+pub async fn serve(controller: Arc<Controller>) -> Result<(), ServeError> {
     let config = controller.config.clone();
     let app = router(controller.clone()).merge(crate::server::agent_router(controller.clone()));
     let app = app.into_make_service();
     match &config.tls {
         None => {
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+            let listener =
+                tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .map_err(|source| ServeError::Listen {
+                        address: config.listen,
+                        source,
+                    })?;
             tracing::info!("serving on http://{}", config.listen);
             axum::serve(listener, app)
                 .await
-                .map_err(|e| format!("server failed: {e}"))
+                .map_err(ServeError::HttpFailed)
         }
         Some((cert, key)) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
-                .map_err(|e| {
-                    format!(
-                        "cannot load TLS certificate {} and key {}: {e}",
-                        cert.display(),
-                        key.display()
-                    )
+                .map_err(|source| ServeError::LoadTls {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    source,
                 })?;
             tracing::info!("serving on https://{}", config.listen);
             axum_server::bind_rustls(config.listen, tls)
                 .serve(app)
                 .await
-                .map_err(|e| format!("server failed on {}: {e}", config.listen))
+                .map_err(|source| ServeError::HttpsFailed {
+                    address: config.listen,
+                    source,
+                })
         }
     }
 }

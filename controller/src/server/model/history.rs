@@ -45,7 +45,8 @@ pub struct Pass {
 impl History {
     /// The records whose objects this pass writes, after pruning what the history limits
     /// drop. Work follows what changed: the runs saved since the last pass, the runs going
-    /// on, and on a new revision the requests and every schedule's limits.
+    /// on, and on a new revision the requests and the schedules whose limits it changed
+    /// (every schedule at start).
     pub fn pass(
         &mut self,
         store: &mut Store,
@@ -73,7 +74,13 @@ impl History {
             for run in store.requested_runs()? {
                 pass.settle.insert(id(&run), run);
             }
-            groups.extend(store.run_groups()?);
+            let before = self.revision.as_deref();
+            groups.extend(
+                store
+                    .run_groups()?
+                    .into_iter()
+                    .filter(|g| before.is_none_or(|b| limits_changed(b, revision, g))),
+            );
             self.revision = Some(revision.clone());
         }
         for run in store.take_saved_runs() {
@@ -151,6 +158,13 @@ impl History {
             self.open.insert(id(run), run.clone());
         }
     }
+}
+
+/// Whether a new revision changed the history limits of a group's schedule.
+fn limits_changed(before: &Revision, after: &Revision, group: &RunGroup) -> bool {
+    let limits =
+        |r: &Revision| history_limits(&r.schedules, &group.namespace, group.schedule.as_deref());
+    limits(before) != limits(after)
 }
 
 /// The records of `groups` beyond their schedule's history limits.

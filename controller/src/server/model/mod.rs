@@ -751,4 +751,32 @@ mod tests {
         rebuild(&again).expect("rebuilt");
         assert_eq!(status(&again), before);
     }
+
+    #[tokio::test]
+    async fn a_revision_that_lowers_a_history_limit_prunes_that_schedule_at_once() {
+        use crate::resources::Phase;
+        let (controller, _data) = leading();
+        for i in 0..6 {
+            let run = finished(&format!("ok-{i}"), Phase::Succeeded, i);
+            controller.store().save_run(&run).expect("saved");
+        }
+        rebuild(&controller).expect("rebuilt");
+        let count = |c: &Controller| {
+            c.records_page(Kind::Backup, None, None, None, &mut |_| true)
+                .expect("read")
+                .0
+                .len()
+        };
+        assert_eq!(count(&controller), 6, "within the default limit of 10");
+
+        let mut revision = revision();
+        revision.schedules[0].spec.successful_runs_history_limit = Some(2);
+        controller.state().revision = Arc::new(revision);
+        rebuild(&controller).expect("rebuilt");
+        let kept = controller
+            .records_page(Kind::Backup, None, None, None, &mut |_| true)
+            .expect("read")
+            .0;
+        assert_eq!(names(&kept), ["ok-4", "ok-5"]);
+    }
 }

@@ -136,6 +136,19 @@ pub fn bad_request(message: String) -> Response {
     failure(StatusCode::BAD_REQUEST, "BadRequest", message, None)
 }
 
+/// Why a list, get or watch request's parameters cannot be read.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error("includeObject must be None, Metadata or Object, not {0:?}")]
+    IncludeObject(String),
+    #[error("invalid resourceVersion {0:?}: expected a number")]
+    ResourceVersion(String),
+    #[error("invalid timeoutSeconds {0:?}: expected a number")]
+    TimeoutSeconds(String),
+    #[error(transparent)]
+    Selector(#[from] selector::SelectorError),
+}
+
 /// What a list, get or watch request asks for.
 struct Request {
     namespace: Option<String>,
@@ -154,27 +167,28 @@ impl Request {
         namespace: Option<String>,
         params: &BTreeMap<String, String>,
         headers: &HeaderMap,
-    ) -> Result<Request, String> {
+    ) -> Result<Request, RequestError> {
         let param = |k: &str| params.get(k).map(String::as_str).unwrap_or_default();
         let include = match param("includeObject") {
             "" => Include::default(),
-            text => Include::parse(text).ok_or_else(|| {
-                format!("includeObject must be None, Metadata or Object, not {text:?}")
-            })?,
+            text => {
+                Include::parse(text).ok_or_else(|| RequestError::IncludeObject(text.to_string()))?
+            }
         };
         let resource_version = match param("resourceVersion") {
             "" => None,
             text => Some(
                 text.parse::<i64>()
-                    .map_err(|_| format!("invalid resourceVersion {text:?}: expected a number"))?,
+                    .map_err(|_| RequestError::ResourceVersion(text.to_string()))?,
             ),
         };
         // 0 means no timeout, as for the API server (whose own limit is 30 to 60 minutes).
         let timeout = match param("timeoutSeconds") {
             "" | "0" => None,
-            text => Some(std::time::Duration::from_secs(text.parse().map_err(
-                |_| format!("invalid timeoutSeconds {text:?}: expected a number"),
-            )?)),
+            text => Some(std::time::Duration::from_secs(
+                text.parse()
+                    .map_err(|_| RequestError::TimeoutSeconds(text.to_string()))?,
+            )),
         };
         Ok(Request {
             namespace,
@@ -281,7 +295,7 @@ fn collection(
     };
     let request = match Request::parse(namespace, params, headers) {
         Ok(r) => r,
-        Err(message) => return bad_request(message),
+        Err(e) => return bad_request(e.to_string()),
     };
     if request.watch {
         return watch(&c, served, request);
@@ -337,7 +351,7 @@ async fn item(
     };
     let request = match Request::parse(Some(namespace.clone()), &params, &headers) {
         Ok(r) => r,
-        Err(message) => return bad_request(message),
+        Err(e) => return bad_request(e.to_string()),
     };
     let model = c.model();
     // Only the object asked for is serialized.
@@ -643,7 +657,8 @@ mod tests {
             let params = BTreeMap::from([(k.to_string(), v.to_string())]);
             let e = Request::parse(None, &params, &HeaderMap::new())
                 .err()
-                .unwrap_or_else(|| panic!("{k}={v} was accepted"));
+                .unwrap_or_else(|| panic!("{k}={v} was accepted"))
+                .to_string();
             assert!(e.contains(says), "{k}={v}: {e}");
         }
     }

@@ -4,9 +4,33 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kube::core::{Expression, Selector, SelectorExt};
 
+/// Why a `labelSelector` or `fieldSelector` cannot be read; it quotes the requirement.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectorError {
+    #[error("unable to parse requirement {0:?}: a label key is required")]
+    NoLabelKey(String),
+    #[error("unable to parse requirement {0:?}: the operators < and > are not supported here")]
+    Comparison(String),
+    #[error("unable to parse requirement {0:?}: expected `in (...)` or `notin (...)`")]
+    NoSet(String),
+    #[error("unable to parse requirement {0:?}: a set must end with `)`")]
+    UnclosedSet(String),
+    #[error(
+        "unable to parse requirement {requirement:?}: unknown operator {operator:?}; use in or notin"
+    )]
+    UnknownSetOperator {
+        requirement: String,
+        operator: String,
+    },
+    #[error("invalid field selector {0:?}: expected field=value")]
+    NoFieldValue(String),
+    #[error("field label not supported: {0} (use metadata.name or metadata.namespace)")]
+    UnsupportedField(String),
+}
+
 /// Parses `app=web,tier!=db,env in (a,b),!legacy,owner` into a selector; empty text selects
 /// all. Errors name the requirement that cannot be read.
-pub fn labels(text: &str) -> Result<Selector, String> {
+pub fn labels(text: &str) -> Result<Selector, SelectorError> {
     let mut expressions = Vec::new();
     for requirement in split_top_level(text) {
         let r = requirement.trim();
@@ -42,12 +66,11 @@ fn split_top_level(text: &str) -> Vec<&str> {
     parts
 }
 
-fn requirement_of(r: &str) -> Result<Expression, String> {
-    let invalid = |why: &str| format!("unable to parse requirement {r:?}: {why}");
-    let key = |k: &str| -> Result<String, String> {
+fn requirement_of(r: &str) -> Result<Expression, SelectorError> {
+    let key = |k: &str| -> Result<String, SelectorError> {
         let k = k.trim();
         if k.is_empty() || k.contains(char::is_whitespace) {
-            Err(invalid("a label key is required"))
+            Err(SelectorError::NoLabelKey(r.to_string()))
         } else {
             Ok(k.to_string())
         }
@@ -66,7 +89,7 @@ fn requirement_of(r: &str) -> Result<Expression, String> {
         }
     }
     if r.contains(['<', '>']) {
-        return Err(invalid("the operators < and > are not supported here"));
+        return Err(SelectorError::Comparison(r.to_string()));
     }
     let mut words = r.splitn(2, char::is_whitespace);
     let k = key(words.next().unwrap_or_default())?;
@@ -75,10 +98,10 @@ fn requirement_of(r: &str) -> Result<Expression, String> {
     };
     let (set_op, values) = rest
         .split_once('(')
-        .ok_or_else(|| invalid("expected `in (...)` or `notin (...)`"))?;
+        .ok_or_else(|| SelectorError::NoSet(r.to_string()))?;
     let values = values
         .strip_suffix(')')
-        .ok_or_else(|| invalid("a set must end with `)`"))?;
+        .ok_or_else(|| SelectorError::UnclosedSet(r.to_string()))?;
     let values: BTreeSet<String> = values
         .split(',')
         .map(|v| v.trim().to_string())
@@ -87,9 +110,10 @@ fn requirement_of(r: &str) -> Result<Expression, String> {
     match set_op.trim() {
         "in" => Ok(Expression::In(k, values)),
         "notin" => Ok(Expression::NotIn(k, values)),
-        other => Err(invalid(&format!(
-            "unknown operator {other:?}; use in or notin"
-        ))),
+        other => Err(SelectorError::UnknownSetOperator {
+            requirement: r.to_string(),
+            operator: other.to_string(),
+        }),
     }
 }
 
@@ -111,7 +135,7 @@ enum Field {
     Namespace,
 }
 
-pub fn fields(text: &str) -> Result<Fields, String> {
+pub fn fields(text: &str) -> Result<Fields, SelectorError> {
     let mut out = Vec::new();
     for r in text.split(',').map(str::trim).filter(|r| !r.is_empty()) {
         let (field, equal, value) = if let Some((f, v)) = r.split_once("!=") {
@@ -121,18 +145,12 @@ pub fn fields(text: &str) -> Result<Fields, String> {
         } else if let Some((f, v)) = r.split_once('=') {
             (f, true, v)
         } else {
-            return Err(format!(
-                "invalid field selector {r:?}: expected field=value"
-            ));
+            return Err(SelectorError::NoFieldValue(r.to_string()));
         };
         let field = match field.trim() {
             "metadata.name" => Field::Name,
             "metadata.namespace" => Field::Namespace,
-            other => {
-                return Err(format!(
-                    "field label not supported: {other} (use metadata.name or metadata.namespace)"
-                ));
-            }
+            other => return Err(SelectorError::UnsupportedField(other.to_string())),
         };
         out.push(FieldRequirement {
             field,
@@ -204,7 +222,7 @@ mod tests {
             ("role inn (web)", "unknown operator"),
             ("replicas>3", "not supported"),
         ] {
-            let e = labels(text).expect_err(text);
+            let e = labels(text).expect_err(text).to_string();
             assert!(e.contains(says), "{text:?}: {e}");
         }
     }
@@ -219,7 +237,9 @@ mod tests {
         assert!(!f.matches("prod", "web-1"));
         assert!(!f.matches("default", "web-2"));
         assert!(fields("").expect("parses").matches("any", "thing"));
-        let e = fields("status.phase=Failed").expect_err("unsupported");
+        let e = fields("status.phase=Failed")
+            .expect_err("unsupported")
+            .to_string();
         assert!(e.contains("status.phase"), "{e}");
         assert!(fields("metadata.name").is_err());
     }
