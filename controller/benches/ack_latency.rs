@@ -9,8 +9,13 @@
 //! a latency is the time from just before the write to just after the ack was sent. After the
 //! last round the controller's resident memory (`VmRSS`) is read, to size its memory limit.
 //!
+//! After the rounds it also reads the controller's CPU time over 10 idle seconds (agents
+//! connected and heartbeating every 10 s) and its resident memory per connected agent (the
+//! growth since before the agents connected, divided by their number).
+//!
 //! Run: `cargo bench -p holdfast --bench ack_latency`. Goals: p99 under 250 ms for one host; all
-//! 500 acked within 2 s.
+//! 500 acked within 2 s. Other scenarios: `ACK_SCENARIOS=10000:3` (hosts:rounds, comma
+//! separated); `HOLDFAST_BIN` runs another `holdfast` binary than the one cargo built.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -30,7 +35,20 @@ fn main() {
     // The simulated agents' sockets are this process's open files too.
     rlimit::increase_nofile_limit(u64::MAX).expect("the open-file limit raised");
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    for (hosts, rounds) in [(1, 60), (500, 10), (1500, 3)] {
+    let scenarios: Vec<(usize, usize)> = match std::env::var("ACK_SCENARIOS") {
+        Ok(text) => text
+            .split(',')
+            .map(|s| {
+                let (hosts, rounds) = s.split_once(':').expect("ACK_SCENARIOS is hosts:rounds,…");
+                (
+                    hosts.trim().parse().expect("a number of hosts"),
+                    rounds.trim().parse().expect("a number of rounds"),
+                )
+            })
+            .collect(),
+        Err(_) => vec![(1, 60), (500, 10), (1500, 3)],
+    };
+    for (hosts, rounds) in scenarios {
         let result = runtime.block_on(scenario(hosts, rounds));
         result.print();
     }
@@ -45,7 +63,14 @@ struct Result {
     all_acked: Vec<Duration>,
     /// The controller's resident memory after the last round, in KiB.
     rss_kib: u64,
+    /// Its resident memory before any agent connected, in KiB.
+    rss_before_kib: u64,
+    /// Its CPU time per second over [`IDLE`] with every agent connected and nothing changing.
+    idle_cpu: f64,
 }
+
+/// How long the controller is watched while idle.
+const IDLE: Duration = Duration::from_secs(10);
 
 impl Result {
     fn print(mut self) {
@@ -62,6 +87,14 @@ impl Result {
             ms(percentile(&self.all_acked, 50)),
             ms(*self.all_acked.last().expect("rounds")),
             self.rss_kib,
+        );
+        println!(
+            "  idle CPU with {} agents connected: {:.4} s/s over {:?}; RSS {} KiB before agents, {:.1} KiB per agent",
+            self.hosts,
+            self.idle_cpu,
+            IDLE,
+            self.rss_before_kib,
+            self.rss_kib.saturating_sub(self.rss_before_kib) as f64 / self.hosts as f64,
         );
     }
 }
@@ -85,7 +118,7 @@ async fn scenario(hosts: usize, rounds: usize) -> Result {
     let data = tmp.path().join("controller");
     fs::create_dir_all(config.join("schedules")).expect("config dir");
     fs::create_dir_all(&data).expect("data dir");
-    let names: Vec<String> = (0..hosts).map(|i| format!("sim-{i:03}")).collect();
+    let names: Vec<String> = (0..hosts).map(|i| format!("sim-{i:05}")).collect();
     write_fleet(&config, tmp.path(), &names);
     write_schedule(&config, 0);
 
@@ -94,13 +127,14 @@ async fn scenario(hosts: usize, rounds: usize) -> Result {
         .expect("a free port")
         .port();
     let controller = Controller::start(&config, &data, port, tmp.path());
+    let rss_before_kib = controller.rss_kib();
 
     // Enroll every host through the CLI and the enroll endpoint, as a real agent would.
     let http = ureq::Agent::new_with_config(ureq::Agent::config_builder().build());
     let credentials: Vec<String> = names
         .iter()
         .map(|host| {
-            let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            let out = Command::new(binary())
                 .args(["token", "create", host, "--data-dir"])
                 .arg(&data)
                 .output()
@@ -136,6 +170,8 @@ async fn scenario(hosts: usize, rounds: usize) -> Result {
         acks: Vec::new(),
         all_acked: Vec::new(),
         rss_kib: 0,
+        rss_before_kib,
+        idle_cpu: 0.0,
     };
     for round in 1..=rounds {
         // Let the previous round's reads settle, so each round starts from a quiet controller.
@@ -149,8 +185,18 @@ async fn scenario(hosts: usize, rounds: usize) -> Result {
         result.acks.extend(latencies);
     }
     result.rss_kib = controller.rss_kib();
+    let cpu = controller.cpu_seconds();
+    tokio::time::sleep(IDLE).await;
+    result.idle_cpu = (controller.cpu_seconds() - cpu) / IDLE.as_secs_f64();
     drop(controller);
     result
+}
+
+/// The `holdfast` binary to run: `HOLDFAST_BIN`, or the one cargo built.
+fn binary() -> PathBuf {
+    std::env::var_os("HOLDFAST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_holdfast")))
 }
 
 /// Waits for `hosts` acks of `version`, returning each one's latency from `since`.
@@ -281,7 +327,7 @@ struct Controller(Child);
 impl Controller {
     fn start(config: &Path, data: &Path, port: u16, root: &Path) -> Controller {
         let log: PathBuf = root.join("controller.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        let child = Command::new(binary())
             .arg("controller")
             .arg("--config-dir")
             .arg(config)
@@ -318,6 +364,24 @@ impl Controller {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("a VmRSS line")
+    }
+}
+
+impl Controller {
+    /// User and system CPU time so far, in seconds (`/proc/PID/stat`, clock ticks of 1/100 s).
+    fn cpu_seconds(&self) -> f64 {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.0.id()))
+            .expect("the controller's /proc stat");
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("a stat line")
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| fields[i].parse::<f64>().expect("a tick count");
+        // utime and stime are fields 14 and 15 of the line; field 3, the state, comes first here.
+        (ticks(11) + ticks(12)) / 100.0
     }
 }
 
