@@ -551,13 +551,8 @@ fn note(
     match change {
         Ok(change) if matches!(change.kind, Kind::Backup | Kind::Restore) => {
             if let Some(records) = records {
-                let text = |field: &str| {
-                    change.object["metadata"][field]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string()
-                };
-                records.insert((change.kind, text("namespace"), text("name")));
+                let (namespace, name) = change.key();
+                records.insert((change.kind, namespace.into(), name.into()));
             }
         }
         Ok(_) | Err(broadcast::error::RecvError::Closed) => {}
@@ -804,13 +799,14 @@ mod tests {
     fn after_the_first_pass_only_changed_records_are_compared_again() {
         use crate::server::changes::ChangeType;
         let change = |kind: Kind, name: &str| {
-            Ok(Arc::new(Change {
-                resource_version: 1,
+            let object = json!({"metadata": {"namespace": "fleet", "name": name}});
+            Ok(Arc::new(Change::new(
+                1,
                 kind,
-                change: ChangeType::Modified,
-                object: json!({"metadata": {"namespace": "fleet", "name": name}}),
-                before: None,
-            }))
+                ChangeType::Modified,
+                &object,
+                None,
+            )))
         };
         let mut records = None;
         note(change(Kind::Backup, "a"), &mut records);

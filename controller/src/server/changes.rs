@@ -29,12 +29,51 @@ pub struct Change {
     pub resource_version: i64,
     pub kind: Kind,
     pub change: ChangeType,
-    /// The object as written; for a deletion, as it was last.
-    pub object: serde_json::Value,
+    /// The object as written (for a deletion, as it was last), as JSON text: the window holds
+    /// thousands, and text takes a fraction of the memory of a parsed value.
+    object: Box<str>,
+    /// What selectors read of it: `{"metadata": {namespace, name, labels}}`.
+    pub metadata: serde_json::Value,
     /// The metadata (namespace, name, labels) it had before, as `{"metadata": …}`; `None`
     /// when it is new. A watch with selectors tells from it whether the object enters its
     /// selection (ADDED), stays (MODIFIED) or leaves it (DELETED).
     pub before: Option<serde_json::Value>,
+}
+
+impl Change {
+    pub fn new(
+        resource_version: i64,
+        kind: Kind,
+        change: ChangeType,
+        object: &serde_json::Value,
+        before: Option<serde_json::Value>,
+    ) -> Change {
+        let m = &object["metadata"];
+        Change {
+            resource_version,
+            kind,
+            change,
+            object: object.to_string().into_boxed_str(),
+            metadata: serde_json::json!({"metadata": {
+                "namespace": m["namespace"], "name": m["name"], "labels": m["labels"],
+            }}),
+            before,
+        }
+    }
+
+    /// The object, parsed again.
+    pub fn object(&self) -> serde_json::Value {
+        serde_json::from_str(&self.object).unwrap_or_default()
+    }
+
+    /// Its namespace and name.
+    pub fn key(&self) -> (&str, &str) {
+        let m = &self.metadata["metadata"];
+        (
+            m["namespace"].as_str().unwrap_or_default(),
+            m["name"].as_str().unwrap_or_default(),
+        )
+    }
 }
 
 /// Where a watch starts: the changes it missed, and a receiver for the ones to come.
@@ -109,13 +148,8 @@ mod tests {
     use super::*;
 
     fn change(rv: i64) -> Change {
-        Change {
-            resource_version: rv,
-            kind: Kind::Host,
-            change: ChangeType::Modified,
-            object: serde_json::json!({ "rv": rv }),
-            before: None,
-        }
+        let object = serde_json::json!({ "metadata": { "name": format!("h-{rv}") } });
+        Change::new(rv, Kind::Host, ChangeType::Modified, &object, None)
     }
 
     #[test]

@@ -201,7 +201,8 @@ impl Store {
         Ok((page, false))
     }
 
-    /// How many objects of `kind` come after `after` in (namespace, name) order.
+    /// How many objects of `kind` come after `after` in (namespace, name) order: from the key
+    /// index alone, without reading the objects.
     pub fn count_after(
         &self,
         kind: Kind,
@@ -211,8 +212,7 @@ impl Store {
         let count = |r: &rusqlite::Row| r.get::<_, i64>(0);
         self.conn
             .prepare_cached(&format!(
-                "SELECT count(*) FROM objects
-                 WHERE kind = ?1 AND (namespace, name) > (?2, ?3) AND object IS NOT NULL {}",
+                "SELECT count(*) FROM objects WHERE kind = ?1 AND (namespace, name) > (?2, ?3) {}",
                 in_namespace(namespace)
             ))
             .and_then(|mut stmt| match namespace {

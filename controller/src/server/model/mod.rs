@@ -372,13 +372,15 @@ fn publish(
         .collect();
     for id in gone {
         writer.resource_version += 1;
-        writer.events.push(super::changes::Change {
-            resource_version: writer.resource_version,
-            kind: id.0,
-            change: ChangeType::Deleted,
-            object: previous.object_json(&id, writer.resource_version),
-            before: None,
-        });
+        let object = previous.object_json(&id, writer.resource_version);
+        let event = super::changes::Change::new(
+            writer.resource_version,
+            id.0,
+            ChangeType::Deleted,
+            &object,
+            None,
+        );
+        writer.events.push(event);
         writer.changes.push((id, None));
     }
     if !writer.changes.is_empty() {
@@ -400,17 +402,8 @@ fn publish(
     if events.iter().any(|e| fleet_kind(e.kind)) {
         let before = previous.selection_metadata();
         for event in events.iter_mut().filter(|e| fleet_kind(e.kind)) {
-            let id = (
-                event.kind,
-                event.object["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                event.object["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
+            let (namespace, name) = event.key();
+            let id = (event.kind, namespace.to_string(), name.to_string());
             event.before = before.get(&id).cloned();
         }
     }
@@ -685,15 +678,7 @@ mod tests {
         let told: Vec<(ChangeType, String)> = changes
             .iter()
             .filter(|c| c.kind == Kind::Backup)
-            .map(|c| {
-                (
-                    c.change,
-                    c.object["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .into(),
-                )
-            })
+            .map(|c| (c.change, c.key().1.to_string()))
             .collect();
         assert_eq!(
             told,

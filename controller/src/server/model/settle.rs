@@ -271,13 +271,15 @@ impl<'a> Writer<'a> {
             })
         });
         object["metadata"]["resourceVersion"] = self.resource_version.to_string().into();
-        self.events.push(Change {
-            resource_version: self.resource_version,
-            kind: id.0,
-            change: ChangeType::Deleted,
-            before: Some(serde_json::json!({"metadata": object["metadata"].clone()})),
-            object,
-        });
+        let mut change = Change::new(
+            self.resource_version,
+            id.0,
+            ChangeType::Deleted,
+            &object,
+            None,
+        );
+        change.before = Some(change.metadata.clone());
+        self.events.push(change);
         self.changes.push((id, None));
     }
 
@@ -358,17 +360,13 @@ impl<'a> Writer<'a> {
         m.creation_timestamp = Some(crate::time::k8s(stored.meta.created_at));
         if unchanged.is_none() {
             let served = serde_json::to_value(&object).unwrap_or_default();
-            self.events.push(Change {
-                resource_version: stored.meta.resource_version,
-                kind: id.0,
-                change: if before.is_some() {
-                    ChangeType::Modified
-                } else {
-                    ChangeType::Added
-                },
-                object: served.clone(),
-                before: was,
-            });
+            let change = if before.is_some() {
+                ChangeType::Modified
+            } else {
+                ChangeType::Added
+            };
+            let event = Change::new(stored.meta.resource_version, id.0, change, &served, was);
+            self.events.push(event);
             self.changes.push((id, Some((stored.clone(), served))));
         }
         (object, stored)

@@ -543,17 +543,17 @@ impl Watching {
         let before = match (&change.before, change.change) {
             (Some(before), _) => Some(before),
             (None, ChangeType::Added) => None,
-            (None, _) => Some(&change.object),
+            (None, _) => Some(&change.metadata),
         };
         let was = before.is_some_and(|b| self.request.selects(b));
-        let is = change.change != ChangeType::Deleted && self.request.selects(&change.object);
+        let is = change.change != ChangeType::Deleted && self.request.selects(&change.metadata);
         let event = match (was, is) {
             (false, true) => ChangeType::Added,
             (true, true) => ChangeType::Modified,
             (true, false) => ChangeType::Deleted,
             (false, false) => return,
         };
-        self.add(event, &change.object);
+        self.add(event, &change.object());
     }
 
     fn add(&mut self, change: ChangeType, object: &Value) {
