@@ -18,8 +18,8 @@
 //! separated); `HOLDFAST_BIN` runs another `holdfast` binary than the one cargo built.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -30,6 +30,10 @@ use protocol::{
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[path = "common/process.rs"]
+mod process;
+use process::{Controller, ms, percentile};
 
 fn main() {
     // The simulated agents' sockets are this process's open files too.
@@ -99,16 +103,6 @@ impl Result {
     }
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    let rank = (p * sorted.len()).div_ceil(100).max(1);
-    sorted[rank - 1]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
 async fn scenario(hosts: usize, rounds: usize) -> Result {
     let tmp = tempfile::Builder::new()
         .prefix("holdfast-ack-bench-")
@@ -126,7 +120,7 @@ async fn scenario(hosts: usize, rounds: usize) -> Result {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let controller = Controller::start(&config, &data, port, tmp.path());
+    let controller = Controller::start(&process::binary(), &config, &data, port, tmp.path());
     let rss_before_kib = controller.rss_kib();
 
     // Enroll every host through the CLI and the enroll endpoint, as a real agent would.
@@ -134,7 +128,7 @@ async fn scenario(hosts: usize, rounds: usize) -> Result {
     let credentials: Vec<String> = names
         .iter()
         .map(|host| {
-            let out = Command::new(binary())
+            let out = Command::new(process::binary())
                 .args(["token", "create", host, "--data-dir"])
                 .arg(&data)
                 .output()
@@ -184,19 +178,20 @@ async fn scenario(hosts: usize, rounds: usize) -> Result {
             .push(*latencies.iter().max().expect("acks"));
         result.acks.extend(latencies);
     }
+    // At `RUST_LOG=warn` the log says what went wrong, if anything did.
+    let warnings = fs::read_to_string(&controller.log).unwrap_or_default();
+    if let Some(first) = warnings.lines().next() {
+        eprintln!(
+            "controller log: {} lines; the first: {first}",
+            warnings.lines().count()
+        );
+    }
     result.rss_kib = controller.rss_kib();
     let cpu = controller.cpu_seconds();
     tokio::time::sleep(IDLE).await;
     result.idle_cpu = (controller.cpu_seconds() - cpu) / IDLE.as_secs_f64();
     drop(controller);
     result
-}
-
-/// The `holdfast` binary to run: `HOLDFAST_BIN`, or the one cargo built.
-fn binary() -> PathBuf {
-    std::env::var_os("HOLDFAST_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_holdfast")))
 }
 
 /// Waits for `hosts` acks of `version`, returning each one's latency from `since`.
@@ -319,75 +314,4 @@ fn write_schedule(config: &Path, round: usize) {
         "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: bench\nspec:\n  operation: backup\n  cron: \"0 3 1 1 *\"\n  hostSelector:\n    matchLabels:\n      fleet: bench\n  paths: [/srv/round-{round}]\n"
     );
     fs::write(config.join("schedules/bench.yaml"), schedule).expect("schedule file");
-}
-
-/// The controller process; killed when dropped.
-struct Controller(Child);
-
-impl Controller {
-    fn start(config: &Path, data: &Path, port: u16, root: &Path) -> Controller {
-        let log: PathBuf = root.join("controller.log");
-        let child = Command::new(binary())
-            .arg("controller")
-            .arg("--config-dir")
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("holdfast controller starts");
-        let started = Instant::now();
-        while ureq::get(format!("http://127.0.0.1:{port}/readyz"))
-            .call()
-            .is_err()
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the controller did not become ready: {}",
-                fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Controller(child)
-    }
-}
-
-impl Controller {
-    fn rss_kib(&self) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.0.id()))
-            .expect("the controller's /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("a VmRSS line")
-    }
-}
-
-impl Controller {
-    /// User and system CPU time so far, in seconds (`/proc/PID/stat`, clock ticks of 1/100 s).
-    fn cpu_seconds(&self) -> f64 {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.0.id()))
-            .expect("the controller's /proc stat");
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .expect("a stat line")
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| fields[i].parse::<f64>().expect("a tick count");
-        // utime and stime are fields 14 and 15 of the line; field 3, the state, comes first here.
-        (ticks(11) + ticks(12)) / 100.0
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -34,8 +34,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -51,6 +51,10 @@ use protocol::{
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[path = "common/process.rs"]
+mod process;
+use process::{Controller, ms, percentile};
 
 /// The default history limits of a Schedule (`successfulRunsHistoryLimit`,
 /// `failedRunsHistoryLimit`).
@@ -139,16 +143,10 @@ fn fails(host: usize, schedule: usize, run: usize) -> bool {
     (host + schedule + run) % 3 == 2
 }
 
-fn holdfast_bin() -> PathBuf {
-    std::env::var_os("HOLDFAST_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_holdfast")))
-}
-
 async fn run(scale: Scale) {
     let (expected_kept, expected_reports) = scale.expected();
     let total_runs = scale.hosts * scale.schedules * scale.runs;
-    let bin = holdfast_bin();
+    let bin = process::binary();
     println!(
         "history: {} hosts x {} backup schedules x {} runs = {} runs, {} reports (at most {} in flight per agent); {} records kept by the history limits; controller {}",
         scale.hosts,
@@ -313,16 +311,16 @@ async fn run(scale: Scale) {
     }
 
     println!("controller RSS: {:.1} MiB", mib(controller.rss_kib()));
-    let before = controller.cpu_ticks();
+    let before = controller.cpu_seconds();
     let idle_from = Instant::now();
     tokio::time::sleep(IDLE).await;
-    let ticks = controller.cpu_ticks() - before;
+    let busy = controller.cpu_seconds() - before;
     let wall = idle_from.elapsed();
     println!(
         "idle CPU over {:.0} s (agents connected, heartbeat every {} s): {:.1} % of one core",
         wall.as_secs_f64(),
         tally.heartbeat_seconds,
-        ticks as f64 / clock_ticks_per_second() / wall.as_secs_f64() * 100.0
+        busy / wall.as_secs_f64() * 100.0
     );
 
     for (path, count) in [
@@ -449,15 +447,6 @@ fn wait_for_backups(base: &str, expected: usize, timeout: Duration) -> Result<Du
 fn database_size(data: &Path) -> (u64, u64) {
     let size = |name: &str| fs::metadata(data.join(name)).map_or(0, |m| m.len());
     (size("holdfast.db"), size("holdfast.db-wal"))
-}
-
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// What the agents say that is not the answer being waited for.
@@ -957,91 +946,10 @@ fn write_schedule(config: &Path, index: usize, round: usize) {
     .expect("schedule file");
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (p * sorted.len()).div_ceil(100).max(1);
-    sorted[rank - 1]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
-}
-
-/// The controller process; killed when dropped.
-struct Controller {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Controller {
-    fn start(bin: &Path, config: &Path, data: &Path, port: u16, root: &Path) -> Controller {
-        let log: PathBuf = root.join("controller.log");
-        let child = Command::new(bin)
-            .arg("controller")
-            .arg("--config-dir")
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("holdfast controller starts");
-        let started = Instant::now();
-        while ureq::get(format!("http://127.0.0.1:{port}/readyz"))
-            .call()
-            .is_err()
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the controller did not become ready: {}",
-                fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Controller { child, log }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the controller's /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("a VmRSS line")
-    }
-
-    /// User plus system time so far, in clock ticks.
-    fn cpu_ticks(&self) -> u64 {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .expect("the controller's /proc stat");
-        // Fields after the command name, which is in parentheses: state is field 3, utime 14,
-        // stime 15.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .expect("a stat line");
-        let field = |n: usize| -> u64 { fields[n - 3].parse().expect("a tick count") };
-        field(14) + field(15)
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

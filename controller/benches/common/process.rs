@@ -1,0 +1,106 @@
+//! The `holdfast controller` process a benchmark drives: which binary, started on a config
+//! directory and waited for until ready, its memory and CPU time read from `/proc`, killed when
+//! dropped; and how the benchmarks print times.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `holdfast` binary to run: `HOLDFAST_BIN`, or the one cargo built for the benchmark.
+pub fn binary() -> PathBuf {
+    std::env::var_os("HOLDFAST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_holdfast")))
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The controller process; killed when dropped.
+pub struct Controller {
+    child: Child,
+    /// Where its log (stderr) goes.
+    pub log: PathBuf,
+}
+
+impl Controller {
+    pub fn start(bin: &Path, config: &Path, data: &Path, port: u16, root: &Path) -> Controller {
+        let log: PathBuf = root.join("controller.log");
+        let child = Command::new(bin)
+            .arg("controller")
+            .arg("--config-dir")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("holdfast controller starts");
+        let started = Instant::now();
+        while ureq::get(format!("http://127.0.0.1:{port}/readyz"))
+            .call()
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the controller did not become ready: {}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Controller { child, log }
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the controller's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line")
+    }
+
+    /// User plus system CPU time so far, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("the controller's /proc stat");
+        // Fields after the command name, which is in parentheses: state is field 3, utime 14,
+        // stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .expect("a stat line");
+        let field = |n: usize| -> f64 { fields[n - 3].parse().expect("a tick count") };
+        (field(14) + field(15)) / clock_ticks_per_second()
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
