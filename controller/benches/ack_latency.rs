@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[path = "common/process.rs"]
 mod process;
-use process::{Controller, ms, percentile};
+use process::{Controller, ms, percentile, write_fleet};
 
 fn main() {
     // The simulated agents' sockets are this process's open files too.
@@ -287,25 +287,6 @@ where
         .send(Message::text(text))
         .await
         .expect("the controller is connected");
-}
-
-fn write_fleet(config: &Path, root: &Path, hosts: &[String]) {
-    fs::write(root.join("password"), "bench").expect("password file");
-    let repo = format!(
-        "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata:\n  name: local\nspec:\n  url: {}\n  password:\n    file: {}\n",
-        root.join("repo").display(),
-        root.join("password").display()
-    );
-    fs::write(config.join("repos.yaml"), repo).expect("repos.yaml");
-    let hosts: Vec<String> = hosts
-        .iter()
-        .map(|h| {
-            format!(
-                "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: {h}\n  labels:\n    fleet: bench\nspec:\n  defaultRepo: local\n"
-            )
-        })
-        .collect();
-    fs::write(config.join("hosts.yaml"), hosts.join("---\n")).expect("hosts.yaml");
 }
 
 /// The one schedule, selecting every host; `round` changes its path, so every plan changes.

@@ -54,7 +54,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[path = "common/process.rs"]
 mod process;
-use process::{Controller, ms, percentile};
+use process::{Controller, ms, percentile, write_fleet};
 
 /// The default history limits of a Schedule (`successfulRunsHistoryLimit`,
 /// `failedRunsHistoryLimit`).
@@ -907,25 +907,6 @@ fn mix(a: u64, b: u64, c: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-fn write_fleet(config: &Path, root: &Path, hosts: &[String]) {
-    fs::write(root.join("password"), "bench").expect("password file");
-    let repo = format!(
-        "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata:\n  name: local\nspec:\n  url: {}\n  password:\n    file: {}\n",
-        root.join("repo").display(),
-        root.join("password").display()
-    );
-    fs::write(config.join("repos.yaml"), repo).expect("repos.yaml");
-    let hosts: Vec<String> = hosts
-        .iter()
-        .map(|h| {
-            format!(
-                "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: {h}\n  labels:\n    fleet: bench\nspec:\n  defaultRepo: local\n"
-            )
-        })
-        .collect();
-    fs::write(config.join("hosts.yaml"), hosts.join("---\n")).expect("hosts.yaml");
 }
 
 /// Backup schedule `index`, daily at its own minute of the day, selecting every host; `round`

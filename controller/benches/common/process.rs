@@ -1,6 +1,7 @@
-//! The `holdfast controller` process a benchmark drives: which binary, started on a config
-//! directory and waited for until ready, its memory and CPU time read from `/proc`, killed when
-//! dropped; and how the benchmarks print times.
+//! The `holdfast controller` process a benchmark drives: the fleet it is given (one local repo,
+//! hosts labelled `fleet: bench`), which binary, started on a config directory and waited for
+//! until ready, its memory and CPU time read from `/proc`, killed when dropped; and how the
+//! benchmarks print times.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,26 @@ pub fn binary() -> PathBuf {
     std::env::var_os("HOLDFAST_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_holdfast")))
+}
+
+/// Writes the repo (password in `root`) and `hosts`, each labelled `fleet: bench`, to `config`.
+pub fn write_fleet(config: &Path, root: &Path, hosts: &[String]) {
+    fs::write(root.join("password"), "bench").expect("password file");
+    let repo = format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata:\n  name: local\nspec:\n  url: {}\n  password:\n    file: {}\n",
+        root.join("repo").display(),
+        root.join("password").display()
+    );
+    fs::write(config.join("repos.yaml"), repo).expect("repos.yaml");
+    let hosts: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            format!(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: {h}\n  labels:\n    fleet: bench\nspec:\n  defaultRepo: local\n"
+            )
+        })
+        .collect();
+    fs::write(config.join("hosts.yaml"), hosts.join("---\n")).expect("hosts.yaml");
 }
 
 /// Nearest-rank percentile of sorted values.
