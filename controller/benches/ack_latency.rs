@@ -9,9 +9,9 @@
 //! a latency is the time from just before the write to just after the ack was sent. After the
 //! last round the controller's resident memory (`VmRSS`) is read, to size its memory limit.
 //!
-//! After the rounds it also reads the controller's CPU time over 10 idle seconds (agents
-//! connected and heartbeating every 10 s) and its resident memory per connected agent (the
-//! growth since before the agents connected, divided by their number).
+//! After the rounds it also reads the controller's CPU time over 20 idle seconds (agents
+//! connected and heartbeating every 10 s) and then its resident memory per connected agent
+//! (the growth since before the agents connected, divided by their number).
 //!
 //! Run: `cargo bench -p holdfast --bench ack_latency`. Goals: p99 under 250 ms for one host; all
 //! 500 acked within 2 s. Other scenarios: `ACK_SCENARIOS=10000:3` (hosts:rounds, comma
@@ -19,13 +19,11 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use protocol::{
-    AgentMessage, CONNECT_PATH, ControllerMessage, ENROLL_PATH, EnrollRequest, EnrollResponse,
-    Heartbeat, Hello, PROTOCOL_VERSION, ScheduleAck,
+    AgentMessage, CONNECT_PATH, ControllerMessage, Heartbeat, Hello, PROTOCOL_VERSION, ScheduleAck,
 };
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -67,14 +65,16 @@ struct Result {
     all_acked: Vec<Duration>,
     /// The controller's resident memory after the last round, in KiB.
     rss_kib: u64,
+    /// Its resident memory after [`IDLE`] with every agent connected, in KiB.
+    rss_idle_kib: u64,
     /// Its resident memory before any agent connected, in KiB.
     rss_before_kib: u64,
     /// Its CPU time per second over [`IDLE`] with every agent connected and nothing changing.
     idle_cpu: f64,
 }
 
-/// How long the controller is watched while idle.
-const IDLE: Duration = Duration::from_secs(10);
+/// How long the controller is watched while idle: two heartbeats of every agent.
+const IDLE: Duration = Duration::from_secs(20);
 
 impl Result {
     fn print(mut self) {
@@ -93,12 +93,13 @@ impl Result {
             self.rss_kib,
         );
         println!(
-            "  idle CPU with {} agents connected: {:.4} s/s over {:?}; RSS {} KiB before agents, {:.1} KiB per agent",
+            "  idle CPU with {} agents connected: {:.4} s/s over {:?}; RSS {} KiB before agents, {} KiB after idling, {:.1} KiB per agent",
             self.hosts,
             self.idle_cpu,
             IDLE,
             self.rss_before_kib,
-            self.rss_kib.saturating_sub(self.rss_before_kib) as f64 / self.hosts as f64,
+            self.rss_idle_kib,
+            self.rss_idle_kib.saturating_sub(self.rss_before_kib) as f64 / self.hosts as f64,
         );
     }
 }
@@ -123,28 +124,7 @@ async fn scenario(hosts: usize, rounds: usize) -> Result {
     let controller = Controller::start(&process::binary(), &config, &data, port, tmp.path());
     let rss_before_kib = controller.rss_kib();
 
-    // Enroll every host through the CLI and the enroll endpoint, as a real agent would.
-    let http = ureq::Agent::new_with_config(ureq::Agent::config_builder().build());
-    let credentials: Vec<String> = names
-        .iter()
-        .map(|host| {
-            let out = Command::new(process::binary())
-                .args(["token", "create", host, "--data-dir"])
-                .arg(&data)
-                .output()
-                .expect("holdfast token create");
-            assert!(out.status.success(), "holdfast token create {host}");
-            let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            let response: EnrollResponse = http
-                .post(format!("http://127.0.0.1:{port}{ENROLL_PATH}"))
-                .send_json(EnrollRequest { token })
-                .expect("enroll")
-                .body_mut()
-                .read_json()
-                .expect("an enroll response");
-            response.credential
-        })
-        .collect();
+    let credentials = process::enroll(&process::binary(), &data, port, &names);
 
     let (acks, mut acked) = mpsc::unbounded_channel();
     for (host, credential) in names.iter().zip(credentials) {
@@ -164,6 +144,7 @@ async fn scenario(hosts: usize, rounds: usize) -> Result {
         acks: Vec::new(),
         all_acked: Vec::new(),
         rss_kib: 0,
+        rss_idle_kib: 0,
         rss_before_kib,
         idle_cpu: 0.0,
     };
@@ -190,6 +171,7 @@ async fn scenario(hosts: usize, rounds: usize) -> Result {
     let cpu = controller.cpu_seconds();
     tokio::time::sleep(IDLE).await;
     result.idle_cpu = (controller.cpu_seconds() - cpu) / IDLE.as_secs_f64();
+    result.rss_idle_kib = controller.rss_kib();
     drop(controller);
     result
 }

@@ -35,7 +35,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,10 +42,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveTime, SecondsFormat, TimeDelta, Utc};
 use futures_util::{SinkExt, StreamExt};
 use protocol::{
-    AgentMessage, BackupSummary, CONNECT_PATH, ControllerMessage, ENROLL_PATH, EnrollRequest,
-    EnrollResponse, ErrorCode, Heartbeat, Hello, HostPlan, JobFinished, JobLog, JobOperation,
-    JobPhase, JobProgress, JobStarted, LogLine, PROTOCOL_VERSION, RepoStats, Report, ReportBody,
-    ScheduleAck, Snapshot, SnapshotsReport, Trigger,
+    AgentMessage, BackupSummary, CONNECT_PATH, ControllerMessage, ErrorCode, Heartbeat, Hello,
+    HostPlan, JobFinished, JobLog, JobOperation, JobPhase, JobProgress, JobStarted, LogLine,
+    PROTOCOL_VERSION, RepoStats, Report, ReportBody, ScheduleAck, Snapshot, SnapshotsReport,
+    Trigger,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -182,27 +181,7 @@ async fn run(scale: Scale) {
 
     // Enroll every host through the CLI and the enroll endpoint, as a real agent would.
     let started = Instant::now();
-    let http = ureq::Agent::new_with_config(ureq::Agent::config_builder().build());
-    let credentials: Vec<String> = names
-        .iter()
-        .map(|host| {
-            let out = Command::new(&bin)
-                .args(["token", "create", host, "--data-dir"])
-                .arg(&data)
-                .output()
-                .expect("holdfast token create");
-            assert!(out.status.success(), "holdfast token create {host}");
-            let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            let response: EnrollResponse = http
-                .post(format!("{base}{ENROLL_PATH}"))
-                .send_json(EnrollRequest { token })
-                .expect("enroll")
-                .body_mut()
-                .read_json()
-                .expect("an enroll response");
-            response.credential
-        })
-        .collect();
+    let credentials = process::enroll(&bin, &data, port, &names);
     let enrolled = started.elapsed();
 
     let (events, mut inbox) = mpsc::unbounded_channel();

@@ -13,7 +13,7 @@ use holdfast::store::{Store, StoreError};
 use holdfast::{compile, crds, plan};
 
 /// See the dependency's note in Cargo.toml: freed memory goes back to the system.
-#[cfg(unix)]
+#[cfg(all(unix, feature = "jemalloc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

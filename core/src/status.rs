@@ -78,6 +78,13 @@ pub fn hosts(inputs: &Inputs) -> BTreeMap<HostKey, HostStatus> {
         .collect()
 }
 
+/// How precisely Host status tells when an agent was last heard: while it is connected, its
+/// `online` says more, and a coarser step rewrites each host's status once in five minutes
+/// instead of every minute.
+pub fn last_seen_step(online: bool) -> chrono::Duration {
+    chrono::Duration::minutes(if online { 5 } else { 1 })
+}
+
 /// Status of one Host.
 pub fn host(inputs: &Inputs, host: &Host) -> HostStatus {
     let key = HostKey::new(namespace_of(host), name_of(host));
@@ -165,10 +172,10 @@ pub fn host(inputs: &Inputs, host: &Host) -> HostStatus {
         observed_generation: None,
         conditions,
         online: Some(online),
-        // To the minute: a heartbeat must not rewrite every host's status.
+        // A heartbeat must not rewrite every host's status.
         last_seen: agent
             .last_seen
-            .and_then(|t| t.duration_trunc(chrono::Duration::minutes(1)).ok())
+            .and_then(|t| t.duration_trunc(last_seen_step(online)).ok())
             .map(crate::time::k8s),
         agent_version: agent.agent_version.clone(),
         restic_version: agent.restic_version.clone(),
@@ -649,5 +656,51 @@ mod tests {
             .next_schedule_time
             .clone();
         assert_eq!(until.map(crate::time::k8s), next, "then the next run");
+    }
+
+    #[test]
+    fn last_seen_moves_in_five_minute_steps_while_connected_and_to_the_minute_once_offline() {
+        let revision = Revision {
+            repos: vec![object(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata: {name: nas}\nspec: {url: /srv/nas, password: {hostFile: /p}}\n",
+            )],
+            hosts: vec![object(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata: {name: web-1}\nspec: {defaultRepo: nas}\n",
+            )],
+            ..Revision::default()
+        };
+        let fleet = crate::compile::compile(&revision).unwrap();
+        let heard = DateTime::parse_from_rfc3339("2026-11-20T10:08:42Z")
+            .unwrap()
+            .to_utc();
+        let agents = BTreeMap::from([(
+            HostKey::new("default", "web-1"),
+            crate::facts::AgentRecord {
+                last_seen: Some(heard),
+                ..Default::default()
+            },
+        )]);
+        let created = |_: &str, _: &str| None;
+        let (versions, sizes, counts, runs) = Default::default();
+        let last_seen = |online: bool| {
+            let is_online = move |_: &HostKey| online;
+            let inputs = Inputs {
+                now: heard,
+                revision: &revision,
+                fleet: &fleet,
+                versions: &versions,
+                agents: &agents,
+                online: &is_online,
+                runs: &runs,
+                repo_sizes: &sizes,
+                snapshot_counts: &counts,
+                schedule_created: &created,
+            };
+            host(&inputs, &revision.hosts[0])
+                .last_seen
+                .map(|t| t.0.to_string())
+        };
+        assert_eq!(last_seen(true).as_deref(), Some("2026-11-20T10:05:00Z"));
+        assert_eq!(last_seen(false).as_deref(), Some("2026-11-20T10:08:00Z"));
     }
 }

@@ -2,6 +2,9 @@
 //! files: credentials in Secrets, Secret-key values for pushes, the leader check, and a Host
 //! reconcile whenever what its agent says changes.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -23,8 +26,27 @@ pub struct ClusterHub {
     pub secrets: Vec<(String, Store<Secret>)>,
     /// Whether this replica holds the Lease.
     pub leading: watch::Receiver<bool>,
-    /// Asks for a Host's reconcile (its status shows what the agent says).
+    /// Asks for a Host's reconcile (its version continues above what the agent runs).
     pub reconcile: Box<dyn Fn(&HostKey) + Send + Sync>,
+    /// Versions the write-back put in Host status, ahead of the Host watch.
+    pub written: Arc<WrittenVersions>,
+}
+
+/// The schedule version of each Host whose status this process wrote, newest only.
+#[derive(Default)]
+pub struct WrittenVersions(Mutex<HashMap<HostKey, u64>>);
+
+impl WrittenVersions {
+    pub fn wrote(&self, host: &HostKey, version: u64) {
+        let mut written = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let v = written.entry(host.clone()).or_default();
+        *v = (*v).max(version);
+    }
+
+    fn get(&self, host: &HostKey) -> Option<u64> {
+        let written = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        written.get(host).copied()
+    }
 }
 
 impl Backend for ClusterHub {
@@ -75,6 +97,16 @@ impl Backend for ClusterHub {
         (self.reconcile)(host);
     }
 
+    /// Once in Host status a version survives this process: a new leader continues from there.
+    fn holds_version(&self, host: &HostKey, version: u64) -> bool {
+        let in_status = self
+            .stores
+            .hosts
+            .get(&ObjectRef::new(&host.name).within(&host.namespace))
+            .and_then(|h| h.status.as_ref()?.desired_schedule_version);
+        in_status.max(self.written.get(host)) >= Some(version)
+    }
+
     fn observed(&self) -> Option<&super::reconcile::Stores> {
         Some(&self.stores)
     }
@@ -91,7 +123,7 @@ mod tests {
     use protocol::{AgentMessage, CONNECT_PATH, ControllerMessage, PROTOCOL_VERSION};
     use tokio::sync::mpsc;
 
-    use super::ClusterHub;
+    use super::{ClusterHub, WrittenVersions};
     use crate::cluster::scripted;
     use crate::compile::{self, HostKey};
     use crate::resources::Kind;
@@ -115,6 +147,31 @@ mod tests {
         })
         .await
         .expect("the request ran")
+    }
+
+    #[tokio::test]
+    async fn a_version_may_be_pushed_once_host_status_holds_it() {
+        use crate::server::backend::Backend;
+        let host: crate::resources::Host = serde_json::from_value(serde_json::json!({
+            "apiVersion": "holdfast.dev/v1alpha1", "kind": "Host",
+            "metadata": {"name": "web-1", "namespace": "fleet"},
+            "spec": {"defaultRepo": "nas"},
+            "status": {"desiredScheduleVersion": 2, "desiredScheduleDigest": "d2"},
+        }))
+        .expect("a host");
+        let (client, _server) = scripted::api(vec![]);
+        let (_leading_tx, leading) = watch::channel(true);
+        let mut hub = scripted::hub(client, leading);
+        hub.stores.hosts = crate::server::backend::testing::listed(vec![host]);
+        let key = HostKey::new("fleet", "web-1");
+        assert!(hub.holds_version(&key, 2), "in the cluster's Host status");
+        assert!(!hub.holds_version(&key, 3), "not written yet");
+        hub.written.wrote(&key, 3);
+        assert!(
+            hub.holds_version(&key, 3),
+            "written by this process, ahead of the watch"
+        );
+        assert!(!hub.holds_version(&HostKey::new("fleet", "web-2"), 1));
     }
 
     #[tokio::test]
@@ -210,8 +267,10 @@ mod tests {
         writer.apply_watcher_event(&Event::InitDone);
         let (_leading_tx, leading) = watch::channel(true);
         let (asked, mut reconciled) = mpsc::unbounded_channel();
+        let written = Arc::new(WrittenVersions::default());
         let hub = ClusterHub {
             secrets: vec![("fleet".into(), secrets)],
+            written: written.clone(),
             reconcile: Box::new(move |h| {
                 let _ = asked.send(h.clone());
             }),
@@ -289,22 +348,32 @@ mod tests {
         let digest = fleet.hosts[&key].digest.clone();
         use crate::server::reconciler::Hub;
         let (revision, fleet) = (Arc::new(revision), Arc::new(fleet));
-        // Two reconciles adopt the same version before the agent acks it: one push.
-        for _ in 0..2 {
-            controller.adopt(
-                &revision,
-                &fleet,
-                &key,
-                crate::versions::Versioned {
-                    version: 3,
-                    digest: digest.clone(),
-                },
-            );
-        }
-
+        let version = crate::versions::Versioned {
+            version: 3,
+            digest: digest.clone(),
+        };
+        controller.adopt(&revision, &fleet, &key, version.clone());
         let ControllerMessage::CommandRun(command) = next_message(&mut socket).await else {
             panic!("the request is dispatched first")
         };
+        // Version 3 is in no Host status yet: it is not pushed. A second hello is answered
+        // with an error, which comes before anything pushed since.
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                protocol::encode(&hello).into(),
+            ))
+            .await
+            .expect("hello sent");
+        assert!(
+            matches!(next_message(&mut socket).await, ControllerMessage::Error(_)),
+            "no schedule before its version is in Host status"
+        );
+        // The write-back wrote it; two reconciles adopt it before the agent acks it: one push.
+        written.wrote(&key, 3);
+        for _ in 0..2 {
+            controller.adopt(&revision, &fleet, &key, version.clone());
+        }
+
         assert_eq!(
             command.job,
             crate::runs::request_job(Kind::Backup, "fleet", "by-hand")

@@ -17,10 +17,10 @@ use kube::{Client, Resource};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::agents::ClusterHub;
+use super::agents::{ClusterHub, WrittenVersions};
 use super::lease::Election;
 use super::reconcile::{
-    ApiSink, Context, Stores, backup_inputs, desired_inputs, error_policy, reconcile,
+    ApiEvents, Context, Stores, backup_inputs, desired_inputs, error_policy, reconcile,
     restore_inputs,
 };
 use crate::resources::{Backup, Host, Repo, Restore, Schedule};
@@ -153,6 +153,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     tokio::spawn(Election::new(LEASE, &config.identity).run(leases, leading_tx));
 
     let agent_queue = queue.clone();
+    let written = Arc::new(WrittenVersions::default());
     let hub = ClusterHub {
         stores: stores.clone(),
         credentials: Api::namespaced(client.clone(), &config.namespace),
@@ -161,6 +162,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         reconcile: Box::new(move |h| {
             enqueue(&agent_queue, [ObjectRef::new(&h.name).within(&h.namespace)]);
         }),
+        written: written.clone(),
     };
     let controller = Controller::open(config.server, Box::new(hub))?;
     let server = tokio::spawn(crate::web::serve(controller.clone()));
@@ -176,11 +178,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     );
     tracing::info!("watching repos, hosts, schedules, backups and restores");
     crate::server::start_model(controller.clone());
-    let sink = Arc::new(ApiSink::new(client.clone(), &config.identity));
+    let events = Arc::new(ApiEvents::new(client.clone(), &config.identity));
     let ctx = Arc::new(Context::new(
         stores.clone(),
         controller.clone(),
-        sink.clone(),
+        events.clone(),
     ));
     let identity = config.identity.clone();
     let leadership = while_leading(leading, move || {
@@ -202,8 +204,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .for_each(|result| async move {
             match result {
                 Ok(_) => {}
-                // Logged by `error_policy`, at debug level.
-                Err(kube::runtime::controller::Error::ReconcilerFailed(e, _)) if e.is_stale() => {}
+                // Logged by `error_policy`.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
                 Err(e) => tracing::warn!("reconcile: {e}"),
             }
         });
@@ -211,7 +213,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             controller.clone(),
             stores.clone(),
             client.clone(),
-            sink.clone(),
+            events.clone(),
+            written.clone(),
         );
         // Dropped when the lead is lost (the task is aborted): agents go to the new leader.
         let sessions = Sessions(controller.clone());

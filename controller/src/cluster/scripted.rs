@@ -77,6 +77,7 @@ pub fn hub(
         secrets: vec![],
         leading,
         reconcile: Box::new(|_| {}),
+        written: Default::default(),
     }
 }
 

@@ -22,39 +22,24 @@ pub const FIELD_MANAGER: &str = "holdfast";
 /// How often the progress of a running backup may be written.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The apply configuration for the status of `name`: only the fields Holdfast owns. With the
-/// `resource_version` the status was computed from, the API server refuses it (409 Conflict)
-/// when the object changed since: a status computed from a stale copy is never written.
-pub fn status_patch<K: Resource<DynamicType = ()>>(
-    name: &str,
-    resource_version: Option<&str>,
-    status: &Value,
-) -> Value {
-    let mut metadata = json!({ "name": name });
-    if let Some(rv) = resource_version {
-        metadata["resourceVersion"] = json!(rv);
-    }
+/// The apply configuration for the status of `name`: only the fields Holdfast owns.
+pub fn status_patch<K: Resource<DynamicType = ()>>(name: &str, status: &Value) -> Value {
     json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "metadata": metadata,
+        "metadata": { "name": name },
         "status": status,
     })
 }
 
 /// Server-side applies `status` to the object `name`, taking ownership of its fields from any
 /// other manager (the controller is the only writer of status).
-pub async fn apply_status<K>(
-    api: &Api<K>,
-    name: &str,
-    resource_version: Option<&str>,
-    status: &Value,
-) -> Result<(), kube::Error>
+pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &Value) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let patch = status_patch::<K>(name, resource_version, status);
+    let patch = status_patch::<K>(name, status);
     api.patch_status(name, &params, &Patch::Apply(patch))
         .await?;
     Ok(())
@@ -160,7 +145,6 @@ mod tests {
         apply_status(
             &hosts,
             "web-1",
-            Some("812"),
             &json!({"online": true, "desiredScheduleVersion": 4}),
         )
         .await
@@ -177,7 +161,7 @@ mod tests {
             json!({
                 "apiVersion": "holdfast.dev/v1alpha1",
                 "kind": "Host",
-                "metadata": {"name": "web-1", "resourceVersion": "812"},
+                "metadata": {"name": "web-1"},
                 "status": {"online": true, "desiredScheduleVersion": 4}
             })
         );

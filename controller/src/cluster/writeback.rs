@@ -1,14 +1,15 @@
-//! The read model written back to the API server, on the leader: the status of Repos,
-//! Schedules, Backups and Restores (Hosts are the reconcile's), a Backup object for every run
-//! an agent reported, records beyond their schedule's history limits deleted, and Events for
-//! failed and missed runs.
+//! The read model written back to the API server, on the leader: the one writer of status in
+//! Kubernetes mode. The status of Repos, Hosts, Schedules, Backups and Restores, a Backup
+//! object for every run an agent reported, records beyond their schedule's history limits
+//! deleted, and Events for failed and missed runs and agents going offline. A Host's schedule
+//! version is pushed to its agent once its status holds it.
 //!
 //! [`plan`] is pure: it compares the model with the cluster's copies and with what this
 //! process last wrote, and returns the writes. [`run`] executes them after every change of the
 //! model: every record on its first pass, then the records that changed since (from the
-//! change feed watches read) and those whose write failed. A write that fails is planned again on the next pass; reports are already safe in
-//! the local database (the agents' ack journal), so nothing is lost while the API server is
-//! away.
+//! change feed watches read) and those whose write failed. A write that fails is planned again
+//! on the next pass; reports are already safe in the local database (the agents' ack journal),
+//! so nothing is lost while the API server is away.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,11 +22,12 @@ use kube::{Client, Resource};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use super::reconcile::{Decision, MANAGED_BY, StatusSink, Stores};
+use super::agents::WrittenVersions;
+use super::reconcile::{Decision, EventSink, MANAGED_BY, Stores};
 use super::sink::{Coalescer, Recorded, apply_status, record_run};
 use crate::compile::HostKey;
 use crate::records::RecordId;
-use crate::resources::{Backup, Kind, Phase, Repo, Restore, Schedule};
+use crate::resources::{Backup, Host, Kind, Phase, Repo, Restore, Schedule};
 use crate::revision::{name_of, namespace_of};
 use crate::runs::RunRecord;
 use crate::server::changes::Change;
@@ -58,6 +60,7 @@ type EventsFor<'a> = &'a dyn Fn(Option<&Value>, &Value) -> Vec<(ObjectReference,
 /// What the cluster holds now, from the reflector stores.
 pub struct Cluster {
     pub repos: Vec<Arc<Repo>>,
+    pub hosts: Vec<Arc<Host>>,
     pub schedules: Vec<Arc<Schedule>>,
     pub backups: Vec<Arc<Backup>>,
     pub restores: Vec<Arc<Restore>>,
@@ -67,6 +70,7 @@ impl Cluster {
     pub fn of(stores: &Stores) -> Cluster {
         Cluster {
             repos: stores.repos.state(),
+            hosts: stores.hosts.state(),
             schedules: stores.schedules.state(),
             backups: stores.backups.state(),
             restores: stores.restores.state(),
@@ -214,6 +218,20 @@ pub fn plan(
             &none,
         ));
     }
+    let hosts = Index::of(&cluster.hosts);
+    for h in &model.hosts {
+        let (ns, name) = (namespace_of(h), name_of(h));
+        let cluster_status = hosts.find(ns, name).and_then(|o| status_of(&o.status));
+        let offline = |before: Option<&Value>, after: &Value| went_offline(h, before, after);
+        out.extend(status(
+            Kind::Host,
+            ns,
+            name,
+            status_of(&h.status),
+            cluster_status,
+            &offline,
+        ));
+    }
     for s in &model.schedules {
         let (ns, name) = (namespace_of(s), name_of(s));
         let cluster_status = schedules.find(ns, name).and_then(|o| status_of(&o.status));
@@ -288,6 +306,26 @@ pub fn plan(
     }
     out.extend(pruned(cluster, now));
     out
+}
+
+/// AgentOffline when a Host's agent was online and is no longer.
+fn went_offline(
+    host: &Host,
+    before: Option<&Value>,
+    after: &Value,
+) -> Vec<(ObjectReference, Decision)> {
+    let online = |status: Option<&Value>| status.and_then(|s| s.get("online")?.as_bool());
+    if online(before) != Some(true) || online(Some(after)) != Some(false) {
+        return Vec::new();
+    }
+    let decision = Decision {
+        warning: true,
+        reason: "AgentOffline",
+        note:
+            "the agent is no longer connected; schedules already applied keep running on the host"
+                .into(),
+    };
+    vec![(host.object_ref(&()), decision)]
 }
 
 /// RunFailed when a run turns Failed or PartiallyFailed; ScheduleMissed, about its Schedule,
@@ -392,16 +430,25 @@ fn pruned(cluster: &Cluster, now: DateTime<Utc>) -> Vec<Write> {
         .collect()
 }
 
-/// Executes `writes`; a failure is logged and the rest goes on. Returns the Backups and
-/// Restores whose write failed, to be planned again.
+/// What a pass of writes did beyond the cluster.
+#[derive(Debug, Default)]
+pub struct Executed {
+    /// The Backups and Restores whose write failed, to be planned again.
+    pub failed: HashSet<RecordId>,
+    /// The schedule version each Host's status now holds.
+    pub versions: Vec<(HostKey, u64)>,
+}
+
+/// Executes `writes`; a failure is logged and the rest goes on.
 pub async fn execute(
     client: &Client,
-    sink: &dyn StatusSink,
+    events: &dyn EventSink,
     written: &mut Written,
     writes: Vec<Write>,
     now: DateTime<Utc>,
-) -> HashSet<RecordId> {
-    let mut failed = HashSet::new();
+) -> Executed {
+    let mut executed = Executed::default();
+    let failed = &mut executed.failed;
     for write in writes {
         match write {
             Write::Create(backup) => {
@@ -425,23 +472,30 @@ pub async fn execute(
                 namespace,
                 name,
                 status,
-                events,
+                events: to_record,
             } => {
                 let applied = match kind {
                     Kind::Repo => apply::<Repo>(client, &namespace, &name, &status).await,
+                    Kind::Host => apply::<Host>(client, &namespace, &name, &status).await,
                     Kind::Schedule => apply::<Schedule>(client, &namespace, &name, &status).await,
                     Kind::Backup => apply::<Backup>(client, &namespace, &name, &status).await,
                     Kind::Restore => apply::<Restore>(client, &namespace, &name, &status).await,
-                    Kind::Host => continue,
                 };
                 match applied {
                     Ok(()) => {
+                        if kind == Kind::Host
+                            && let Some(version) =
+                                status.get("desiredScheduleVersion").and_then(Value::as_u64)
+                        {
+                            let host = HostKey::new(&namespace, &name);
+                            executed.versions.push((host, version));
+                        }
                         written
                             .statuses
                             .applied(&key(kind, &namespace, &name), status, now);
-                        for (regarding, decision) in events {
+                        for (regarding, decision) in to_record {
                             let reason = decision.reason;
-                            if let Err(e) = sink.event(regarding, decision).await {
+                            if let Err(e) = events.event(regarding, decision).await {
                                 tracing::warn!(reason, "cannot record an event: {e}");
                             }
                         }
@@ -474,7 +528,7 @@ pub async fn execute(
             }
         }
     }
-    failed
+    executed
 }
 
 async fn apply<K>(
@@ -488,7 +542,7 @@ where
     K: Resource<Scope = kube::core::NamespaceResourceScope>,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    apply_status(&api, name, None, status).await
+    apply_status(&api, name, status).await
 }
 
 /// Writes the model back after every change of it, and retries every [`RETRY`]. Runs while
@@ -497,7 +551,8 @@ pub async fn run(
     controller: Arc<Controller>,
     stores: Stores,
     client: Client,
-    sink: Arc<dyn StatusSink>,
+    events: Arc<dyn EventSink>,
+    versions: Arc<WrittenVersions>,
 ) {
     let mut changes = controller.changes.subscribe();
     let mut written = Written::default();
@@ -516,7 +571,9 @@ pub async fn run(
         match read {
             Ok((Ok(desired), _)) => {
                 let writes = plan(&desired, &Cluster::of(&stores), &written, now);
-                records = Some(execute(&client, &*sink, &mut written, writes, now).await);
+                let executed = execute(&client, &*events, &mut written, writes, now).await;
+                records = Some(executed.failed);
+                push(&controller, &versions, executed.versions).await;
             }
             Ok((Err(e), wanted)) => {
                 tracing::error!("cannot read the records to write back: {e}");
@@ -539,6 +596,30 @@ pub async fn run(
                 Err(broadcast::error::TryRecvError::Closed) => return,
             }
         }
+    }
+}
+
+/// Each host's version is in its Host status now: its agent may have it.
+async fn push(
+    controller: &Arc<Controller>,
+    written: &WrittenVersions,
+    versions: Vec<(HostKey, u64)>,
+) {
+    if versions.is_empty() {
+        return;
+    }
+    for (host, version) in &versions {
+        written.wrote(host, *version);
+    }
+    let c = controller.clone();
+    let pushed = tokio::task::spawn_blocking(move || {
+        for (host, _) in &versions {
+            c.offer_schedule(host);
+        }
+    })
+    .await;
+    if let Err(e) = pushed {
+        tracing::error!("pushing schedules panicked: {e}");
     }
 }
 
@@ -566,7 +647,6 @@ mod tests {
 
     use super::*;
     use crate::cluster::scripted;
-    use crate::resources::HostStatus;
 
     /// Events kept instead of sent.
     #[derive(Default)]
@@ -578,16 +658,7 @@ mod tests {
         }
     }
 
-    impl StatusSink for MemoryEvents {
-        fn apply_host(
-            &self,
-            _: &HostKey,
-            _: Option<&str>,
-            _: &HostStatus,
-        ) -> futures_util::future::BoxFuture<'static, Result<(), kube::Error>> {
-            unreachable!("the write-back never writes Host status")
-        }
-
+    impl EventSink for MemoryEvents {
         fn event(
             &self,
             _: ObjectReference,
@@ -630,6 +701,7 @@ mod tests {
     fn empty() -> Cluster {
         Cluster {
             repos: vec![],
+            hosts: vec![],
             schedules: vec![],
             backups: vec![],
             restores: vec![],
@@ -906,5 +978,86 @@ mod tests {
                 .created
                 .contains(&("fleet".into(), "nightly-web-1-1".into()))
         );
+    }
+
+    /// A Host as the read model holds it, or as the cluster does, with `status`.
+    fn host(status: Value) -> Host {
+        object(json!({
+            "apiVersion": "holdfast.dev/v1alpha1", "kind": "Host",
+            "metadata": {"name": "web-1", "namespace": "fleet", "uid": "u-web-1", "generation": 1},
+            "spec": {"defaultRepo": "nas"},
+            "status": status,
+        }))
+    }
+
+    fn hosts(model_status: Value, cluster_status: Value) -> (Desired, Cluster) {
+        let mut model = ReadModel::default();
+        model.hosts = vec![host(model_status)];
+        let desired = Desired {
+            model: Arc::new(model),
+            backups: vec![],
+            restores: vec![],
+        };
+        let cluster = Cluster {
+            hosts: vec![Arc::new(host(cluster_status))],
+            ..empty()
+        };
+        (desired, cluster)
+    }
+
+    #[test]
+    fn host_status_is_written_like_any_other_and_an_agent_going_offline_is_an_event() {
+        let (desired, cluster) = hosts(
+            json!({"online": false, "desiredScheduleVersion": 2, "desiredScheduleDigest": "d2",
+                   "lastBackup": {"backup": "nightly-web-1-7", "phase": "Succeeded",
+                                  "time": "2026-11-30T01:00:00Z"}}),
+            json!({"online": true, "desiredScheduleVersion": 1, "desiredScheduleDigest": "d1"}),
+        );
+        let writes = plan(&desired, &cluster, &Written::default(), at(0));
+        assert_eq!(names(&writes), ["status Host web-1"]);
+        let Write::Status { status, events, .. } = &writes[0] else {
+            panic!("a status write")
+        };
+        assert_eq!(status["desiredScheduleVersion"], 2);
+        assert_eq!(status["lastBackup"]["backup"], "nightly-web-1-7");
+        let reasons: Vec<&str> = events.iter().map(|(_, d)| d.reason).collect();
+        assert_eq!(reasons, ["AgentOffline"]);
+
+        // Already in the cluster: nothing to write; online again: no event.
+        let (desired, cluster) = hosts(json!({"online": true}), json!({"online": true}));
+        assert!(plan(&desired, &cluster, &Written::default(), at(0)).is_empty());
+        let (desired, cluster) = hosts(json!({"online": true}), json!({"online": false}));
+        let writes = plan(&desired, &cluster, &Written::default(), at(0));
+        let Write::Status { events, .. } = &writes[0] else {
+            panic!("a status write")
+        };
+        assert!(events.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_host_status_written_names_the_version_it_holds() {
+        let (desired, cluster) = hosts(
+            json!({"online": true, "desiredScheduleVersion": 3, "desiredScheduleDigest": "d3"}),
+            json!({"online": true, "desiredScheduleVersion": 2, "desiredScheduleDigest": "d2"}),
+        );
+        let writes = plan(&desired, &cluster, &Written::default(), at(0));
+        let applied =
+            serde_json::to_value(host(json!({"desiredScheduleVersion": 3}))).expect("serialises");
+        let (client, server) = scripted::api(vec![(200, applied)]);
+        let mut written = Written::default();
+        let executed = execute(
+            &client,
+            &MemoryEvents::default(),
+            &mut written,
+            writes,
+            at(0),
+        )
+        .await;
+        let asked = server.await.expect("the server answered");
+        assert_eq!(
+            asked[0].uri,
+            "/apis/holdfast.dev/v1alpha1/namespaces/fleet/hosts/web-1/status?&force=true&fieldManager=holdfast"
+        );
+        assert_eq!(executed.versions, [(HostKey::new("fleet", "web-1"), 3)]);
     }
 }

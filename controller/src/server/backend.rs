@@ -112,6 +112,10 @@ pub trait Backend: Send + Sync {
     ) -> Result<Vec<SecretValue>, BackendError>;
     /// What an agent says changed; the status writer has been told already.
     fn agent_changed(&self, host: &HostKey);
+    /// Whether the source holds `version` of the host's schedule (in Kubernetes mode, in its
+    /// Host status), so that it may be pushed: whoever assigns versions next continues above
+    /// every version an agent was given.
+    fn holds_version(&self, host: &HostKey, version: u64) -> bool;
     /// The objects as the source holds them, with the status written there: what a replica
     /// that does not lead shows, and what the leader compares its status with.
     fn observed(&self) -> Option<&Stores>;
@@ -181,6 +185,11 @@ impl Backend for Files {
     }
 
     fn agent_changed(&self, _: &HostKey) {}
+
+    /// Versions are stored with their revision before they are in force.
+    fn holds_version(&self, _: &HostKey, _: u64) -> bool {
+        true
+    }
 
     fn observed(&self) -> Option<&Stores> {
         None
@@ -254,6 +263,10 @@ pub(crate) mod testing {
         }
 
         fn agent_changed(&self, _: &HostKey) {}
+
+        fn holds_version(&self, _: &HostKey, _: u64) -> bool {
+            true
+        }
 
         fn observed(&self) -> Option<&Stores> {
             Some(&self.stores)

@@ -31,8 +31,9 @@ use crate::revision::{name_of, namespace_of};
 use crate::runs::{self, RunRecord};
 use crate::store::{SizePoint, StoreError};
 
-/// Read buffer of each agent's WebSocket.
-const READ_BUFFER: usize = 8 * 1024;
+/// Read buffer of each agent's WebSocket: agents say little between pushes, and the buffer
+/// grows for a larger frame.
+const READ_BUFFER: usize = 4 * 1024;
 /// The agent must say hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 /// What the WebSocket layer reads at most in one frame or message. Above
@@ -164,8 +165,7 @@ async fn connect(
     }
     match upgrade {
         Ok(upgrade) => upgrade
-            // Agents say little between pushes: 8 KiB instead of the default 128 KiB per
-            // connection (the buffer grows for a larger frame).
+            // Instead of the default 128 KiB per connection.
             .read_buffer_size(READ_BUFFER)
             .max_message_size(TRANSPORT_LIMIT)
             .max_frame_size(TRANSPORT_LIMIT)
@@ -178,10 +178,12 @@ async fn send(
     socket: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     message: &ControllerMessage,
 ) -> bool {
-    socket
-        .send(Message::Text(protocol::encode(message).into()))
-        .await
-        .is_ok()
+    socket.send(Message::Text(encoded(message))).await.is_ok()
+}
+
+/// A message as the session sends it.
+fn encoded(message: &ControllerMessage) -> Utf8Bytes {
+    protocol::encode(message).into()
 }
 
 fn error(code: ErrorCode, message: String) -> ControllerMessage {
@@ -380,7 +382,7 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
         let retry_at = inbox.retry_at;
         tokio::select! {
             outgoing = rx.recv() => match outgoing {
-                Some(message) => if !send(&mut sink, &message).await { break },
+                Some(text) => if sink.send(Message::Text(text)).await.is_err() { break },
                 None => break,
             },
             incoming = stream.next() => {
@@ -403,6 +405,8 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
                 last_heard = Instant::now();
                 heard(&controller, &host, id);
                 let replies = match protocol::decode::<AgentMessage>(&text) {
+                    // Heard above; nothing to store or answer, so no trip to the blocking pool.
+                    Ok(AgentMessage::Heartbeat(_)) => continue,
                     Ok(message) => {
                         let (c, h, size) = (controller.clone(), host.clone(), text.len());
                         let mut taken = std::mem::take(&mut inbox);
@@ -1285,7 +1289,8 @@ fn controller_files<'a>(
     Ok(out)
 }
 
-/// Sends `schedule.set` when the host's agent is connected and runs another version.
+/// Sends `schedule.set` when the host's agent is connected and runs another version, once the
+/// backend holds that version.
 pub fn push(controller: &Controller, host: &HostKey) {
     let (version, plan, tx): (_, HostPlan, _) = {
         let mut state = controller.state();
@@ -1301,7 +1306,10 @@ pub fn push(controller: &Controller, host: &HostKey) {
         let Some(session) = state.sessions.get_mut(host) else {
             return;
         };
-        if applied == Some(version.version) || session.offered == Some(version.version) {
+        if applied == Some(version.version)
+            || session.offered == Some(version.version)
+            || !controller.backend.holds_version(host, version.version)
+        {
             return;
         }
         session.offered = Some(version.version);
@@ -1320,12 +1328,12 @@ pub fn push(controller: &Controller, host: &HostKey) {
         }
     };
     tracing::info!(host = %host, version = version.version, "pushing schedule");
-    let _ = tx.send(ControllerMessage::ScheduleSet(ScheduleSet {
+    let _ = tx.send(encoded(&ControllerMessage::ScheduleSet(ScheduleSet {
         version: version.version,
         digest: version.digest,
         plan,
         secrets,
-    }));
+    })));
 }
 
 /// Sends the host's pending run requests (Backup and Restore files), each once.
@@ -1368,7 +1376,7 @@ pub fn dispatch(controller: &Controller, host: &HostKey) {
                     continue;
                 }
                 tracing::info!(host = %host, run = %run.name, "dispatching run request");
-                let _ = tx.send(ControllerMessage::CommandRun(command));
+                let _ = tx.send(encoded(&ControllerMessage::CommandRun(command)));
             }
             Err(why) => {
                 run.phase = Phase::Failed;
@@ -1430,21 +1438,16 @@ fn resolve(
     }
 }
 
-/// Kubernetes mode: the Host reconcile hands each version to the hub once it is in the Host's
-/// status, and reads what agents say from it.
+/// Kubernetes mode: the Host reconcile hands each version to the hub, and reads what each
+/// agent applied.
 impl super::reconciler::Hub for Controller {
-    fn agents(&self) -> super::reconciler::Agents {
+    fn applied(&self, host: &HostKey) -> Option<crate::versions::Versioned> {
         let state = self.state();
-        let grace = self.config.offline_after;
-        super::reconciler::Agents {
-            records: state.agents.clone(),
-            online: state
-                .sessions
-                .keys()
-                .filter(|k| Controller::online(&state, k, grace))
-                .cloned()
-                .collect(),
-        }
+        let agent = state.agents.get(host)?;
+        Some(crate::versions::Versioned {
+            version: agent.applied_version?,
+            digest: agent.applied_digest.clone().unwrap_or_default(),
+        })
     }
 
     fn adopt(
@@ -1476,13 +1479,6 @@ impl super::reconciler::Hub for Controller {
         }
         push(self, host);
         self.touch();
-    }
-
-    fn runs(&self, host: &HostKey) -> Vec<RunRecord> {
-        self.store().host_runs(host).unwrap_or_else(|e| {
-            tracing::error!(host = %host, "cannot read the host's runs: {e}");
-            Vec::new()
-        })
     }
 
     fn rejected(&self, findings: &[crate::diagnostics::Finding]) {

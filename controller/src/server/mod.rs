@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use protocol::ControllerMessage;
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{Notify, broadcast, mpsc};
 
 pub use desired::WatchError;
@@ -67,7 +67,9 @@ pub enum RunEvent {
 /// A connected agent.
 struct Session {
     id: u64,
-    tx: mpsc::UnboundedSender<ControllerMessage>,
+    /// Messages for the agent, already encoded: a queue slot is a pointer, not a message
+    /// (tokio allocates slots 32 at a time, and a `ControllerMessage` is large).
+    tx: mpsc::UnboundedSender<Utf8Bytes>,
     last_heard: Instant,
     /// The schedule version last sent on this session: two reconciles adopting the same
     /// version before the ack push it once.
@@ -218,6 +220,12 @@ impl Controller {
     /// Status needs recomputing.
     fn touch(&self) {
         self.dirty.notify_one();
+    }
+
+    /// Sends `host`'s agent its schedule version, if it is connected, runs another, and the
+    /// backend holds that version.
+    pub fn offer_schedule(&self, host: &HostKey) {
+        hub::push(self, host);
     }
 
     /// What an agent says changed: status is recomputed, and the backend told (Kubernetes mode

@@ -172,6 +172,59 @@ mod tests {
     }
 
     #[test]
+    fn enrollments_on_connections_that_write_at_once_all_succeed() {
+        // The controller enrolls on its credentials connection while its main one stores
+        // reports and `holdfast token create` writes from another process. A transaction that
+        // reads before it writes must not fail because another wrote in between.
+        let (dir, store) = store();
+        let hosts: Vec<HostKey> = (0..4)
+            .map(|i| HostKey::new("default", &format!("web-{i}")))
+            .collect();
+        for host in &hosts {
+            declare(&store, host, false);
+        }
+        drop(store);
+        let later = Utc::now() + chrono::Duration::hours(1);
+        let failures: Vec<String> = std::thread::scope(|scope| {
+            let workers: Vec<_> = hosts
+                .iter()
+                .map(|host| {
+                    let path = dir.path();
+                    scope.spawn(move || {
+                        let mut store = Store::open(path).unwrap();
+                        let mut failures = Vec::new();
+                        for _ in 0..100 {
+                            let token = match store.create_token(host, later) {
+                                Ok(token) => token,
+                                Err(e) => {
+                                    failures.push(e.to_string());
+                                    continue;
+                                }
+                            };
+                            match store.enroll(&token, Utc::now()) {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(refused)) => failures.push(refused.to_string()),
+                                Err(e) => failures.push(e.to_string()),
+                            }
+                        }
+                        failures
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        assert!(
+            failures.is_empty(),
+            "{} failed: {:?}",
+            failures.len(),
+            failures.first()
+        );
+    }
+
+    #[test]
     fn a_token_for_a_host_not_declared_or_removed_does_not_enroll() {
         let (_dir, mut store) = store();
         let now = Utc::now();

@@ -141,6 +141,12 @@ impl Store {
             .conn
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
             .map_err(|e| store.sqlite(e))?;
+        // Other connections write too (the credentials', `token create`'s): a transaction takes
+        // the write lock when it begins, and waits its turn (busy_timeout), instead of reading
+        // first and failing at once ("database is locked") when another wrote in between.
+        store
+            .conn
+            .set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         store.migrate()?;
         Ok(store)
     }

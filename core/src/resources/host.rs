@@ -94,7 +94,8 @@ pub struct HostStatus {
     /// Whether the agent is connected now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online: Option<bool>,
-    /// When the agent was last heard from.
+    /// When the agent was last heard from: to the minute once it is offline, and within five
+    /// minutes while it is connected (as a kubelet refreshes its node's status).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Time>,
     /// Version of the agent binary.

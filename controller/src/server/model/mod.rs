@@ -1,7 +1,7 @@
 //! The read model: every resource with metadata and status, as the API, the page and metrics
 //! show it. A writer task recomputes it when something changed (at most every [`COALESCE`]),
 //! and when the clock alone changes a status: a host's next run comes or it turns stale, a
-//! run going on adds to its duration, an agent's `lastSeen` minute turns. It writes to SQLite
+//! run going on adds to its duration, an agent's `lastSeen` moves on a step. It writes to SQLite
 //! only the objects whose spec or status changed.
 //!
 //! Repos, Hosts and Schedules (as many as the fleet) are held in memory. Backups and Restores
@@ -175,8 +175,8 @@ pub async fn writer(controller: Arc<Controller>) {
 }
 
 /// When the clock alone next changes a status computed at `now`: the schedules' own time
-/// (`schedules`), each second while a run goes on, and the next minute while an agent is
-/// connected (its `lastSeen`).
+/// (`schedules`), each second while a run goes on, and while an agent is connected the next
+/// step of its `lastSeen` ([`status::last_seen_step`]).
 fn recompute_at(
     now: chrono::DateTime<Utc>,
     schedules: Option<chrono::DateTime<Utc>>,
@@ -184,13 +184,13 @@ fn recompute_at(
     connected: bool,
 ) -> Option<chrono::DateTime<Utc>> {
     use chrono::DurationRound;
-    let minute = chrono::Duration::minutes(1);
-    let next_minute = connected
-        .then(|| now.duration_trunc(minute).ok())
+    let step = status::last_seen_step(true);
+    let next_step = connected
+        .then(|| now.duration_trunc(step).ok())
         .flatten()
-        .map(|m| m + minute);
+        .map(|m| m + step);
     let second = running.then(|| now + chrono::Duration::seconds(1));
-    [schedules, next_minute, second].into_iter().flatten().min()
+    [schedules, next_step, second].into_iter().flatten().min()
 }
 
 /// Recomputes the fleet's statuses, settles the run records that changed, and writes what
@@ -288,7 +288,11 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         .map(|h| {
             let mut h = h.clone();
             let held = h.conditions();
-            h.status = host_status.remove(&HostKey::new(namespace_of(&h), name_of(&h)));
+            let key = HostKey::new(namespace_of(&h), name_of(&h));
+            h.status = host_status.remove(&key);
+            if let (Some(status), Some(observed)) = (&mut h.status, stores) {
+                keep_last_backup(status, &observed.hosts, &key);
+            }
             writer.settle(Kind::Host, h, held)
         })
         .collect();
@@ -315,6 +319,23 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
     };
     publish(controller, &previous, writer, revisions, objects)?;
     Ok(until)
+}
+
+/// A Host's last backup as the source holds it (written by an earlier leader, whose runs this
+/// process's journal lacks) when it is newer than the one the journal gives.
+fn keep_last_backup(
+    status: &mut crate::resources::HostStatus,
+    observed: &kube::runtime::reflector::Store<Host>,
+    host: &HostKey,
+) {
+    let key = kube::runtime::reflector::ObjectRef::new(&host.name).within(&host.namespace);
+    let held = observed
+        .get(&key)
+        .and_then(|h| h.status.as_ref()?.last_backup.clone());
+    status.last_backup = match (status.last_backup.take(), held) {
+        (Some(journal), Some(held)) if held.time.0 > journal.time.0 => Some(held),
+        (journal, held) => journal.or(held),
+    };
 }
 
 /// The object of one run record: its file's (a request), or one made from the record.
@@ -420,6 +441,34 @@ mod tests {
     use super::*;
     use crate::resources::ObjectKey;
 
+    #[test]
+    fn the_clock_wakes_the_writer_each_second_of_a_run_and_at_each_last_seen_step() {
+        let at = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .expect("a time")
+                .to_utc()
+        };
+        let now = at("2026-12-01T10:02:30Z");
+        assert_eq!(
+            recompute_at(now, None, false, false),
+            None,
+            "nothing to wait for"
+        );
+        assert_eq!(
+            recompute_at(now, None, false, true),
+            Some(at("2026-12-01T10:05:00Z")),
+            "connected agents: the next lastSeen step, not every minute"
+        );
+        assert_eq!(
+            recompute_at(now, Some(at("2026-12-01T10:03:00Z")), false, true),
+            Some(at("2026-12-01T10:03:00Z"))
+        );
+        assert_eq!(
+            recompute_at(now, None, true, true),
+            Some(at("2026-12-01T10:02:31Z"))
+        );
+    }
+
     #[tokio::test]
     async fn a_follower_shows_the_cluster_objects_with_the_status_the_leader_wrote() {
         // Generation 3 is not observed yet: a follower must not claim it is.
@@ -449,6 +498,100 @@ mod tests {
         );
         assert_eq!(model.hosts[0].metadata.uid.as_deref(), Some("u-web-1"));
         assert_eq!(model.hosts[0].metadata.generation, Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_leaders_host_status_keeps_an_earlier_leaders_last_backup_until_a_newer_run() {
+        use crate::server::backend::testing::{Mirror, controller, empty, listed};
+        let fixture = |status: serde_json::Value| -> Host {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "holdfast.dev/v1alpha1", "kind": "Host",
+                "metadata": {"name": "web-1", "namespace": "fleet", "uid": "u-web-1", "generation": 1},
+                "spec": {"defaultRepo": "nas"},
+                "status": status,
+            }))
+            .expect("a host")
+        };
+        // What the leader before this one wrote: its journal went with it.
+        let mut stores = empty();
+        stores.hosts = listed(vec![fixture(serde_json::json!({
+            "lastBackup": {"backup": "nightly-web-1-old", "phase": "Succeeded",
+                           "time": "2026-11-30T01:00:00Z"},
+        }))]);
+        let (controller, _data) = controller(Box::new(Mirror {
+            stores,
+            leading: true,
+        }));
+        let repo: Repo = serde_json::from_value(serde_json::json!({
+            "apiVersion": "holdfast.dev/v1alpha1", "kind": "Repo",
+            "metadata": {"name": "nas", "namespace": "fleet", "uid": "u-nas", "generation": 1},
+            "spec": {"url": "/srv/restic", "password": {"hostFile": "/etc/holdfast/nas.password"}},
+        }))
+        .expect("a repo");
+        let revision = crate::revision::Revision {
+            repos: vec![repo],
+            hosts: vec![fixture(serde_json::Value::Null)],
+            ..Default::default()
+        };
+        let fleet = crate::compile::compile(&revision).expect("compiles");
+        let key = HostKey::new("fleet", "web-1");
+        let version = crate::versions::Versioned {
+            version: 1,
+            digest: fleet.hosts[&key].digest.clone(),
+        };
+        {
+            let mut state = controller.state();
+            state.revision = Arc::new(revision);
+            state.fleet = Arc::new(fleet);
+            state.versions.insert(key.clone(), version.clone());
+            state.agents.insert(
+                key.clone(),
+                crate::store::AgentRecord {
+                    applied_version: Some(1),
+                    applied_digest: Some(version.digest.clone()),
+                    ..Default::default()
+                },
+            );
+        }
+        rebuild(&controller).expect("rebuilt");
+        let status = |controller: &Controller| {
+            let model = controller.model();
+            model.hosts[0].status.clone().expect("a status")
+        };
+        let first = status(&controller);
+        assert_eq!(
+            first.last_backup.as_ref().map(|l| l.backup.as_str()),
+            Some("nightly-web-1-old")
+        );
+        assert_eq!(first.desired_schedule_version, Some(1));
+        let condition = |t: &str| {
+            first
+                .conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .map(|c| format!("{}/{}", c.status, c.reason))
+        };
+        assert_eq!(condition("ScheduleInSync").as_deref(), Some("True/InSync"));
+        assert_eq!(condition("Reconciling").as_deref(), Some("False/Idle"));
+
+        // A run this leader's agent reported is newer.
+        let now = Utc::now();
+        let mut run = RunRecord::pending(
+            Kind::Backup,
+            &key,
+            "nightly-web-1-new".into(),
+            "job-new".into(),
+            protocol::JobOperation::Backup,
+            now,
+        );
+        run.phase = crate::resources::Phase::Succeeded;
+        run.finished_at = Some(now);
+        controller.store().save_run(&run).expect("saved");
+        rebuild(&controller).expect("rebuilt");
+        assert_eq!(
+            status(&controller).last_backup.map(|l| l.backup),
+            Some("nightly-web-1-new".to_string())
+        );
     }
 
     #[tokio::test]
