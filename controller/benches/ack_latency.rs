@@ -13,12 +13,20 @@
 //! connected and heartbeating every 10 s) and then its resident memory per connected agent
 //! (the growth since before the agents connected, divided by their number).
 //!
+//! Last, it kills the controller (SIGKILL), starts it again on the same data and port, and
+//! times until it is ready and until every agent, reconnecting with the real agent's backoff
+//! (from 1 s, doubling, each wait between half and all of it), has been welcomed back; it
+//! counts the connection attempts that failed meanwhile.
+//!
 //! Run: `cargo bench -p holdfast --bench ack_latency`. Goals: p99 under 250 ms for one host; all
 //! 500 acked within 2 s. Other scenarios: `ACK_SCENARIOS=10000:3` (hosts:rounds, comma
 //! separated); `HOLDFAST_BIN` runs another `holdfast` binary than the one cargo built.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -71,6 +79,12 @@ struct Result {
     rss_before_kib: u64,
     /// Its CPU time per second over [`IDLE`] with every agent connected and nothing changing.
     idle_cpu: f64,
+    /// After a SIGKILL, from starting the controller again until it was ready, and until
+    /// every agent was welcomed back.
+    restart_ready: Duration,
+    restart_all_back: Duration,
+    /// Connection attempts that failed while the controller was away or starting.
+    failed_connects: u64,
 }
 
 /// How long the controller is watched while idle: two heartbeats of every agent.
@@ -101,6 +115,13 @@ impl Result {
             self.rss_idle_kib,
             self.rss_idle_kib.saturating_sub(self.rss_before_kib) as f64 / self.hosts as f64,
         );
+        println!(
+            "  restart after SIGKILL: ready in {}, all {} agents welcomed back in {} (from the start), {} failed connection attempts",
+            ms(self.restart_ready),
+            self.hosts,
+            ms(self.restart_all_back),
+            self.failed_connects,
+        );
     }
 }
 
@@ -127,13 +148,18 @@ async fn scenario(hosts: usize, rounds: usize) -> Result {
     let credentials = process::enroll(&process::binary(), &data, port, &names);
 
     let (acks, mut acked) = mpsc::unbounded_channel();
+    let (welcomes, mut welcomed) = mpsc::unbounded_channel();
+    let failed_connects = Arc::new(AtomicU64::new(0));
     for (host, credential) in names.iter().zip(credentials) {
-        tokio::spawn(simulated_agent(
+        let agent = SimulatedAgent {
             port,
-            host.clone(),
+            host: host.clone(),
             credential,
-            acks.clone(),
-        ));
+            acks: acks.clone(),
+            welcomes: welcomes.clone(),
+            failed_connects: failed_connects.clone(),
+        };
+        tokio::spawn(agent.run());
     }
     // Version 1 is pushed on hello; wait until every agent has it.
     collect(&mut acked, 1, hosts, Instant::now()).await;
@@ -147,6 +173,9 @@ async fn scenario(hosts: usize, rounds: usize) -> Result {
         rss_idle_kib: 0,
         rss_before_kib,
         idle_cpu: 0.0,
+        restart_ready: Duration::ZERO,
+        restart_all_back: Duration::ZERO,
+        failed_connects: 0,
     };
     for round in 1..=rounds {
         // Let the previous round's reads settle, so each round starts from a quiet controller.
@@ -172,6 +201,25 @@ async fn scenario(hosts: usize, rounds: usize) -> Result {
     tokio::time::sleep(IDLE).await;
     result.idle_cpu = (controller.cpu_seconds() - cpu) / IDLE.as_secs_f64();
     result.rss_idle_kib = controller.rss_kib();
+
+    // Killed and started again on the same data: every agent reconnects with the real
+    // agent's backoff.
+    drop(controller);
+    while welcomed.try_recv().is_ok() {}
+    failed_connects.store(0, Ordering::SeqCst);
+    let restarted = Instant::now();
+    let controller = Controller::start(&process::binary(), &config, &data, port, tmp.path());
+    result.restart_ready = restarted.elapsed();
+    let mut back = HashSet::new();
+    while back.len() < hosts {
+        let host = tokio::time::timeout(Duration::from_secs(120), welcomed.recv())
+            .await
+            .expect("every agent back within 120 s")
+            .expect("the agents are running");
+        back.insert(host);
+    }
+    result.restart_all_back = restarted.elapsed();
+    result.failed_connects = failed_connects.load(Ordering::SeqCst);
     drop(controller);
     result
 }
@@ -200,75 +248,141 @@ async fn collect(
     latencies
 }
 
-/// Connects, says hello at version 0, acks every `schedule.set` and reports when it did.
-async fn simulated_agent(
+/// An agent as the controller sees it: connects, says hello with the version it applied,
+/// acks every `schedule.set` and heartbeats every 10 s; when the connection ends it reconnects
+/// with the real agent's backoff (from 1 s, doubling, up to 60 s, each wait between half and
+/// all of it).
+struct SimulatedAgent {
     port: u16,
     host: String,
     credential: String,
+    /// Each ack, with the version, when it was sent.
     acks: mpsc::UnboundedSender<(u64, Instant)>,
-) {
-    let mut request = format!("ws://127.0.0.1:{port}{CONNECT_PATH}")
-        .into_client_request()
-        .expect("a request");
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {credential}").parse().expect("a header"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("the controller accepts the agent");
-    let hello = AgentMessage::Hello(Hello {
-        protocol_version: PROTOCOL_VERSION,
-        host,
-        agent_version: "bench".into(),
-        restic_version: Some("0.14.0".into()),
-        os: "linux".into(),
-        arch: "x86_64".into(),
-        applied_schedule_version: 0,
-        applied_schedule_digest: None,
-        running: Vec::new(),
-    });
-    send(&mut socket, &hello).await;
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tokio::select! {
-            _ = heartbeat.tick() => {
-                send(&mut socket, &AgentMessage::Heartbeat(Heartbeat::default())).await;
+    /// Each `welcome`, by host.
+    welcomes: mpsc::UnboundedSender<String>,
+    failed_connects: Arc<AtomicU64>,
+}
+
+impl SimulatedAgent {
+    async fn run(self) {
+        let mut applied = (0, None);
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.session(&mut applied).await {
+                Session::Welcomed => backoff = Duration::from_secs(1),
+                Session::Refused => {
+                    self.failed_connects.fetch_add(1, Ordering::SeqCst);
+                }
+                Session::Over => return,
             }
-            message = socket.next() => {
-                let Some(Ok(Message::Text(text))) = message else {
-                    match message {
-                        Some(Ok(_)) => continue,
-                        _ => return,
+            if self.welcomes.is_closed() {
+                return;
+            }
+            let jitter = 0.5 + rand_fraction(&self.host, backoff);
+            tokio::time::sleep(backoff.mul_f64(jitter)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(60));
+        }
+    }
+
+    async fn session(&self, applied: &mut (u64, Option<String>)) -> Session {
+        let mut request = format!("ws://127.0.0.1:{}{CONNECT_PATH}", self.port)
+            .into_client_request()
+            .expect("a request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.credential)
+                .parse()
+                .expect("a header"),
+        );
+        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(request).await else {
+            return Session::Refused;
+        };
+        let hello = AgentMessage::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            host: self.host.clone(),
+            agent_version: "bench".into(),
+            restic_version: Some("0.14.0".into()),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            applied_schedule_version: applied.0,
+            applied_schedule_digest: applied.1.clone(),
+            running: Vec::new(),
+        });
+        if !send(&mut socket, &hello).await {
+            return Session::Refused;
+        }
+        let mut welcomed = false;
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = heartbeat.tick() => {
+                    if !send(&mut socket, &AgentMessage::Heartbeat(Heartbeat::default())).await {
+                        break;
                     }
-                };
-                let Ok(ControllerMessage::ScheduleSet(set)) = serde_json::from_str(&text) else {
-                    continue;
-                };
-                let ack = AgentMessage::ScheduleAck(ScheduleAck {
-                    version: set.version,
-                    applied_version: set.version,
-                    rejected: None,
-                });
-                send(&mut socket, &ack).await;
-                if acks.send((set.version, Instant::now())).is_err() {
-                    return;
+                }
+                message = socket.next() => {
+                    let Some(Ok(message)) = message else { break };
+                    let Message::Text(text) = message else { continue };
+                    match serde_json::from_str(&text) {
+                        Ok(ControllerMessage::Welcome(_)) => {
+                            welcomed = true;
+                            if self.welcomes.send(self.host.clone()).is_err() {
+                                return Session::Over;
+                            }
+                        }
+                        Ok(ControllerMessage::ScheduleSet(set)) => {
+                            let ack = AgentMessage::ScheduleAck(ScheduleAck {
+                                version: set.version,
+                                applied_version: set.version,
+                                rejected: None,
+                            });
+                            if !send(&mut socket, &ack).await {
+                                break;
+                            }
+                            *applied = (set.version, Some(set.digest));
+                            if self.acks.send((set.version, Instant::now())).is_err() {
+                                return Session::Over;
+                            }
+                        }
+                        _ => {}
+                    }
                 }
             }
+        }
+        if welcomed {
+            Session::Welcomed
+        } else {
+            Session::Refused
         }
     }
 }
 
-async fn send<S>(socket: &mut S, message: &AgentMessage)
+/// How a session ended.
+enum Session {
+    /// After a welcome: the next wait starts from the first backoff again.
+    Welcomed,
+    /// Before one: the connection failed or was refused.
+    Refused,
+    /// The benchmark is over.
+    Over,
+}
+
+/// A fraction in [0, 0.5) that differs between hosts and waits, as the real agent's random
+/// jitter does, without a random-number dependency.
+fn rand_fraction(host: &str, backoff: Duration) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (host, backoff, Instant::now()).hash(&mut hasher);
+    (hasher.finish() % 1000) as f64 / 2000.0
+}
+
+/// Sends `message`; false when the connection is gone.
+async fn send<S>(socket: &mut S, message: &AgentMessage) -> bool
 where
     S: SinkExt<Message> + Unpin,
-    S::Error: std::fmt::Debug,
 {
     let text = serde_json::to_string(message).expect("a message serialises");
-    socket
-        .send(Message::text(text))
-        .await
-        .expect("the controller is connected");
+    socket.send(Message::text(text)).await.is_ok()
 }
 
 /// The one schedule, selecting every host; `round` changes its path, so every plan changes.

@@ -170,11 +170,7 @@ fn apply(controller: &Controller, loaded: Loaded, commit: Option<&str>) -> Resul
         Err(e) => return reject(controller, &[e.to_string()], &summary, commit),
     };
     let mut store = controller.store();
-    let previous = store
-        .host_plans()?
-        .into_iter()
-        .map(|(k, p)| (k, p.versioned))
-        .collect();
+    let previous = store.plan_versions()?;
     let versions = versions::assign(&previous, &fleet);
     store.record(&fleet, &versions)?;
     let id = store.record_revision(commit, &summary, &[], Some(&loaded.revision), Utc::now())?;
@@ -196,9 +192,12 @@ fn apply(controller: &Controller, loaded: Loaded, commit: Option<&str>) -> Resul
         state.versions = versions;
         state.sessions.keys().cloned().collect()
     };
+    let requesting = controller.store().hosts_with_open_requests()?;
     for host in hosts {
         super::hub::push(controller, &host);
-        super::hub::dispatch(controller, &host);
+        if requesting.contains(&host) {
+            super::hub::dispatch(controller, &host);
+        }
     }
     Ok(())
 }

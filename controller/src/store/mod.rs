@@ -251,6 +251,26 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
     }
 
+    /// Every host's schedule version, removed hosts' included, without reading the plans: what
+    /// the next versions continue from.
+    pub fn plan_versions(&self) -> Result<BTreeMap<HostKey, Versioned>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT namespace, host, version, digest FROM host_plans")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                let key = HostKey::new(&row.get::<_, String>(0)?, &row.get::<_, String>(1)?);
+                let versioned = Versioned {
+                    version: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+                    digest: row.get(3)?,
+                };
+                Ok((key, versioned))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
     /// Records a compiled fleet at its versions, in one transaction; hosts it no longer has are
     /// marked removed and keep their version.
     pub fn record(
@@ -292,5 +312,58 @@ impl Store {
             }
         }
         tx.commit().map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet(hosts: &[&str]) -> Fleet {
+        let object = |kind: &str, name: &str, spec: serde_json::Value| {
+            serde_json::json!({"apiVersion": "holdfast.dev/v1alpha1", "kind": kind,
+                               "metadata": {"name": name}, "spec": spec})
+        };
+        let revision = crate::revision::Revision {
+            repos: vec![
+                serde_json::from_value(object(
+                    "Repo",
+                    "nas",
+                    serde_json::json!({"url": "/srv/restic", "password": {"hostFile": "/p"}}),
+                ))
+                .unwrap(),
+            ],
+            hosts: hosts
+                .iter()
+                .map(|h| {
+                    serde_json::from_value(object(
+                        "Host",
+                        h,
+                        serde_json::json!({"defaultRepo": "nas"}),
+                    ))
+                    .unwrap()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        crate::compile::compile(&revision).expect("compiles")
+    }
+
+    #[test]
+    fn plan_versions_keep_removed_hosts_so_a_host_added_again_continues_above_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let both = fleet(&["web-1", "web-2"]);
+        let versions = crate::versions::assign(&BTreeMap::new(), &both);
+        store.record(&both, &versions).unwrap();
+        assert_eq!(store.plan_versions().unwrap(), versions);
+
+        let one = fleet(&["web-1"]);
+        let next = crate::versions::assign(&store.plan_versions().unwrap(), &one);
+        store.record(&one, &next).unwrap();
+        let kept = store.plan_versions().unwrap();
+        assert_eq!(kept.len(), 2, "web-2 is removed but keeps its version");
+        assert_eq!(kept, versions);
+        assert!(store.host_plans().unwrap()[&HostKey::new("default", "web-2")].removed);
     }
 }

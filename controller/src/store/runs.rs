@@ -278,6 +278,29 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
     }
 
+    /// The hosts with run requests that have not finished: those a new revision may have
+    /// something to dispatch to, read from the index of open requests alone.
+    pub fn hosts_with_open_requests(
+        &self,
+    ) -> Result<std::collections::HashSet<HostKey>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT namespace, host FROM runs INDEXED BY runs_open_requests
+                 WHERE requested = 1 AND phase IN ('Pending', 'Dispatched', 'Running')",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(HostKey::new(
+                    &r.get::<_, String>(0)?,
+                    &r.get::<_, String>(1)?,
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
     /// Inserts or replaces a record; a finished one also goes into the history.
     pub fn save_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
         let path = self.path.display().to_string();
@@ -649,5 +672,29 @@ mod tests {
             .map(|r| r.name)
             .collect();
         assert_eq!(names, ["dispatched", "pending"]);
+        let mut requesting: Vec<String> = store
+            .hosts_with_open_requests()
+            .unwrap()
+            .into_iter()
+            .map(|h| h.to_string())
+            .collect();
+        requesting.sort();
+        assert_eq!(requesting, ["ops/web-1", "web-1", "web-2"]);
+        // A host whose only request finished has nothing to dispatch.
+        let mut done = record(
+            "other-done",
+            &HostKey::new("default", "web-3"),
+            true,
+            Phase::Pending,
+        );
+        store.save_run(&done).unwrap();
+        done.phase = Phase::Succeeded;
+        store.save_run(&done).unwrap();
+        assert!(
+            !store
+                .hosts_with_open_requests()
+                .unwrap()
+                .contains(&HostKey::new("default", "web-3"))
+        );
     }
 }

@@ -78,6 +78,8 @@ pub fn mirror(controller: &Controller, stores: &Stores) -> Result<(), StoreError
         hosts,
         schedules,
         active,
+        revision: Default::default(),
+        host_status: Default::default(),
     };
     publish(controller, &previous, writer, revisions, objects)
 }

@@ -12,7 +12,7 @@ mod history;
 mod mirror;
 mod settle;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +51,12 @@ pub struct ReadModel {
     pub schedules: Vec<Schedule>,
     /// Backups of runs going on, newest first (the fleet page's "running now").
     pub active: Vec<Backup>,
-    stored: BTreeMap<ObjectId, StoredObject>,
+    stored: BTreeMap<ObjectId, Arc<StoredObject>>,
+    /// The revision the hosts were settled from, and a hash of each host's status as computed
+    /// (before settling): a host whose status hashes the same under the same revision is kept
+    /// as it is, so a pass settles only the hosts that changed.
+    revision: Arc<crate::revision::Revision>,
+    host_status: HashMap<HostKey, u64>,
 }
 
 impl ReadModel {
@@ -88,28 +93,35 @@ impl ReadModel {
         objects
     }
 
-    /// What selectors read of every Repo, Host and Schedule (namespace, name, labels), as
-    /// `{"metadata": …}`.
-    fn selection_metadata(&self) -> HashMap<ObjectId, serde_json::Value> {
-        fn all<K: Resource>(
+    /// What selectors read (namespace, name, labels) of the Repos, Hosts and Schedules among
+    /// `ids`, as `{"metadata": …}`.
+    fn selection_metadata(
+        &self,
+        ids: &HashSet<(Kind, &str, &str)>,
+    ) -> HashMap<ObjectId, serde_json::Value> {
+        fn some<K: Resource>(
             kind: Kind,
             items: &[K],
+            ids: &HashSet<(Kind, &str, &str)>,
             out: &mut HashMap<ObjectId, serde_json::Value>,
         ) {
             for o in items {
                 let m = o.meta();
-                let namespace = m.namespace.clone().unwrap_or_default();
-                let name = m.name.clone().unwrap_or_default();
+                let namespace = m.namespace.as_deref().unwrap_or_default();
+                let name = m.name.as_deref().unwrap_or_default();
+                if !ids.contains(&(kind, namespace, name)) {
+                    continue;
+                }
                 let metadata = serde_json::json!({"metadata": {
                     "namespace": namespace, "name": name, "labels": m.labels,
                 }});
-                out.insert((kind, namespace, name), metadata);
+                out.insert((kind, namespace.into(), name.into()), metadata);
             }
         }
         let mut out = HashMap::new();
-        all(Kind::Repo, &self.repos, &mut out);
-        all(Kind::Host, &self.hosts, &mut out);
-        all(Kind::Schedule, &self.schedules, &mut out);
+        some(Kind::Repo, &self.repos, ids, &mut out);
+        some(Kind::Host, &self.hosts, ids, &mut out);
+        some(Kind::Schedule, &self.schedules, ids, &mut out);
         out
     }
 
@@ -141,7 +153,11 @@ impl ReadModel {
         Ok(ReadModel {
             resource_version: store.resource_version()?,
             revisions: store.revisions()?,
-            stored: store.fleet_objects()?,
+            stored: store
+                .fleet_objects()?
+                .into_iter()
+                .map(|(id, o)| (id, Arc::new(o)))
+                .collect(),
             ..ReadModel::default()
         })
     }
@@ -282,17 +298,35 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         &rejected,
         stores.map(|s| &s.repos),
     );
+    let same_revision = Arc::ptr_eq(&previous.revision, &revision);
+    let mut computed_hosts = HashMap::with_capacity(revision.hosts.len());
     let hosts = revision
         .hosts
         .iter()
-        .map(|h| {
-            let mut h = h.clone();
-            let held = h.conditions();
-            let key = HostKey::new(namespace_of(&h), name_of(&h));
-            h.status = host_status.remove(&key);
-            if let (Some(status), Some(observed)) = (&mut h.status, stores) {
+        .enumerate()
+        .map(|(i, h)| {
+            let key = HostKey::new(namespace_of(h), name_of(h));
+            let mut status = host_status.remove(&key);
+            if let (Some(status), Some(observed)) = (&mut status, stores) {
                 keep_last_backup(status, &observed.hosts, &key);
             }
+            let hash = hash_of(&status);
+            computed_hosts.insert(key.clone(), hash);
+            // Under the same revision the model holds the hosts in the same order.
+            let held = previous.hosts.get(i).filter(|p| {
+                same_revision
+                    && previous.host_status.get(&key) == Some(&hash)
+                    && name_of(*p) == key.name
+                    && namespace_of(*p) == key.namespace
+            });
+            if let Some(held) = held
+                && writer.keep((Kind::Host, key.namespace, key.name))
+            {
+                return held.clone();
+            }
+            let mut h = h.clone();
+            let held = h.conditions();
+            h.status = status;
             writer.settle(Kind::Host, h, held)
         })
         .collect();
@@ -316,9 +350,32 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         hosts,
         schedules,
         active,
+        revision,
+        host_status: computed_hosts,
     };
     publish(controller, &previous, writer, revisions, objects)?;
     Ok(until)
+}
+
+/// A hash of `value`'s JSON, taken without building the text.
+fn hash_of<T: Serialize>(value: &T) -> u64 {
+    use std::hash::Hasher;
+    struct Hashing(std::collections::hash_map::DefaultHasher);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.write(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(Default::default());
+    // Serialising a status into a hasher cannot fail; if it did, the host is settled anew.
+    match serde_json::to_writer(&mut hashing, value) {
+        Ok(()) => hashing.0.finish(),
+        Err(_) => 0,
+    }
 }
 
 /// A Host's last backup as the source holds it (written by an earlier leader, whose runs this
@@ -374,6 +431,9 @@ struct Objects {
     hosts: Vec<Host>,
     schedules: Vec<Schedule>,
     active: Vec<Backup>,
+    /// What the hosts were settled from (see [`ReadModel`]); a follower settles none.
+    revision: Arc<crate::revision::Revision>,
+    host_status: HashMap<HostKey, u64>,
 }
 
 /// Deletes what is gone, stores what changed, swaps the model and tells the watches.
@@ -417,11 +477,22 @@ fn publish(
         schedules: objects.schedules,
         active: objects.active,
         stored: writer.next,
+        revision: objects.revision,
+        host_status: objects.host_status,
     };
     let mut events = writer.events;
     let fleet_kind = |k: Kind| matches!(k, Kind::Repo | Kind::Host | Kind::Schedule);
     if events.iter().any(|e| fleet_kind(e.kind)) {
-        let before = previous.selection_metadata();
+        let ids: HashSet<(Kind, &str, &str)> = events
+            .iter()
+            .filter(|e| fleet_kind(e.kind))
+            .map(|e| {
+                let (namespace, name) = e.key();
+                (e.kind, namespace, name)
+            })
+            .collect();
+        let before = previous.selection_metadata(&ids);
+        drop(ids);
         for event in events.iter_mut().filter(|e| fleet_kind(e.kind)) {
             let (namespace, name) = event.key();
             let id = (event.kind, namespace.to_string(), name.to_string());
@@ -592,6 +663,126 @@ mod tests {
             status(&controller).last_backup.map(|l| l.backup),
             Some("nightly-web-1-new".to_string())
         );
+    }
+
+    #[tokio::test]
+    async fn a_pass_writes_only_the_hosts_whose_status_changed() {
+        use crate::server::backend::testing::{Mirror, controller, empty};
+        let (controller, _data) = controller(Box::new(Mirror {
+            stores: empty(),
+            leading: true,
+        }));
+        let object = |kind: &str, name: &str, spec: serde_json::Value| {
+            serde_json::json!({
+                "apiVersion": "holdfast.dev/v1alpha1", "kind": kind,
+                "metadata": {"name": name, "namespace": "fleet", "uid": name, "generation": 1},
+                "spec": spec,
+            })
+        };
+        let revision: crate::revision::Revision = crate::revision::Revision {
+            repos: vec![
+                serde_json::from_value(object(
+                    "Repo",
+                    "nas",
+                    serde_json::json!({"url": "/srv/restic", "password": {"hostFile": "/p"}}),
+                ))
+                .expect("a repo"),
+            ],
+            hosts: ["web-1", "web-2", "web-3"]
+                .iter()
+                .map(|h| {
+                    serde_json::from_value(object(
+                        "Host",
+                        h,
+                        serde_json::json!({"defaultRepo": "nas"}),
+                    ))
+                    .expect("a host")
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let fleet = crate::compile::compile(&revision).expect("compiles");
+        {
+            let mut state = controller.state();
+            state.versions = fleet
+                .hosts
+                .iter()
+                .map(|(k, h)| {
+                    let v = crate::versions::Versioned {
+                        version: 1,
+                        digest: h.digest.clone(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect();
+            state.revision = Arc::new(revision);
+            state.fleet = Arc::new(fleet);
+        }
+        rebuild(&controller).expect("rebuilt");
+        let first = controller.model();
+        let mut changes = controller.changes.subscribe();
+        let json = |hosts: &[Host]| serde_json::to_value(hosts).expect("serialises");
+        let host_changes = |changes: &mut tokio::sync::broadcast::Receiver<
+            Arc<crate::server::changes::Change>,
+        >| {
+            let mut names = Vec::new();
+            while let Ok(change) = changes.try_recv() {
+                names.push(change.key().1.to_string());
+            }
+            names
+        };
+
+        rebuild(&controller).expect("rebuilt");
+        assert!(host_changes(&mut changes).is_empty(), "nothing changed");
+        assert_eq!(json(&controller.model().hosts), json(&first.hosts));
+
+        // web-2's agent applied version 1.
+        let web_2 = HostKey::new("fleet", "web-2");
+        {
+            let mut state = controller.state();
+            let digest = state.versions[&web_2].digest.clone();
+            state.agents.insert(
+                web_2.clone(),
+                crate::store::AgentRecord {
+                    applied_version: Some(1),
+                    applied_digest: Some(digest),
+                    ..Default::default()
+                },
+            );
+        }
+        rebuild(&controller).expect("rebuilt");
+        assert_eq!(host_changes(&mut changes), ["web-2"]);
+        let second = controller.model();
+        assert_eq!(
+            json(&second.hosts[..1]),
+            json(&first.hosts[..1]),
+            "web-1 as it was"
+        );
+        assert_eq!(
+            json(&second.hosts[2..]),
+            json(&first.hosts[2..]),
+            "web-3 as it was"
+        );
+        let applied = |m: &ReadModel| {
+            m.hosts[1]
+                .status
+                .as_ref()
+                .and_then(|s| s.applied_schedule_version)
+        };
+        assert_eq!(applied(&second), Some(1));
+        assert_ne!(
+            second.hosts[1].metadata.resource_version,
+            first.hosts[1].metadata.resource_version
+        );
+
+        // The same desired state as a new revision: each host is settled again, and unchanged.
+        {
+            let mut state = controller.state();
+            state.revision = Arc::new((*state.revision).clone());
+        }
+        rebuild(&controller).expect("rebuilt");
+        assert!(host_changes(&mut changes).is_empty());
+        assert_eq!(json(&controller.model().hosts), json(&second.hosts));
     }
 
     #[tokio::test]

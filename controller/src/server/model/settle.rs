@@ -3,6 +3,7 @@
 //! told to watches. Also the conditions a rejected revision puts on the objects at fault.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -155,9 +156,9 @@ pub struct Writer<'a> {
     /// Whether statuses were computed here (and get observedGeneration and transition times),
     /// or are shown as read.
     computed: bool,
-    pub previous: &'a BTreeMap<ObjectId, StoredObject>,
+    pub previous: &'a BTreeMap<ObjectId, Arc<StoredObject>>,
     /// The Repos, Hosts and Schedules of the next read model.
-    pub next: BTreeMap<ObjectId, StoredObject>,
+    pub next: BTreeMap<ObjectId, Arc<StoredObject>>,
     pub changes: Vec<ObjectWrite>,
     /// The same changes as watch events.
     pub events: Vec<Change>,
@@ -233,10 +234,22 @@ impl<'a> Writer<'a> {
     /// `held`: the conditions the object's status holds where it came from.
     pub fn settle<K: HasStatus>(&mut self, kind: Kind, object: K, held: Vec<Condition>) -> K {
         let id = id_of(kind, &object);
-        let before = self.previous.get(&id);
+        let before = self.previous.get(&id).map(|b| &**b);
         let (object, stored) = self.write(id.clone(), object, held, before, None);
-        self.next.insert(id, stored);
+        self.next.insert(id, Arc::new(stored));
         object
+    }
+
+    /// Keeps a Repo, Host or Schedule as the read model holds it, when what its object and
+    /// status are made from is unchanged; false when the model does not hold it.
+    pub fn keep(&mut self, id: ObjectId) -> bool {
+        match self.previous.get(&id) {
+            Some(stored) => {
+                self.next.insert(id, stored.clone());
+                true
+            }
+            None => false,
+        }
     }
 
     /// A Backup or Restore: compared with its stored copy (`before`, with the object as last
