@@ -9,8 +9,8 @@
 //! a latency is the time from just before the write to just after the ack was sent. After the
 //! last round the controller's resident memory (`VmRSS`) is read, to size its memory limit.
 //!
-//! After the rounds it also reads the controller's CPU time over 20 idle seconds (agents
-//! connected and heartbeating every 10 s) and then its resident memory per connected agent
+//! After the rounds it also reads the controller's CPU time over 60 idle seconds (agents
+//! connected, each sending a heartbeat and a ping every `welcome.heartbeatSeconds`, 30 s) and then its resident memory per connected agent
 //! (the growth since before the agents connected, divided by their number).
 //!
 //! Last, it kills the controller (SIGKILL), starts it again on the same data and port, and
@@ -87,8 +87,9 @@ struct Result {
     failed_connects: u64,
 }
 
-/// How long the controller is watched while idle: two heartbeats of every agent.
-const IDLE: Duration = Duration::from_secs(20);
+/// How long the controller is watched while idle: two heartbeats of every agent (every 30 s,
+/// the controller's default).
+const IDLE: Duration = Duration::from_secs(60);
 
 impl Result {
     fn print(mut self) {
@@ -249,7 +250,7 @@ async fn collect(
 }
 
 /// An agent as the controller sees it: connects, says hello with the version it applied,
-/// acks every `schedule.set` and heartbeats every 10 s; when the connection ends it reconnects
+/// acks every `schedule.set`, sends a heartbeat and a ping every `welcome.heartbeatSeconds`; when the connection ends it reconnects
 /// with the real agent's backoff (from 1 s, doubling, up to 60 s, each wait between half and
 /// all of it).
 struct SimulatedAgent {
@@ -312,11 +313,14 @@ impl SimulatedAgent {
             return Session::Refused;
         }
         let mut welcomed = false;
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
+        // Until the welcome says how often.
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(30));
         loop {
             tokio::select! {
                 _ = heartbeat.tick() => {
-                    if !send(&mut socket, &AgentMessage::Heartbeat(Heartbeat::default())).await {
+                    if !send(&mut socket, &AgentMessage::Heartbeat(Heartbeat::default())).await
+                        || socket.send(Message::Ping(Vec::new().into())).await.is_err()
+                    {
                         break;
                     }
                 }
@@ -324,8 +328,10 @@ impl SimulatedAgent {
                     let Some(Ok(message)) = message else { break };
                     let Message::Text(text) = message else { continue };
                     match serde_json::from_str(&text) {
-                        Ok(ControllerMessage::Welcome(_)) => {
+                        Ok(ControllerMessage::Welcome(welcome)) => {
                             welcomed = true;
+                            let every = Duration::from_secs(welcome.heartbeat_seconds.max(1).into());
+                            heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                             if self.welcomes.send(self.host.clone()).is_err() {
                                 return Session::Over;
                             }
