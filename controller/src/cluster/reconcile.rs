@@ -208,7 +208,7 @@ impl Context {
         [
             self.hub.applied(key),
             handed_out.get(key).cloned(),
-            stored_version(host),
+            host.status.as_ref().and_then(|s| s.version()),
         ]
         .into_iter()
         .flatten()
@@ -271,15 +271,6 @@ pub fn backup_inputs(b: &Backup) -> Option<u64> {
 pub fn restore_inputs(r: &Restore) -> Option<u64> {
     is_unfinished_request(&r.metadata, r.status.as_ref().and_then(|s| s.run.phase))
         .then(|| inputs(r))
-}
-
-/// The schedule version a Host holds in its status.
-pub fn stored_version(host: &Host) -> Option<Versioned> {
-    let status = host.status.as_ref()?;
-    Some(Versioned {
-        version: status.desired_schedule_version?,
-        digest: status.desired_schedule_digest.clone()?,
-    })
 }
 
 #[derive(Debug, thiserror::Error)]

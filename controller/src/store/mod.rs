@@ -231,11 +231,7 @@ impl Store {
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map([], |row| {
-                let key = HostKey::new(&row.get::<_, String>(0)?, &row.get::<_, String>(1)?);
-                let versioned = Versioned {
-                    version: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
-                    digest: row.get(3)?,
-                };
+                let (key, versioned) = versioned_row(row)?;
                 let plan = serde_json::from_str(&row.get::<_, String>(4)?).ok();
                 let removed = row.get::<_, i64>(5)? != 0;
                 Ok((
@@ -259,14 +255,7 @@ impl Store {
             .prepare("SELECT namespace, host, version, digest FROM host_plans")
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map([], |row| {
-                let key = HostKey::new(&row.get::<_, String>(0)?, &row.get::<_, String>(1)?);
-                let versioned = Versioned {
-                    version: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
-                    digest: row.get(3)?,
-                };
-                Ok((key, versioned))
-            })
+            .query_map([], versioned_row)
             .map_err(|e| self.sqlite(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
     }
@@ -313,6 +302,16 @@ impl Store {
         }
         tx.commit().map_err(err)
     }
+}
+
+/// A `host_plans` row's host and version: namespace, host, version and digest, in that order.
+fn versioned_row(row: &rusqlite::Row) -> rusqlite::Result<(HostKey, Versioned)> {
+    let key = HostKey::new(&row.get::<_, String>(0)?, &row.get::<_, String>(1)?);
+    let versioned = Versioned {
+        version: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+        digest: row.get(3)?,
+    };
+    Ok((key, versioned))
 }
 
 #[cfg(test)]

@@ -226,7 +226,7 @@ fn rebuild(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
 
 fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
     let now = Utc::now();
-    let (revision, fleet, versions, agents, online, rejected) = {
+    let (revision, fleet, mut versions, agents, online, rejected) = {
         let state = controller.state();
         let grace = controller.config.offline_after;
         let online: BTreeSet<HostKey> = state
@@ -244,6 +244,10 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
             state.rejected.clone(),
         )
     };
+    let stores = controller.backend.observed();
+    if let Some(observed) = stores {
+        hold_versions(&mut versions, &revision, &observed.hosts);
+    }
     let mut history = controller.records();
     let mut store = controller.store();
     let pass = history.pass(&mut store, &revision)?;
@@ -290,7 +294,6 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
     drop(history);
 
     let mut writer = Writer::new(&previous, now, true);
-    let stores = controller.backend.observed();
     let repos = settle_desired(
         &mut writer,
         &revision.repos,
@@ -355,6 +358,29 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
     };
     publish(controller, &previous, writer, revisions, objects)?;
     Ok(until)
+}
+
+/// The version each host's status holds in the source, for the hosts this process has handed
+/// none yet (a new leader, before its reconciles): written back without it, the status would
+/// lose the version a new leader continues from.
+fn hold_versions(
+    versions: &mut BTreeMap<HostKey, crate::versions::Versioned>,
+    revision: &crate::revision::Revision,
+    observed: &kube::runtime::reflector::Store<Host>,
+) {
+    for h in &revision.hosts {
+        let key = HostKey::new(namespace_of(h), name_of(h));
+        if versions.contains_key(&key) {
+            continue;
+        }
+        let reference = kube::runtime::reflector::ObjectRef::new(&key.name).within(&key.namespace);
+        let held = observed
+            .get(&reference)
+            .and_then(|h| h.status.as_ref()?.version());
+        if let Some(held) = held {
+            versions.insert(key, held);
+        }
+    }
 }
 
 /// A hash of `value`'s JSON, taken without building the text.
@@ -663,6 +689,39 @@ mod tests {
             status(&controller).last_backup.map(|l| l.backup),
             Some("nightly-web-1-new".to_string())
         );
+    }
+
+    #[tokio::test]
+    async fn a_new_leader_writes_back_the_version_host_status_holds_until_it_hands_out_one() {
+        use crate::server::backend::testing::{Mirror, controller, empty, listed};
+        let host = |status: serde_json::Value| -> Host {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "holdfast.dev/v1alpha1", "kind": "Host",
+                "metadata": {"name": "web-1", "namespace": "fleet", "uid": "u-web-1", "generation": 1},
+                "spec": {"defaultRepo": "nas"},
+                "status": status,
+            }))
+            .expect("a host")
+        };
+        let mut stores = empty();
+        stores.hosts = listed(vec![host(serde_json::json!({
+            "desiredScheduleVersion": 4, "desiredScheduleDigest": "sha256:d4",
+        }))]);
+        let (controller, _data) = controller(Box::new(Mirror {
+            stores,
+            leading: true,
+        }));
+        controller.state().revision = Arc::new(crate::revision::Revision {
+            hosts: vec![host(serde_json::Value::Null)],
+            ..Default::default()
+        });
+        rebuild(&controller).expect("rebuilt");
+        let status = controller.model().hosts[0]
+            .status
+            .clone()
+            .expect("a status");
+        assert_eq!(status.desired_schedule_version, Some(4));
+        assert_eq!(status.desired_schedule_digest.as_deref(), Some("sha256:d4"));
     }
 
     #[tokio::test]
