@@ -419,14 +419,14 @@ fn token_command(
     ttl: std::time::Duration,
 ) -> Result<ExitCode, CliError> {
     let mut store = Store::open(data_dir)?;
-    let plans = store.host_plans()?;
-    if plans.get(key).is_none_or(|p| p.removed) {
-        let declared: Vec<String> = plans
+    let hosts = store.known_hosts()?;
+    if hosts.get(key).is_none_or(|removed| *removed) {
+        let declared: Vec<String> = hosts
             .iter()
-            .filter(|(k, p)| !p.removed && k.namespace == key.namespace)
+            .filter(|(k, removed)| !**removed && k.namespace == key.namespace)
             .map(|(k, _)| k.name.clone())
             .collect();
-        return Err(if plans.is_empty() {
+        return Err(if hosts.is_empty() {
             CliError::NoFleet {
                 data_dir: data_dir.to_path_buf(),
                 host: key.clone(),

@@ -247,6 +247,21 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
     }
 
+    /// Every host the store knows, with whether it was removed, without reading the plans.
+    pub fn known_hosts(&self) -> Result<BTreeMap<HostKey, bool>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT namespace, host, removed FROM host_plans")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                let key = HostKey::new(&row.get::<_, String>(0)?, &row.get::<_, String>(1)?);
+                Ok((key, row.get::<_, i64>(2)? != 0))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
     /// Every host's schedule version, removed hosts' included, without reading the plans: what
     /// the next versions continue from.
     pub fn plan_versions(&self) -> Result<BTreeMap<HostKey, Versioned>, StoreError> {
@@ -364,5 +379,8 @@ mod tests {
         assert_eq!(kept.len(), 2, "web-2 is removed but keeps its version");
         assert_eq!(kept, versions);
         assert!(store.host_plans().unwrap()[&HostKey::new("default", "web-2")].removed);
+        let known = store.known_hosts().unwrap();
+        assert!(known[&HostKey::new("default", "web-2")], "removed");
+        assert!(!known[&HostKey::new("default", "web-1")], "declared");
     }
 }
