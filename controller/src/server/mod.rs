@@ -64,6 +64,10 @@ pub enum RunEvent {
     },
 }
 
+/// Lists say how many items remain after a page (`remainingItemCount`) up to this many; beyond,
+/// they leave it out, as the API server may: counting costs as much as the items counted.
+pub const COUNTED: usize = 10_000;
+
 /// A connected agent.
 struct Session {
     id: u64,
@@ -179,14 +183,14 @@ impl Controller {
     }
 
     /// How many Backups or Restores (of one namespace, or all) come after `after` in
-    /// (namespace, name) order.
+    /// (namespace, name) order; `None` beyond [`COUNTED`].
     pub fn records_after(
         &self,
         kind: crate::resources::Kind,
         namespace: Option<&str>,
         after: (&str, &str),
-    ) -> Result<usize, StoreError> {
-        self.reader().count_after(kind, namespace, after)
+    ) -> Result<Option<usize>, StoreError> {
+        self.reader().count_after(kind, namespace, after, COUNTED)
     }
 
     /// One Backup or Restore as served.

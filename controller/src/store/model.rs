@@ -201,25 +201,36 @@ impl Store {
         Ok((page, false))
     }
 
-    /// How many objects of `kind` come after `after` in (namespace, name) order: from the key
-    /// index alone, without reading the objects.
+    /// How many objects of `kind` come after `after` in (namespace, name) order, from the key
+    /// index alone, without reading the objects; `None` when there are more than `at_most`
+    /// (counting the index of 750,000 records took most of the time of a page).
     pub fn count_after(
         &self,
         kind: Kind,
         namespace: Option<&str>,
         after: (&str, &str),
-    ) -> Result<usize, StoreError> {
+        at_most: usize,
+    ) -> Result<Option<usize>, StoreError> {
         let count = |r: &rusqlite::Row| r.get::<_, i64>(0);
+        let limit = i64::try_from(at_most.saturating_add(1)).unwrap_or(i64::MAX);
         self.conn
             .prepare_cached(&format!(
-                "SELECT count(*) FROM objects WHERE kind = ?1 AND (namespace, name) > (?2, ?3) {}",
+                "SELECT count(*) FROM (SELECT 1 FROM objects
+                 WHERE kind = ?1 AND (namespace, name) > (?2, ?3) {} LIMIT ?5)",
                 in_namespace(namespace)
             ))
             .and_then(|mut stmt| match namespace {
-                Some(ns) => stmt.query_row(params![kind.as_str(), after.0, after.1, ns], count),
-                None => stmt.query_row(params![kind.as_str(), after.0, after.1], count),
+                Some(ns) => {
+                    stmt.query_row(params![kind.as_str(), after.0, after.1, ns, limit], count)
+                }
+                // `?4` unused: the parameters are numbered.
+                None => stmt.query_row(
+                    params![kind.as_str(), after.0, after.1, None::<String>, limit],
+                    count,
+                ),
             })
             .map(|n| usize::try_from(n).unwrap_or_default())
+            .map(|n| (n <= at_most).then_some(n))
             .map_err(|e| self.sqlite(e))
     }
 
@@ -436,5 +447,62 @@ impl Store {
         let applied = newest(true)?;
         let rejected = newest(false)?.filter(|r| applied.as_ref().is_none_or(|a| r.id > a.id));
         Ok(Revisions { applied, rejected })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_count_after_a_page_stops_at_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let writes: Vec<ObjectWrite> = (0..5)
+            .map(|i| {
+                let name = format!("run-{i}");
+                let stored = StoredObject {
+                    meta: ObjectMeta {
+                        uid: name.clone(),
+                        generation: 1,
+                        created_at: now,
+                        resource_version: i + 1,
+                    },
+                    spec_digest: String::new(),
+                    meta_digest: String::new(),
+                    status: None,
+                };
+                let served = serde_json::json!({"metadata": {"name": name, "namespace": "fleet"}});
+                (
+                    (Kind::Backup, "fleet".to_string(), name),
+                    Some((stored, served)),
+                )
+            })
+            .collect();
+        store.write_objects(&writes, 5).unwrap();
+        let after = ("fleet", "run-1");
+        assert_eq!(
+            store.count_after(Kind::Backup, None, after, 10).unwrap(),
+            Some(3)
+        );
+        assert_eq!(
+            store
+                .count_after(Kind::Backup, Some("fleet"), after, 3)
+                .unwrap(),
+            Some(3)
+        );
+        assert_eq!(
+            store
+                .count_after(Kind::Backup, Some("fleet"), after, 2)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .count_after(Kind::Backup, Some("other"), after, 2)
+                .unwrap(),
+            Some(0)
+        );
     }
 }

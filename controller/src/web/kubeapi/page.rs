@@ -259,7 +259,7 @@ pub fn of_kind(
             let remaining = match &last {
                 Some(last) if every => {
                     let after = (last.namespace.as_str(), last.name.as_str());
-                    Some(controller.records_after(kind, namespace, after)?)
+                    controller.records_after(kind, namespace, after)?
                 }
                 Some(_) => None,
                 None => Some(0),
