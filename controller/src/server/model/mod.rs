@@ -538,6 +538,17 @@ mod tests {
     use super::*;
     use crate::resources::ObjectKey;
 
+    /// Host web-1 in namespace fleet, as the cluster holds it, with `status`.
+    fn web_1(status: serde_json::Value) -> Host {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "holdfast.dev/v1alpha1", "kind": "Host",
+            "metadata": {"name": "web-1", "namespace": "fleet", "uid": "u-web-1", "generation": 1},
+            "spec": {"defaultRepo": "nas"},
+            "status": status,
+        }))
+        .expect("a host")
+    }
+
     #[test]
     fn the_clock_wakes_the_writer_each_second_of_a_run_and_at_each_last_seen_step() {
         let at = |t: &str| {
@@ -600,18 +611,9 @@ mod tests {
     #[tokio::test]
     async fn a_leaders_host_status_keeps_an_earlier_leaders_last_backup_until_a_newer_run() {
         use crate::server::backend::testing::{Mirror, controller, empty, listed};
-        let fixture = |status: serde_json::Value| -> Host {
-            serde_json::from_value(serde_json::json!({
-                "apiVersion": "holdfast.dev/v1alpha1", "kind": "Host",
-                "metadata": {"name": "web-1", "namespace": "fleet", "uid": "u-web-1", "generation": 1},
-                "spec": {"defaultRepo": "nas"},
-                "status": status,
-            }))
-            .expect("a host")
-        };
         // What the leader before this one wrote: its journal went with it.
         let mut stores = empty();
-        stores.hosts = listed(vec![fixture(serde_json::json!({
+        stores.hosts = listed(vec![web_1(serde_json::json!({
             "lastBackup": {"backup": "nightly-web-1-old", "phase": "Succeeded",
                            "time": "2026-11-30T01:00:00Z"},
         }))]);
@@ -627,7 +629,7 @@ mod tests {
         .expect("a repo");
         let revision = crate::revision::Revision {
             repos: vec![repo],
-            hosts: vec![fixture(serde_json::Value::Null)],
+            hosts: vec![web_1(serde_json::Value::Null)],
             ..Default::default()
         };
         let fleet = crate::compile::compile(&revision).expect("compiles");
@@ -694,17 +696,8 @@ mod tests {
     #[tokio::test]
     async fn a_new_leader_writes_back_the_version_host_status_holds_until_it_hands_out_one() {
         use crate::server::backend::testing::{Mirror, controller, empty, listed};
-        let host = |status: serde_json::Value| -> Host {
-            serde_json::from_value(serde_json::json!({
-                "apiVersion": "holdfast.dev/v1alpha1", "kind": "Host",
-                "metadata": {"name": "web-1", "namespace": "fleet", "uid": "u-web-1", "generation": 1},
-                "spec": {"defaultRepo": "nas"},
-                "status": status,
-            }))
-            .expect("a host")
-        };
         let mut stores = empty();
-        stores.hosts = listed(vec![host(serde_json::json!({
+        stores.hosts = listed(vec![web_1(serde_json::json!({
             "desiredScheduleVersion": 4, "desiredScheduleDigest": "sha256:d4",
         }))]);
         let (controller, _data) = controller(Box::new(Mirror {
@@ -712,7 +705,7 @@ mod tests {
             leading: true,
         }));
         controller.state().revision = Arc::new(crate::revision::Revision {
-            hosts: vec![host(serde_json::Value::Null)],
+            hosts: vec![web_1(serde_json::Value::Null)],
             ..Default::default()
         });
         rebuild(&controller).expect("rebuilt");
