@@ -595,37 +595,83 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
     }
 
-    /// The newest size of every repo.
-    pub fn latest_repo_sizes(
+    /// The newest size of each of `repos` (namespace, name) that has one: one look-up in the
+    /// index per repo, however many sizes the history holds (grouping every row took 153 ms per
+    /// pass of the status writer at 530,000 rows).
+    pub fn latest_repo_sizes<'a>(
         &self,
+        repos: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<std::collections::BTreeMap<(String, String), SizePoint>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT namespace, repo, max(at), total_size, uncompressed_size, snapshots
-                 FROM repo_sizes GROUP BY namespace, repo",
+            .prepare_cached(
+                "SELECT at, total_size, uncompressed_size, snapshots FROM repo_sizes
+                 INDEXED BY repo_sizes_by_repo
+                 WHERE namespace = ?1 AND repo = ?2 ORDER BY at DESC LIMIT 1",
             )
             .map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-                    SizePoint {
-                        at: r.get(2)?,
-                        total_size: r.get::<_, i64>(3)?.max(0) as u64,
-                        uncompressed_size: r.get::<_, Option<i64>>(4)?.map(|v| v.max(0) as u64),
-                        snapshots: r.get::<_, i64>(5)?.max(0) as u64,
-                    },
-                ))
-            })
-            .map_err(|e| self.sqlite(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+        let mut out = std::collections::BTreeMap::new();
+        for (namespace, repo) in repos {
+            let size = stmt
+                .query_row(params![namespace, repo], |r| {
+                    Ok(SizePoint {
+                        at: r.get(0)?,
+                        total_size: r.get::<_, i64>(1)?.max(0) as u64,
+                        uncompressed_size: r.get::<_, Option<i64>>(2)?.map(|v| v.max(0) as u64),
+                        snapshots: r.get::<_, i64>(3)?.max(0) as u64,
+                    })
+                })
+                .optional()
+                .map_err(|e| self.sqlite(e))?;
+            if let Some(size) = size {
+                out.insert((namespace.to_string(), repo.to_string()), size);
+            }
+        }
+        Ok(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latest_size_of_each_repo_asked_for_is_its_newest_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let point = |minutes_ago: i64, size: u64| SizePoint {
+            at: now - chrono::Duration::minutes(minutes_ago),
+            total_size: size,
+            uncompressed_size: None,
+            snapshots: size,
+        };
+        // Out of order: the newest is not the last written.
+        for (repo, minutes_ago, size) in [
+            ("nas", 5, 50),
+            ("nas", 1, 10),
+            ("nas", 9, 90),
+            ("s3", 3, 30),
+        ] {
+            store
+                .record_repo_size("default", repo, &point(minutes_ago, size))
+                .unwrap();
+        }
+        let latest = store
+            .latest_repo_sizes([("default", "nas"), ("default", "s3"), ("default", "gone")])
+            .unwrap();
+        let sizes: Vec<(&str, u64)> = latest
+            .iter()
+            .map(|((_, repo), p)| (repo.as_str(), p.total_size))
+            .collect();
+        assert_eq!(sizes, [("nas", 10), ("s3", 30)]);
+        assert!(
+            store
+                .latest_repo_sizes([("other", "nas")])
+                .unwrap()
+                .is_empty()
+        );
+    }
 
     #[test]
     fn open_requests_are_a_hosts_unfinished_requests_through_their_index() {

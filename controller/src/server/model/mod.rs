@@ -262,7 +262,8 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         let served = store.stored_object(&id)?.and_then(|(_, served)| served);
         deleted.push((id, served));
     }
-    let repo_sizes = store.latest_repo_sizes()?;
+    let repo_sizes =
+        store.latest_repo_sizes(revision.repos.iter().map(|r| (namespace_of(r), name_of(r))))?;
     let snapshot_counts = store.snapshot_counts()?;
     let revisions = store.revisions()?;
     drop(store);
