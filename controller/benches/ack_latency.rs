@@ -127,14 +127,7 @@ impl Result {
 }
 
 async fn scenario(hosts: usize, rounds: usize) -> Result {
-    let tmp = tempfile::Builder::new()
-        .prefix("holdfast-ack-bench-")
-        .tempdir()
-        .expect("a temporary directory");
-    let config = tmp.path().join("config");
-    let data = tmp.path().join("controller");
-    fs::create_dir_all(config.join("schedules")).expect("config dir");
-    fs::create_dir_all(&data).expect("data dir");
+    let (tmp, config, data) = process::workspace("holdfast-ack-bench-");
     let names: Vec<String> = (0..hosts).map(|i| format!("sim-{i:05}")).collect();
     write_fleet(&config, tmp.path(), &names);
     write_schedule(&config, 0);

@@ -160,14 +160,7 @@ async fn run(scale: Scale) {
         bin.display()
     );
 
-    let tmp = tempfile::Builder::new()
-        .prefix("holdfast-history-bench-")
-        .tempdir()
-        .expect("a temporary directory");
-    let config = tmp.path().join("config");
-    let data = tmp.path().join("controller");
-    fs::create_dir_all(config.join("schedules")).expect("config dir");
-    fs::create_dir_all(&data).expect("data dir");
+    let (tmp, config, data) = process::workspace("holdfast-history-bench-");
     let names: Vec<String> = (0..scale.hosts).map(|i| format!("sim-{i:04}")).collect();
     write_fleet(&config, tmp.path(), &names);
     for schedule in 0..scale.schedules {

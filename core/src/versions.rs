@@ -37,3 +37,12 @@ pub fn next(previous: Option<&Versioned>, digest: &str) -> Versioned {
         digest: digest.to_string(),
     }
 }
+
+/// The schedule version a Host's status holds, with its digest: what the next version
+/// continues from.
+pub fn held(status: &crate::resources::HostStatus) -> Option<Versioned> {
+    Some(Versioned {
+        version: status.desired_schedule_version?,
+        digest: status.desired_schedule_digest.clone()?,
+    })
+}

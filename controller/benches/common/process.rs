@@ -15,6 +15,20 @@ pub fn binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_holdfast")))
 }
 
+/// A temporary directory (removed when dropped) with an empty config directory (`schedules/`
+/// included) and a data directory for the controller: `(root, config, data)`.
+pub fn workspace(prefix: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("a temporary directory");
+    let config = tmp.path().join("config");
+    let data = tmp.path().join("controller");
+    fs::create_dir_all(config.join("schedules")).expect("config dir");
+    fs::create_dir_all(&data).expect("data dir");
+    (tmp, config, data)
+}
+
 /// Writes the repo (password in `root`) and `hosts`, each labelled `fleet: bench`, to `config`.
 pub fn write_fleet(config: &Path, root: &Path, hosts: &[String]) {
     fs::write(root.join("password"), "bench").expect("password file");

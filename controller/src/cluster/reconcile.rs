@@ -208,7 +208,7 @@ impl Context {
         [
             self.hub.applied(key),
             handed_out.get(key).cloned(),
-            host.status.as_ref().and_then(|s| s.version()),
+            host.status.as_ref().and_then(versions::held),
         ]
         .into_iter()
         .flatten()

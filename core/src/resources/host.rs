@@ -74,17 +74,6 @@ pub struct HostDefaults {
     pub limits: Option<Limits>,
 }
 
-impl HostStatus {
-    /// The schedule version this status holds, with its digest: what the next version
-    /// continues from.
-    pub fn version(&self) -> Option<crate::versions::Versioned> {
-        Some(crate::versions::Versioned {
-            version: self.desired_schedule_version?,
-            digest: self.desired_schedule_digest.clone()?,
-        })
-    }
-}
-
 impl HostDefaults {
     fn is_empty(&self) -> bool {
         self == &HostDefaults::default()

@@ -377,7 +377,7 @@ fn hold_versions(
         let reference = kube::runtime::reflector::ObjectRef::new(&key.name).within(&key.namespace);
         let held = observed
             .get(&reference)
-            .and_then(|h| h.status.as_ref()?.version());
+            .and_then(|h| crate::versions::held(h.status.as_ref()?));
         if let Some(held) = held {
             versions.insert(key, held);
         }
