@@ -25,8 +25,9 @@
 //! Printed, one line each: the time to report everything (reports/s, runs/s, ack latency), the
 //! time until the list matched, the database size, the controller's resident memory (`VmRSS`),
 //! its CPU over 60 idle seconds (agents connected and heartbeating), the latency of a page of
-//! backups (`?limit=500`, 20 requests), of `GET /` (10) and `GET /api/v1/hosts` (10), and the
-//! time from rewriting one schedule file until every agent acked the new version.
+//! backups (`?limit=500`, 20 requests), of `GET /` (10) and `GET /api/v1/hosts` (10), the
+//! time from rewriting one schedule file until every agent acked the new version, and then,
+//! restarted on the same data with no agent connected, its readiness, memory and idle CPU.
 //!
 //! Run: `cargo bench -p holdfast --bench history`, or at another scale
 //! `HOSTS=50 RUNS=16 cargo bench -p holdfast --bench history`. `HOLDFAST_BIN` runs another
@@ -349,6 +350,30 @@ async fn run(scale: Scale) {
             tally.first_refusal.as_deref().unwrap_or_default()
         );
     }
+    print_log(&controller);
+
+    // What the fleet and its history cost without the agents' connections: the same data
+    // directory, restarted; the simulated agents end with the first controller.
+    drop(controller);
+    let restarted = Instant::now();
+    let root = tmp.path().to_path_buf();
+    let controller = blocking(move || Controller::start(&bin, &config, &data, port, &root)).await;
+    tokio::time::sleep(IDLE).await;
+    let before = controller.cpu_seconds();
+    tokio::time::sleep(IDLE).await;
+    println!(
+        "restarted on this history with no agent: ready in {}; after {:.0} s RSS {:.1} MiB, then idle CPU over {:.0} s {:.1} % of one core",
+        ms(restarted.elapsed() - IDLE * 2),
+        IDLE.as_secs_f64(),
+        mib(controller.rss_kib()),
+        IDLE.as_secs_f64(),
+        (controller.cpu_seconds() - before) / IDLE.as_secs_f64() * 100.0
+    );
+    print_log(&controller);
+}
+
+/// The first lines the controller logged (warnings and errors).
+fn print_log(controller: &Controller) {
     let log = fs::read_to_string(&controller.log).unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();
     if !lines.is_empty() {
@@ -357,7 +382,6 @@ async fn run(scale: Scale) {
             eprintln!("  {line}");
         }
     }
-    drop(controller);
 }
 
 /// Runs blocking work (HTTP through ureq) off the runtime's threads.

@@ -15,11 +15,13 @@ pub fn binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_holdfast")))
 }
 
-/// A temporary directory (removed when dropped) with an empty config directory (`schedules/`
-/// included) and a data directory for the controller: `(root, config, data)`.
+/// A temporary directory (removed when dropped, unless `KEEP_WORKSPACE` is set: then its
+/// database can be read after the run) with an empty config directory (`schedules/` included)
+/// and a data directory for the controller: `(root, config, data)`.
 pub fn workspace(prefix: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let tmp = tempfile::Builder::new()
         .prefix(prefix)
+        .disable_cleanup(std::env::var_os("KEEP_WORKSPACE").is_some())
         .tempdir()
         .expect("a temporary directory");
     let config = tmp.path().join("config");

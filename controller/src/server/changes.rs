@@ -30,8 +30,9 @@ pub struct Change {
     pub kind: Kind,
     pub change: ChangeType,
     /// The object as written (for a deletion, as it was last), as JSON text: the window holds
-    /// thousands, and text takes a fraction of the memory of a parsed value.
-    object: Box<str>,
+    /// thousands, and text takes a fraction of the memory of a parsed value. The store writes
+    /// the same text.
+    object: Arc<str>,
     /// What selectors read of it: `{"metadata": {namespace, name, labels}}`.
     pub metadata: serde_json::Value,
     /// The metadata (namespace, name, labels) it had before, as `{"metadata": …}`; `None`
@@ -53,12 +54,39 @@ impl Change {
             resource_version,
             kind,
             change,
-            object: object.to_string().into_boxed_str(),
+            object: object.to_string().into(),
             metadata: serde_json::json!({"metadata": {
                 "namespace": m["namespace"], "name": m["name"], "labels": m["labels"],
             }}),
             before,
         }
+    }
+
+    /// A change of a typed object, serialised straight to text (no JSON value in between: a
+    /// pass may write thousands).
+    pub fn of<K: kube::Resource + serde::Serialize>(
+        resource_version: i64,
+        kind: Kind,
+        change: ChangeType,
+        object: &K,
+        before: Option<serde_json::Value>,
+    ) -> Change {
+        let m = object.meta();
+        Change {
+            resource_version,
+            kind,
+            change,
+            object: serde_json::to_string(object).unwrap_or_default().into(),
+            metadata: serde_json::json!({"metadata": {
+                "namespace": m.namespace, "name": m.name, "labels": m.labels,
+            }}),
+            before,
+        }
+    }
+
+    /// The object as JSON text.
+    pub fn text(&self) -> Arc<str> {
+        self.object.clone()
     }
 
     /// The object, parsed again.

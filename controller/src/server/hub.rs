@@ -337,7 +337,7 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
     let id = controller
         .next_session
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let record = {
+    {
         let mut state = controller.state();
         // A newer connection replaces an older one: dropping its sender ends it.
         state.sessions.insert(
@@ -359,12 +359,10 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
         agent.applied_digest = hello.applied_schedule_digest.clone();
         agent.rejected = None;
         agent.last_seen = Some(Utc::now());
-        agent.clone()
-    };
+    }
     tracing::info!(host = %host, agent = %hello.agent_version, applied = hello.applied_schedule_version, "agent connected");
     let (c, h) = (controller.clone(), host.clone());
     let started = off_thread(move || {
-        save_agent(&c, &h, &record);
         push(&c, &h);
         dispatch(&c, &h);
         // Last: what the reconcile it triggers adopts comes after what was due already.
@@ -460,21 +458,14 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
     if !inbox.queue.is_empty() {
         tracing::warn!(host = %host, reports = inbox.queue.len(), "session ended with reports not yet stored; the agent keeps them and sends them again");
     }
-    let record = {
+    {
         let mut state = controller.state();
         if state.sessions.get(&host).is_some_and(|s| s.id == id) {
             state.sessions.remove(&host);
         }
-        state.agents.get(&host).cloned()
-    };
+    }
     let (c, h) = (controller.clone(), host.clone());
-    off_thread(move || {
-        if let Some(record) = record {
-            save_agent(&c, &h, &record);
-        }
-        c.agent_changed(&h);
-    })
-    .await;
+    off_thread(move || c.agent_changed(&h)).await;
     tracing::info!(host = %host, "agent disconnected");
 }
 
@@ -485,13 +476,6 @@ fn heard(controller: &Controller, host: &HostKey, id: u64) {
     }
     if let Some(agent) = state.agents.get_mut(host) {
         agent.last_seen = Some(Utc::now());
-    }
-}
-
-fn save_agent(controller: &Controller, host: &HostKey, record: &crate::store::AgentRecord) {
-    if let Err(e) = controller.store().save_agent(host, record) {
-        controller.metrics.store_write_failed();
-        tracing::error!(host = %host, "cannot store the agent's state: {e}");
     }
 }
 
@@ -509,7 +493,7 @@ fn handle(
         )),
         AgentMessage::Heartbeat(_) => None,
         AgentMessage::ScheduleAck(ack) => {
-            let record = {
+            {
                 let mut state = controller.state();
                 if let Err(refusal) = check_ack(&state, host, &ack) {
                     drop(state);
@@ -521,8 +505,7 @@ fn handle(
                 let agent = state.agents.entry(host.clone()).or_default();
                 agent.applied_version = Some(ack.applied_version).filter(|v| *v > 0);
                 agent.rejected = ack.rejected.clone();
-                agent.clone()
-            };
+            }
             match &ack.rejected {
                 Some(why) => {
                     tracing::warn!(host = %host, version = ack.version, "agent rejected the schedule: {why}")
@@ -531,7 +514,6 @@ fn handle(
                     tracing::info!(host = %host, version = ack.applied_version, "agent applied the schedule")
                 }
             }
-            save_agent(controller, host, &record);
             controller.agent_changed(host);
             None
         }
@@ -1164,7 +1146,7 @@ fn ingest(
                     store.save_run(&run)?;
                     controller.metrics.job_finished(&run);
                     // The Host's last backup changed: in Kubernetes mode, its reconcile says so.
-                    controller.agent_changed(host);
+                    controller.host_changed(host);
                     Some(changed(&run))
                 }
                 None => None,

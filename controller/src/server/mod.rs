@@ -15,7 +15,7 @@ pub mod metrics;
 mod model;
 pub mod reconciler;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -93,6 +93,10 @@ struct State {
     rejected: BTreeMap<crate::resources::ObjectKey, Vec<String>>,
     /// What each host may report about: the plans it was given and the repos of its runs.
     scopes: HashMap<HostKey, hub::Scope>,
+    /// Agents whose record changed since it was stored: the status writer stores them
+    /// together each pass (one transaction, not one per ack when a fleet acks a change).
+    /// Losing them to a crash loses nothing an agent does not say again in its hello.
+    unsaved: BTreeSet<HostKey>,
 }
 
 /// Since when, and why, the database cannot be written.
@@ -232,11 +236,40 @@ impl Controller {
         hub::push(self, host);
     }
 
-    /// What an agent says changed: status is recomputed, and the backend told (Kubernetes mode
-    /// reconciles its Host).
+    /// What an agent says of itself changed: its record is stored with the next pass, status
+    /// recomputed, and the backend told (Kubernetes mode reconciles its Host).
     fn agent_changed(&self, host: &HostKey) {
+        self.state().unsaved.insert(host.clone());
+        self.host_changed(host);
+    }
+
+    /// What status shows of `host` changed, but not its agent's record (a run finished).
+    fn host_changed(&self, host: &HostKey) {
         self.touch();
         self.backend.agent_changed(host);
+    }
+
+    /// Stores the agent records that changed since the last call, in one transaction; if
+    /// that fails, they are tried again with the next.
+    pub(crate) fn save_agents(&self) {
+        let agents: Vec<(HostKey, AgentRecord)> = {
+            let mut state = self.state();
+            let unsaved = std::mem::take(&mut state.unsaved);
+            unsaved
+                .into_iter()
+                .filter_map(|h| Some((h.clone(), state.agents.get(&h)?.clone())))
+                .collect()
+        };
+        if agents.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store().save_agents(&agents) {
+            self.metrics.store_write_failed();
+            tracing::error!(agents = agents.len(), "cannot store the agents' state: {e}");
+            self.state()
+                .unsaved
+                .extend(agents.into_iter().map(|(h, _)| h));
+        }
     }
 
     /// Ends every agent's session (each ends when its sender is dropped): a replica that lost

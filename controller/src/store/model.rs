@@ -54,13 +54,16 @@ pub struct StoredObject {
     pub spec_digest: String,
     /// Of the labels and annotations.
     pub meta_digest: String,
-    pub status: Option<serde_json::Value>,
+    /// The status as written, as JSON text: the next write compares with it and continues its
+    /// conditions' transition times. Text takes a fraction of a parsed value's memory (a
+    /// Schedule's status lists every host it runs on).
+    pub status: Option<Box<str>>,
 }
 
 pub type ObjectId = (Kind, String, String);
 
-/// A change to write: the object as stored and as served, or `None` to delete it.
-pub type ObjectWrite = (ObjectId, Option<(StoredObject, serde_json::Value)>);
+/// A change to write: the object as stored and as served (JSON text), or `None` to delete it.
+pub type ObjectWrite = (ObjectId, Option<(StoredObject, std::sync::Arc<str>)>);
 
 fn stored_from_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<StoredObject> {
     Ok(StoredObject {
@@ -74,7 +77,7 @@ fn stored_from_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<StoredObjec
         meta_digest: r.get(at + 6)?,
         status: r
             .get::<_, Option<String>>(at + 4)?
-            .and_then(|s| serde_json::from_str(&s).ok()),
+            .map(String::into_boxed_str),
     })
 }
 
@@ -332,10 +335,10 @@ impl Store {
                         o.meta.generation,
                         o.spec_digest,
                         o.meta.created_at,
-                        o.status.as_ref().map(|s| s.to_string()),
+                        o.status.as_deref(),
                         o.meta.resource_version,
                         o.meta_digest,
-                        served.to_string(),
+                        &**served,
                     ],
                 ),
                 None => tx.execute(
@@ -473,7 +476,9 @@ mod tests {
                     meta_digest: String::new(),
                     status: None,
                 };
-                let served = serde_json::json!({"metadata": {"name": name, "namespace": "fleet"}});
+                let served = serde_json::json!({"metadata": {"name": name, "namespace": "fleet"}})
+                    .to_string()
+                    .into();
                 (
                     (Kind::Backup, "fleet".to_string(), name),
                     Some((stored, served)),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -26,7 +27,7 @@ use crate::compile::HostKey;
 use crate::resources::{Backup, BackupSpec, BackupStatus, Kind, RunStatus};
 use crate::runs::is_final;
 use crate::server::{Controller, ReadModel, RunEvent};
-use view::{FleetView, HostView, RepoSeries, RunView};
+use view::{FleetQuery, FleetView, HostView, RepoSeries, RunView};
 
 type Shared = State<Arc<Controller>>;
 
@@ -114,9 +115,18 @@ fn select<K: Resource + Serialize>(
     kind: Kind,
     wanted: Option<(&str, &str)>,
 ) -> Response {
+    /// Serialised straight to the body, without a JSON value of every object in between.
+    #[derive(Serialize)]
+    struct List<'a, K> {
+        kind: String,
+        items: &'a [K],
+    }
     match wanted {
-        None => Json(serde_json::json!({ "kind": format!("{kind}List"), "items": items }))
-            .into_response(),
+        None => Json(List {
+            kind: format!("{kind}List"),
+            items,
+        })
+        .into_response(),
         Some((namespace, name)) => match items.iter().find(|o| named(*o, namespace, name)) {
             Some(object) => Json(object).into_response(),
             None => not_found(format!("{kind} {namespace}/{name} not found")),
@@ -208,7 +218,13 @@ async fn item(
     respond(&c, &c.model(), &plural, Some((&namespace, &name)))
 }
 
-async fn fleet_page(State(c): Shared) -> Response {
+/// `GET /?page=N&show=failed`. The overview never answers 400: values are read leniently
+/// (`FleetQuery`), and a query axum cannot read at all (a key given twice) counts as none.
+async fn fleet_page(
+    State(c): Shared,
+    query: Result<Query<FleetQuery>, QueryRejection>,
+) -> Response {
+    let query = query.map(|Query(q)| q).unwrap_or_default();
     let model = c.model();
     let active: Vec<&Backup> = model.active.iter().collect();
     page::fleet(&FleetView {
@@ -219,6 +235,8 @@ async fn fleet_page(State(c): Shared) -> Response {
         repos: &model.repos,
         active,
         store_failing: c.store_failing(),
+        page: query.page(),
+        show: query.show(),
     })
     .into_response()
 }

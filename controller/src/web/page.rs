@@ -5,13 +5,13 @@
 //! server-sent events; without the script the page is complete, only not live. Nothing on any
 //! page changes state: there are no forms and no buttons.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::view::{FleetView, HostView, RepoSeries, RevisionRecord, RunView};
+use super::view::{FleetView, HostFilter, HostView, RepoSeries, RevisionRecord, RunView};
 use crate::resources::{
     Backup, BackupSummary, DEFAULT_NAMESPACE, Host, HostStatus, Phase, Progress, Repo, Schedule,
     ScheduleHostStatus,
@@ -31,6 +31,8 @@ const WINDOW_DAYS: i64 = 30;
 const MAX_RUN_ROWS: usize = 50;
 /// Size charts mark every point with a tooltip up to this many points.
 const MAX_CHART_DOTS: usize = 60;
+/// Rows of the fleet page's hosts table; one page of 10,000 hosts would be megabytes of HTML.
+pub const HOSTS_PER_PAGE: usize = 100;
 
 const PHASES: [Phase; 9] = [
     Phase::Pending,
@@ -67,8 +69,8 @@ pub fn fleet(view: &FleetView) -> Markup {
                 (rejected_banner(now, rejected))
             }
             (summary_strip(view))
-            h2 { "Hosts" }
-            (fleet_table(view))
+            h2 #hosts { "Hosts" }
+            (hosts_section(view))
             h2 { "Running now" }
             (active_table(now, &view.active))
             h2 { "Schedules" }
@@ -250,12 +252,17 @@ fn summary_strip(view: &FleetView) -> Markup {
         .iter()
         .filter(|h| last_failed(h).is_some())
         .count();
+    let shown = view.show;
     html! {
         div.strip {
-            (card(&format!("{online} / {total}"), "hosts online", tone(online < total, "bad")))
-            (card(&format!("{in_sync} / {total}"), "in sync", tone(in_sync < total, "warn")))
-            (card(&stale.to_string(), "stale schedules", tone(stale > 0, "warn")))
-            (card(&failed.to_string(), "failed last runs", tone(failed > 0, "bad")))
+            (card(&format!("{online} / {total}"), "hosts online", tone(online < total, "bad"),
+                HostFilter::Offline, shown))
+            (card(&format!("{in_sync} / {total}"), "in sync", tone(in_sync < total, "warn"),
+                HostFilter::Drifting, shown))
+            (card(&stale.to_string(), "stale schedules", tone(stale > 0, "warn"),
+                HostFilter::Stale, shown))
+            (card(&failed.to_string(), "failed last runs", tone(failed > 0, "bad"),
+                HostFilter::Failed, shown))
         }
     }
 }
@@ -265,41 +272,181 @@ fn tone(attention: bool, alarm: &'static str) -> &'static str {
     if attention { alarm } else { "calm" }
 }
 
-fn card(value: &str, label: &str, tone: &str) -> Markup {
+/// A summary card linking to the hosts behind its figure, marked while they are the hosts shown.
+fn card(
+    value: &str,
+    label: &str,
+    tone: &str,
+    filter: HostFilter,
+    shown: Option<HostFilter>,
+) -> Markup {
+    let current = (shown == Some(filter)).then_some("true");
     html! {
-        div.card.(tone) {
+        a.card.(tone) href=(fleet_url(1, Some(filter))) aria-current=[current] {
             div.value { (value) }
             div.label { (label) }
         }
     }
 }
 
-fn fleet_table(view: &FleetView) -> Markup {
+/// What the schedules' status says about one host.
+#[derive(Clone, Copy, Default)]
+struct HostSchedules<'a> {
+    /// The earliest next run of any schedule.
+    next: Option<&'a Time>,
+    /// Some schedule is stale on it.
+    stale: bool,
+}
+
+/// Every host's schedule entries by (namespace, host), gathered in one pass over the schedules'
+/// status: each schedule lists every host it runs on, so searching those lists per host is
+/// quadratic in the fleet's size.
+fn schedule_index(
+    schedules: &[Schedule],
+    hosts: usize,
+) -> HashMap<(&str, &str), HostSchedules<'_>> {
+    let mut index: HashMap<(&str, &str), HostSchedules> = HashMap::with_capacity(hosts);
+    for schedule in schedules {
+        let namespace = namespace_of(schedule);
+        for entry in schedule.status.iter().flat_map(|s| &s.hosts) {
+            let found = index.entry((namespace, entry.host.as_str())).or_default();
+            found.stale |= entry.stale;
+            if let Some(t) = &entry.next_schedule_time
+                && found.next.is_none_or(|earliest| t.0 < earliest.0)
+            {
+                found.next = Some(t);
+            }
+        }
+    }
+    index
+}
+
+/// A row of the hosts table.
+struct HostRow<'a> {
+    host: &'a Host,
+    namespace: &'a str,
+    name: &'a str,
+    schedules: HostSchedules<'a>,
+    /// The most severe reason it needs attention.
+    attention: Option<HostFilter>,
+}
+
+fn needs(host: &Host, schedules: HostSchedules, filter: HostFilter) -> bool {
+    match filter {
+        HostFilter::Failed => last_failed(host).is_some(),
+        HostFilter::Stale => schedules.stale,
+        HostFilter::Offline => !is_online(host),
+        HostFilter::Drifting => drifting(host.status.as_ref()),
+    }
+}
+
+/// The hosts the table lists (all, or those `show` picks): those needing attention first, most
+/// severe first, then by namespace and name.
+fn listed_hosts<'a>(view: &FleetView<'a>) -> Vec<HostRow<'a>> {
+    let index = schedule_index(view.schedules, view.hosts.len());
+    let mut rows: Vec<HostRow> = view
+        .hosts
+        .iter()
+        .filter_map(|host| {
+            let (namespace, name) = (namespace_of(host), name_of(host));
+            let schedules = index.get(&(namespace, name)).copied().unwrap_or_default();
+            if view.show.is_some_and(|f| !needs(host, schedules, f)) {
+                return None;
+            }
+            let attention = HostFilter::ALL
+                .into_iter()
+                .find(|f| needs(host, schedules, *f));
+            Some(HostRow {
+                host,
+                namespace,
+                name,
+                schedules,
+                attention,
+            })
+        })
+        .collect();
+    rows.sort_unstable_by_key(|r| (r.attention.is_none(), r.attention, r.namespace, r.name));
+    rows
+}
+
+/// `/?page=2&show=failed#hosts`.
+fn fleet_url(page: usize, show: Option<HostFilter>) -> String {
+    match show {
+        Some(filter) => format!("/?page={page}&show={}#hosts", filter.as_str()),
+        None => format!("/?page={page}#hosts"),
+    }
+}
+
+/// The words after "hosts" for a filter.
+fn filter_words(filter: HostFilter) -> &'static str {
+    match filter {
+        HostFilter::Failed => "whose last backup failed",
+        HostFilter::Stale => "with a stale schedule",
+        HostFilter::Offline => "that are offline",
+        HostFilter::Drifting => "whose agent runs another schedule version",
+    }
+}
+
+/// The hosts table, one page of it, with the filter in force and links to the other pages.
+fn hosts_section(view: &FleetView) -> Markup {
     if view.hosts.is_empty() {
         return html! { p.empty { "No hosts declared." } };
     }
+    let rows = listed_hosts(view);
+    let pages = rows.len().div_ceil(HOSTS_PER_PAGE).max(1);
+    let page = view.page.clamp(1, pages);
+    let shown = &rows[(page - 1) * HOSTS_PER_PAGE..rows.len().min(page * HOSTS_PER_PAGE)];
+    let pager = html! {
+        nav.pager aria-label="Host pages" {
+            span {
+                "Hosts " (count(((page - 1) * HOSTS_PER_PAGE + 1) as u64)) "–"
+                (count(((page - 1) * HOSTS_PER_PAGE + shown.len()) as u64))
+                " of " (count(rows.len() as u64))
+            }
+            @if page > 1 {
+                a href=(fleet_url(page - 1, view.show)) rel="prev" { "← Previous" }
+            }
+            @if page < pages {
+                a href=(fleet_url(page + 1, view.show)) rel="next" { "Next →" }
+            }
+        }
+    };
     html! {
-        table {
-            thead { tr {
-                th { "Host" } th { "State" } th { "Schedule version" } th { "Last backup" }
-                th { "Next run" } th { "Attention" }
-            } }
-            tbody { @for host in view.hosts { (host_row(view, host)) } }
+        @if let Some(filter) = view.show {
+            p.filter {
+                "Only hosts " strong { (filter_words(filter)) } ". "
+                a href="/#hosts" { "Show all " (count(view.hosts.len() as u64)) " hosts" }
+            }
+        }
+        @if shown.is_empty() {
+            p.empty { "No hosts " (view.show.map_or("", filter_words)) "." }
+        } @else {
+            (pager)
+            table {
+                thead { tr {
+                    th { "Host" } th { "State" } th { "Schedule version" } th { "Last backup" }
+                    th { "Next run" } th { "Attention" }
+                } }
+                tbody { @for row in shown { (host_row(view.now, row)) } }
+            }
+            @if pages > 1 { (pager) }
         }
     }
 }
 
-fn host_row(view: &FleetView, host: &Host) -> Markup {
-    let now = view.now;
-    let name = name_of(host);
-    let namespace = namespace_of(host);
+fn host_row(now: DateTime<Utc>, row: &HostRow) -> Markup {
+    let HostRow {
+        host,
+        namespace,
+        name,
+        schedules,
+        ..
+    } = *row;
     let status = host.status.as_ref();
     let online = is_online(host);
     let last = status.and_then(|s| s.last_backup.as_ref());
-    let next = host_entries(view.schedules, namespace, name)
-        .filter_map(|e| e.next_schedule_time.as_ref().map(time::chrono))
-        .min();
-    let stale = host_entries(view.schedules, namespace, name).any(|e| e.stale);
+    let next = schedules.next.map(time::chrono);
+    let stale = schedules.stale;
     let failed = last_failed(host);
     html! {
         tr data-host=(name) data-state=(state_name(online)) {
@@ -1046,18 +1193,6 @@ fn host_entry<'a>(schedule: &'a Schedule, host: &str) -> Option<&'a ScheduleHost
         .find(|e| e.host == host)
 }
 
-/// The status entries of every schedule in `namespace` for the host `name`.
-fn host_entries<'a>(
-    schedules: &'a [Schedule],
-    namespace: &'a str,
-    name: &'a str,
-) -> impl Iterator<Item = &'a ScheduleHostStatus> + 'a {
-    schedules
-        .iter()
-        .filter(move |s| namespace_of(*s) == namespace)
-        .filter_map(move |s| host_entry(s, name))
-}
-
 fn host_count(schedule: &Schedule) -> u64 {
     schedule
         .status
@@ -1435,6 +1570,9 @@ code.url { word-break: break-all; }
   background: var(--panel); border: 1px solid var(--line); border-radius: 8px;
   padding: 12px 16px;
 }
+a.card { display: block; color: inherit; }
+a.card:hover { text-decoration: none; border-color: var(--accent); }
+a.card[aria-current] { outline: 2px solid var(--accent); outline-offset: -1px; }
 .card .value { font-size: 26px; font-weight: 650; line-height: 1.2; }
 .card .label { color: var(--dim); font-size: 12px; }
 .card.calm { border-top: 3px solid var(--ok); }
@@ -1442,6 +1580,8 @@ code.url { word-break: break-all; }
 .card.warn .value { color: var(--warn); }
 .card.bad { border-top: 3px solid var(--bad); }
 .card.bad .value { color: var(--bad); }
+.filter { margin: 0 0 8px; }
+.pager { display: flex; flex-wrap: wrap; gap: 4px 16px; color: var(--dim); margin: 8px 0; }
 dl.facts {
   display: grid; grid-template-columns: max-content 1fr; gap: 6px 28px; margin: 0;
   background: var(--panel); border: 1px solid var(--line); border-radius: 8px;
@@ -1498,7 +1638,7 @@ mod tests {
     use crate::resources::{
         BackupSpec, BackupStatus, HostSpec, LastRun, RunStatus, ScheduleSpec, ScheduleStatus,
     };
-    use crate::web::view::Revisions;
+    use crate::web::view::{FleetQuery, Revisions};
     use protocol::Operation;
 
     fn now() -> DateTime<Utc> {
@@ -1573,6 +1713,16 @@ mod tests {
     }
 
     fn fleet_page(revisions: &Revisions, hosts: &[Host], schedules: &[Schedule]) -> String {
+        fleet_shown(hosts, schedules, 1, None, revisions)
+    }
+
+    fn fleet_shown(
+        hosts: &[Host],
+        schedules: &[Schedule],
+        page: usize,
+        show: Option<HostFilter>,
+        revisions: &Revisions,
+    ) -> String {
         fleet(&FleetView {
             now: now(),
             revisions,
@@ -1581,8 +1731,48 @@ mod tests {
             repos: &[],
             active: vec![],
             store_failing: None,
+            page,
+            show,
         })
         .into_string()
+    }
+
+    /// The hosts of the table's rows, in order.
+    fn listed(page: &str) -> Vec<&str> {
+        page.split("<tr data-host=\"")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('"').expect("attribute ends")])
+            .collect()
+    }
+
+    /// `host-000` … online, in sync, last backup succeeded.
+    fn fine_hosts(n: usize) -> Vec<Host> {
+        (0..n)
+            .map(|i| host_named(&format!("host-{i:03}"), Some(true)))
+            .collect()
+    }
+
+    fn last_backup(host: &mut Host, phase: Phase) {
+        let status = host.status.get_or_insert_with(HostStatus::default);
+        status.last_backup = Some(LastRun {
+            time: time::k8s(now() - Duration::hours(5)),
+            phase,
+            backup: "run".into(),
+        });
+    }
+
+    fn drift(host: &mut Host) {
+        let status = host.status.get_or_insert_with(HostStatus::default);
+        status.applied_schedule_version = Some(3);
+        status.desired_schedule_version = Some(4);
+    }
+
+    fn stale_entry(host: &str) -> ScheduleHostStatus {
+        ScheduleHostStatus {
+            host: host.into(),
+            stale: true,
+            ..ScheduleHostStatus::default()
+        }
     }
 
     fn run_page(backup: &Backup) -> String {
@@ -1887,5 +2077,182 @@ mod tests {
         }
         assert!(pages[3].contains("There is no <strong>host default/ghost</strong>."));
         assert!(pages[3].contains(r#"<a href="/">"#));
+    }
+
+    #[test]
+    fn hosts_needing_attention_come_first_most_severe_first() {
+        let mut hosts = vec![
+            host_named("a-fine", Some(true)),
+            host_named("b-drift", Some(true)),
+            host_named("c-offline", Some(false)),
+            host_named("d-stale", Some(true)),
+            host_named("e-failed", Some(true)),
+            host_named("f-partial", Some(true)),
+            host_named("g-offline-failed", Some(false)),
+            host_named("h-fine", Some(true)),
+        ];
+        drift(&mut hosts[1]);
+        last_backup(&mut hosts[4], Phase::Failed);
+        last_backup(&mut hosts[5], Phase::PartiallyFailed);
+        last_backup(&mut hosts[6], Phase::Failed);
+        last_backup(&mut hosts[7], Phase::Succeeded);
+        let mut other = host_named("a-other-ns", Some(false));
+        other.metadata.namespace = Some("lab".into());
+        hosts.push(other);
+        // A stale entry in another namespace's schedule is not d-stale's.
+        let mut lab = schedule("lab-nightly", vec![stale_entry("a-fine")]);
+        lab.metadata.namespace = Some("lab".into());
+        let schedules = [schedule("nightly", vec![stale_entry("d-stale")]), lab];
+        let page = fleet_page(&Revisions::default(), &hosts, &schedules);
+        assert_eq!(
+            listed(&page),
+            [
+                "e-failed",
+                "f-partial",
+                "g-offline-failed",
+                "d-stale",
+                "c-offline",
+                "a-other-ns",
+                "b-drift",
+                "a-fine",
+                "h-fine",
+            ],
+        );
+        assert!(row(&page, "d-stale").contains(">stale<"));
+        assert!(!row(&page, "a-fine").contains(">stale<"));
+    }
+
+    #[test]
+    fn page_two_of_250_hosts_shows_hosts_101_to_200_and_both_links() {
+        let hosts = fine_hosts(250);
+        let page = fleet_shown(&hosts, &[], 2, None, &Revisions::default());
+        let rows = listed(&page);
+        assert_eq!(rows.len(), HOSTS_PER_PAGE);
+        assert_eq!((rows[0], rows[99]), ("host-100", "host-199"));
+        assert!(page.contains("Hosts 101–200 of 250"), "{page}");
+        assert!(page.contains(r##"<a href="/?page=1#hosts" rel="prev">"##));
+        assert!(page.contains(r##"<a href="/?page=3#hosts" rel="next">"##));
+        assert!(page.contains(">250 / 250</div>"), "cards count every host");
+
+        let first = fleet_shown(&hosts, &[], 1, None, &Revisions::default());
+        assert_eq!(listed(&first)[0], "host-000");
+        assert!(first.contains("Hosts 1–100 of 250") && !first.contains(r#"rel="prev""#));
+        let last = fleet_shown(&hosts, &[], 3, None, &Revisions::default());
+        assert_eq!(listed(&last).len(), 50);
+        assert!(last.contains("Hosts 201–250 of 250") && !last.contains(r#"rel="next""#));
+    }
+
+    #[test]
+    fn a_filter_lists_only_its_hosts_and_its_page_links_keep_it() {
+        let mut hosts = fine_hosts(250);
+        for host in hosts.iter_mut().step_by(2) {
+            host.status.as_mut().expect("has a status").online = Some(false);
+        }
+        last_backup(&mut hosts[1], Phase::Failed);
+        let page = fleet_shown(
+            &hosts,
+            &[],
+            1,
+            Some(HostFilter::Offline),
+            &Revisions::default(),
+        );
+        let rows = listed(&page);
+        assert_eq!(rows.len(), HOSTS_PER_PAGE);
+        assert!(
+            rows.iter()
+                .all(|name| row(&page, name).contains(r#"data-state="offline""#))
+        );
+        assert!(page.contains("Hosts 1–100 of 125"), "{page}");
+        assert!(page.contains(r##"href="/?page=2&amp;show=offline#hosts" rel="next""##));
+        assert!(page.contains("<strong>that are offline</strong>"));
+        assert!(page.contains(r##"<a href="/#hosts">Show all 250 hosts</a>"##));
+        assert!(page.contains(">125 / 250</div>"), "cards count every host");
+
+        let second = fleet_shown(
+            &hosts,
+            &[],
+            2,
+            Some(HostFilter::Offline),
+            &Revisions::default(),
+        );
+        assert_eq!(listed(&second).len(), 25);
+        assert!(second.contains(r##"href="/?page=1&amp;show=offline#hosts" rel="prev""##));
+
+        let failed = fleet_shown(
+            &hosts,
+            &[],
+            1,
+            Some(HostFilter::Failed),
+            &Revisions::default(),
+        );
+        assert_eq!(listed(&failed), ["host-001"]);
+
+        let none = fleet_shown(
+            &hosts,
+            &[],
+            1,
+            Some(HostFilter::Stale),
+            &Revisions::default(),
+        );
+        assert!(listed(&none).is_empty());
+        assert!(none.contains("No hosts with a stale schedule."), "{none}");
+    }
+
+    #[test]
+    fn summary_cards_link_to_their_filters() {
+        let hosts = [host_named("web-1", Some(false))];
+        let page = fleet_shown(
+            &hosts,
+            &[],
+            1,
+            Some(HostFilter::Stale),
+            &Revisions::default(),
+        );
+        for (filter, label, current) in [
+            ("offline", "hosts online", false),
+            ("drifting", "in sync", false),
+            ("stale", "stale schedules", true),
+            ("failed", "failed last runs", false),
+        ] {
+            let href = format!(r##"href="/?page=1&amp;show={filter}#hosts""##);
+            let start = page
+                .find(&href)
+                .unwrap_or_else(|| panic!("no card for {filter}"));
+            let card = &page[page[..start].rfind("<a ").expect("a link")..];
+            let card = &card[..card.find("</a>").expect("link ends")];
+            assert!(card.starts_with("<a class=\"card "), "{card}");
+            assert!(card.contains(&format!(">{label}</div>")), "{card}");
+            assert_eq!(card.contains(r#"aria-current="true""#), current, "{card}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_or_out_of_range_query_shows_a_page() {
+        let query = |q: &str| {
+            let uri: axum::http::Uri = format!("/{q}").parse().expect("a URI");
+            axum::extract::Query::<FleetQuery>::try_from_uri(&uri)
+                .unwrap_or_else(|e| panic!("{q}: {e}"))
+                .0
+        };
+        for (q, page, show) in [
+            ("", 1, None),
+            ("?page=abc", 1, None),
+            ("?page=abc&show=failed", 1, Some(HostFilter::Failed)),
+            ("?page=0", 1, None),
+            ("?page=-2", 1, None),
+            ("?page=99999999999999999999999", 1, None),
+            ("?page=%20999%20", 999, None),
+            ("?page=2&show=stale", 2, Some(HostFilter::Stale)),
+            ("?show=bogus", 1, None),
+            ("?show=", 1, None),
+        ] {
+            let parsed = query(q);
+            assert_eq!((parsed.page(), parsed.show()), (page, show), "{q}");
+        }
+
+        let hosts = fine_hosts(250);
+        let page = fleet_shown(&hosts, &[], 999, None, &Revisions::default());
+        assert!(page.contains("Hosts 201–250 of 250"), "the last page");
+        assert_eq!(listed(&page).len(), 50);
     }
 }

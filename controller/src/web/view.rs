@@ -4,6 +4,7 @@
 //! tell a different story from `/api/v1` or `kubectl`.
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 
 use crate::resources::{Backup, Host, Repo, Schedule};
 pub use crate::store::{RevisionRecord, Revisions};
@@ -19,6 +20,72 @@ pub struct FleetView<'a> {
     pub active: Vec<&'a Backup>,
     /// Why the controller cannot write its database, while it cannot.
     pub store_failing: Option<String>,
+    /// The page of the hosts table asked for, from 1; past the last page shows the last.
+    pub page: usize,
+    /// Only the hosts that need this attention, else every host.
+    pub show: Option<HostFilter>,
+}
+
+/// A reason a host needs attention, most severe first: the hosts table lists hosts in this
+/// order, and `?show=` lists only the hosts with one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HostFilter {
+    /// Its last backup failed in whole or in part.
+    Failed,
+    /// A schedule has had no successful run on it within `staleAfter`.
+    Stale,
+    Offline,
+    /// Its agent runs another schedule version than the controller wants.
+    Drifting,
+}
+
+impl HostFilter {
+    /// In order of severity.
+    pub const ALL: [HostFilter; 4] = [
+        HostFilter::Failed,
+        HostFilter::Stale,
+        HostFilter::Offline,
+        HostFilter::Drifting,
+    ];
+
+    /// The value of `?show=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostFilter::Failed => "failed",
+            HostFilter::Stale => "stale",
+            HostFilter::Offline => "offline",
+            HostFilter::Drifting => "drifting",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<HostFilter> {
+        HostFilter::ALL.into_iter().find(|f| f.as_str() == value)
+    }
+}
+
+/// The query of `/`: `?page=N&show=failed`. Both are text and read leniently by `page` and
+/// `show`, so a malformed value falls back to the default instead of axum's 400 (a number
+/// field would reject `?page=abc`), and a bad `page` does not lose the filter.
+#[derive(Debug, Default, Deserialize)]
+pub struct FleetQuery {
+    pub page: Option<String>,
+    pub show: Option<String>,
+}
+
+impl FleetQuery {
+    /// The page asked for, from 1; missing, malformed or 0 is 1.
+    pub fn page(&self) -> usize {
+        self.page
+            .as_deref()
+            .and_then(|p| p.trim().parse::<usize>().ok())
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// The filter asked for; an unknown one is no filter.
+    pub fn show(&self) -> Option<HostFilter> {
+        self.show.as_deref().and_then(HostFilter::parse)
+    }
 }
 
 /// One host at `/hosts/{namespace}/{name}`.

@@ -40,6 +40,11 @@ const COALESCE: Duration = Duration::from_millis(200);
 const TICK: Duration = Duration::from_secs(1);
 /// Recompute at least this often.
 const IDLE: Duration = Duration::from_secs(60);
+/// The clock alone moves Schedule status (a host's next run comes, or it turns stale) on this
+/// step: each pass then takes every such change of a whole step, not one pass a second while a
+/// fleet's jittered runs come due. A host that runs its schedule reports, which recomputes at
+/// once; the step delays only the hosts that do not (offline, not enrolled) and staleness.
+const SCHEDULE_STEP: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
 /// The fleet's resources as last written; Backups and Restores are read from the store.
 #[derive(Default)]
@@ -191,8 +196,8 @@ pub async fn writer(controller: Arc<Controller>) {
 }
 
 /// When the clock alone next changes a status computed at `now`: the schedules' own time
-/// (`schedules`), each second while a run goes on, and while an agent is connected the next
-/// step of its `lastSeen` ([`status::last_seen_step`]).
+/// (`schedules`, rounded up to a [`SCHEDULE_STEP`]), each second while a run goes on, and while
+/// an agent is connected the next step of its `lastSeen` ([`status::last_seen_step`]).
 fn recompute_at(
     now: chrono::DateTime<Utc>,
     schedules: Option<chrono::DateTime<Utc>>,
@@ -206,12 +211,21 @@ fn recompute_at(
         .flatten()
         .map(|m| m + step);
     let second = running.then(|| now + chrono::Duration::seconds(1));
+    let schedules = schedules.and_then(|at| {
+        let start = at.duration_trunc(SCHEDULE_STEP).ok()?;
+        Some(if start == at {
+            at
+        } else {
+            start + SCHEDULE_STEP
+        })
+    });
     [schedules, next_step, second].into_iter().flatten().min()
 }
 
 /// Recomputes the fleet's statuses, settles the run records that changed, and writes what
 /// changed. Returns when the clock alone changes a status next (`None`: as soon as may be).
 fn rebuild(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
+    controller.save_agents();
     if let Some(observed) = controller.backend.observed() {
         if !controller.backend.is_leading() {
             mirror::mirror(controller, observed)?;
@@ -571,6 +585,11 @@ mod tests {
         assert_eq!(
             recompute_at(now, Some(at("2026-12-01T10:03:00Z")), false, true),
             Some(at("2026-12-01T10:03:00Z"))
+        );
+        assert_eq!(
+            recompute_at(now, Some(at("2026-12-01T10:03:07Z")), false, true),
+            Some(at("2026-12-01T10:03:30Z")),
+            "a schedule's time waits for the end of its step"
         );
         assert_eq!(
             recompute_at(now, None, true, true),

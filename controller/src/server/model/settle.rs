@@ -169,7 +169,8 @@ pub struct Writer<'a> {
 /// The parts of a status every kind has.
 pub trait HasStatus: Resource + Serialize {
     fn spec_json(&self) -> serde_json::Value;
-    fn status_json(&self) -> Option<serde_json::Value>;
+    /// The status as JSON text, as it is stored.
+    fn status_text(&self) -> Option<Box<str>>;
     fn finish(&mut self, previous: &[Condition], generation: i64, now: DateTime<Utc>);
     fn conditions(&self) -> Vec<Condition>;
 }
@@ -180,8 +181,11 @@ macro_rules! has_status {
             fn spec_json(&self) -> serde_json::Value {
                 serde_json::to_value(&self.spec).unwrap_or_default()
             }
-            fn status_json(&self) -> Option<serde_json::Value> {
-                self.status.as_ref().and_then(|s| serde_json::to_value(s).ok())
+            fn status_text(&self) -> Option<Box<str>> {
+                self.status
+                    .as_ref()
+                    .and_then(|s| serde_json::to_string(s).ok())
+                    .map(String::into_boxed_str)
             }
             fn conditions(&self) -> Vec<Condition> {
                 self.status.as_ref().map(|s| (*s)$(.$field)?.conditions.clone()).unwrap_or_default()
@@ -339,14 +343,13 @@ impl<'a> Writer<'a> {
         // Transition times continue from what was written before: here, or (after a restart
         // in Kubernetes mode) in the cluster.
         let previous_conditions: Vec<Condition> = before
-            .and_then(|b| b.status.as_ref())
-            .and_then(|s| s.get("conditions"))
-            .and_then(|c| serde_json::from_value(c.clone()).ok())
+            .and_then(|b| b.status.as_deref())
+            .and_then(conditions_of)
             .unwrap_or(held);
         if self.computed {
             object.finish(&previous_conditions, meta.generation, self.now);
         }
-        let status = object.status_json();
+        let status = object.status_text();
         let unchanged = before.filter(|b| {
             b.spec_digest == spec_digest && b.meta_digest == meta_digest && b.status == status
         });
@@ -372,18 +375,27 @@ impl<'a> Writer<'a> {
         m.resource_version = Some(stored.meta.resource_version.to_string());
         m.creation_timestamp = Some(crate::time::k8s(stored.meta.created_at));
         if unchanged.is_none() {
-            let served = serde_json::to_value(&object).unwrap_or_default();
             let change = if before.is_some() {
                 ChangeType::Modified
             } else {
                 ChangeType::Added
             };
-            let event = Change::new(stored.meta.resource_version, id.0, change, &served, was);
+            let event = Change::of(stored.meta.resource_version, id.0, change, &object, was);
+            self.changes
+                .push((id, Some((stored.clone(), event.text()))));
             self.events.push(event);
-            self.changes.push((id, Some((stored.clone(), served))));
         }
         (object, stored)
     }
+}
+
+/// The conditions at the top of a status's JSON text, if it has any.
+fn conditions_of(status: &str) -> Option<Vec<Condition>> {
+    #[derive(serde::Deserialize)]
+    struct Conditions {
+        conditions: Option<Vec<Condition>>,
+    }
+    serde_json::from_str::<Conditions>(status).ok()?.conditions
 }
 
 /// An object's identity; a file without a namespace is in the default one.
