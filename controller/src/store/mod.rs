@@ -66,6 +66,10 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE objects ADD COLUMN object TEXT;
      CREATE INDEX runs_by_schedule ON runs (namespace, host, schedule, finished_at);
      CREATE INDEX runs_requested ON runs (kind, namespace, name) WHERE requested = 1;",
+    // The objects a start settles again (none served yet, or one showing a run going on),
+    // found without reading every stored object.
+    "CREATE INDEX objects_to_settle ON objects (kind, namespace, name)
+        WHERE object IS NULL OR json_extract(object, '$.status.phase') IN ('Pending', 'Dispatched', 'Running')",
 ];
 
 #[derive(Debug, thiserror::Error)]

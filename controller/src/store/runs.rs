@@ -145,7 +145,10 @@ impl Store {
     }
 
     /// Records whose object is missing or shows the run going on: after a restart (or the
-    /// upgrade that began storing objects) the status writer brings these up to date.
+    /// upgrade that began storing objects) the status writer brings these up to date. The
+    /// records going on and those without an object come from the runs and the objects' key;
+    /// the objects to settle again from their partial index: reading every stored object's
+    /// JSON took 30 % of a start on 150,000 records.
     pub fn runs_to_settle(&self) -> Result<Vec<RunRecord>, StoreError> {
         let columns = RUN_COLUMNS.replace('\n', " ");
         let columns: Vec<String> = columns
@@ -155,12 +158,16 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT {} FROM runs r LEFT JOIN objects o
-                   ON o.kind = r.kind AND o.namespace = r.namespace AND o.name = r.name
+                "SELECT {columns} FROM runs r
+                 WHERE r.phase IN ('Pending', 'Dispatched', 'Running')
+                    OR NOT EXISTS (SELECT 1 FROM objects o
+                        WHERE o.kind = r.kind AND o.namespace = r.namespace AND o.name = r.name)
+                 UNION
+                 SELECT {columns} FROM objects o INDEXED BY objects_to_settle JOIN runs r
+                   ON r.kind = o.kind AND r.namespace = o.namespace AND r.name = o.name
                  WHERE o.object IS NULL
-                    OR json_extract(o.object, '$.status.phase') IN ('Pending', 'Dispatched', 'Running')
-                    OR r.phase IN ('Pending', 'Dispatched', 'Running')",
-                columns.join(", ")
+                    OR json_extract(o.object, '$.status.phase') IN ('Pending', 'Dispatched', 'Running')",
+                columns = columns.join(", ")
             ))
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
@@ -634,6 +641,77 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_settles_records_without_an_object_or_whose_object_shows_a_run_going_on() {
+        use crate::store::{ObjectMeta, ObjectWrite, StoredObject};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let record = |name: &str, phase: Phase| RunRecord {
+            kind: Kind::Backup,
+            namespace: "fleet".into(),
+            name: name.into(),
+            host: "web-1".into(),
+            job: name.into(),
+            schedule: Some("nightly".into()),
+            operation: protocol::JobOperation::Backup,
+            repo: None,
+            phase,
+            requested: false,
+            created_at: now,
+            scheduled_at: None,
+            started_at: Some(now),
+            finished_at: is_final(phase).then_some(now),
+            exit_code: None,
+            snapshot_id: None,
+            summary: None,
+            progress: None,
+            reason: None,
+            message: None,
+            log_tail: Vec::new(),
+        };
+        // (record's phase, the phase its stored object shows; None: no object)
+        let cases = [
+            ("settled", Phase::Succeeded, Some("Succeeded")),
+            ("no-object", Phase::Succeeded, None),
+            ("object-behind", Phase::Failed, Some("Running")),
+            ("going-on", Phase::Running, Some("Running")),
+        ];
+        let mut writes: Vec<ObjectWrite> = Vec::new();
+        for (i, (name, phase, shown)) in cases.iter().enumerate() {
+            store.save_run(&record(name, *phase)).unwrap();
+            let Some(shown) = shown else { continue };
+            let stored = StoredObject {
+                meta: ObjectMeta {
+                    uid: name.to_string(),
+                    generation: 1,
+                    created_at: now,
+                    resource_version: i as i64 + 1,
+                },
+                spec_digest: String::new(),
+                meta_digest: String::new(),
+                status: None,
+            };
+            let served = serde_json::json!({
+                "metadata": {"name": name, "namespace": "fleet"},
+                "status": {"phase": shown},
+            });
+            writes.push((
+                (Kind::Backup, "fleet".into(), name.to_string()),
+                Some((stored, served.to_string().into())),
+            ));
+        }
+        store.write_objects(&writes, cases.len() as i64).unwrap();
+        let mut names: Vec<String> = store
+            .runs_to_settle()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["going-on", "no-object", "object-behind"]);
+    }
 
     #[test]
     fn the_latest_size_of_each_repo_asked_for_is_its_newest_point() {
