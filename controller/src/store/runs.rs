@@ -649,27 +649,18 @@ mod tests {
         let mut store = Store::open(dir.path()).unwrap();
         let now = Utc::now();
         let record = |name: &str, phase: Phase| RunRecord {
-            kind: Kind::Backup,
-            namespace: "fleet".into(),
-            name: name.into(),
-            host: "web-1".into(),
-            job: name.into(),
             schedule: Some("nightly".into()),
-            operation: protocol::JobOperation::Backup,
-            repo: None,
             phase,
-            requested: false,
-            created_at: now,
-            scheduled_at: None,
             started_at: Some(now),
             finished_at: is_final(phase).then_some(now),
-            exit_code: None,
-            snapshot_id: None,
-            summary: None,
-            progress: None,
-            reason: None,
-            message: None,
-            log_tail: Vec::new(),
+            ..RunRecord::pending(
+                Kind::Backup,
+                &HostKey::new("fleet", "web-1"),
+                name.into(),
+                name.into(),
+                protocol::JobOperation::Backup,
+                now,
+            )
         };
         // (record's phase, the phase its stored object shows; None: no object)
         let cases = [
