@@ -14,7 +14,7 @@ mod runs;
 pub use agents::AgentRecord;
 pub use auth::{AuthError, Enrolled, NoRandomness, hash as secret_hash, random_secret};
 pub use model::{ObjectId, ObjectMeta, ObjectWrite, RevisionRecord, Revisions, StoredObject};
-pub use runs::{HistoryPoint, RunGroup, SizePoint};
+pub use runs::{GroupSize, HistoryPoint, RunGroup, SizePoint};
 
 /// A random identifier shaped like a Kubernetes uid.
 pub fn new_uid() -> String {

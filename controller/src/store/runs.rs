@@ -21,6 +21,14 @@ pub struct RunGroup {
     pub schedule: Option<String>,
 }
 
+/// A group's finished records: how many succeeded, and how many did not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSize {
+    pub group: RunGroup,
+    pub succeeded: u32,
+    pub other: u32,
+}
+
 impl RunGroup {
     pub fn of(run: &RunRecord) -> RunGroup {
         RunGroup {
@@ -196,22 +204,29 @@ impl Store {
         std::mem::take(&mut self.saved)
     }
 
-    /// Every (namespace, host, schedule) with finished scheduled records: what history limits
-    /// apply to.
-    pub fn run_groups(&self) -> Result<Vec<RunGroup>, StoreError> {
+    /// Every (namespace, host, schedule) with finished scheduled records, and how many of them
+    /// succeeded and did not: what history limits apply to. A group within its limits has
+    /// nothing to prune, so a start reads none of its records.
+    pub fn run_groups(&self) -> Result<Vec<GroupSize>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT DISTINCT namespace, host, schedule FROM runs
-                 WHERE requested = 0 AND phase NOT IN ('Pending', 'Dispatched', 'Running')",
+                "SELECT namespace, host, schedule, sum(phase = 'Succeeded'), sum(phase <> 'Succeeded')
+                 FROM runs
+                 WHERE requested = 0 AND phase NOT IN ('Pending', 'Dispatched', 'Running')
+                 GROUP BY namespace, host, schedule",
             )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok(RunGroup {
-                    namespace: r.get(0)?,
-                    host: r.get(1)?,
-                    schedule: r.get(2)?,
+                Ok(GroupSize {
+                    group: RunGroup {
+                        namespace: r.get(0)?,
+                        host: r.get(1)?,
+                        schedule: r.get(2)?,
+                    },
+                    succeeded: r.get(3)?,
+                    other: r.get(4)?,
                 })
             })
             .map_err(|e| self.sqlite(e))?;
@@ -641,6 +656,49 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_count_their_finished_scheduled_records_by_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let run = |name: &str, host: &str, phase: Phase, requested: bool| RunRecord {
+            schedule: Some("nightly".into()),
+            phase,
+            requested,
+            finished_at: is_final(phase).then_some(now),
+            ..RunRecord::pending(
+                Kind::Backup,
+                &HostKey::new("fleet", host),
+                name.into(),
+                name.into(),
+                protocol::JobOperation::Backup,
+                now,
+            )
+        };
+        for record in [
+            run("a", "web-1", Phase::Succeeded, false),
+            run("b", "web-1", Phase::Succeeded, false),
+            run("c", "web-1", Phase::Failed, false),
+            run("d", "web-1", Phase::Running, false),
+            run("e", "web-1", Phase::Succeeded, true),
+            run("f", "db-1", Phase::PartiallyFailed, false),
+        ] {
+            store.save_run(&record).unwrap();
+        }
+        let mut sizes: Vec<(String, u32, u32)> = store
+            .run_groups()
+            .unwrap()
+            .into_iter()
+            .map(|g| (g.group.host, g.succeeded, g.other))
+            .collect();
+        sizes.sort();
+        assert_eq!(
+            sizes,
+            [("db-1".to_string(), 0, 1), ("web-1".to_string(), 2, 1)],
+            "runs going on and requests are not counted"
+        );
+    }
 
     #[test]
     fn a_start_settles_records_without_an_object_or_whose_object_shows_a_run_going_on() {

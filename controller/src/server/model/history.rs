@@ -10,7 +10,7 @@ use crate::records::{RecordId, history_limits};
 use crate::resources::Schedule;
 use crate::revision::Revision;
 use crate::runs::RunRecord;
-use crate::store::{RunGroup, Store, StoreError};
+use crate::store::{GroupSize, RunGroup, Store, StoreError};
 use crate::summaries::RunSummaries;
 
 fn id(run: &RunRecord) -> RecordId {
@@ -79,7 +79,9 @@ impl History {
                 store
                     .run_groups()?
                     .into_iter()
-                    .filter(|g| before.is_none_or(|b| limits_changed(b, revision, g))),
+                    .filter(|g| before.is_none_or(|b| limits_changed(b, revision, &g.group)))
+                    .filter(|g| beyond(g, &revision.schedules))
+                    .map(|g| g.group),
             );
             self.revision = Some(revision.clone());
         }
@@ -168,6 +170,14 @@ fn limits_changed(before: &Revision, after: &Revision, group: &RunGroup) -> bool
 }
 
 /// The records of `groups` beyond their schedule's history limits.
+/// Whether a group holds more records than its history limits keep.
+fn beyond(size: &GroupSize, schedules: &[Schedule]) -> bool {
+    let group = &size.group;
+    let (keep_ok, keep_failed) =
+        history_limits(schedules, &group.namespace, group.schedule.as_deref());
+    size.succeeded > keep_ok || size.other > keep_failed
+}
+
 fn beyond_limits(
     store: &Store,
     groups: &HashSet<RunGroup>,
