@@ -453,6 +453,31 @@ impl Store {
     }
 }
 
+/// A Backup in namespace `fleet`, written for the first time and served as `served`: what
+/// tests of the store's reads write.
+#[cfg(test)]
+pub(crate) fn first_backup_write(
+    name: &str,
+    resource_version: i64,
+    served: serde_json::Value,
+) -> ObjectWrite {
+    let stored = StoredObject {
+        meta: ObjectMeta {
+            uid: name.to_string(),
+            generation: 1,
+            created_at: Utc::now(),
+            resource_version,
+        },
+        spec_digest: String::new(),
+        meta_digest: String::new(),
+        status: None,
+    };
+    (
+        (Kind::Backup, "fleet".to_string(), name.to_string()),
+        Some((stored, served.to_string().into())),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,28 +486,11 @@ mod tests {
     fn the_count_after_a_page_stops_at_its_bound() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
-        let now = Utc::now();
         let writes: Vec<ObjectWrite> = (0..5)
             .map(|i| {
                 let name = format!("run-{i}");
-                let stored = StoredObject {
-                    meta: ObjectMeta {
-                        uid: name.clone(),
-                        generation: 1,
-                        created_at: now,
-                        resource_version: i + 1,
-                    },
-                    spec_digest: String::new(),
-                    meta_digest: String::new(),
-                    status: None,
-                };
-                let served = serde_json::json!({"metadata": {"name": name, "namespace": "fleet"}})
-                    .to_string()
-                    .into();
-                (
-                    (Kind::Backup, "fleet".to_string(), name),
-                    Some((stored, served)),
-                )
+                let served = serde_json::json!({"metadata": {"name": name, "namespace": "fleet"}});
+                first_backup_write(&name, i + 1, served)
             })
             .collect();
         store.write_objects(&writes, 5).unwrap();

@@ -702,7 +702,8 @@ mod tests {
 
     #[test]
     fn a_start_settles_records_without_an_object_or_whose_object_shows_a_run_going_on() {
-        use crate::store::{ObjectMeta, ObjectWrite, StoredObject};
+        use crate::store::ObjectWrite;
+        use crate::store::model::first_backup_write;
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         let now = Utc::now();
@@ -731,25 +732,11 @@ mod tests {
         for (i, (name, phase, shown)) in cases.iter().enumerate() {
             store.save_run(&record(name, *phase)).unwrap();
             let Some(shown) = shown else { continue };
-            let stored = StoredObject {
-                meta: ObjectMeta {
-                    uid: name.to_string(),
-                    generation: 1,
-                    created_at: now,
-                    resource_version: i as i64 + 1,
-                },
-                spec_digest: String::new(),
-                meta_digest: String::new(),
-                status: None,
-            };
             let served = serde_json::json!({
                 "metadata": {"name": name, "namespace": "fleet"},
                 "status": {"phase": shown},
             });
-            writes.push((
-                (Kind::Backup, "fleet".into(), name.to_string()),
-                Some((stored, served.to_string().into())),
-            ));
+            writes.push(first_backup_write(name, i as i64 + 1, served));
         }
         store.write_objects(&writes, cases.len() as i64).unwrap();
         let mut names: Vec<String> = store
