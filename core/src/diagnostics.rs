@@ -74,13 +74,13 @@ pub struct Finding {
 
 /// A place in a file; line and column count from 1.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Location {
+pub struct FilePosition {
     pub file: String,
     pub line: usize,
     pub column: usize,
 }
 
-impl fmt::Display for Location {
+impl fmt::Display for FilePosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.file, self.line, self.column)
     }
@@ -89,7 +89,7 @@ impl fmt::Display for Location {
 /// A finding or a parse error at its place in a file.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Diagnostic {
-    pub location: Location,
+    pub location: FilePosition,
     pub severity: Severity,
     /// The resource, when the document got far enough to name one.
     pub object: Option<ObjectKey>,
@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn diagnostics_print_on_one_line() {
         let d = Diagnostic {
-            location: Location {
+            location: FilePosition {
                 file: "fleet/s.yaml".into(),
                 line: 4,
                 column: 3,

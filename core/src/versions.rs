@@ -21,12 +21,12 @@ pub fn assign(
     fleet
         .hosts
         .iter()
-        .map(|(key, compiled)| (key.clone(), next(previous.get(key), &compiled.digest)))
+        .map(|(key, compiled)| (key.clone(), continue_from(previous.get(key), &compiled.digest)))
         .collect()
 }
 
 /// One host's version for a plan with `digest`, given what it had before.
-pub fn next(previous: Option<&Versioned>, digest: &str) -> Versioned {
+pub fn continue_from(previous: Option<&Versioned>, digest: &str) -> Versioned {
     let version = match previous {
         Some(prev) if prev.digest == digest => prev.version,
         Some(prev) => prev.version + 1,

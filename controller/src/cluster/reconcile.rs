@@ -1,7 +1,7 @@
 //! A Host's reconcile in Kubernetes mode, for `kube-runtime`'s applier: the desired state is
 //! read from reflector stores instead of a directory, validated and compiled by the same
 //! [`validate`](crate::validate) and [`compile`], and its version continued by the same
-//! [`versions::next`]. The version goes to the agent hub ([`Hub::adopt`]); the read model
+//! [`versions::continue_from`]. The version goes to the agent hub ([`Hub::adopt`]); the read model
 //! computes Host status from it like every other status, and the write-back writes it. The hub
 //! pushes a version only once it is in Host status.
 //!
@@ -319,7 +319,7 @@ pub fn reconcile(
             return Ok(Action::await_change());
         };
         let previous = ctx.previous_version(&key, &host);
-        let version = versions::next(previous.as_ref(), &compiled.digest);
+        let version = versions::continue_from(previous.as_ref(), &compiled.digest);
         if previous.as_ref() != Some(&version) {
             ctx.handed_out
                 .lock()

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
-use crate::diagnostics::{Diagnostic, FieldPath, Finding, Location, Severity};
+use crate::diagnostics::{Diagnostic, FieldPath, Finding, FilePosition, Severity};
 use crate::resources::{
     API_VERSION, Backup, DEFAULT_NAMESPACE, Host, Kind, ObjectKey, Repo, Restore, Schedule,
 };
@@ -243,7 +243,7 @@ impl Loader {
     fn read_file(&mut self, file: Arc<SourceFile>) {
         if let Some(why) = &file.unreadable {
             self.diagnostics.push(Diagnostic {
-                location: Location {
+                location: FilePosition {
                     file: file.display.clone(),
                     line: 1,
                     column: 1,
@@ -265,7 +265,7 @@ impl Loader {
                         .map(|l| within(&file.text, l.line(), l.column()))
                         .unwrap_or((1, 1));
                     self.diagnostics.push(Diagnostic {
-                        location: Location {
+                        location: FilePosition {
                             file: file.display.clone(),
                             line,
                             column,
@@ -395,7 +395,7 @@ impl Loader {
         let Some(origin) = self.origins.get(&finding.object) else {
             // Every finding is about a resource this loader read; keep it visible regardless.
             self.diagnostics.push(Diagnostic {
-                location: Location {
+                location: FilePosition {
                     file: "<unknown>".into(),
                     line: 1,
                     column: 1,
@@ -437,13 +437,13 @@ impl Loader {
         });
     }
 
-    fn locate(&mut self, file: &Arc<SourceFile>, doc: usize, field: &FieldPath) -> Location {
+    fn locate(&mut self, file: &Arc<SourceFile>, doc: usize, field: &FieldPath) -> FilePosition {
         let index = self
             .positions
             .entry(file.display.clone())
             .or_insert_with(|| Arc::new(PositionIndex::build(&file.text)));
         let pos = index.locate(doc, field);
-        Location {
+        FilePosition {
             file: file.display.clone(),
             line: pos.line,
             column: pos.column,

@@ -63,7 +63,7 @@ pub struct RepoSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RepoAdminAccess {
-    /// Location for privileged access, such as a REST server without `--append-only`.
+    /// Repository address for privileged access, such as a REST server without `--append-only`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Password for privileged access, when it uses another key.
