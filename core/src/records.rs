@@ -24,10 +24,17 @@ pub const OPERATION_LABEL: &str = "holdfast.dev/operation";
 pub const SCHEDULED_TIME_ANNOTATION: &str = "holdfast.dev/scheduled-time";
 
 pub fn run_status(run: &RunRecord, now: DateTime<Utc>) -> RunStatus {
-    let duration = run
-        .started_at
-        .map(|start| (run.finished_at.unwrap_or(now) - start).num_seconds())
-        .map(human_duration);
+    // A run going on is as long as its last progress report says, not the clock: a status
+    // that moved each second would rewrite every running record each second.
+    let duration = match (run.started_at, run.finished_at) {
+        (Some(start), Some(end)) => Some((end - start).num_seconds()),
+        (Some(_), None) => run
+            .progress
+            .as_ref()
+            .map(|p| i64::try_from(p.seconds_elapsed).unwrap_or(i64::MAX)),
+        (None, _) => None,
+    }
+    .map(human_duration);
     let phase = run.phase;
     let word = serde_json::to_value(phase)
         .ok()
@@ -309,5 +316,39 @@ mod tests {
         assert_eq!(status.data_added.as_deref(), Some("1.2 MiB"));
         assert_eq!(status.run.duration.as_deref(), Some("2s"));
         assert_eq!(status.run.conditions[0].status, "True");
+    }
+
+    #[test]
+    fn a_run_going_on_is_as_long_as_its_last_progress_says_whatever_the_clock() {
+        let now = Utc::now();
+        let mut run = RunRecord::pending(
+            Kind::Backup,
+            &HostKey::new("default", "web-1"),
+            "nightly-web-1".into(),
+            "job-1".into(),
+            protocol::JobOperation::Backup,
+            now,
+        );
+        run.phase = Phase::Running;
+        run.started_at = Some(now);
+        let later = now + chrono::Duration::minutes(3);
+        assert_eq!(run_status(&run, later).duration, None, "no progress yet");
+        run.progress = Some(protocol::JobProgress {
+            job: "job-1".into(),
+            percent_done: 0.5,
+            files_done: 1,
+            total_files: 2,
+            bytes_done: 10,
+            total_bytes: 20,
+            seconds_elapsed: 95,
+            seconds_remaining: Some(95),
+            current_files: Vec::new(),
+        });
+        let first = run_status(&run, later);
+        assert_eq!(first.duration.as_deref(), Some("1m35s"));
+        assert_eq!(
+            run_status(&run, later + chrono::Duration::seconds(7)).duration,
+            first.duration
+        );
     }
 }

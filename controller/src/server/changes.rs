@@ -1,8 +1,9 @@
 //! The recent changes of the read model, so that a watch can resume from a resourceVersion.
 //!
 //! Like the API server's watch cache, the window lives in memory: it starts empty at the stored
-//! resourceVersion when the controller starts, keeps the last [`KEEP`] changes, and a watch from
-//! a resourceVersion older than the window is told so (410 Expired) and lists again.
+//! resourceVersion when the controller starts, keeps the last [`KEEP`] changes up to
+//! [`KEEP_BYTES`] of object text, and a watch from a resourceVersion older than the window is
+//! told so (410 Expired) and lists again.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,11 @@ use crate::resources::Kind;
 
 /// How many changes a watch can resume across.
 const KEEP: usize = 10_000;
+/// How much object text the window holds at most: in a large fleet one pass rewrites thousands
+/// of Hosts of a few KiB each, and a window of [`KEEP`] of them would be the largest thing the
+/// controller holds. A watch that falls this far behind lists again, as it would after an API
+/// server's watch cache moved on.
+const KEEP_BYTES: usize = 8 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -116,6 +122,8 @@ struct Window {
     /// Every change after this resourceVersion is in `recent`.
     after: i64,
     recent: VecDeque<Arc<Change>>,
+    /// The length of the object text in `recent`.
+    bytes: usize,
 }
 
 impl Changes {
@@ -124,6 +132,7 @@ impl Changes {
             window: Mutex::new(Window {
                 after: resource_version,
                 recent: VecDeque::new(),
+                bytes: 0,
             }),
             tx: broadcast::channel(KEEP).0,
         }
@@ -138,10 +147,13 @@ impl Changes {
         let mut window = self.window();
         for change in changes {
             let change = Arc::new(change);
+            window.bytes += change.object.len();
             window.recent.push_back(change.clone());
-            if window.recent.len() > KEEP
-                && let Some(oldest) = window.recent.pop_front()
-            {
+            while window.recent.len() > KEEP || window.bytes > KEEP_BYTES {
+                let Some(oldest) = window.recent.pop_front() else {
+                    break;
+                };
+                window.bytes -= oldest.object.len();
                 window.after = oldest.resource_version;
             }
             // No receiver is not an error: nobody is watching.
@@ -196,6 +208,28 @@ mod tests {
         assert!(changes.since(11).is_none(), "pushed out of the window");
         let (past, _) = changes.since(12).expect("the oldest kept starts after 12");
         assert_eq!(past.len(), KEEP);
+    }
+
+    #[test]
+    fn the_window_holds_at_most_its_bytes_of_object_text() {
+        let changes = Changes::new(0);
+        let big = |rv: i64| {
+            let object = serde_json::json!({
+                "metadata": { "name": format!("h-{rv}") },
+                "status": { "text": "x".repeat(64 << 10) },
+            });
+            Change::new(rv, Kind::Host, ChangeType::Modified, &object, None)
+        };
+        let per_change = big(1).object.len();
+        let fit = KEEP_BYTES / per_change;
+        changes.publish((1..=fit as i64 + 10).map(big).collect());
+        assert!(changes.since(9).is_none(), "the oldest were let go");
+        let newest = fit as i64 + 10;
+        let (past, _) = changes
+            .since(newest - fit as i64)
+            .expect("the last changes that fit are kept");
+        assert_eq!(past.len(), fit);
+        assert!(past.iter().map(|c| c.object.len()).sum::<usize>() <= KEEP_BYTES);
     }
 
     #[test]

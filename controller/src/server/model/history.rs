@@ -123,11 +123,6 @@ impl History {
         Ok(())
     }
 
-    /// Whether a run is going on (its status moves with the clock).
-    pub fn running(&self) -> bool {
-        !self.open.is_empty()
-    }
-
     /// Whether the cluster's copy of a record changed since it was last mirrored.
     pub fn mirror_changed(&mut self, id: &RecordId, resource_version: Option<&str>) -> bool {
         let version = resource_version.unwrap_or_default();

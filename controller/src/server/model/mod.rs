@@ -196,12 +196,12 @@ pub async fn writer(controller: Arc<Controller>) {
 }
 
 /// When the clock alone next changes a status computed at `now`: the schedules' own time
-/// (`schedules`, rounded up to a [`SCHEDULE_STEP`]), each second while a run goes on, and while
-/// an agent is connected the next step of its `lastSeen` ([`status::last_seen_step`]).
+/// (`schedules`, rounded up to a [`SCHEDULE_STEP`]) and while an agent is connected the next
+/// step of its `lastSeen` ([`status::last_seen_step`]). A run going on is not on the clock: its
+/// record moves with its reports.
 fn recompute_at(
     now: chrono::DateTime<Utc>,
     schedules: Option<chrono::DateTime<Utc>>,
-    running: bool,
     connected: bool,
 ) -> Option<chrono::DateTime<Utc>> {
     use chrono::DurationRound;
@@ -210,7 +210,6 @@ fn recompute_at(
         .then(|| now.duration_trunc(step).ok())
         .flatten()
         .map(|m| m + step);
-    let second = running.then(|| now + chrono::Duration::seconds(1));
     let schedules = schedules.and_then(|at| {
         let start = at.duration_trunc(SCHEDULE_STEP).ok()?;
         Some(if start == at {
@@ -219,7 +218,7 @@ fn recompute_at(
             start + SCHEDULE_STEP
         })
     });
-    [schedules, next_step, second].into_iter().flatten().min()
+    [schedules, next_step].into_iter().flatten().min()
 }
 
 /// Recomputes the fleet's statuses, settles the run records that changed, and writes what
@@ -305,7 +304,7 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
     let mut host_status = status::hosts(&inputs);
     let (mut schedule_status, schedules_until) = status::schedules_until(&inputs);
     let mut repo_status = status::repos(&inputs);
-    let until = recompute_at(now, schedules_until, history.running(), !online.is_empty());
+    let until = recompute_at(now, schedules_until, !online.is_empty());
     drop(history);
 
     let mut writer = Writer::new(&previous, now, true);
@@ -565,35 +564,27 @@ mod tests {
     }
 
     #[test]
-    fn the_clock_wakes_the_writer_each_second_of_a_run_and_at_each_last_seen_step() {
+    fn the_clock_wakes_the_writer_at_schedule_steps_and_at_each_last_seen_step() {
         let at = |t: &str| {
             chrono::DateTime::parse_from_rfc3339(t)
                 .expect("a time")
                 .to_utc()
         };
         let now = at("2026-12-01T10:02:30Z");
+        assert_eq!(recompute_at(now, None, false), None, "nothing to wait for");
         assert_eq!(
-            recompute_at(now, None, false, false),
-            None,
-            "nothing to wait for"
-        );
-        assert_eq!(
-            recompute_at(now, None, false, true),
+            recompute_at(now, None, true),
             Some(at("2026-12-01T10:05:00Z")),
             "connected agents: the next lastSeen step, not every minute"
         );
         assert_eq!(
-            recompute_at(now, Some(at("2026-12-01T10:03:00Z")), false, true),
+            recompute_at(now, Some(at("2026-12-01T10:03:00Z")), true),
             Some(at("2026-12-01T10:03:00Z"))
         );
         assert_eq!(
-            recompute_at(now, Some(at("2026-12-01T10:03:07Z")), false, true),
+            recompute_at(now, Some(at("2026-12-01T10:03:07Z")), true),
             Some(at("2026-12-01T10:03:30Z")),
             "a schedule's time waits for the end of its step"
-        );
-        assert_eq!(
-            recompute_at(now, None, true, true),
-            Some(at("2026-12-01T10:02:31Z"))
         );
     }
 
