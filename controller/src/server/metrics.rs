@@ -137,6 +137,13 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        let reports_refused = Family::<ReasonLabels, Counter>::default();
+        for reason in super::hub::REFUSAL_REASONS {
+            // Creates the series at 0; the guard it returns is not needed.
+            drop(reports_refused.get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            }));
+        }
         Metrics {
             jobs: Family::default(),
             // 1 s to about 9 h.
@@ -144,7 +151,7 @@ impl Default for Metrics {
                 Histogram::new(exponential_buckets(1.0, 3.0, 11))
             }),
             watches: Gauge::default(),
-            reports_refused: Family::default(),
+            reports_refused,
             store_write_errors: Counter::default(),
             store_write_failing: Gauge::default(),
         }
