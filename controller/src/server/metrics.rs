@@ -623,6 +623,88 @@ holdfast_agent_online{namespace=\"default\",host=\"web-1\"} 1
         );
     }
 
+    /// `(schedule, host)` → value of a family of [`ScheduleHostLabels`], as encoded.
+    fn by_schedule_and_host(
+        family: Family<ScheduleHostLabels, Gauge>,
+    ) -> std::collections::BTreeMap<(String, String), i64> {
+        let mut registry = Registry::default();
+        registry.register("x", "x", family);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("x{namespace=\"default\",schedule=\""))
+            .map(|l| {
+                let (schedule, rest) = l.split_once("\",host=\"").unwrap();
+                let (host, value) = rest.split_once("\"} ").unwrap();
+                ((schedule.into(), host.into()), value.parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stale_after_is_each_hosts_and_absent_where_nothing_is_due() {
+        use crate::source::files::{SourceFile, load_sources};
+        let fleet_yaml = "\
+apiVersion: holdfast.dev/v1alpha1
+kind: Repo
+metadata: {name: nas}
+spec: {url: /srv/restic, password: {hostFile: /etc/holdfast/nas.password}}
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: Host
+metadata: {name: web-1}
+spec: {defaultRepo: nas}
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: Host
+metadata: {name: web-2}
+spec: {defaultRepo: nas}
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: Host
+metadata: {name: db-1}
+spec: {defaultRepo: nas, paused: true}
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: Schedule
+metadata: {name: daily}
+spec: {operation: backup, cron: '0 2 * * *', jitter: 30m, hosts: [web-1, web-2, db-1], paths: [/srv]}
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: Schedule
+metadata: {name: weekly}
+spec: {operation: backup, cron: '0 3 * * 0', staleAfter: 10d, hosts: [web-1], paths: [/srv]}
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: Schedule
+metadata: {name: off}
+spec: {operation: backup, cron: '0 4 * * *', suspend: true, hosts: [web-1], paths: [/srv]}
+";
+        let loaded = load_sources(vec![SourceFile::new("fleet.yaml", fleet_yaml)]);
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let fleet = crate::compile::compile(&loaded.revision).unwrap();
+        let jitter = |host: &str| {
+            let plan = &fleet.hosts[&crate::compile::HostKey::new("default", host)].plan;
+            let daily = plan.schedules.iter().find(|s| s.name == "daily").unwrap();
+            i64::from(daily.jitter_seconds)
+        };
+        let two_days = 2 * 24 * 3600;
+        let seen = by_schedule_and_host(stale_after_seconds(&loaded.revision.schedules, &fleet));
+        let expected: std::collections::BTreeMap<(String, String), i64> = [
+            (("daily", "web-1"), two_days + jitter("web-1")),
+            (("daily", "web-2"), two_days + jitter("web-2")),
+            (("weekly", "web-1"), 10 * 24 * 3600),
+        ]
+        .into_iter()
+        .map(|((s, h), v)| ((s.to_string(), h.to_string()), v))
+        .collect();
+        assert_eq!(seen, expected);
+        assert!(
+            (0..1800).contains(&jitter("web-1")) && jitter("web-1") != jitter("web-2"),
+            "each host its own offset within the 30m window"
+        );
+    }
+
     #[test]
     fn both_formats_carry_the_build_and_the_process() {
         let metrics = Metrics::default();
