@@ -765,8 +765,20 @@ enum Refusal {
     AckMismatch { version: u64, applied: u64 },
 }
 
+/// Every `reason` of [`Refusal::reason`]: `/metrics` shows each from the start, at 0, so that
+/// the first refusal is an increase an alert sees.
+pub const REFUSAL_REASONS: [&str; 7] = [
+    "oversize",
+    "repo_not_in_plan",
+    "schedule_not_in_plan",
+    "unknown_job",
+    "bad_time",
+    "finished_before_started",
+    "unoffered_version",
+];
+
 impl Refusal {
-    /// The `reason` label of `holdfast_reports_refused_total`.
+    /// The `reason` label of `holdfast_reports_refused_total`, one of [`REFUSAL_REASONS`].
     fn reason(&self) -> &'static str {
         match self {
             Refusal::TooLong { .. } | Refusal::TooMany { .. } | Refusal::EmptyJob => "oversize",
@@ -1477,5 +1489,43 @@ impl super::reconciler::Hub for Controller {
             drop(state);
             self.touch();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_reason_is_listed_for_metrics() {
+        let host = HostKey::new("default", "web-1");
+        let reasons: Vec<&str> = [
+            Refusal::EmptyJob,
+            Refusal::RepoNotInPlan {
+                repo: "nas".into(),
+                host: host.clone(),
+            },
+            Refusal::NoSchedule,
+            Refusal::UnknownCommand {
+                job: "j".into(),
+                host,
+            },
+            Refusal::BadTime {
+                field: "startedAt",
+                value: "x".into(),
+            },
+            Refusal::FinishedBeforeStarted {
+                started: "b".into(),
+                finished: "a".into(),
+            },
+            Refusal::AckMismatch {
+                version: 2,
+                applied: 1,
+            },
+        ]
+        .iter()
+        .map(Refusal::reason)
+        .collect();
+        assert_eq!(reasons, REFUSAL_REASONS);
     }
 }

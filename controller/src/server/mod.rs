@@ -13,6 +13,8 @@ mod desired;
 mod hub;
 pub mod metrics;
 mod model;
+#[cfg(target_os = "linux")]
+mod process;
 pub mod reconciler;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -218,6 +220,11 @@ impl Controller {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every host's plan in the revision in force.
+    pub fn fleet(&self) -> Arc<Fleet> {
+        self.state().fleet.clone()
     }
 
     /// The read model as last written.

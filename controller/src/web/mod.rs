@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
@@ -26,6 +26,7 @@ use tokio::sync::broadcast;
 use crate::compile::HostKey;
 use crate::resources::{Backup, BackupSpec, BackupStatus, Kind, RunStatus};
 use crate::runs::is_final;
+use crate::server::metrics::Format;
 use crate::server::{Controller, ReadModel, RunEvent};
 use view::{FleetQuery, FleetView, HostView, RepoSeries, RunView};
 
@@ -84,16 +85,11 @@ async fn readyz(State(c): Shared) -> Response {
     }
 }
 
-async fn metrics(State(c): Shared) -> Response {
-    let text = c.metrics.render(&c.model());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+async fn metrics(State(c): Shared, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    let text = c.metrics.render(&c.model(), &c.fleet(), format);
+    ([(header::CONTENT_TYPE, format.content_type())], text).into_response()
 }
 
 async fn revisions(State(c): Shared) -> Response {
