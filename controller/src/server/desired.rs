@@ -176,15 +176,22 @@ fn apply(controller: &Controller, loaded: Loaded, commit: Option<&str>) -> Resul
     let id = store.record_revision(commit, &summary, &[], Some(&loaded.revision), Utc::now())?;
     drop(store);
     record_requests(controller, &loaded.revision)?;
+    let mut changed = 0;
     for (key, v) in &versions {
         if previous
             .get(key)
             .is_none_or(|p: &Versioned| p.version != v.version)
         {
-            tracing::info!(host = %key, version = v.version, "new schedule version");
+            // Per host at debug: a fleet-wide change would be a line for each of thousands.
+            tracing::debug!(host = %key, version = v.version, "new schedule version");
+            changed += 1;
         }
     }
-    tracing::info!(revision = id, commit, "applied {summary}");
+    tracing::info!(
+        revision = id,
+        commit,
+        "applied {summary}; a new schedule version for {changed} host(s)"
+    );
     let hosts: Vec<HostKey> = {
         let mut state = controller.state();
         state.revision = Arc::new(loaded.revision);
@@ -193,8 +200,9 @@ fn apply(controller: &Controller, loaded: Loaded, commit: Option<&str>) -> Resul
         state.sessions.keys().cloned().collect()
     };
     let requesting = controller.store().hosts_with_open_requests()?;
+    let mut files = super::hub::FileSecrets::default();
     for host in hosts {
-        super::hub::push(controller, &host);
+        super::hub::push_reading(controller, &host, &mut files);
         if requesting.contains(&host) {
             super::hub::dispatch(controller, &host);
         }

@@ -1,7 +1,7 @@
 //! The agent hub: enrollment, one WebSocket per agent, schedule pushes, commands, and reports
 //! stored before they are acked.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -1254,38 +1254,61 @@ fn secret_values(
     controller: &Controller,
     host: &HostKey,
     repos: &[&ResolvedRepo],
+    files: &mut FileSecrets,
 ) -> Result<Vec<SecretValue>, SecretsError> {
-    let mut out = controller_files(repos.iter().copied())?;
+    let mut out = files.values(repos.iter().copied())?;
     out.extend(controller.backend.secret_values(&host.namespace, repos)?);
     Ok(out)
 }
 
-/// Values of the controller-file secrets that the repos reference.
-fn controller_files<'a>(
-    repos: impl Iterator<Item = &'a ResolvedRepo>,
-) -> Result<Vec<SecretValue>, SecretsError> {
-    let mut out = Vec::new();
-    for (repo, reference) in crate::secrets::references(repos) {
-        let SecretRef::ControllerFile { path } = reference else {
-            continue;
-        };
-        let value =
-            std::fs::read_to_string(path).map_err(|source| SecretsError::ControllerFile {
-                path: path.clone(),
-                repo: repo.name.clone(),
-                source,
-            })?;
-        out.push(SecretValue {
-            reference: reference.clone(),
-            value: value.trim_end_matches(['\n', '\r']).to_string(),
-        });
+/// The controller-file secrets read during one round of pushes: a fleet-wide change pushes to
+/// every connected host, and most of them share a repo's password file.
+#[derive(Default)]
+pub struct FileSecrets(HashMap<String, String>);
+
+impl FileSecrets {
+    /// Values of the controller-file secrets that the repos reference.
+    fn values<'a>(
+        &mut self,
+        repos: impl Iterator<Item = &'a ResolvedRepo>,
+    ) -> Result<Vec<SecretValue>, SecretsError> {
+        let mut out = Vec::new();
+        for (repo, reference) in crate::secrets::references(repos) {
+            let SecretRef::ControllerFile { path } = reference else {
+                continue;
+            };
+            let value = match self.0.get(path) {
+                Some(value) => value.clone(),
+                None => {
+                    let text = std::fs::read_to_string(path).map_err(|source| {
+                        SecretsError::ControllerFile {
+                            path: path.clone(),
+                            repo: repo.name.clone(),
+                            source,
+                        }
+                    })?;
+                    let value = text.trim_end_matches(['\n', '\r']).to_string();
+                    self.0.insert(path.clone(), value.clone());
+                    value
+                }
+            };
+            out.push(SecretValue {
+                reference: reference.clone(),
+                value,
+            });
+        }
+        Ok(out)
     }
-    Ok(out)
 }
 
 /// Sends `schedule.set` when the host's agent is connected and runs another version, once the
 /// backend holds that version.
 pub fn push(controller: &Controller, host: &HostKey) {
+    push_reading(controller, host, &mut FileSecrets::default());
+}
+
+/// [`push`], with the controller-file secrets read so far in this round of pushes.
+pub fn push_reading(controller: &Controller, host: &HostKey, files: &mut FileSecrets) {
     let (version, plan, tx): (_, HostPlan, _) = {
         let mut state = controller.state();
         let (Some(version), Some(compiled)) = (
@@ -1310,7 +1333,7 @@ pub fn push(controller: &Controller, host: &HostKey) {
         (version, compiled.plan, session.tx.clone())
     };
     let repos: Vec<&ResolvedRepo> = plan.schedules.iter().map(|s| &s.repo).collect();
-    let secrets = match secret_values(controller, host, &repos) {
+    let secrets = match secret_values(controller, host, &repos, files) {
         Ok(secrets) => secrets,
         Err(e) => {
             tracing::error!(host = %host, version = version.version, "cannot push the schedule: {e}");
@@ -1321,7 +1344,8 @@ pub fn push(controller: &Controller, host: &HostKey) {
             return;
         }
     };
-    tracing::info!(host = %host, version = version.version, "pushing schedule");
+    // At debug: a fleet-wide change pushes to every host; the revision's line says so once.
+    tracing::debug!(host = %host, version = version.version, "pushing schedule");
     let _ = tx.send(encoded(&ControllerMessage::ScheduleSet(ScheduleSet {
         version: version.version,
         digest: version.digest,
@@ -1352,7 +1376,7 @@ pub fn dispatch(controller: &Controller, host: &HostKey) {
             (request, session.tx.clone())
         };
         let command = request.and_then(|(request, repo)| {
-            let secrets = secret_values(controller, host, &[&repo])?;
+            let secrets = secret_values(controller, host, &[&repo], &mut FileSecrets::default())?;
             let command = CommandRun {
                 job: run.job.clone(),
                 request,
@@ -1495,6 +1519,35 @@ impl super::reconciler::Hub for Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_of_pushes_reads_each_password_file_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("password");
+        std::fs::write(&path, "s3cret\n").expect("written");
+        let repo = ResolvedRepo {
+            name: "nas".into(),
+            url: "rest:http://nas/".into(),
+            password: SecretRef::ControllerFile {
+                path: path.to_string_lossy().into_owned(),
+            },
+            env: Vec::new(),
+            initialize: false,
+            initialized_by: None,
+        };
+        let mut files = FileSecrets::default();
+        let first = files.values([&repo].into_iter()).expect("read");
+        assert_eq!(first[0].value, "s3cret", "without the line end");
+        std::fs::remove_file(&path).expect("removed");
+        let again = files
+            .values([&repo].into_iter())
+            .expect("kept from the first read");
+        assert_eq!(again, first);
+        let error = FileSecrets::default()
+            .values([&repo].into_iter())
+            .expect_err("a new round reads the file again");
+        assert!(!error.to_string().contains("s3cret"));
+    }
 
     #[test]
     fn every_refusal_reason_is_listed_for_metrics() {
