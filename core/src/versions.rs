@@ -21,7 +21,12 @@ pub fn assign(
     fleet
         .hosts
         .iter()
-        .map(|(key, compiled)| (key.clone(), continue_from(previous.get(key), &compiled.digest)))
+        .map(|(key, compiled)| {
+            (
+                key.clone(),
+                continue_from(previous.get(key), &compiled.digest),
+            )
+        })
         .collect()
 }
 

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
-use crate::diagnostics::{Diagnostic, FieldPath, Finding, FilePosition, Severity};
+use crate::diagnostics::{Diagnostic, FieldPath, FilePosition, Finding, Severity};
 use crate::resources::{
     API_VERSION, Backup, DEFAULT_NAMESPACE, Host, Kind, ObjectKey, Repo, Restore, Schedule,
 };
