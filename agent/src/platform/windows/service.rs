@@ -53,7 +53,7 @@ enum Action {
 pub enum ServiceError {
     #[error("cannot locate this program to register it: {0}")]
     Executable(#[source] io::Error),
-    #[error("{action}: {source} (service commands need an Administrator's command prompt)")]
+    #[error("{action}: {}", causes(source))]
     Manager {
         action: &'static str,
         #[source]
@@ -78,6 +78,17 @@ pub enum ServiceError {
     Agent(#[from] AgentError),
     #[error("cannot start the agent's runtime: {0}")]
     Runtime(#[source] io::Error),
+}
+
+/// The error and its causes: windows-service says only "IO error in winapi call" itself.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(&format!(": {cause}"));
+        next = cause.source();
+    }
+    text
 }
 
 fn scm(action: &'static str) -> impl FnOnce(windows_service::Error) -> ServiceError {
