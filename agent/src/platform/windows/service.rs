@@ -63,7 +63,8 @@ pub enum ServiceError {
     StillRunning(Duration),
     #[error(
         "`service run` is started by the Service Control Manager; run the agent by hand with \
-         `holdfast-agent run`: {0}"
+         `holdfast-agent run` ({})",
+        causes(.0)
     )]
     NotStartedByScm(#[source] windows_service::Error),
     #[error("cannot open the log file {}: {source}", path.display())]
@@ -141,8 +142,26 @@ fn install(args: &RunArgs) -> Result<(), ServiceError> {
         account_password: None,
     };
     let service = manager
-        .create_service(&info, ServiceAccess::CHANGE_CONFIG | ServiceAccess::START)
+        .create_service(
+            &info,
+            ServiceAccess::CHANGE_CONFIG | ServiceAccess::START | ServiceAccess::DELETE,
+        )
         .map_err(scm("creating the service"))?;
+    if let Err(e) = configure(&service) {
+        // All or nothing: a service without its recovery actions would not come back.
+        if let Err(undo) = service.delete() {
+            tracing::warn!("could not remove the half-installed service: {undo}");
+        }
+        return Err(e);
+    }
+    println!(
+        "installed the service {NAME} (automatic start); start it now with `sc.exe start {NAME}`"
+    );
+    Ok(())
+}
+
+/// Description and recovery actions of a new service.
+fn configure(service: &windows_service::service::Service) -> Result<(), ServiceError> {
     service
         .set_description(DESCRIPTION)
         .map_err(scm("setting the description"))?;
@@ -162,11 +181,7 @@ fn install(args: &RunArgs) -> Result<(), ServiceError> {
     // An agent that exits with an error (not only a crash) is restarted too.
     service
         .set_failure_actions_on_non_crash_failures(true)
-        .map_err(scm("setting the recovery actions"))?;
-    println!(
-        "installed the service {NAME} (automatic start); start it now with `sc.exe start {NAME}`"
-    );
-    Ok(())
+        .map_err(scm("setting the recovery actions"))
 }
 
 fn uninstall() -> Result<(), ServiceError> {
@@ -311,4 +326,30 @@ fn run_service() -> Result<(), ServiceError> {
         Duration::ZERO,
     ));
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_runs_with_the_flags_given_to_install() {
+        let args = RunArgs {
+            config: Some(r"C:\ProgramData\Holdfast\agent.yaml".into()),
+            state_dir: Some(r"D:\holdfast state".into()),
+            ..RunArgs::default()
+        };
+        assert_eq!(
+            launch_arguments(&args),
+            [
+                "service",
+                "run",
+                "--config",
+                r"C:\ProgramData\Holdfast\agent.yaml",
+                "--state-dir",
+                r"D:\holdfast state"
+            ]
+        );
+        assert_eq!(launch_arguments(&RunArgs::default()), ["service", "run"]);
+    }
 }
