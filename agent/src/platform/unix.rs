@@ -115,3 +115,21 @@ pub fn check_owner_only(path: &Path) -> Result<(), String> {
         Err(format!("{}: mode {:o}", path.display(), mode & 0o777))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_points_at_systemd() {
+        let err = service(ServiceAction {
+            ignored: vec!["install".into()],
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("systemctl enable --now holdfast-agent"),
+            "{err}"
+        );
+    }
+}

@@ -20,7 +20,9 @@ use windows_service::service::{
 use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
 use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
 use windows_service::{define_windows_service, service_dispatcher};
-use windows_sys::Win32::System::Console::{AllocConsole, STD_ERROR_HANDLE, SetStdHandle};
+use windows_sys::Win32::System::Console::{
+    AllocConsole, STD_ERROR_HANDLE, SetConsoleCtrlHandler, SetStdHandle,
+};
 
 use crate::agent::{self, AgentError, Settings};
 use crate::config::{ConfigError, RunArgs};
@@ -238,7 +240,9 @@ fn run(args: RunArgs) -> Result<(), ServiceError> {
 
 /// A service has no console: the log (standard error) goes to `agent.log` in the state
 /// directory. A console is allocated first, hidden in the service's session, so that restic
-/// and hooks share one with the agent and can be sent Ctrl-Break to remove their locks.
+/// and hooks share one with the agent and can be sent Ctrl-Break to remove their locks; the
+/// agent itself ignores that console's events (the default would end it at a log-off or
+/// shutdown) and stops when the SCM says so.
 fn log_to_file(settings: &Settings) -> Result<(), ServiceError> {
     let path = settings.state_dir.join("agent.log");
     let log_err = |source| ServiceError::Log {
@@ -254,9 +258,15 @@ fn log_to_file(settings: &Settings) -> Result<(), ServiceError> {
     // SAFETY: plain calls; the handle is leaked on purpose to stay valid for the process.
     unsafe {
         AllocConsole();
+        SetConsoleCtrlHandler(Some(ignore_console_event), 1);
         SetStdHandle(STD_ERROR_HANDLE, file.into_raw_handle());
     }
     Ok(())
+}
+
+/// Handles (by ignoring) every console event, for the service.
+unsafe extern "system" fn ignore_console_event(_event: u32) -> windows_sys::core::BOOL {
+    1
 }
 
 fn service_main(_arguments: Vec<OsString>) {
