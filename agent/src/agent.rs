@@ -1,15 +1,16 @@
 //! `holdfast-agent run`: wires state, outbox, job manager, scheduler and connection together.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::{ConfigError, connect_url};
 use crate::connection::{self, Endpoint, Shared};
 use crate::jobs::Jobs;
 use crate::outbox::Outbox;
+use crate::platform;
 use crate::restic::Restic;
 use crate::runner::Context;
 use crate::scheduler;
@@ -47,7 +48,17 @@ pub struct Settings {
     pub ca_file: Option<PathBuf>,
 }
 
+/// Runs until SIGTERM or SIGINT (on Windows: Ctrl-C, Ctrl-Break, console close, shutdown).
 pub async fn run(settings: Settings) -> Result<(), AgentError> {
+    let signals = platform::shutdown_signals().map_err(AgentError::Signals)?;
+    run_until(settings, signals).await
+}
+
+/// Runs until `shutdown` resolves, then stops running jobs as [`STOP_GRACE`] allows.
+pub async fn run_until(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     let state = StateDir::open(&settings.state_dir)?;
     state.clear_tmp()?;
     let identity = state
@@ -105,12 +116,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     };
     tokio::spawn(connection::run(shared, endpoint));
 
-    let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    shutdown.await;
     let running = jobs.running();
     tracing::info!(running = running.len(), "stopping; cancelling running jobs");
     for job in &running {

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub const DEFAULT_CONFIG: &str = "/etc/holdfast/agent.yaml";
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/holdfast-agent";
+use crate::agent::Settings;
+use crate::platform;
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -42,13 +42,55 @@ pub struct FileConfig {
     pub ca_file: Option<PathBuf>,
 }
 
+/// The flags of `run` (and of `service install|run` on Windows), each also from the environment.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct RunArgs {
+    /// YAML config file (default /etc/holdfast/agent.yaml, on Windows
+    /// %ProgramData%\Holdfast\agent.yaml, when it exists).
+    #[arg(long, env = "HOLDFAST_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "HOLDFAST_SERVER")]
+    pub server: Option<String>,
+    /// Default /var/lib/holdfast-agent, on Windows %ProgramData%\Holdfast\agent.
+    #[arg(long, env = "HOLDFAST_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[arg(long, env = "HOLDFAST_RESTIC")]
+    pub restic: Option<PathBuf>,
+    /// Host name to report instead of the enrolled one.
+    #[arg(long, env = "HOLDFAST_HOST")]
+    pub host: Option<String>,
+    #[arg(long, env = "HOLDFAST_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// Flags over the file, then the platform's defaults.
+    pub fn settings(self) -> Result<Settings, ConfigError> {
+        let file = FileConfig::load(self.config.as_deref())?;
+        Ok(Settings {
+            server: self.server.or(file.server),
+            state_dir: self
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(platform::default_state_dir),
+            restic: self
+                .restic
+                .or(file.restic)
+                .unwrap_or_else(|| PathBuf::from("restic")),
+            host: self.host.or(file.host),
+            ca_file: self.ca_file.or(file.ca_file),
+        })
+    }
+}
+
 impl FileConfig {
     /// Reads the file; a missing file at the default path is an empty config, anywhere else an
     /// error, so that a typo in `--config` is not silently ignored.
     pub fn load(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
+        let default = platform::default_config_file();
         let (path, explicit) = match path {
             Some(p) => (p, true),
-            None => (Path::new(DEFAULT_CONFIG), false),
+            None => (default.as_path(), false),
         };
         match std::fs::read_to_string(path) {
             Ok(text) => serde_yaml::from_str::<Option<FileConfig>>(&text)

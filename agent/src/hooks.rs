@@ -70,7 +70,7 @@ async fn run_one(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    // The timeout cancels through the same path as a cancelled job: SIGINT, then SIGKILL.
+    // The timeout cancels through the same path as a cancelled job: interrupt, then kill.
     let (cancel_tx, mut cancel) = watch::channel(false);
     let timeout = Duration::from_secs(u64::from(hook.timeout_seconds.max(1)));
     let timer = tokio::spawn(async move {

@@ -8,6 +8,7 @@ pub mod enroll;
 pub mod hooks;
 pub mod jobs;
 pub mod outbox;
+pub mod platform;
 pub mod reporter;
 pub mod restic;
 pub mod runner;

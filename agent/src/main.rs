@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use holdfast_agent::agent::{self, AgentError, Settings};
-use holdfast_agent::config::{ConfigError, DEFAULT_STATE_DIR, FileConfig};
+use holdfast_agent::agent::{self, AgentError};
+use holdfast_agent::config::{ConfigError, RunArgs};
 use holdfast_agent::enroll::{self, EnrollError};
+use holdfast_agent::platform::{self, ServiceAction, ServiceError};
 use holdfast_agent::state::{StateDir, StateError};
 use holdfast_agent::tls::{self, TlsError};
 
@@ -31,29 +32,17 @@ enum Command {
         /// The token from `holdfast token create HOST`.
         #[arg(long, env = "HOLDFAST_TOKEN", hide_env_values = true)]
         token: String,
-        #[arg(long, env = "HOLDFAST_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
-        state_dir: PathBuf,
+        /// Default /var/lib/holdfast-agent, on Windows %ProgramData%\Holdfast\agent.
+        #[arg(long, env = "HOLDFAST_STATE_DIR")]
+        state_dir: Option<PathBuf>,
         /// PEM file of the CA that signed the controller's certificate.
         #[arg(long, env = "HOLDFAST_CA_FILE")]
         ca_file: Option<PathBuf>,
     },
-    /// Run the agent service.
-    Run {
-        /// YAML config file (default /etc/holdfast/agent.yaml, when it exists).
-        #[arg(long, env = "HOLDFAST_CONFIG")]
-        config: Option<PathBuf>,
-        #[arg(long, env = "HOLDFAST_SERVER")]
-        server: Option<String>,
-        #[arg(long, env = "HOLDFAST_STATE_DIR")]
-        state_dir: Option<PathBuf>,
-        #[arg(long, env = "HOLDFAST_RESTIC")]
-        restic: Option<PathBuf>,
-        /// Host name to report instead of the enrolled one.
-        #[arg(long, env = "HOLDFAST_HOST")]
-        host: Option<String>,
-        #[arg(long, env = "HOLDFAST_CA_FILE")]
-        ca_file: Option<PathBuf>,
-    },
+    /// Run the agent in the foreground (under systemd, or by hand).
+    Run(RunArgs),
+    /// Windows: install, uninstall or run the Windows service (on Linux: systemd).
+    Service(ServiceAction),
 }
 
 /// Why a command failed; `main` prints it after `holdfast-agent: `.
@@ -71,6 +60,8 @@ enum CliError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Agent(#[from] AgentError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
 }
 
 fn main() -> ExitCode {
@@ -102,6 +93,7 @@ fn main_inner(cli: Cli) -> Result<(), CliError> {
                 Some(path) => tls::load_ca(path)?,
                 None => Vec::new(),
             };
+            let state_dir = state_dir.unwrap_or_else(platform::default_state_dir);
             let state = StateDir::open(&state_dir)?;
             let identity = enroll::enroll(&server, &token, &ca, &state)?;
             println!(
@@ -112,26 +104,8 @@ fn main_inner(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Run {
-            config,
-            server,
-            state_dir,
-            restic,
-            host,
-            ca_file,
-        } => {
-            let file = FileConfig::load(config.as_deref())?;
-            let settings = Settings {
-                server: server.or(file.server),
-                state_dir: state_dir
-                    .or(file.state_dir)
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
-                restic: restic
-                    .or(file.restic)
-                    .unwrap_or_else(|| PathBuf::from("restic")),
-                host: host.or(file.host),
-                ca_file: ca_file.or(file.ca_file),
-            };
+        Command::Run(args) => {
+            let settings = args.settings()?;
             // One thread is plenty for an agent that mostly waits on restic, and keeps it small.
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -139,5 +113,6 @@ fn main_inner(cli: Cli) -> Result<(), CliError> {
                 .map_err(CliError::Runtime)?;
             Ok(runtime.block_on(agent::run(settings))?)
         }
+        Command::Service(action) => Ok(platform::service(action)?),
     }
 }

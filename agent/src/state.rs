@@ -10,19 +10,21 @@
 //! tmp/            password files of running jobs; emptied at start
 //! ```
 //!
-//! Every file is replaced atomically (temp file, fsync, rename, fsync of the directory), so a
+//! The directory is owner-only (0700, or a protected DACL on Windows: `platform`), and so is
+//! every file in it. Every file is replaced atomically (temp file, fsync, rename, fsync of the directory), so a
 //! crash leaves either the old or the new contents, never a torn file.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use protocol::{JobFinished, JobStarted, ScheduleSet};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::platform;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -57,11 +59,7 @@ impl StateDir {
             root.join("running"),
             root.join("tmp"),
         ] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(io_err(&dir))?;
+            platform::create_private_dir(&dir).map_err(io_err(&dir))?;
         }
         Ok(StateDir {
             root: root.to_path_buf(),
@@ -295,13 +293,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
+    let mut file = platform::create_private_file(&tmp).map_err(io_err(&tmp))?;
     file.write_all(bytes).map_err(io_err(&tmp))?;
     file.sync_all().map_err(io_err(&tmp))?;
     drop(file);
@@ -310,20 +302,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), StateError> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    platform::sync_dir(dir).map_err(io_err(dir))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn files_are_replaced_whole_and_owner_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        // A directory StateDir creates, as the agent's is.
+        let dir = root.path().join("state");
+        let state = StateDir::open(&dir).unwrap();
         let identity = Identity {
             server: "http://127.0.0.1:1".into(),
             host: "web-1".into(),
@@ -331,15 +322,12 @@ mod tests {
             credential: "s3cret".into(),
         };
         state.store_identity(&identity).unwrap();
-        let path = dir.path().join("identity.json");
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        let path = dir.join("identity.json");
+        platform::check_owner_only(&path).unwrap();
         assert_eq!(state.load_identity().unwrap().unwrap().host, "web-1");
         assert!(!format!("{identity:?}").contains("s3cret"));
         // No temp file is left behind.
-        let names: Vec<_> = fs::read_dir(dir.path())
+        let names: Vec<_> = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| n.starts_with('.'))
@@ -400,8 +388,9 @@ mod tests {
     #[test]
     fn command_runs_keep_the_first_result_and_the_newest_ids_owner_only() {
         use protocol::JobPhase;
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(dir.path()).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state");
+        let state = StateDir::open(&dir).unwrap();
         assert!(state.load_commands().unwrap().is_empty());
         let mut runs = CommandRuns::default();
         assert!(runs.remember(finished("job-0", JobPhase::Succeeded)));
@@ -414,11 +403,8 @@ mod tests {
         assert!(runs.get("job-0").is_none(), "the oldest id is dropped");
         assert!(runs.get("job-1").is_some());
         state.store_commands(&runs).unwrap();
-        let path = dir.path().join("commands.json");
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        let path = dir.join("commands.json");
+        platform::check_owner_only(&path).unwrap();
         let loaded = state.load_commands().unwrap();
         assert_eq!(loaded.len(), COMMANDS_KEPT);
         assert_eq!(

@@ -1,6 +1,9 @@
 //! The real agent binary against a fake controller on loopback: hello, schedule pushes and acks,
 //! refusals, reports resent until acknowledged, SIGKILL during a backup, and life without a
 //! controller.
+// Debian's restic, `sh` hooks and file modes: Linux only. The Windows agent is tested under wine
+// in controller/tests/platforms.rs, its platform code by its unit tests.
+#![cfg(unix)]
 
 mod common;
 

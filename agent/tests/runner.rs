@@ -1,5 +1,8 @@
 //! The runner against Debian's real restic and real local repositories: every operation, hooks,
 //! and the ways a run fails.
+// Debian's restic, `sh` hooks and file modes: Linux only. The Windows agent is tested under wine
+// in controller/tests/platforms.rs, its platform code by its unit tests.
+#![cfg(unix)]
 
 mod common;
 

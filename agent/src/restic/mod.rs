@@ -12,9 +12,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
+use crate::platform;
 use parse::{Capabilities, Version};
 
-/// How long restic gets to remove its lock after SIGINT before it is killed.
+/// How long restic gets to remove its lock after the interrupt (SIGINT; Ctrl-Break on Windows)
+/// before it is killed.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(30);
 /// Longest line kept from any output; restic's JSON lines are far shorter.
 pub const MAX_LINE: usize = 4096;
@@ -208,7 +210,7 @@ pub enum Flow {
 }
 
 /// Runs `cmd` to completion, handing every output line (cut at [`MAX_LINE`]) to `on_line` as it
-/// arrives. When `cancel` turns true, restic gets SIGINT so it can remove its lock.
+/// arrives. When `cancel` turns true, restic is interrupted so it can remove its lock.
 pub async fn run_streaming(
     cmd: Command,
     cancel: &mut watch::Receiver<bool>,
@@ -221,21 +223,23 @@ pub async fn run_streaming(
     .await
 }
 
-/// [`run_streaming`], where `on_line` may also stop the process: SIGINT, so that restic removes
-/// its lock, then SIGKILL after [`INTERRUPT_GRACE`]. Reading goes on until the process ends.
+/// [`run_streaming`], where `on_line` may also stop the process: an interrupt, so that restic
+/// removes its lock, then a kill after [`INTERRUPT_GRACE`] (at once where no interrupt can be
+/// delivered). Reading goes on until the process ends.
 pub async fn run_streaming_until(
     mut cmd: Command,
     cancel: &mut watch::Receiver<bool>,
     mut on_line: impl FnMut(Stream, String) -> Flow,
 ) -> std::io::Result<Exit> {
+    platform::isolate(&mut cmd);
     let mut child = cmd.spawn()?;
     let mut stdout = child.stdout.take().map(BufReader::new);
     let mut stderr = child.stderr.take().map(BufReader::new);
     let mut cancelled = *cancel.borrow();
-    if cancelled {
-        interrupt(&child);
-    }
     let mut deadline: Option<tokio::time::Instant> = None;
+    if cancelled {
+        deadline = Some(interrupt(&child));
+    }
     let mut stopping = false;
     loop {
         let flow = tokio::select! {
@@ -256,13 +260,13 @@ pub async fn run_streaming_until(
             changed = cancel.changed(), if !cancelled => {
                 if changed.is_err() || *cancel.borrow() {
                     cancelled = true;
-                    interrupt(&child);
-                    deadline.get_or_insert(tokio::time::Instant::now() + INTERRUPT_GRACE);
+                    let kill_at = interrupt(&child);
+                    deadline.get_or_insert(kill_at);
                 }
                 Flow::Continue
             }
             _ = sleep_until(deadline) => {
-                child.start_kill()?;
+                platform::kill(&mut child)?;
                 deadline = None;
                 Flow::Continue
             }
@@ -273,8 +277,7 @@ pub async fn run_streaming_until(
         };
         if flow == Flow::Stop && !stopping && !cancelled {
             stopping = true;
-            interrupt(&child);
-            deadline = Some(tokio::time::Instant::now() + INTERRUPT_GRACE);
+            deadline = Some(interrupt(&child));
         }
     }
 }
@@ -306,12 +309,13 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn interrupt(child: &tokio::process::Child) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
-        unsafe {
-            libc::kill(pid, libc::SIGINT);
-        }
+/// Interrupts the child; returns when to kill it if it is still running.
+fn interrupt(child: &tokio::process::Child) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    if platform::interrupt(child) {
+        now + INTERRUPT_GRACE
+    } else {
+        now
     }
 }
 

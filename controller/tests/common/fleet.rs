@@ -6,6 +6,7 @@
 //! directory for a look.
 
 use std::cell::Cell;
+use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -143,15 +144,18 @@ impl Proc {
         }
     }
 
-    /// SIGKILL to the process and its children, as a power cut would.
+    /// SIGKILL to the process and its children, as a power cut would: its process group and
+    /// every descendant, since the agent starts restic in a process group of its own.
     pub fn kill(&mut self) {
         if self.killed {
             return;
         }
         self.killed = true;
-        let group = format!("-{}", self.child.id());
+        let mut targets = vec![format!("-{}", self.child.id())];
+        targets.extend(descendants(self.child.id()).iter().map(u32::to_string));
         let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
+            .args(["-KILL", "--"])
+            .args(&targets)
             .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();
@@ -166,6 +170,68 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The processes below `pid`, from Linux's /proc/PID/task/TID/children.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// How the agent under test is started: the native binary, or a build for another platform
+/// under an emulator (wine, qemu-user; `tests/platforms.rs`).
+#[derive(Clone, Debug)]
+pub struct AgentRunner {
+    /// The native agent, or the emulator.
+    pub program: PathBuf,
+    /// Arguments before the agent's own: the emulator's options and the agent binary.
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    /// The `--restic` the agent is given, as the agent sees it.
+    pub restic: String,
+    /// Paths handed to the agent are Windows paths: drive Z: is `/` under wine.
+    pub windows_paths: bool,
+}
+
+impl AgentRunner {
+    /// The agent built for this machine, with Debian's restic.
+    pub fn native() -> AgentRunner {
+        AgentRunner {
+            program: agent_bin().to_path_buf(),
+            args: Vec::new(),
+            env: Vec::new(),
+            restic: RESTIC.into(),
+            windows_paths: false,
+        }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args).envs(self.env.iter().cloned());
+        command
+    }
+
+    /// `path` as the agent names it.
+    pub fn path(&self, path: &Path) -> String {
+        if self.windows_paths {
+            format!("Z:{}", path.display()).replace('/', "\\")
+        } else {
+            path.display().to_string()
+        }
     }
 }
 
@@ -191,6 +257,8 @@ pub struct Fleet {
     others: Vec<Proc>,
     /// More flags for the controller, from its next start.
     pub controller_args: Vec<String>,
+    /// How the agents are started.
+    pub runner: AgentRunner,
     http: ureq::Agent,
     logs_shown: Cell<bool>,
 }
@@ -204,9 +272,17 @@ impl Fleet {
     /// A fleet declaring `hosts` (the first must be [`HOST`]); only [`HOST`] gets an agent, the
     /// others stay offline. Returns once the agent is online and has applied its schedule.
     pub fn with_hosts(hosts: &[&str]) -> Fleet {
-        assert_eq!(hosts[0], HOST, "the agent runs as {HOST}");
         require_restic();
-        agent_bin();
+        Fleet::build(hosts, AgentRunner::native())
+    }
+
+    /// A fleet of [`HOST`] whose agent `runner` starts.
+    pub fn with_runner(runner: AgentRunner) -> Fleet {
+        Fleet::build(&[HOST], runner)
+    }
+
+    fn build(hosts: &[&str], runner: AgentRunner) -> Fleet {
+        assert_eq!(hosts[0], HOST, "the agent runs as {HOST}");
         let tmp = tempfile::Builder::new()
             .prefix("holdfast-fleet-")
             .tempdir()
@@ -227,6 +303,7 @@ impl Fleet {
             agent: None,
             others: Vec::new(),
             controller_args: Vec::new(),
+            runner,
             http: ureq::Agent::new_with_config(
                 ureq::Agent::config_builder()
                     .http_status_as_error(false)
@@ -335,10 +412,12 @@ impl Fleet {
     /// `holdfast-agent enroll` as `host` into `state`, with a new token.
     fn enroll_agent(&self, host: &str, state: &Path) {
         let token = self.create_token(host, None);
-        let out = Command::new(agent_bin())
+        let out = self
+            .runner
+            .command()
             .args(["enroll", "--server", &self.url(""), "--token", &token])
             .arg("--state-dir")
-            .arg(state)
+            .arg(self.runner.path(state))
             .env_remove("HOLDFAST_CONFIG")
             .output()
             .unwrap();
@@ -352,18 +431,18 @@ impl Fleet {
 
     /// `holdfast-agent run` as `host` on `state`, with nothing from this machine's environment.
     fn agent_command(&self, host: &str, state: &Path) -> Command {
-        let mut command = Command::new(agent_bin());
+        let mut command = self.runner.command();
         command
             .arg("run")
             .arg("--config")
-            .arg(self.root.join("agent.yaml"))
+            .arg(self.runner.path(&self.root.join("agent.yaml")))
             .arg("--state-dir")
-            .arg(state)
+            .arg(self.runner.path(state))
             .args([
                 "--server",
                 &self.url(""),
                 "--restic",
-                RESTIC,
+                &self.runner.restic,
                 "--host",
                 host,
             ])
@@ -669,14 +748,14 @@ spec:
     file: {}
   initialize: true
 ",
-            self.repo.display(),
+            self.runner.path(&self.repo),
             self.password.display()
         )
     }
 
     /// The `files` schedule: a backup of `<tmp>/data` by [`HOST`] on `cron`.
     pub fn files_schedule(&self, cron: &str) -> String {
-        schedule_yaml("files", cron, &self.data, "")
+        schedule_yaml("files", cron, Path::new(&self.runner.path(&self.data)), "")
     }
 
     // ---- the restic repository -------------------------------------------------------------

@@ -7,6 +7,8 @@
 pub mod apiserver;
 /// A TCP load balancer over controller replicas, as a Service is (`tests/kube_e2e.rs`).
 pub mod balancer;
+/// The agent built for Windows and arm64, run under wine and qemu-user (`tests/platforms.rs`).
+pub mod cross;
 /// The end-to-end harness: real controller, agent and restic processes (`tests/fleet.rs`).
 pub mod fleet;
 
