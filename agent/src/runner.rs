@@ -300,12 +300,14 @@ impl<'a> Run<'a> {
         let exit = run_streaming_until(cmd, &mut self.cancel, |stream, line| match stream {
             Stream::Stdout => {
                 if let Some(e) = on_stdout(reporter, line) {
-                    exit_error = Some(e);
+                    exit_error = Some(crate::restic::bound(e));
                 }
                 Flow::Continue
             }
             // restic writes its errors to stderr, as JSON lines when run with --json.
             Stream::Stderr => {
+                // What is kept or reported of a line is cut like a log line.
+                let line = crate::restic::bound(line);
                 let line = match parse::backup_line(&line) {
                     BackupLine::Error { message, .. } => message,
                     BackupLine::ExitError { message, .. } => {

@@ -224,6 +224,61 @@ async fn forget_removes_exactly_the_expected_snapshots_of_this_host_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_with_many_snapshots_reports_every_one_and_forget_names_all_it_removed() {
+    // `restic snapshots --json` and `forget --json` print one line for the whole answer: with
+    // 24 snapshots it is far longer than a log line.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::init(dir.path());
+    let data = dir.path().join("data");
+    tree(&data, 2, 1024, 1);
+    for n in 0..24 {
+        let out = repo.restic(&[
+            "backup",
+            "--host",
+            "web-1",
+            "--tag",
+            &format!("a-rather-long-tag-to-make-each-snapshot-longer-{n}"),
+            data.to_str().unwrap(),
+        ]);
+        assert!(out.status.success());
+    }
+    let h = Harness::new(dir.path(), "web-1").await;
+    let sched = backup(
+        "nightly",
+        repo.resolved("nas"),
+        vec![data.display().to_string()],
+    );
+    let reports = h.run("nightly-25", run_schedule(sched)).await;
+    let f = finished(&reports);
+    assert_eq!(f.phase, JobPhase::Succeeded, "{f:?}");
+    let listed = reports.iter().find_map(|r| match r {
+        ReportBody::SnapshotsReport(s) => Some(s.snapshots.len()),
+        _ => None,
+    });
+    assert_eq!(listed, Some(25), "{:?}", log_lines(&reports));
+    assert_eq!(
+        f.snapshot_id.as_deref().map(str::len),
+        Some(64),
+        "the short id resolved from the list"
+    );
+
+    let mut sched = schedule("weekly-forget", Operation::Forget, repo.resolved("nas"));
+    sched.forget = Some(ForgetParams {
+        retention: Retention {
+            keep_last: Some(1),
+            ..Retention::default()
+        },
+        tags: Vec::new(),
+        prune: false,
+    });
+    let reports = h.run("forget-1", run_schedule(sched)).await;
+    assert_eq!(finished(&reports).phase, JobPhase::Succeeded);
+    let log = log_lines(&reports).join("\n");
+    assert!(log.contains("forget removed 24 snapshots: "), "{log}");
+    assert_eq!(repo.snapshots().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_check_and_unlock_run_against_a_real_repository() {
     let dir = tempfile::tempdir().unwrap();
     let repo = Repo::init(dir.path());

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use protocol::{ResolvedRepo, SecretRef, SecretValue};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
@@ -18,8 +18,12 @@ use parse::{Capabilities, Version};
 /// How long restic gets to remove its lock after the interrupt (SIGINT; Ctrl-Break on Windows)
 /// before it is killed.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(30);
-/// Longest line kept from any output; restic's JSON lines are far shorter.
+/// Longest line of output that goes into a run's log.
 pub const MAX_LINE: usize = 4096;
+/// Longest line read from a program's output. `restic snapshots --json` and `forget --json`
+/// print their whole answer as one line, tens of KiB for a host with many snapshots; this only
+/// keeps a program that never ends its line from filling the agent's memory.
+const MAX_READ_LINE: u64 = 64 << 20;
 
 /// The restic binary and what it can do, detected once at start.
 #[derive(Clone, Debug)]
@@ -209,8 +213,8 @@ pub enum Flow {
     Stop,
 }
 
-/// Runs `cmd` to completion, handing every output line (cut at [`MAX_LINE`]) to `on_line` as it
-/// arrives. When `cancel` turns true, restic is interrupted so it can remove its lock.
+/// Runs `cmd` to completion, handing every output line to `on_line` as it arrives (whole: a
+/// log line is cut at [`MAX_LINE`] where it is logged, by [`bound`]). When `cancel` turns true, restic is interrupted so it can remove its lock.
 pub async fn run_streaming(
     cmd: Command,
     cancel: &mut watch::Receiver<bool>,
@@ -244,14 +248,14 @@ pub async fn run_streaming_until(
     loop {
         let flow = tokio::select! {
             line = next_line(&mut stdout) => match line {
-                Some(l) => on_line(Stream::Stdout, bound(l)),
+                Some(l) => on_line(Stream::Stdout, l),
                 None => {
                     stdout = None;
                     Flow::Continue
                 }
             },
             line = next_line(&mut stderr) => match line {
-                Some(l) => on_line(Stream::Stderr, bound(l)),
+                Some(l) => on_line(Stream::Stderr, l),
                 None => {
                     stderr = None;
                     Flow::Continue
@@ -290,7 +294,11 @@ async fn next_line<R: tokio::io::AsyncRead + Unpin>(
         return std::future::pending().await;
     };
     let mut buf = Vec::new();
-    match reader.read_until(b'\n', &mut buf).await {
+    match (&mut *reader)
+        .take(MAX_READ_LINE)
+        .read_until(b'\n', &mut buf)
+        .await
+    {
         // A read error ends the stream like EOF; the exit status tells what happened.
         Ok(0) | Err(_) => None,
         Ok(_) => {
