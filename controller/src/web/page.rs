@@ -600,7 +600,6 @@ fn next_run(now: DateTime<Utc>, online: bool, next: Option<&Time>) -> Markup {
 
 /// Every reason the host needs attention, most severe first, each in words.
 fn attention(host: &Host, schedules: &HostSchedules) -> Markup {
-    let status = host.status.as_ref();
     let reasons: Vec<Markup> = HostFilter::ALL
         .into_iter()
         .filter(|f| needs(host, schedules, *f))
@@ -616,12 +615,8 @@ fn attention(host: &Host, schedules: &HostSchedules) -> Markup {
                 (badge("missed", "warn")) " " span.note { (schedules.missed.join(", ")) }
             },
             HostFilter::Offline => badge("offline", "bad"),
-            HostFilter::Drifting => html! {
-                (badge("drift", "warn"))
-                @if let Some(reason) = status.and_then(|s| s.drift_reason.as_deref()) {
-                    " " span.note { (reason) }
-                }
-            },
+            // Why it drifts is in the schedule version cell beside it.
+            HostFilter::Drifting => badge("drift", "warn"),
         })
         .collect();
     html! {
