@@ -112,6 +112,7 @@ fn main() {
         applied: Some(RevisionRecord {
             id: 12,
             commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            uncommitted: false,
             at: now,
             summary: "2 repos, 10000 hosts, 5 schedules, 0 backups, 0 restores".into(),
             errors: vec![],
@@ -133,6 +134,7 @@ fn main() {
                 store_failing: None,
                 page: 1,
                 show,
+                release: env!("CARGO_PKG_VERSION"),
             })
             .into_string()
         };

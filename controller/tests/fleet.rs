@@ -552,14 +552,30 @@ fn without_heartbeat(mut host: Value) -> Value {
     host
 }
 
-#[test]
-fn the_status_page_shows_online_and_offline_hosts_in_chromium() {
+/// Debian's chromium. scripts/test installs it; a missing browser fails a test rather than
+/// skipping it.
+fn chromium() -> &'static Path {
     let chromium = Path::new("/usr/bin/chromium");
-    // scripts/test installs it; a missing browser fails the test rather than skipping it.
     assert!(
         chromium.exists(),
         "/usr/bin/chromium is missing: install Debian's chromium (apt-get install chromium)"
     );
+    chromium
+}
+
+/// Where screenshots are kept for a person to look at.
+fn artefacts() -> &'static Path {
+    let artefacts = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/test-artefacts"
+    ));
+    std::fs::create_dir_all(artefacts).unwrap();
+    artefacts
+}
+
+#[test]
+fn the_status_page_shows_online_and_offline_hosts_in_chromium() {
+    let chromium = chromium();
     let fleet = Fleet::with_hosts(&[HOST, "web-2"]);
 
     // The same through plain HTTP first: a failure here is easier to read.
@@ -602,12 +618,7 @@ fn the_status_page_shows_online_and_offline_hosts_in_chromium() {
         "expected <tr data-host=\"web-2\" data-state=\"offline\"> in the DOM:\n{dom}"
     );
 
-    let artefacts = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/test-artefacts"
-    ));
-    std::fs::create_dir_all(artefacts).unwrap();
-    let png = artefacts.join("status-page.png");
+    let png = artefacts().join("status-page.png");
     let _ = std::fs::remove_file(&png);
     browser(&[
         &format!("--screenshot={}", png.display()),
@@ -615,4 +626,91 @@ fn the_status_page_shows_online_and_offline_hosts_in_chromium() {
     ]);
     let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
     assert!(size > 0, "expected a screenshot at {}", png.display());
+}
+
+/// Writes what the browser laid out at the framed page's width into the top document, which
+/// `--dump-dom` prints. Headless chromium's window is at least 500 px wide, so the page is
+/// framed at 400 px; a `srcdoc` frame is the parent's origin and may write to it.
+const MEASURE: &str = "<script>parent.document.body.setAttribute('data-scroll-width', \
+    document.documentElement.scrollWidth); parent.document.body.setAttribute('data-inner-width', \
+    window.innerWidth);</script>";
+
+/// The value of `name="…"` in the first tag that has it.
+fn attribute(html: &str, name: &str) -> Option<u32> {
+    let start = html.find(&format!("{name}=\""))? + name.len() + 2;
+    html[start..].split('"').next()?.parse().ok()
+}
+
+/// A page showing `page` in a frame 400 px wide, measured by [`MEASURE`].
+fn framed_at_400_px(page: &str) -> String {
+    let inner = page
+        .replace("</body>", &format!("{MEASURE}</body>"))
+        .replace('&', "&amp;")
+        .replace('"', "&quot;");
+    format!(
+        "<!DOCTYPE html><html><body style=\"margin:0\"><iframe style=\"width:400px;\
+         height:900px;border:0\" srcdoc=\"{inner}\"></iframe></body></html>"
+    )
+}
+
+#[test]
+fn the_fleet_host_and_run_pages_fit_a_400_px_phone_in_chromium() {
+    let chromium = chromium();
+    // web-2 never connects: the fleet page carries an offline host's notes and reasons.
+    let fleet = Fleet::with_hosts(&[HOST, "web-2"]);
+    fleet.write(
+        "requests/run-now-1.yaml",
+        &backup_request_yaml("run-now-1", "files"),
+    );
+    let done = wait_succeeded(&fleet, "run-now-1", LONG);
+    let namespace = done
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    let profile = fleet.root.join("chromium-narrow");
+    for (what, path) in [
+        ("fleet", "/".to_string()),
+        ("host", format!("/hosts/{namespace}/{HOST}")),
+        ("offline-host", format!("/hosts/{namespace}/web-2")),
+        ("run", format!("/runs/{namespace}/run-now-1")),
+    ] {
+        let (status, page) = fleet.get(&path).unwrap();
+        assert_eq!(status, 200, "{path}: {page}");
+        // The page as served, plus the measuring script: every page is one standalone file.
+        assert!(
+            what == "run" || page.contains("data-label="),
+            "{what}: table cells carry the labels of their stacked rows"
+        );
+        let file = fleet.root.join(format!("narrow-{what}.html"));
+        std::fs::write(&file, framed_at_400_px(&page)).unwrap();
+        let browse = |extra: &[&str]| {
+            let mut command = Command::new(chromium);
+            command
+                .args(["--headless", "--no-sandbox", "--disable-gpu"])
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .arg("--window-size=500,900")
+                .args(extra)
+                .arg(format!("file://{}", file.display()));
+            let out = output_within(&mut command, LONG);
+            assert!(
+                out.status.success(),
+                "chromium {what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out
+        };
+        let dom = String::from_utf8(browse(&["--dump-dom"]).stdout).unwrap();
+        let inner = attribute(&dom, "data-inner-width");
+        let scroll = attribute(&dom, "data-scroll-width");
+        assert_eq!(inner, Some(400), "{what}: the frame is 400 px wide:\n{dom}");
+        let png = artefacts().join(format!("status-{what}-400px.png"));
+        let _ = std::fs::remove_file(&png);
+        browse(&[&format!("--screenshot={}", png.display())]);
+        assert!(
+            scroll.is_some_and(|s| s <= 400),
+            "{what} ({path}) scrolls sideways at 400 px: content {scroll:?} px wide; see {}",
+            png.display()
+        );
+    }
 }

@@ -350,10 +350,18 @@ pub fn schedules_until(inputs: &Inputs) -> (ScheduleStatuses, Option<DateTime<Ut
             if stale {
                 stale_hosts.push(key.name.clone());
             }
-            let healthy = !stale && mine.last.is_none_or(|(_, phase)| phase == Phase::Succeeded);
+            // Missed and skipped runs did no work: they neither make a host healthy nor end
+            // its wait for a first run.
+            let pending = !stale && mine.last_ended.is_none();
+            let healthy = !stale
+                && mine
+                    .last_ended
+                    .is_some_and(|(_, phase)| phase == Phase::Succeeded);
             status.host_count = Some(status.host_count.unwrap_or_default() + 1);
             status.healthy_hosts =
                 Some(status.healthy_hosts.unwrap_or_default() + u32::from(healthy));
+            status.pending_hosts =
+                Some(status.pending_hosts.unwrap_or_default() + u32::from(pending));
             status.stale_hosts = Some(status.stale_hosts.unwrap_or_default() + u32::from(stale));
             let last_success_time = mine.last_success;
             let last_scheduled = mine.last_scheduled;
@@ -371,6 +379,7 @@ pub fn schedules_until(inputs: &Inputs) -> (ScheduleStatuses, Option<DateTime<Ut
                 last_result: mine.last.map(|(_, phase)| phase),
                 last_missed_time: mine.last_missed.map(crate::time::k8s),
                 stale,
+                pending_first_run: pending,
             });
         }
         let ready = stale_hosts.is_empty();
@@ -702,5 +711,115 @@ mod tests {
         };
         assert_eq!(last_seen(true).as_deref(), Some("2026-11-20T10:05:00Z"));
         assert_eq!(last_seen(false).as_deref(), Some("2026-11-20T10:08:00Z"));
+    }
+
+    /// A host `web-1` running a nightly backup and a weekly forget, with `runs` recorded.
+    fn two_schedules(runs: &[RunRecord], now: DateTime<Utc>) -> (ScheduleStatuses, HostStatus) {
+        let revision = Revision {
+            repos: vec![object(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata: {name: nas}\nspec: {url: /srv/nas, password: {hostFile: /p}}\n",
+            )],
+            hosts: vec![object(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata: {name: web-1}\nspec: {defaultRepo: nas}\n",
+            )],
+            schedules: vec![
+                object(
+                    "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata: {name: nightly}\nspec: {operation: backup, cron: '0 1 * * *', hosts: [web-1], paths: [/srv]}\n",
+                ),
+                object(
+                    "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata: {name: weekly-forget}\nspec: {operation: forget, cron: '0 3 * * 0', hosts: [web-1], retention: {keepLast: 10}}\n",
+                ),
+            ],
+            ..Revision::default()
+        };
+        let fleet = crate::compile::compile(&revision).unwrap();
+        let online = |_: &HostKey| true;
+        let created = |_: &str, _: &str| Some(now - chrono::Duration::hours(2));
+        let summaries = RunSummaries::of(runs);
+        let (versions, agents, sizes, counts) = Default::default();
+        let inputs = Inputs {
+            now,
+            revision: &revision,
+            fleet: &fleet,
+            versions: &versions,
+            agents: &agents,
+            online: &online,
+            runs: &summaries,
+            repo_sizes: &sizes,
+            snapshot_counts: &counts,
+            schedule_created: &created,
+        };
+        (schedules(&inputs), host(&inputs, &revision.hosts[0]))
+    }
+
+    fn nightly_run(name: &str, phase: Phase, finished: DateTime<Utc>) -> RunRecord {
+        let mut run = RunRecord::pending(
+            crate::resources::Kind::Backup,
+            &HostKey::new("default", "web-1"),
+            name.into(),
+            name.into(),
+            JobOperation::Backup,
+            finished,
+        );
+        run.schedule = Some("nightly".into());
+        run.phase = phase;
+        run.scheduled_at = Some(finished);
+        run.finished_at = Some(finished);
+        run
+    }
+
+    #[test]
+    fn missed_runs_are_not_the_last_backup_and_a_schedule_that_never_ran_is_pending() {
+        let now = DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let minutes = |m: i64| now - chrono::Duration::minutes(m);
+        let runs = [
+            nightly_run("ok", Phase::Succeeded, minutes(90)),
+            nightly_run("missed-1", Phase::Missed, minutes(30)),
+            nightly_run("missed-2", Phase::Missed, minutes(20)),
+            nightly_run("missed-3", Phase::Missed, minutes(10)),
+        ];
+        let (statuses, host) = two_schedules(&runs, now);
+        let last = host.last_backup.expect("a last backup");
+        assert_eq!(
+            (last.backup.as_str(), last.phase),
+            ("ok", Phase::Succeeded),
+            "three missed runs are not the last backup"
+        );
+
+        let nightly = &statuses[&("default".into(), "nightly".into())];
+        assert_eq!(
+            (
+                nightly.healthy_hosts,
+                nightly.pending_hosts,
+                nightly.stale_hosts
+            ),
+            (Some(1), Some(0), Some(0))
+        );
+        assert_eq!(nightly.hosts[0].last_result, Some(Phase::Missed));
+        assert!(!nightly.hosts[0].pending_first_run);
+
+        let forget = &statuses[&("default".into(), "weekly-forget".into())];
+        assert_eq!(
+            (
+                forget.host_count,
+                forget.healthy_hosts,
+                forget.pending_hosts,
+                forget.stale_hosts
+            ),
+            (Some(1), Some(0), Some(1), Some(0)),
+            "a schedule that never ran is pending its first run"
+        );
+        assert!(forget.hosts[0].pending_first_run);
+
+        // Only missed runs: still pending, and no last backup at all.
+        let (statuses, host) = two_schedules(&runs[1..], now);
+        assert_eq!(host.last_backup, None);
+        let nightly = &statuses[&("default".into(), "nightly".into())];
+        assert_eq!(
+            (nightly.healthy_hosts, nightly.pending_hosts),
+            (Some(0), Some(1))
+        );
     }
 }

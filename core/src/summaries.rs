@@ -19,6 +19,9 @@ use crate::runs::RunRecord;
 pub struct ScheduleRuns {
     /// The outcome of the newest finished run, and when it finished.
     pub last: Option<(DateTime<Utc>, Phase)>,
+    /// The newest run that ran to an end (see [`ended`]): a missed or skipped run does not
+    /// count, so a schedule with only those is still waiting for its first run.
+    pub last_ended: Option<(DateTime<Utc>, Phase)>,
     pub last_success: Option<DateTime<Utc>>,
     pub last_missed: Option<DateTime<Utc>>,
     /// The newest time a run was due (or, unscheduled, started).
@@ -57,6 +60,15 @@ pub struct RunSummaries {
     repos: HashMap<Named, RepoRuns>,
 }
 
+/// A run that ran to an end: it succeeded or failed in whole or in part. Missed, skipped and
+/// cancelled runs never did the work, so they are never a host's "last backup".
+pub fn ended(phase: Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Succeeded | Phase::PartiallyFailed | Phase::Failed
+    )
+}
+
 /// Whether `at` is at least as new as what is held (ties go to the record seen last, as the
 /// newest of a list oldest first).
 fn newer<T>(held: &Option<(DateTime<Utc>, T)>, at: DateTime<Utc>) -> bool {
@@ -86,6 +98,9 @@ impl RunSummaries {
                 if newer(&s.last, at) {
                     s.last = Some((at, run.phase));
                 }
+                if ended(run.phase) && newer(&s.last_ended, at) {
+                    s.last_ended = Some((at, run.phase));
+                }
                 if run.phase == Phase::Succeeded {
                     s.last_success = s.last_success.max(Some(at));
                 }
@@ -96,6 +111,7 @@ impl RunSummaries {
         }
         if let Some(at) = run.finished_at
             && run.operation == JobOperation::Backup
+            && ended(run.phase)
         {
             let held = self.last_backup.get(&run.host_key()).cloned();
             if newer(&held, at) {
@@ -140,7 +156,7 @@ impl RunSummaries {
         }
     }
 
-    /// The newest finished backup of a host.
+    /// The newest backup of a host that ran to an end.
     pub fn last_backup(&self, host: &HostKey) -> Option<&LastRun> {
         self.last_backup.get(host).map(|(_, last)| last)
     }
@@ -196,6 +212,7 @@ mod tests {
         let s = RunSummaries::of(&runs);
         let nightly = s.schedule("default", "nightly", "web-1").expect("runs");
         assert_eq!(nightly.last, Some((at(40), Phase::Failed)));
+        assert_eq!(nightly.last_ended, Some((at(40), Phase::Failed)));
         assert_eq!(nightly.last_success, Some(at(35)));
         assert_eq!(nightly.last_missed, Some(at(20)));
         assert_eq!(nightly.last_scheduled, Some(at(39)));
@@ -245,5 +262,40 @@ mod tests {
                 .map(|l| l.phase),
             Some(Phase::Succeeded)
         );
+    }
+
+    #[test]
+    fn missed_and_skipped_runs_are_not_a_last_backup() {
+        let runs = [
+            run("ok", JobOperation::Backup, Phase::Succeeded, Some(10)),
+            run("missed-1", JobOperation::Backup, Phase::Missed, Some(20)),
+            run("missed-2", JobOperation::Backup, Phase::Missed, Some(30)),
+            run("skipped", JobOperation::Backup, Phase::Skipped, Some(40)),
+            run(
+                "cancelled",
+                JobOperation::Backup,
+                Phase::Cancelled,
+                Some(50),
+            ),
+        ];
+        let s = RunSummaries::of(&runs);
+        let last = s
+            .last_backup(&HostKey::new("default", "web-1"))
+            .expect("a backup");
+        assert_eq!((last.backup.as_str(), last.phase), ("ok", Phase::Succeeded));
+        let nightly = s.schedule("default", "nightly", "web-1").expect("runs");
+        assert_eq!(nightly.last, Some((at(50), Phase::Cancelled)));
+        assert_eq!(nightly.last_ended, Some((at(10), Phase::Succeeded)));
+        assert_eq!(nightly.last_missed, Some(at(30)));
+
+        let only_missed = RunSummaries::of(&runs[1..3]);
+        assert_eq!(
+            only_missed.last_backup(&HostKey::new("default", "web-1")),
+            None
+        );
+        let nightly = only_missed
+            .schedule("default", "nightly", "web-1")
+            .expect("runs");
+        assert_eq!(nightly.last_ended, None, "still waiting for a first run");
     }
 }

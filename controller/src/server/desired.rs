@@ -79,17 +79,44 @@ fn hidden(path: &Path) -> bool {
     })
 }
 
-/// The commit checked out in `dir`, when it is inside a git work tree.
-fn git_commit(dir: &Path) -> Option<String> {
+/// What git says of the files read from `dir`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct GitState {
+    /// The commit checked out, when `dir` is inside a git work tree.
+    commit: Option<String>,
+    /// Files below `dir` differ from that commit (edited, added or deleted, not committed): a
+    /// revision read now is not the commit, and saying only "commit X" would name the wrong
+    /// state.
+    uncommitted: bool,
+}
+
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["rev-parse", "HEAD"])
+        .args(args)
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
-    let commit = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (out.status.success() && !commit.is_empty()).then_some(commit)
+    out.status
+        .success()
+        .then(|| String::from_utf8(out.stdout).ok())
+        .flatten()
+}
+
+fn git_state(dir: &Path) -> GitState {
+    let Some(commit) = git(dir, &["rev-parse", "HEAD"])
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+    else {
+        return GitState::default();
+    };
+    let uncommitted =
+        git(dir, &["status", "--porcelain", "--", "."]).is_some_and(|s| !s.trim().is_empty());
+    GitState {
+        commit: Some(commit),
+        uncommitted,
+    }
 }
 
 /// Puts the revision in force before a restart back in force, exactly as it was pushed: the
@@ -129,10 +156,10 @@ fn restore(controller: &Controller) -> Result<(), StoreError> {
 
 /// Reads the directory and applies it if valid; otherwise records why not.
 fn reload(controller: &Controller, dir: &Path) {
-    let commit = git_commit(dir);
+    let git = git_state(dir);
     let result = match files::load_dir(dir) {
-        Ok(loaded) => apply(controller, loaded, commit.as_deref()),
-        Err(e) => reject(controller, &[e.to_string()], "", commit.as_deref()),
+        Ok(loaded) => apply(controller, loaded, &git),
+        Err(e) => reject(controller, &[e.to_string()], "", &git),
     };
     if let Err(e) = result {
         tracing::error!("cannot record a revision: {e}");
@@ -145,35 +172,50 @@ fn reject(
     controller: &Controller,
     errors: &[String],
     summary: &str,
-    commit: Option<&str>,
+    git: &GitState,
 ) -> Result<(), StoreError> {
-    let id = controller
-        .store()
-        .record_revision(commit, summary, errors, None, Utc::now())?;
+    let commit = git.commit.as_deref();
+    let id = controller.store().record_revision(
+        commit,
+        git.uncommitted,
+        summary,
+        errors,
+        None,
+        Utc::now(),
+    )?;
     tracing::error!(
         revision = id,
         commit,
+        uncommitted = git.uncommitted,
         "rejected the config directory; the previous revision stays in force:\n  {}",
         errors.join("\n  ")
     );
     Ok(())
 }
 
-fn apply(controller: &Controller, loaded: Loaded, commit: Option<&str>) -> Result<(), StoreError> {
+fn apply(controller: &Controller, loaded: Loaded, git: &GitState) -> Result<(), StoreError> {
+    let commit = git.commit.as_deref();
     let summary = loaded.revision.summary();
     if !loaded.is_valid() {
         let errors: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
-        return reject(controller, &errors, &summary, commit);
+        return reject(controller, &errors, &summary, git);
     }
     let fleet = match compile::compile(&loaded.revision) {
         Ok(fleet) => fleet,
-        Err(e) => return reject(controller, &[e.to_string()], &summary, commit),
+        Err(e) => return reject(controller, &[e.to_string()], &summary, git),
     };
     let mut store = controller.store();
     let previous = store.plan_versions()?;
     let versions = versions::assign(&previous, &fleet);
     store.record(&fleet, &versions)?;
-    let id = store.record_revision(commit, &summary, &[], Some(&loaded.revision), Utc::now())?;
+    let id = store.record_revision(
+        commit,
+        git.uncommitted,
+        &summary,
+        &[],
+        Some(&loaded.revision),
+        Utc::now(),
+    )?;
     drop(store);
     record_requests(controller, &loaded.revision)?;
     let mut changed = 0;
@@ -288,4 +330,47 @@ fn new_requests(
         )?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_git(dir: &Path, args: &[&str]) {
+        let status = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?}");
+    }
+
+    #[test]
+    fn a_directory_edited_since_its_commit_is_read_as_uncommitted_edits() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        assert_eq!(
+            git_state(dir.path()),
+            GitState::default(),
+            "not a work tree"
+        );
+        run_git(dir.path(), &["init", "-q"]);
+        let fleet = dir.path().join("fleet");
+        std::fs::create_dir(&fleet).expect("a directory");
+        std::fs::write(fleet.join("a.yaml"), "kind: Repo\n").expect("written");
+        run_git(dir.path(), &["add", "."]);
+        run_git(dir.path(), &["commit", "-q", "-m", "first"]);
+        let head = git(dir.path(), &["rev-parse", "HEAD"]).map(|c| c.trim().to_string());
+
+        let clean = git_state(&fleet);
+        assert_eq!(
+            (clean.commit.clone(), clean.uncommitted),
+            (head.clone(), false)
+        );
+
+        std::fs::write(fleet.join("a.yaml"), "kind: Repo # edited\n").expect("written");
+        let edited = git_state(&fleet);
+        assert_eq!((edited.commit, edited.uncommitted), (head, true));
+    }
 }

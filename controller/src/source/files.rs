@@ -528,7 +528,48 @@ fn describe_serde_error(field: FieldPath, message: &str) -> (FieldPath, String) 
             return (field, unknown_name_message(what, name, &expected));
         }
     }
-    (field, message.to_string())
+    let message = describe_type_error(message).unwrap_or_else(|| message.to_string());
+    (field, message)
+}
+
+/// serde's `invalid type: string "ten", expected u32` in words a person uses: `expected a whole
+/// number, got `ten``. Other messages are left as they are.
+fn describe_type_error(message: &str) -> Option<String> {
+    // An invalid value (not type) of an unsigned number is out of its range.
+    let (out_of_range, rest) = [("invalid type: ", false), ("invalid value: ", true)]
+        .into_iter()
+        .find_map(|(prefix, range)| Some((range, message.strip_prefix(prefix)?)))?;
+    let (got, expected) = rest.rsplit_once(", expected ")?;
+    let got = if let Some(text) = got.strip_prefix("string \"") {
+        format!("`{}`", text.strip_suffix('"').unwrap_or(text))
+    } else if let Some((_, value)) = got.split_once(" `") {
+        // `integer `5``, `floating point `1.5``, `boolean `true``.
+        format!("`{value}")
+    } else {
+        match got {
+            "sequence" => "a list".to_string(),
+            "map" => "a mapping".to_string(),
+            "unit value" | "null" => "nothing".to_string(),
+            other => other.to_string(),
+        }
+    };
+    let range = |max: u64| format!("a whole number from 0 to {max}");
+    let expected = match expected {
+        "u8" if out_of_range => range(u8::MAX.into()),
+        "u16" if out_of_range => range(u16::MAX.into()),
+        "u32" if out_of_range => range(u32::MAX.into()),
+        "u64" | "usize" if out_of_range => range(u64::MAX),
+        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => {
+            "a whole number".to_string()
+        }
+        "f32" | "f64" => "a number".to_string(),
+        "a boolean" => "`true` or `false`".to_string(),
+        "a string" | "a borrowed string" | "a character" => "text".to_string(),
+        "a sequence" => "a list".to_string(),
+        other if other.starts_with("struct ") || other == "a map" => "a mapping".to_string(),
+        other => other.to_string(),
+    };
+    Some(format!("expected {expected}, got {got}"))
 }
 
 /// `line` and `column` moved inside `text`. libyaml reports the end of a file that does not end
@@ -591,6 +632,57 @@ mod tests {
         );
         assert_eq!(field.as_str(), "spec.operation");
         assert_eq!(msg, "unknown value `Backup`; did you mean `backup`?");
+    }
+
+    #[test]
+    fn type_errors_say_what_was_expected_in_words() {
+        for (serde, words) in [
+            (
+                "invalid type: string \"ten\", expected u32",
+                "expected a whole number, got `ten`",
+            ),
+            (
+                "invalid value: integer `-1`, expected u32",
+                "expected a whole number from 0 to 4294967295, got `-1`",
+            ),
+            (
+                "invalid type: floating point `1.5`, expected u64",
+                "expected a whole number, got `1.5`",
+            ),
+            (
+                "invalid type: string \"yes\", expected a boolean",
+                "expected `true` or `false`, got `yes`",
+            ),
+            (
+                "invalid type: sequence, expected a string",
+                "expected text, got a list",
+            ),
+            (
+                "invalid type: string \"x\", expected struct Retention",
+                "expected a mapping, got `x`",
+            ),
+        ] {
+            let (_, message) = describe_serde_error(FieldPath::parse("spec.x"), serde);
+            assert_eq!(message, words, "{serde}");
+        }
+    }
+
+    #[test]
+    fn a_wrongly_typed_field_is_reported_at_its_line_in_words() {
+        let loaded = load_sources(vec![SourceFile::new(
+            "fleet/schedules/weekly.yaml",
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: weekly\nspec:\n  operation: forget\n  cron: \"0 5 * * 0\"\n  hosts: [web-1]\n  retention:\n    keepLast: ten\n",
+        )]);
+        let errors: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("fleet/schedules/weekly.yaml:10:"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[0].ends_with("spec.retention.keepLast: expected a whole number, got `ten`"),
+            "{errors:?}"
+        );
     }
 
     #[test]

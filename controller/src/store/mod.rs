@@ -70,6 +70,8 @@ const MIGRATIONS: &[&str] = &[
     // found without reading every stored object.
     "CREATE INDEX objects_to_settle ON objects (kind, namespace, name)
         WHERE object IS NULL OR json_extract(object, '$.status.phase') IN ('Pending', 'Dispatched', 'Running')",
+    // Whether a revision was read from files edited since its commit.
+    "ALTER TABLE revisions ADD COLUMN uncommitted INTEGER NOT NULL DEFAULT 0",
 ];
 
 #[derive(Debug, thiserror::Error)]

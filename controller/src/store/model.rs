@@ -21,6 +21,9 @@ pub struct RevisionRecord {
     pub id: i64,
     /// The git commit of the config directory, when it is a git work tree.
     pub commit: Option<String>,
+    /// The files read differ from that commit: edits not committed yet.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub uncommitted: bool,
     /// When the controller read it.
     pub at: DateTime<Utc>,
     /// Resource counts, such as `1 repo, 2 hosts, 3 schedules, 0 backups, 0 restores`.
@@ -361,6 +364,7 @@ impl Store {
     pub fn record_revision(
         &mut self,
         commit: Option<&str>,
+        uncommitted: bool,
         summary: &str,
         errors: &[String],
         applied: Option<&Revision>,
@@ -385,15 +389,16 @@ impl Store {
             .map_err(err)?;
         }
         tx.execute(
-            "INSERT INTO revisions (at, git_commit, summary, errors, applied, resources)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO revisions (at, git_commit, summary, errors, applied, resources, uncommitted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 at,
                 commit,
                 summary,
                 errors,
                 applied.is_some() as i64,
-                resources
+                resources,
+                uncommitted as i64
             ],
         )
         .map_err(err)?;
@@ -427,7 +432,8 @@ impl Store {
         let newest = |applied: bool| {
             self.conn
                 .query_row(
-                    "SELECT id, at, git_commit, summary, errors FROM revisions WHERE applied = ?1
+                    "SELECT id, at, git_commit, summary, errors, uncommitted FROM revisions
+                     WHERE applied = ?1
                      ORDER BY id DESC LIMIT 1",
                     [applied as i64],
                     |r| {
@@ -435,6 +441,7 @@ impl Store {
                             id: r.get(0)?,
                             at: r.get(1)?,
                             commit: r.get(2)?,
+                            uncommitted: r.get::<_, i64>(5)? != 0,
                             summary: r.get(3)?,
                             errors: serde_json::from_str(&r.get::<_, String>(4)?)
                                 .unwrap_or_default(),

@@ -115,7 +115,7 @@ mod tests {
         // The applied revision first, then more rejected ones than are kept.
         let revision = crate::revision::Revision::default();
         let applied = store
-            .record_revision(None, "", &[], Some(&revision), old)
+            .record_revision(None, false, "", &[], Some(&revision), old)
             .unwrap();
         store
             .create_token(&crate::compile::HostKey::new("default", "gone"), old)
@@ -125,7 +125,7 @@ mod tests {
             .unwrap();
         for _ in 0..REVISIONS_KEPT + 2 {
             store
-                .record_revision(None, "", &["broken".into()], None, now)
+                .record_revision(None, false, "", &["broken".into()], None, now)
                 .unwrap();
         }
 

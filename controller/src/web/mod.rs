@@ -233,6 +233,7 @@ async fn fleet_page(
         store_failing: c.store_failing(),
         page: query.page(),
         show: query.show(),
+        release: env!("CARGO_PKG_VERSION"),
     })
     .into_response()
 }
@@ -346,6 +347,7 @@ async fn host_page(State(c): Shared, Path((namespace, name)): Path<(String, Stri
     page::host(&HostView {
         now,
         host,
+        release: env!("CARGO_PKG_VERSION"),
         schedules,
         runs,
         repo_sizes,

@@ -52,6 +52,7 @@ const PHASES: [Phase; 9] = [
 /// The fleet overview at `/`.
 pub fn fleet(view: &FleetView) -> Markup {
     let now = view.now;
+    let index = schedule_index(view.schedules, view.hosts.len());
     layout(
         "Fleet",
         html! {
@@ -68,9 +69,9 @@ pub fn fleet(view: &FleetView) -> Markup {
             @if let Some(rejected) = &view.revisions.rejected {
                 (rejected_banner(now, rejected))
             }
-            (summary_strip(view))
+            (summary_strip(view, &index))
             h2 #hosts { "Hosts" }
-            (hosts_section(view))
+            (hosts_section(view, &index))
             h2 { "Running now" }
             (active_table(now, &view.active))
             h2 { "Schedules" }
@@ -88,6 +89,12 @@ pub fn host(view: &HostView) -> Markup {
     let name = name_of(host);
     let namespace = namespace_of(host);
     let status = host.status.as_ref();
+    let online = is_online(host);
+    let next = view
+        .schedules
+        .iter()
+        .filter_map(|s| host_entry(s, name)?.next_schedule_time.as_ref())
+        .min_by_key(|t| t.0);
     layout(
         name,
         html! {
@@ -98,14 +105,24 @@ pub fn host(view: &HostView) -> Markup {
                 @if host.spec.paused { (badge("paused", "muted")) }
                 @if drifting(status) { (badge("drift", "warn")) }
             }
+            @if !online {
+                section.notice #offline {
+                    p {
+                        strong { "The agent is offline" } " — " (last_seen(now, status)) ". "
+                        "Its schedules run on the host regardless"
+                        @if let Some(t) = next { "; the next is due " (when(now, Some(t))) }
+                        ". Their results arrive when it reconnects."
+                    }
+                }
+            }
             h2 { "Host" }
-            (host_facts(now, host))
+            (host_facts(now, view.release, host))
             @if let Some(status) = status.filter(|s| !s.conditions.is_empty()) {
                 h2 { "Conditions" }
                 (conditions_table(now, status))
             }
             h2 { "Schedules" }
-            (host_schedules_table(now, name, &view.schedules))
+            (host_schedules_table(now, online, name, &view.schedules))
             h2 { "Last 30 days" }
             (timeline(now, &view.runs))
             (legend())
@@ -166,8 +183,30 @@ pub fn run(view: &RunView) -> Markup {
                     span #progress-text { (text) }
                 }
                 h2 { "Log" }
-                @if log.is_empty() { p #log-empty .empty { "No output yet." } }
-                pre #log { @for line in log { (line) "\n" } }
+                @if log.iter().any(|l| first_use(l)) {
+                    p.note #first-use {
+                        "restic's “unable to open config file” below is its normal message before "
+                        "a repository's first use: the repository was not initialised yet, and "
+                        "the agent initialises it."
+                    }
+                }
+                @if log.is_empty() {
+                    p #log-empty .empty {
+                        @if live { "No output yet." } @else { "This run wrote no log lines." }
+                    }
+                }
+                pre #log {
+                    @for line in log {
+                        @if first_use(line) {
+                            span.expected title="expected before the repository's first init" {
+                                (line)
+                            }
+                            "\n"
+                        } @else {
+                            (line) "\n"
+                        }
+                    }
+                }
             }
             @if live { script { (PreEscaped(live_script())) } }
         },
@@ -212,7 +251,7 @@ fn revision_line(now: DateTime<Utc>, applied: Option<&RevisionRecord>) -> Markup
                 Some(r) => {
                     "Revision " strong { (r.id) }
                     @if let Some(commit) = &r.commit {
-                        " · " code title=(commit) { (short_commit(commit)) }
+                        " · " (source_of(r, commit))
                     }
                     " · applied " (time_el(now, r.at)) " · " (r.summary)
                 }
@@ -229,7 +268,7 @@ fn rejected_banner(now: DateTime<Utc>, r: &RevisionRecord) -> Markup {
             p {
                 "Read " (time_el(now, r.at))
                 @if let Some(commit) = &r.commit {
-                    " from commit " code title=(commit) { (short_commit(commit)) }
+                    " from " (source_of(r, commit))
                 }
                 ". Hosts keep the last applied revision until these errors are fixed."
             }
@@ -238,20 +277,42 @@ fn rejected_banner(now: DateTime<Utc>, r: &RevisionRecord) -> Markup {
     }
 }
 
-fn summary_strip(view: &FleetView) -> Markup {
+/// Each card counts exactly the hosts its link lists: the same `needs` decides both.
+/// `commit 0123456`, or the edits not committed on top of it: a rejected edit is not the
+/// commit checked out, and naming only the commit points at files that are fine.
+fn source_of(r: &RevisionRecord, commit: &str) -> Markup {
+    html! {
+        @if r.uncommitted {
+            "uncommitted edits on top of commit "
+        } @else {
+            "commit "
+        }
+        code title=(commit) { (short_commit(commit)) }
+    }
+}
+
+fn summary_strip(view: &FleetView, index: &ScheduleIndex) -> Markup {
     let total = view.hosts.len();
-    let online = view.hosts.iter().filter(|h| is_online(h)).count();
-    let in_sync = view
-        .hosts
-        .iter()
-        .filter(|h| !drifting(h.status.as_ref()))
-        .count();
-    let stale = view.schedules.iter().filter(|s| stale_hosts(s) > 0).count();
-    let failed = view
-        .hosts
-        .iter()
-        .filter(|h| last_failed(h).is_some())
-        .count();
+    let mut counts = [0usize; HostFilter::ALL.len()];
+    for host in view.hosts {
+        let schedules = schedules_of(index, host);
+        for (n, filter) in HostFilter::ALL.into_iter().enumerate() {
+            counts[n] += usize::from(needs(host, schedules, filter));
+        }
+    }
+    let counted = |filter: HostFilter| {
+        HostFilter::ALL
+            .into_iter()
+            .position(|f| f == filter)
+            .map_or(0, |n| counts[n])
+    };
+    let online = total - counted(HostFilter::Offline);
+    let in_sync = total - counted(HostFilter::Drifting);
+    let (stale, missed, failed) = (
+        counted(HostFilter::Stale),
+        counted(HostFilter::Missed),
+        counted(HostFilter::Failed),
+    );
     let shown = view.show;
     html! {
         div.strip {
@@ -259,10 +320,12 @@ fn summary_strip(view: &FleetView) -> Markup {
                 HostFilter::Offline, shown))
             (card(&format!("{in_sync} / {total}"), "in sync", tone(in_sync < total, "warn"),
                 HostFilter::Drifting, shown))
-            (card(&stale.to_string(), "stale schedules", tone(stale > 0, "warn"),
-                HostFilter::Stale, shown))
             (card(&failed.to_string(), "failed last runs", tone(failed > 0, "bad"),
                 HostFilter::Failed, shown))
+            (card(&stale.to_string(), "stale hosts", tone(stale > 0, "warn"),
+                HostFilter::Stale, shown))
+            (card(&missed.to_string(), "missed last runs", tone(missed > 0, "warn"),
+                HostFilter::Missed, shown))
         }
     }
 }
@@ -290,27 +353,62 @@ fn card(
 }
 
 /// What the schedules' status says about one host.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct HostSchedules<'a> {
     /// The earliest next run of any schedule.
     next: Option<&'a Time>,
-    /// Some schedule is stale on it.
-    stale: bool,
+    /// The schedules stale on it.
+    stale: Vec<&'a str>,
+    /// The schedules whose newest run on it was missed or skipped.
+    missed: Vec<&'a str>,
+    /// The worst end of a schedule's newest run on it, when it failed in whole or in part:
+    /// a failed forget or check counts as much as a failed backup.
+    failed: Option<Phase>,
+}
+
+type ScheduleIndex<'a> = HashMap<(&'a str, &'a str), HostSchedules<'a>>;
+
+static NO_SCHEDULES: HostSchedules<'static> = HostSchedules {
+    next: None,
+    stale: Vec::new(),
+    missed: Vec::new(),
+    failed: None,
+};
+
+fn schedules_of<'a, 'i>(index: &'i ScheduleIndex<'a>, host: &'a Host) -> &'i HostSchedules<'a> {
+    index
+        .get(&(namespace_of(host), name_of(host)))
+        .unwrap_or(&NO_SCHEDULES)
+}
+
+/// Failed is worse than partially failed.
+fn worse(a: Option<Phase>, b: Option<Phase>) -> Option<Phase> {
+    match (a, b) {
+        (Some(Phase::Failed), _) | (_, Some(Phase::Failed)) => Some(Phase::Failed),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Every host's schedule entries by (namespace, host), gathered in one pass over the schedules'
 /// status: each schedule lists every host it runs on, so searching those lists per host is
 /// quadratic in the fleet's size.
-fn schedule_index(
-    schedules: &[Schedule],
-    hosts: usize,
-) -> HashMap<(&str, &str), HostSchedules<'_>> {
-    let mut index: HashMap<(&str, &str), HostSchedules> = HashMap::with_capacity(hosts);
+fn schedule_index(schedules: &[Schedule], hosts: usize) -> ScheduleIndex<'_> {
+    let mut index: ScheduleIndex = HashMap::with_capacity(hosts);
     for schedule in schedules {
         let namespace = namespace_of(schedule);
+        let name = name_of(schedule);
         for entry in schedule.status.iter().flat_map(|s| &s.hosts) {
             let found = index.entry((namespace, entry.host.as_str())).or_default();
-            found.stale |= entry.stale;
+            if entry.stale {
+                found.stale.push(name);
+            }
+            match entry.last_result {
+                Some(Phase::Missed | Phase::Skipped) => found.missed.push(name),
+                Some(phase @ (Phase::Failed | Phase::PartiallyFailed)) => {
+                    found.failed = worse(found.failed, Some(phase));
+                }
+                _ => {}
+            }
             if let Some(t) = &entry.next_schedule_time
                 && found.next.is_none_or(|earliest| t.0 < earliest.0)
             {
@@ -326,15 +424,16 @@ struct HostRow<'a> {
     host: &'a Host,
     namespace: &'a str,
     name: &'a str,
-    schedules: HostSchedules<'a>,
+    schedules: &'a HostSchedules<'a>,
     /// The most severe reason it needs attention.
     attention: Option<HostFilter>,
 }
 
-fn needs(host: &Host, schedules: HostSchedules, filter: HostFilter) -> bool {
+fn needs(host: &Host, schedules: &HostSchedules, filter: HostFilter) -> bool {
     match filter {
-        HostFilter::Failed => last_failed(host).is_some(),
-        HostFilter::Stale => schedules.stale,
+        HostFilter::Failed => failed(host, schedules).is_some(),
+        HostFilter::Stale => !schedules.stale.is_empty(),
+        HostFilter::Missed => !schedules.missed.is_empty(),
         HostFilter::Offline => !is_online(host),
         HostFilter::Drifting => drifting(host.status.as_ref()),
     }
@@ -342,14 +441,13 @@ fn needs(host: &Host, schedules: HostSchedules, filter: HostFilter) -> bool {
 
 /// The hosts the table lists (all, or those `show` picks): those needing attention first, most
 /// severe first, then by namespace and name.
-fn listed_hosts<'a>(view: &FleetView<'a>) -> Vec<HostRow<'a>> {
-    let index = schedule_index(view.schedules, view.hosts.len());
+fn listed_hosts<'a>(view: &FleetView<'a>, index: &'a ScheduleIndex<'a>) -> Vec<HostRow<'a>> {
     let mut rows: Vec<HostRow> = view
         .hosts
         .iter()
         .filter_map(|host| {
             let (namespace, name) = (namespace_of(host), name_of(host));
-            let schedules = index.get(&(namespace, name)).copied().unwrap_or_default();
+            let schedules = schedules_of(index, host);
             if view.show.is_some_and(|f| !needs(host, schedules, f)) {
                 return None;
             }
@@ -382,17 +480,18 @@ fn filter_words(filter: HostFilter) -> &'static str {
     match filter {
         HostFilter::Failed => "whose last backup failed",
         HostFilter::Stale => "with a stale schedule",
+        HostFilter::Missed => "whose newest scheduled run was missed or skipped",
         HostFilter::Offline => "that are offline",
         HostFilter::Drifting => "whose agent runs another schedule version",
     }
 }
 
 /// The hosts table, one page of it, with the filter in force and links to the other pages.
-fn hosts_section(view: &FleetView) -> Markup {
+fn hosts_section(view: &FleetView, index: &ScheduleIndex) -> Markup {
     if view.hosts.is_empty() {
         return html! { p.empty { "No hosts declared." } };
     }
-    let rows = listed_hosts(view);
+    let rows = listed_hosts(view, index);
     let pages = rows.len().div_ceil(HOSTS_PER_PAGE).max(1);
     let page = view.page.clamp(1, pages);
     let shown = &rows[(page - 1) * HOSTS_PER_PAGE..rows.len().min(page * HOSTS_PER_PAGE)];
@@ -424,17 +523,17 @@ fn hosts_section(view: &FleetView) -> Markup {
             (pager)
             table {
                 thead { tr {
-                    th { "Host" } th { "State" } th { "Schedule version" } th { "Last backup" }
-                    th { "Next run" } th { "Attention" }
+                    th { "Host" } th { "State" } th { "Agent" } th { "Schedule version" }
+                    th { "Last backup" } th { "Next run" } th { "Attention" }
                 } }
-                tbody { @for row in shown { (host_row(view.now, row)) } }
+                tbody { @for row in shown { (host_row(view.now, view.release, row)) } }
             }
             @if pages > 1 { (pager) }
         }
     }
 }
 
-fn host_row(now: DateTime<Utc>, row: &HostRow) -> Markup {
+fn host_row(now: DateTime<Utc>, release: &str, row: &HostRow) -> Markup {
     let HostRow {
         host,
         namespace,
@@ -445,21 +544,20 @@ fn host_row(now: DateTime<Utc>, row: &HostRow) -> Markup {
     let status = host.status.as_ref();
     let online = is_online(host);
     let last = status.and_then(|s| s.last_backup.as_ref());
-    let next = schedules.next.map(time::chrono);
-    let stale = schedules.stale;
-    let failed = last_failed(host);
     html! {
         tr data-host=(name) data-state=(state_name(online)) {
-            td {
+            td data-label="Host" {
                 a href=(host_url(namespace, name)) { (name) }
                 @if namespace != DEFAULT_NAMESPACE { " " span.dim { (namespace) } }
             }
-            td {
+            td data-label="State" {
                 (state_badge(online))
                 @if host.spec.paused { " " (badge("paused", "muted")) }
+                div.note.seen { (last_seen(now, status)) }
             }
-            td { (versions_cell(status)) }
-            td {
+            td data-label="Agent" { (agent_cell(status, release)) }
+            td data-label="Schedule version" { (versions_cell(status)) }
+            td data-label="Last backup" {
                 @match last {
                     Some(last) => {
                         a href=(run_url(namespace, &last.backup)) { (when(now, Some(&last.time))) }
@@ -468,16 +566,100 @@ fn host_row(now: DateTime<Utc>, row: &HostRow) -> Markup {
                     None => { span.dim { "never" } }
                 }
             }
-            td { @match next { Some(t) => { (time_el(now, t)) }, None => { (dash()) } } }
-            td {
-                @if stale { (badge("stale", "warn")) " " }
-                @match failed {
-                    Some(Phase::PartiallyFailed) => { (badge("partially failed", "warn")) }
-                    Some(_) => { (badge("failed", "bad")) }
-                    None => { @if !stale { (dash()) } }
-                }
-            }
+            td data-label="Next run" { (next_run(now, online, schedules.next)) }
+            td data-label="Attention" { (attention(host, schedules)) }
         }
+    }
+}
+
+/// `seen 3 min ago`, or `never connected`.
+fn last_seen(now: DateTime<Utc>, status: Option<&HostStatus>) -> Markup {
+    match status.and_then(|s| s.last_seen.as_ref()) {
+        Some(t) => html! { "seen " (when(now, Some(t))) },
+        None => html! { "never connected" },
+    }
+}
+
+/// The next run. An offline host's agent still runs its schedules on its own clock: saying
+/// so keeps an operator from reading the time as a promise the controller makes.
+fn next_run(now: DateTime<Utc>, online: bool, next: Option<&Time>) -> Markup {
+    let at = next.map(time::chrono);
+    html! {
+        @if online {
+            @match at { Some(t) => { (time_el(now, t)) }, None => { (dash()) } }
+        } @else {
+            @if let Some(t) = at {
+                span.dim { "on the host: " } (time_el(now, t))
+            } @else {
+                (dash())
+            }
+            div.note { "runs on the host regardless; results arrive when it reconnects" }
+        }
+    }
+}
+
+/// Every reason the host needs attention, most severe first, each in words.
+fn attention(host: &Host, schedules: &HostSchedules) -> Markup {
+    let reasons: Vec<Markup> = HostFilter::ALL
+        .into_iter()
+        .filter(|f| needs(host, schedules, *f))
+        .map(|filter| match filter {
+            HostFilter::Failed => match failed(host, schedules) {
+                Some(Phase::PartiallyFailed) => badge("partially failed", "warn"),
+                _ => badge("failed", "bad"),
+            },
+            HostFilter::Stale => html! {
+                (badge("stale", "warn")) " " span.note { (schedules.stale.join(", ")) }
+            },
+            HostFilter::Missed => html! {
+                (badge("missed", "warn")) " " span.note { (schedules.missed.join(", ")) }
+            },
+            HostFilter::Offline => badge("offline", "bad"),
+            // Why it drifts is in the schedule version cell beside it.
+            HostFilter::Drifting => badge("drift", "warn"),
+        })
+        .collect();
+    html! {
+        @if reasons.is_empty() {
+            (dash())
+        } @else {
+            ul.reasons { @for reason in reasons { li { (reason) } } }
+        }
+    }
+}
+
+/// The agent's release, flagged when it is older than the controller's or speaks an older
+/// protocol.
+fn agent_cell(status: Option<&HostStatus>, release: &str) -> Markup {
+    let agent = status.and_then(|s| s.agent_version.as_deref());
+    let protocol = status.and_then(|s| s.protocol_version);
+    let old_release = agent.is_some_and(|a| older(a, release));
+    let old_protocol = protocol.is_some_and(|p| p < protocol::PROTOCOL_VERSION);
+    html! {
+        @match agent {
+            Some(agent) => { span.mono { (agent) } }
+            None => { (dash()) }
+        }
+        @if old_release || old_protocol {
+            " " span.badge.warn title=(format!(
+                "the controller is {release} (protocol {}); upgrade the agent",
+                protocol::PROTOCOL_VERSION
+            )) { "older" }
+        }
+    }
+}
+
+/// Whether release `a` is older than `b`, comparing their dotted numbers (`0.9.1` < `0.10.0`);
+/// a release that does not start with a number is not compared.
+fn older(a: &str, b: &str) -> bool {
+    fn numbers(v: &str) -> Option<Vec<u64>> {
+        let core = v.trim().trim_start_matches('v');
+        let core = core.split(['-', '+']).next()?;
+        core.split('.').map(|n| n.parse().ok()).collect()
+    }
+    match (numbers(a), numbers(b)) {
+        (Some(a), Some(b)) => a < b,
+        _ => false,
     }
 }
 
@@ -518,14 +700,18 @@ fn active_table(now: DateTime<Utc>, active: &[&Backup]) -> Markup {
                     @let progress = status.and_then(|s| s.run.progress.as_ref());
                     @let (value, text) = progress_state(phase, progress);
                     tr {
-                        td { a href=(run_url(namespace, name_of(*backup))) { (name_of(*backup)) } }
-                        td {
+                        td data-label="Run" {
+                            a href=(run_url(namespace, name_of(*backup))) { (name_of(*backup)) }
+                        }
+                        td data-label="Host" {
                             a href=(host_url(namespace, &backup.spec.host)) { (backup.spec.host) }
                         }
-                        td { (run_label(backup)) }
-                        td { (phase_badge(phase)) }
-                        td { (when(now, status.and_then(|s| s.run.start_time.as_ref()))) }
-                        td {
+                        td data-label="Schedule" { (run_label(backup)) }
+                        td data-label="Phase" { (phase_badge(phase)) }
+                        td data-label="Started" {
+                            (when(now, status.and_then(|s| s.run.start_time.as_ref())))
+                        }
+                        td data-label="Progress" {
                             progress max="100" value=[value.map(fixed)] {}
                             div.note { (text) }
                         }
@@ -544,37 +730,46 @@ fn schedules_table(now: DateTime<Utc>, schedules: &[Schedule]) -> Markup {
         table {
             thead { tr {
                 th { "Schedule" } th { "Operation" } th { "Cron" } th.num { "Hosts" }
-                th.num { "Healthy" } th.num { "Stale" } th { "Last success" }
+                th.num { "Healthy" } th.num { "Pending first run" } th.num { "Stale" }
+                th { "Last success" }
             } }
             tbody {
                 @for schedule in schedules {
                     @let status = schedule.status.as_ref();
                     @let stale = stale_hosts(schedule);
-                    tr {
-                        td {
+                    tr data-schedule=(name_of(schedule)) {
+                        td data-label="Schedule" {
                             (qualified(namespace_of(schedule), name_of(schedule)))
                             @if schedule.spec.suspend { " " (badge("suspended", "muted")) }
                         }
-                        td { (schedule.spec.operation.as_str()) }
-                        td {
-                            code { (schedule.spec.cron) }
+                        td data-label="Operation" { (schedule.spec.operation.as_str()) }
+                        td data-label="Cron" {
+                            code.cron { (schedule.spec.cron) }
                             @if let Some(tz) = &schedule.spec.time_zone { " " span.dim { (tz) } }
                         }
-                        td.num { (host_count(schedule)) }
-                        td.num {
+                        td.num data-label="Hosts" { (host_count(schedule)) }
+                        td.num data-label="Healthy" {
                             @match status.and_then(|s| s.healthy_hosts) {
                                 Some(n) => { (n) }
                                 None => { (dash()) }
                             }
                         }
-                        td.num {
+                        td.num data-label="Pending first run" {
+                            @match status.and_then(|s| s.pending_hosts) {
+                                Some(n) => { (n) }
+                                None => { (dash()) }
+                            }
+                        }
+                        td.num data-label="Stale" {
                             @if stale > 0 {
                                 (badge(&format!("{stale} stale"), "warn"))
                             } @else {
                                 "0"
                             }
                         }
-                        td { (when(now, status.and_then(|s| s.last_successful_time.as_ref()))) }
+                        td data-label="Last success" {
+                            (when(now, status.and_then(|s| s.last_successful_time.as_ref())))
+                        }
                     }
                 }
             }
@@ -596,32 +791,32 @@ fn repos_table(now: DateTime<Utc>, repos: &[Repo]) -> Markup {
                 @for repo in repos {
                     @let status = repo.status.as_ref();
                     tr {
-                        td {
+                        td data-label="Repo" {
                             (qualified(namespace_of(repo), name_of(repo)))
                             @if status.and_then(|s| s.lock.as_ref()).is_some_and(|l| l.locked) {
                                 " " (badge("locked", "warn"))
                             }
                         }
-                        td { code.url { (repo.spec.url) } }
-                        td.num {
+                        td data-label="URL" { code.url { (repo.spec.url) } }
+                        td.num data-label="Snapshots" {
                             @match status.and_then(|s| s.snapshot_count) {
                                 Some(n) => { (count(n)) }
                                 None => { (dash()) }
                             }
                         }
-                        td.num {
+                        td.num data-label="Size" {
                             @match status.and_then(|s| s.size.clone().or(s.size_bytes.map(bytes))) {
                                 Some(size) => { (size) }
                                 None => { (dash()) }
                             }
                         }
-                        td.num {
+                        td.num data-label="Dedup ratio" {
                             @match status.and_then(|s| s.dedup_ratio) {
                                 Some(r) => { (format!("{r:.2}×")) }
                                 None => { (dash()) }
                             }
                         }
-                        td {
+                        td data-label="Last check" {
                             @match status.and_then(|s| s.last_check.as_ref()) {
                                 Some(check) => {
                                     (when(now, Some(&check.time))) " "
@@ -644,7 +839,7 @@ fn repos_table(now: DateTime<Utc>, repos: &[Repo]) -> Markup {
 // ---------------------------------------------------------------------------------------------
 // Host page parts
 
-fn host_facts(now: DateTime<Utc>, host: &Host) -> Markup {
+fn host_facts(now: DateTime<Utc>, release: &str, host: &Host) -> Markup {
     let namespace = namespace_of(host);
     let status = host.status.as_ref();
     let text = |f: fn(&HostStatus) -> Option<&String>| status.and_then(f).map(String::as_str);
@@ -681,7 +876,7 @@ fn host_facts(now: DateTime<Utc>, host: &Host) -> Markup {
                     None => { span.dim { "never" } }
                 }
             }
-            dt { "Agent" } dd { (opt_text(text(|s| s.agent_version.as_ref()))) }
+            dt { "Agent" } dd { (agent_cell(status, release)) }
             dt { "restic" } dd { (opt_text(text(|s| s.restic_version.as_ref()))) }
             dt { "Protocol" }
             dd {
@@ -709,11 +904,11 @@ fn conditions_table(now: DateTime<Utc>, status: &HostStatus) -> Markup {
             tbody {
                 @for c in &status.conditions {
                     tr {
-                        td { (c.type_) }
-                        td { (c.status) }
-                        td { (c.reason) }
-                        td { (c.message) }
-                        td { (when(now, Some(&c.last_transition_time))) }
+                        td data-label="Type" { (c.type_) }
+                        td data-label="Status" { (c.status) }
+                        td data-label="Reason" { (c.reason) }
+                        td data-label="Message" { (c.message) }
+                        td data-label="Since" { (when(now, Some(&c.last_transition_time))) }
                     }
                 }
             }
@@ -721,7 +916,12 @@ fn conditions_table(now: DateTime<Utc>, status: &HostStatus) -> Markup {
     }
 }
 
-fn host_schedules_table(now: DateTime<Utc>, host: &str, schedules: &[&Schedule]) -> Markup {
+fn host_schedules_table(
+    now: DateTime<Utc>,
+    online: bool,
+    host: &str,
+    schedules: &[&Schedule],
+) -> Markup {
     let rows: Vec<(&Schedule, &ScheduleHostStatus)> = schedules
         .iter()
         .filter_map(|s| host_entry(s, host).map(|e| (*s, e)))
@@ -738,24 +938,33 @@ fn host_schedules_table(now: DateTime<Utc>, host: &str, schedules: &[&Schedule])
             } }
             tbody {
                 @for (schedule, entry) in rows {
-                    tr {
-                        td {
+                    tr data-schedule=(name_of(schedule)) {
+                        td data-label="Schedule" {
                             (name_of(schedule))
                             @if schedule.spec.suspend { " " (badge("suspended", "muted")) }
                         }
-                        td { (schedule.spec.operation.as_str()) }
-                        td { code { (schedule.spec.cron) } }
-                        td { (when(now, entry.last_schedule_time.as_ref())) }
-                        td {
+                        td data-label="Operation" { (schedule.spec.operation.as_str()) }
+                        td data-label="Cron" { code.cron { (schedule.spec.cron) } }
+                        td data-label="Last run" { (when(now, entry.last_schedule_time.as_ref())) }
+                        td data-label="Last result" {
                             @match entry.last_result {
                                 Some(phase) => { (phase_badge(Some(phase))) }
                                 None => { (dash()) }
                             }
+                            @if entry.pending_first_run {
+                                " " (badge("pending first run", "info"))
+                            }
                         }
-                        td { (when(now, entry.last_successful_time.as_ref())) }
-                        td { (when(now, entry.next_schedule_time.as_ref())) }
-                        td { (when(now, entry.last_missed_time.as_ref())) }
-                        td {
+                        td data-label="Last success" {
+                            (when(now, entry.last_successful_time.as_ref()))
+                        }
+                        td data-label="Next" {
+                            (next_run(now, online, entry.next_schedule_time.as_ref()))
+                        }
+                        td data-label="Last missed" {
+                            (when(now, entry.last_missed_time.as_ref()))
+                        }
+                        td data-label="Stale" {
                             @if entry.stale { (badge("stale", "warn")) } @else { span.dim { "no" } }
                         }
                     }
@@ -780,15 +989,17 @@ fn runs_table(now: DateTime<Utc>, runs: &[&Backup]) -> Markup {
                     @let status = backup.status.as_ref();
                     tr {
                         @let name = name_of(*backup);
-                        td { a href=(run_url(namespace_of(*backup), name)) { (name) } }
-                        td { (opt_text(run_schedule(backup))) }
-                        td { (opt_text(run_operation(backup))) }
-                        td { (phase_badge(status.and_then(|s| s.run.phase))) }
-                        td { (when(now, status.and_then(|s| s.run.start_time.as_ref()))) }
-                        td.num { (opt_text(run_duration(backup).as_deref())) }
-                        td.num { (opt_text(data_added(backup).as_deref())) }
-                        td { code { (opt_text(snapshot_short(backup))) } }
-                        td { span title=[status.and_then(|s| s.run.message.as_deref())] {
+                        td data-label="Run" { a href=(run_url(namespace_of(*backup), name)) { (name) } }
+                        td data-label="Schedule" { (opt_text(run_schedule(backup))) }
+                        td data-label="Operation" { (opt_text(run_operation(backup))) }
+                        td data-label="Phase" { (phase_badge(status.and_then(|s| s.run.phase))) }
+                        td data-label="Started" {
+                            (when(now, status.and_then(|s| s.run.start_time.as_ref())))
+                        }
+                        td.num data-label="Duration" { (opt_text(run_duration(backup).as_deref())) }
+                        td.num data-label="Data added" { (opt_text(data_added(backup).as_deref())) }
+                        td data-label="Snapshot" { code { (opt_text(snapshot_short(backup))) } }
+                        td data-label="Reason" { span title=[status.and_then(|s| s.run.message.as_deref())] {
                             (opt_text(status.and_then(|s| s.run.reason.as_deref())))
                         } }
                     }
@@ -887,6 +1098,14 @@ fn summary_facts(summary: &BackupSummary) -> Markup {
             }
         }
     }
+}
+
+/// The lines restic prints when its repository has no config file yet: before the agent's
+/// first `init`, not a failure.
+fn first_use(line: &str) -> bool {
+    let line = line.trim_start();
+    line.starts_with("Fatal: unable to open config file")
+        || line.starts_with("Is there a repository at the following location?")
 }
 
 /// The progress bar's value (none: indeterminate) and the text beside it.
@@ -1174,10 +1393,15 @@ fn drifting(status: Option<&HostStatus>) -> bool {
     })
 }
 
-/// The phase of the host's last backup when it failed in whole or in part.
-fn last_failed(host: &Host) -> Option<Phase> {
-    let phase = host.status.as_ref()?.last_backup.as_ref()?.phase;
-    matches!(phase, Phase::Failed | Phase::PartiallyFailed).then_some(phase)
+/// How the host's last backup or a schedule's newest run on it failed, in whole or in part.
+fn failed(host: &Host, schedules: &HostSchedules) -> Option<Phase> {
+    let backup = host
+        .status
+        .as_ref()
+        .and_then(|s| s.last_backup.as_ref())
+        .map(|l| l.phase)
+        .filter(|p| matches!(p, Phase::Failed | Phase::PartiallyFailed));
+    worse(backup, schedules.failed)
 }
 
 fn version(v: Option<u64>) -> String {
@@ -1630,6 +1854,44 @@ figcaption { margin: 0 0 6px; }
 .legend i.warn { background: var(--warn); }
 .legend i.muted { background: var(--muted); }
 .legend i.info { background: var(--info); }
+h1 { overflow-wrap: anywhere; }
+code.cron { white-space: nowrap; }
+.notice {
+  background: var(--warn-bg); border: 1px solid var(--warn); border-left-width: 5px;
+  border-radius: 8px; padding: 10px 16px; margin: 0 0 16px;
+}
+.notice p { margin: 0; }
+ul.reasons { list-style: none; margin: 0; padding: 0; }
+ul.reasons li + li { margin-top: 4px; }
+pre#log .expected { color: #8d96a0; font-style: italic; }
+a:focus-visible { outline: 2px solid var(--accent); outline-offset: 2px; }
+/* Phones: each table row becomes a card of labelled lines (labels from data-label), so
+   nothing is cut off and the page never scrolls sideways. */
+@media (max-width: 760px) {
+  main { padding: 16px 12px 48px; }
+  .strip { grid-template-columns: repeat(auto-fit, minmax(140px, 1fr)); gap: 8px; }
+  table, thead, tbody, tr, th, td { display: block; }
+  table { border: 0; background: none; border-radius: 0; }
+  thead {
+    position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0);
+  }
+  tbody tr {
+    background: var(--panel); border: 1px solid var(--line); border-radius: 8px;
+    margin: 0 0 10px; padding: 6px 0;
+  }
+  tbody tr:hover td { background: none; }
+  td {
+    position: relative; border-bottom: 0; padding: 3px 12px 3px calc(9em + 24px);
+    min-height: 1.5em; overflow-wrap: anywhere;
+  }
+  td.num { text-align: left; }
+  td::before {
+    content: attr(data-label); position: absolute; left: 12px; width: 9em;
+    color: var(--dim); font-size: 12px; line-height: 21px;
+  }
+  dl.facts { grid-template-columns: minmax(0, 1fr); gap: 0; padding: 12px 14px; }
+  dl.facts dd { margin-bottom: 8px; }
+}
 "#;
 
 #[cfg(test)]
@@ -1733,9 +1995,13 @@ mod tests {
             store_failing: None,
             page,
             show,
+            release: RELEASE,
         })
         .into_string()
     }
+
+    /// The controller's release in these tests.
+    const RELEASE: &str = "1.4.0";
 
     /// The hosts of the table's rows, in order.
     fn listed(page: &str) -> Vec<&str> {
@@ -1866,6 +2132,7 @@ mod tests {
             applied: Some(RevisionRecord {
                 id: 6,
                 commit: Some("0123456789abcdef".into()),
+                uncommitted: false,
                 at: now() - Duration::hours(3),
                 summary: "1 repo, 2 hosts".into(),
                 errors: vec![],
@@ -1873,6 +2140,7 @@ mod tests {
             rejected: Some(RevisionRecord {
                 id: 7,
                 commit: None,
+                uncommitted: false,
                 at: now() - Duration::minutes(3),
                 summary: String::new(),
                 errors: errors.clone(),
@@ -1887,6 +2155,21 @@ mod tests {
             );
         }
         assert!(page.contains(">0123456</code>") && page.contains(">3 h ago</time>"));
+
+        // Rejected edits not committed yet are named as such, not as the commit they sit on.
+        let mut edited = revisions.clone();
+        if let Some(rejected) = edited.rejected.as_mut() {
+            rejected.commit = Some("0123456789abcdef".into());
+            rejected.uncommitted = true;
+        }
+        let page = fleet_page(&edited, &[], &[]);
+        let banner = &page[page.find("Revision 7 rejected").expect("a banner")..];
+        assert!(
+            banner.contains(
+                r#"from uncommitted edits on top of commit <code title="0123456789abcdef">0123456</code>"#
+            ),
+            "{banner}"
+        );
 
         let fine = Revisions {
             rejected: None,
@@ -1936,6 +2219,7 @@ mod tests {
         let page = host(&HostView {
             now: now(),
             host: &host_named("web-1", Some(true)),
+            release: RELEASE,
             schedules: vec![],
             runs: old,
             repo_sizes: vec![],
@@ -2056,6 +2340,7 @@ mod tests {
             host(&HostView {
                 now: now(),
                 host: &hosts[0],
+                release: RELEASE,
                 schedules: vec![],
                 runs: vec![&b],
                 repo_sizes: vec![],
@@ -2208,11 +2493,13 @@ mod tests {
             Some(HostFilter::Stale),
             &Revisions::default(),
         );
+        // The stale card counted schedules while its link listed hosts; it counts hosts now.
         for (filter, label, current) in [
             ("offline", "hosts online", false),
             ("drifting", "in sync", false),
-            ("stale", "stale schedules", true),
+            ("stale", "stale hosts", true),
             ("failed", "failed last runs", false),
+            ("missed", "missed last runs", false),
         ] {
             let href = format!(r##"href="/?page=1&amp;show={filter}#hosts""##);
             let start = page
@@ -2254,5 +2541,262 @@ mod tests {
         let page = fleet_shown(&hosts, &[], 999, None, &Revisions::default());
         assert!(page.contains("Hosts 201–250 of 250"), "the last page");
         assert_eq!(listed(&page).len(), 50);
+    }
+
+    fn entry(host: &str, result: Option<Phase>) -> ScheduleHostStatus {
+        ScheduleHostStatus {
+            host: host.into(),
+            last_result: result,
+            next_schedule_time: Some(time::k8s(now() + Duration::seconds(30))),
+            ..ScheduleHostStatus::default()
+        }
+    }
+
+    /// The figure of the card linking to `?show={filter}`.
+    fn card_value<'a>(page: &'a str, filter: &str) -> &'a str {
+        let href = format!(r##"href="/?page=1&amp;show={filter}#hosts""##);
+        let card = &page[page.find(&href).expect("a card")..];
+        let value = &card[card.find(r#"<div class="value">"#).expect("a value") + 19..];
+        &value[..value.find("</div>").expect("value ends")]
+    }
+
+    #[test]
+    fn an_offline_host_shows_when_it_was_seen_and_that_its_schedule_runs_regardless() {
+        let mut host = host_named("db-1", Some(false));
+        host.status.as_mut().expect("has a status").last_seen =
+            Some(time::k8s(now() - Duration::hours(3)));
+        let schedules = [schedule("nightly", vec![entry("db-1", None)])];
+        let page = fleet_page(
+            &Revisions::default(),
+            std::slice::from_ref(&host),
+            &schedules,
+        );
+        let r = row(&page, "db-1");
+        assert!(r.contains("seen <time"), "{r}");
+        assert!(r.contains(">3 h ago</time>"), "{r}");
+        assert!(
+            r.contains(r#"<span class="dim">on the host: </span><time"#),
+            "{r}"
+        );
+        assert!(r.contains("runs on the host regardless"), "{r}");
+
+        let page = crate::web::page::host(&HostView {
+            now: now(),
+            host: &host,
+            release: RELEASE,
+            schedules: schedules.iter().collect(),
+            runs: vec![],
+            repo_sizes: vec![],
+        })
+        .into_string();
+        let notice = &page[page.find(r#"id="offline""#).expect("an offline notice")..];
+        assert!(notice.contains("The agent is offline"), "{notice}");
+        assert!(notice.contains(">3 h ago</time>"), "{notice}");
+        assert!(notice.contains("run on the host regardless"), "{notice}");
+
+        let online = host_named("web-1", Some(true));
+        let page = fleet_page(&Revisions::default(), &[online], &[]);
+        assert!(!row(&page, "web-1").contains("regardless"));
+    }
+
+    #[test]
+    fn missed_runs_are_their_own_attention_and_every_card_counts_the_rows_it_links() {
+        let mut hosts = vec![
+            host_named("a-missed", Some(true)),
+            host_named("b-forget-failed", Some(true)),
+            host_named("c-fine", Some(true)),
+            host_named("d-stale", Some(true)),
+        ];
+        last_backup(&mut hosts[0], Phase::Succeeded);
+        last_backup(&mut hosts[1], Phase::Succeeded);
+        let nightly = schedule(
+            "nightly",
+            vec![
+                entry("a-missed", Some(Phase::Missed)),
+                entry("b-forget-failed", Some(Phase::Succeeded)),
+                entry("c-fine", Some(Phase::Succeeded)),
+                ScheduleHostStatus {
+                    stale: true,
+                    ..entry("d-stale", Some(Phase::Skipped))
+                },
+            ],
+        );
+        let forget = schedule(
+            "weekly-forget",
+            vec![entry("b-forget-failed", Some(Phase::Failed))],
+        );
+        let schedules = [nightly, forget];
+        let page = fleet_page(&Revisions::default(), &hosts, &schedules);
+        assert_eq!(card_value(&page, "missed"), "2");
+        assert_eq!(
+            card_value(&page, "failed"),
+            "1",
+            "a failed forget is a failed run"
+        );
+        assert_eq!(card_value(&page, "stale"), "1");
+        let missed = row(&page, "a-missed");
+        assert!(
+            missed.contains(">missed</span> <span class=\"note\">nightly<"),
+            "{missed}"
+        );
+        assert!(row(&page, "b-forget-failed").contains(">failed</span>"));
+        assert!(!row(&page, "d-stale").contains("weekly-forget"));
+        assert!(!row(&page, "c-fine").contains("<ul class=\"reasons\">"));
+
+        for (filter, rows) in [
+            (HostFilter::Missed, vec!["d-stale", "a-missed"]),
+            (HostFilter::Failed, vec!["b-forget-failed"]),
+            (HostFilter::Stale, vec!["d-stale"]),
+        ] {
+            let page = fleet_shown(&hosts, &schedules, 1, Some(filter), &Revisions::default());
+            assert_eq!(listed(&page), rows, "{filter:?}");
+            assert_eq!(
+                card_value(&page, filter.as_str()),
+                rows.len().to_string(),
+                "{filter:?}"
+            );
+        }
+        assert_eq!(HostFilter::parse("missed"), Some(HostFilter::Missed));
+    }
+
+    #[test]
+    fn an_agent_older_than_the_controller_is_flagged() {
+        let agents = [
+            ("old", Some("1.3.9"), Some(protocol::PROTOCOL_VERSION), true),
+            (
+                "same",
+                Some("1.4.0"),
+                Some(protocol::PROTOCOL_VERSION),
+                false,
+            ),
+            (
+                "newer",
+                Some("1.10.0"),
+                Some(protocol::PROTOCOL_VERSION),
+                false,
+            ),
+            (
+                "dev",
+                Some("1.4.0-dev+abc"),
+                Some(protocol::PROTOCOL_VERSION),
+                false,
+            ),
+            (
+                "old-protocol",
+                Some("1.4.0"),
+                Some(protocol::PROTOCOL_VERSION - 1),
+                true,
+            ),
+            ("unknown", None, None, false),
+        ];
+        let hosts: Vec<Host> = agents
+            .iter()
+            .map(|(name, version, protocol, _)| {
+                let mut host = host_named(name, Some(true));
+                let status = host.status.as_mut().expect("has a status");
+                status.agent_version = version.map(str::to_string);
+                status.protocol_version = *protocol;
+                host
+            })
+            .collect();
+        let page = fleet_page(&Revisions::default(), &hosts, &[]);
+        for (name, version, _, flagged) in agents {
+            let r = row(&page, name);
+            if let Some(version) = version {
+                assert!(
+                    r.contains(&format!(r#"<span class="mono">{version}</span>"#)),
+                    "{r}"
+                );
+            }
+            assert_eq!(r.contains(">older</span>"), flagged, "{name}: {r}");
+        }
+        assert!(older("0.9.1", "0.10.0") && !older("0.10.0", "0.9.1"));
+        assert!(!older("weird", "1.0.0"));
+    }
+
+    #[test]
+    fn a_schedule_that_never_ran_counts_as_pending_first_run() {
+        let mut forget = schedule(
+            "weekly-forget",
+            vec![ScheduleHostStatus {
+                pending_first_run: true,
+                ..entry("web-1", None)
+            }],
+        );
+        let status = forget.status.as_mut().expect("has a status");
+        (
+            status.host_count,
+            status.healthy_hosts,
+            status.pending_hosts,
+            status.stale_hosts,
+        ) = (Some(1), Some(0), Some(1), Some(0));
+        let page = fleet_page(
+            &Revisions::default(),
+            &[host_named("web-1", Some(true))],
+            std::slice::from_ref(&forget),
+        );
+        let start = page
+            .find(r#"<tr data-schedule="weekly-forget">"#)
+            .expect("a row");
+        let r = &page[start..start + page[start..].find("</tr>").expect("row ends")];
+        assert!(
+            r.contains(r#"<td class="num" data-label="Pending first run">1</td>"#),
+            "{r}"
+        );
+        let page = crate::web::page::host(&HostView {
+            now: now(),
+            host: &host_named("web-1", Some(true)),
+            release: RELEASE,
+            schedules: vec![&forget],
+            runs: vec![],
+            repo_sizes: vec![],
+        })
+        .into_string();
+        assert!(page.contains(">pending first run</span>"), "{page}");
+    }
+
+    #[test]
+    fn a_finished_run_shows_its_log_or_says_it_wrote_none_and_labels_restics_first_use() {
+        let done = backup("r2", Phase::Succeeded, Some(now() - Duration::minutes(5)));
+        let page = run_page(&done);
+        assert!(!page.contains("No output yet."), "{page}");
+        assert!(page.contains("This run wrote no log lines."));
+
+        // The log kept only in the status's tail is the log.
+        let mut tailed = done.clone();
+        tailed.status.as_mut().expect("has a status").run.log_tail =
+            vec!["Files: 3 new".to_string()];
+        let page = run_page(&tailed);
+        assert!(
+            page.contains("<pre id=\"log\">Files: 3 new\n</pre>"),
+            "{page}"
+        );
+        assert!(!page.contains("log-empty"));
+
+        let running = backup("r3", Phase::Running, Some(now()));
+        assert!(run_page(&running).contains("No output yet."));
+
+        let log = vec![
+            "Fatal: unable to open config file: stat /srv/nas/config: no such file or directory"
+                .to_string(),
+            "Is there a repository at the following location?".to_string(),
+            "created restic repository 5e2a at /srv/nas".to_string(),
+        ];
+        let page = run(&RunView {
+            now: now(),
+            backup: &done,
+            log: &log,
+            events_url: "/runs/default/r2/events".into(),
+        })
+        .into_string();
+        assert!(page.contains(r#"id="first-use""#), "{page}");
+        assert!(page.contains("the agent initialises it"));
+        assert_eq!(
+            page.matches(r#"<span class="expected""#).count(),
+            2,
+            "{page}"
+        );
+        assert!(page.contains("created restic repository 5e2a at /srv/nas\n</pre>"));
+        assert!(!run_page(&running).contains("first-use"));
     }
 }

@@ -24,6 +24,8 @@ pub struct FleetView<'a> {
     pub page: usize,
     /// Only the hosts that need this attention, else every host.
     pub show: Option<HostFilter>,
+    /// The controller's release: an agent older than it is flagged.
+    pub release: &'a str,
 }
 
 /// A reason a host needs attention, most severe first: the hosts table lists hosts in this
@@ -34,6 +36,8 @@ pub enum HostFilter {
     Failed,
     /// A schedule has had no successful run on it within `staleAfter`.
     Stale,
+    /// The newest run of a schedule on it was missed or skipped.
+    Missed,
     Offline,
     /// Its agent runs another schedule version than the controller wants.
     Drifting,
@@ -41,9 +45,10 @@ pub enum HostFilter {
 
 impl HostFilter {
     /// In order of severity.
-    pub const ALL: [HostFilter; 4] = [
+    pub const ALL: [HostFilter; 5] = [
         HostFilter::Failed,
         HostFilter::Stale,
+        HostFilter::Missed,
         HostFilter::Offline,
         HostFilter::Drifting,
     ];
@@ -53,6 +58,7 @@ impl HostFilter {
         match self {
             HostFilter::Failed => "failed",
             HostFilter::Stale => "stale",
+            HostFilter::Missed => "missed",
             HostFilter::Offline => "offline",
             HostFilter::Drifting => "drifting",
         }
@@ -92,6 +98,8 @@ impl FleetQuery {
 pub struct HostView<'a> {
     pub now: DateTime<Utc>,
     pub host: &'a Host,
+    /// The controller's release: an agent older than it is flagged.
+    pub release: &'a str,
     /// The schedules whose status has an entry for this host.
     pub schedules: Vec<&'a Schedule>,
     /// This host's runs of the last 30 days, newest first.

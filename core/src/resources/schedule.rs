@@ -27,6 +27,11 @@ use super::common::{Hooks, LabelSelector, Phase, conditions_schema};
         type_ = "integer",
         json_path = ".status.healthyHosts"
     ),
+    printcolumn(
+        name = "Pending",
+        type_ = "integer",
+        json_path = ".status.pendingHosts"
+    ),
     printcolumn(name = "Stale", type_ = "integer", json_path = ".status.staleHosts"),
     printcolumn(
         name = "Last success",
@@ -121,9 +126,14 @@ pub struct ScheduleStatus {
     /// Number of hosts the schedule applies to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_count: Option<u32>,
-    /// Hosts whose last run succeeded and that are not stale.
+    /// Hosts whose last run that ran to an end (not missed, skipped or cancelled) succeeded
+    /// and that are not stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy_hosts: Option<u32>,
+    /// Hosts where the schedule has not run to an end yet and that are not stale: pending
+    /// their first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_hosts: Option<u32>,
     /// Hosts with no successful run within `staleAfter`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_hosts: Option<u32>,
@@ -163,4 +173,8 @@ pub struct ScheduleHostStatus {
     /// No successful run within `staleAfter`.
     #[serde(default)]
     pub stale: bool,
+    /// The schedule has not run to an end on the host yet (missed or skipped runs do not
+    /// count) and it is not stale.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending_first_run: bool,
 }

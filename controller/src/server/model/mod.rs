@@ -428,7 +428,9 @@ fn keep_last_backup(
     let key = kube::runtime::reflector::ObjectRef::new(&host.name).within(&host.namespace);
     let held = observed
         .get(&key)
-        .and_then(|h| h.status.as_ref()?.last_backup.clone());
+        .and_then(|h| h.status.as_ref()?.last_backup.clone())
+        // An earlier version held a missed or skipped run as the last backup.
+        .filter(|l| crate::summaries::ended(l.phase));
     status.last_backup = match (status.last_backup.take(), held) {
         (Some(journal), Some(held)) if held.time.0 > journal.time.0 => Some(held),
         (journal, held) => journal.or(held),
