@@ -27,7 +27,7 @@ fn wrong_types_name_the_field() {
     let s = "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: nightly\nspec:\n  operation: backup\n  cron: '0 2 * * *'\n  hosts: web-1\n  paths: [/etc]\n";
     check_one(
         s,
-        "broken.yaml:8:3: Schedule/nightly: spec.hosts: invalid type: string \"web-1\", expected a sequence",
+        "broken.yaml:8:3: Schedule/nightly: spec.hosts: expected a list, got `web-1`",
     );
     let h = "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: web-3\nspec:\n  paused: sometimes\n";
     check_one(
@@ -67,7 +67,7 @@ fn every_document_of_a_multi_document_file_is_checked() {
         diagnostics(&[("multi.yaml", text)]),
         [
             "multi.yaml:6:1: apiVersion: missing apiVersion; expected `holdfast.dev/v1alpha1`",
-            "multi.yaml:12:8: Host/ok-2: spec.paused: invalid type: integer `3`, expected a boolean",
+            "multi.yaml:12:8: Host/ok-2: spec.paused: expected `true` or `false`, got `3`",
         ]
     );
 }
