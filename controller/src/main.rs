@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use holdfast::cluster::auth::CreateTokenError;
 use holdfast::compile::{CompileError, HostKey};
 use holdfast::resources::Kind;
@@ -76,6 +76,18 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Print a shell completion script: `holdfast completions bash`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command.
+    Man {
+        /// Write `holdfast.1` and a page per subcommand (`holdfast-plan.1`, …) into this
+        /// directory instead of printing the main page.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -217,6 +229,13 @@ enum CliError {
     CrdYaml(#[from] serde_yaml::Error),
     #[error("cannot write JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("cannot print: {0}")]
+    Stdout(#[source] std::io::Error),
+    #[error("cannot write man pages into {}: {source}", dir.display())]
+    ManPages {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {}: {source}", path.display())]
     Write {
         path: PathBuf,
@@ -300,6 +319,16 @@ fn main() -> ExitCode {
             output,
         } => plan_command(&dir, data_dir.as_deref(), output),
         Command::Controller(args) => controller_command(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "holdfast",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out_dir } => man_command(out_dir),
         Command::Token {
             command:
                 TokenCommand::Create {
@@ -337,6 +366,17 @@ fn crds_command(out_dir: Option<&Path>) -> Result<ExitCode, CliError> {
                 }
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn man_command(out_dir: Option<PathBuf>) -> Result<ExitCode, CliError> {
+    match out_dir {
+        None => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(CliError::Stdout)?,
+        Some(dir) => clap_mangen::generate_to(Cli::command(), &dir)
+            .map_err(|source| CliError::ManPages { dir, source })?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -549,3 +549,98 @@ fn plan_markdown_and_json_show_a_change_against_a_data_directory() {
     );
     assert_eq!(db["status"], "changed");
 }
+
+#[test]
+fn completions_and_man_pages_cover_every_subcommand() {
+    let subcommands = [
+        "crds",
+        "validate",
+        "plan",
+        "controller",
+        "token",
+        "completions",
+        "man",
+    ];
+    let bash = holdfast(&["completions", "bash"]);
+    assert!(bash.status.success());
+    let script = stdout(&bash);
+    for sub in subcommands {
+        assert!(script.contains(sub), "bash completion lacks {sub}");
+    }
+    for shell in ["zsh", "fish"] {
+        let out = holdfast(&["completions", shell]);
+        assert!(
+            out.status.success() && stdout(&out).contains("validate"),
+            "{shell}"
+        );
+    }
+    let man = stdout(&holdfast(&["man"]));
+    assert!(man.starts_with(".ie") || man.contains("\n.TH "), "{man}");
+    assert!(man.contains(".TH holdfast"), "{man}");
+    for sub in subcommands {
+        assert!(man.contains(sub), "the man page lacks {sub}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = holdfast(&["man", "--out-dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let page = std::fs::read_to_string(dir.path().join("holdfast-plan.1")).unwrap();
+    assert!(page.contains("\\-\\-output"), "{page}");
+}
+
+/// The flags in a `--help` text whose help says nothing but `[env: …]` or `[default: …]`.
+fn flags_without_help(help: &str) -> Vec<String> {
+    let lines: Vec<&str> = help.lines().collect();
+    let mut missing = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let flag_line = line.trim_start();
+        if !flag_line.starts_with('-') {
+            continue;
+        }
+        let indent = line.len() - flag_line.len();
+        let (flag, same_line) = flag_line.split_once("  ").unwrap_or((flag_line, ""));
+        // Help goes after the flag, or on the further-indented lines below it.
+        let mut text = same_line.to_string();
+        for next in &lines[i + 1..] {
+            let trimmed = next.trim_start();
+            if trimmed.is_empty() || next.len() - trimmed.len() <= indent {
+                break;
+            }
+            text.push_str(trimmed);
+        }
+        let mut words = String::new();
+        let mut depth = 0;
+        for c in text.chars() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                c if depth == 0 => words.push(c),
+                _ => {}
+            }
+        }
+        if words.trim().is_empty() {
+            missing.push(flag.to_string());
+        }
+    }
+    missing
+}
+
+#[test]
+fn every_flag_has_help_text() {
+    for args in [
+        &[][..],
+        &["crds"],
+        &["validate"],
+        &["plan"],
+        &["controller"],
+        &["token", "create"],
+        &["completions"],
+        &["man"],
+    ] {
+        let out = holdfast(&[args, &["--help"]].concat());
+        assert!(out.status.success());
+        let help = stdout(&out);
+        assert!(help.contains("--help"), "{help}");
+        let missing = flags_without_help(&help);
+        assert!(missing.is_empty(), "holdfast {args:?}: {missing:?}\n{help}");
+    }
+}
