@@ -49,16 +49,21 @@ pub struct RunArgs {
     /// %ProgramData%\Holdfast\agent.yaml, when it exists).
     #[arg(long, env = "HOLDFAST_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Base URL of the controller, such as https://holdfast.example.com (default: the one
+    /// enrolled with).
     #[arg(long, env = "HOLDFAST_SERVER")]
     pub server: Option<String>,
-    /// Default /var/lib/holdfast-agent, on Windows %ProgramData%\Holdfast\agent.
+    /// Where the agent keeps its credential, last schedule and outbox (default
+    /// /var/lib/holdfast-agent, on Windows %ProgramData%\Holdfast\agent).
     #[arg(long, env = "HOLDFAST_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The restic binary (default: `restic` on the PATH).
     #[arg(long, env = "HOLDFAST_RESTIC")]
     pub restic: Option<PathBuf>,
     /// Host name to report instead of the enrolled one.
     #[arg(long, env = "HOLDFAST_HOST")]
     pub host: Option<String>,
+    /// PEM file of the CA that signed the controller's certificate.
     #[arg(long, env = "HOLDFAST_CA_FILE")]
     pub ca_file: Option<PathBuf>,
 }

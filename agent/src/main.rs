@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use holdfast_agent::agent::{self, AgentError};
 use holdfast_agent::config::{ConfigError, RunArgs};
 use holdfast_agent::enroll::{self, EnrollError};
@@ -32,7 +32,8 @@ enum Command {
         /// The token from `holdfast token create HOST`.
         #[arg(long, env = "HOLDFAST_TOKEN", hide_env_values = true)]
         token: String,
-        /// Default /var/lib/holdfast-agent, on Windows %ProgramData%\Holdfast\agent.
+        /// Where the agent keeps its credential, last schedule and outbox (default
+        /// /var/lib/holdfast-agent, on Windows %ProgramData%\Holdfast\agent).
         #[arg(long, env = "HOLDFAST_STATE_DIR")]
         state_dir: Option<PathBuf>,
         /// PEM file of the CA that signed the controller's certificate.
@@ -43,6 +44,13 @@ enum Command {
     Run(RunArgs),
     /// Windows: install, uninstall or run the Windows service (on Linux: systemd).
     Service(ServiceAction),
+    /// Print a shell completion script, such as for `holdfast-agent completions bash`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 /// Why a command failed; `main` prints it after `holdfast-agent: `.
@@ -62,6 +70,8 @@ enum CliError {
     Agent(#[from] AgentError),
     #[error(transparent)]
     Service(#[from] ServiceError),
+    #[error("cannot print: {0}")]
+    Stdout(#[source] std::io::Error),
 }
 
 fn main() -> ExitCode {
@@ -114,5 +124,17 @@ fn main_inner(cli: Cli) -> Result<(), CliError> {
             Ok(runtime.block_on(agent::run(settings))?)
         }
         Command::Service(action) => Ok(platform::service(action)?),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "holdfast-agent",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(CliError::Stdout),
     }
 }

@@ -5,7 +5,8 @@
 //! run records, status) and is re-exported here under its module names. This crate holds the
 //! edges: reading files ([`source`]), the database ([`store`]), the agent hub and the running
 //! controller ([`server`]), Kubernetes mode ([`cluster`]), the web surfaces ([`web`]) and the
-//! text `holdfast plan` prints ([`plan`]).
+//! text `holdfast plan` prints ([`plan`]) and the forms of `holdfast validate`'s findings
+//! ([`report`]).
 
 pub use holdfast_core::{
     compile, crds, cronspec, diagnostics, facts, records, resources, revision, runs, secrets,
@@ -15,6 +16,7 @@ pub use holdfast_core::{
 pub mod cluster;
 pub mod files;
 pub mod plan;
+pub mod report;
 pub mod server;
 pub mod source;
 pub mod store;

@@ -3,14 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use holdfast::cluster::auth::CreateTokenError;
 use holdfast::compile::{CompileError, HostKey};
 use holdfast::resources::Kind;
-use holdfast::revision::plural;
 use holdfast::source::files::{self, LoadError, Loaded};
 use holdfast::store::{Store, StoreError};
-use holdfast::{compile, crds, plan};
+use holdfast::{compile, crds, plan, report};
 
 /// See the dependency's note in Cargo.toml: freed memory goes back to the system.
 #[cfg(all(unix, feature = "jemalloc"))]
@@ -55,6 +54,10 @@ enum Command {
         /// other API groups (Namespaces, Secrets) left out.
         #[arg(long)]
         kube: bool,
+        /// How to print findings: `text` (one line each), `github` (GitHub Actions
+        /// annotations) or `json`.
+        #[arg(long, value_enum, default_value_t = ValidateFormat::Text, visible_alias = "output")]
+        format: ValidateFormat,
     },
     /// Show the schedule version every host would get, and what changes.
     Plan {
@@ -63,6 +66,9 @@ enum Command {
         /// The controller's data directory; without one every host starts at version 1.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// `text` for people, `json` for tools, `markdown` for a pull request comment.
+        #[arg(long, value_enum, default_value_t = PlanOutput::Text, visible_alias = "format")]
+        output: PlanOutput,
     },
     /// Run the controller: watch the config directory, push schedules to agents, serve status.
     Controller(ControllerArgs),
@@ -71,6 +77,34 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Print a shell completion script: `holdfast completions bash`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command.
+    Man {
+        /// Write `holdfast.1` and a page per subcommand (`holdfast-plan.1`, …) into this
+        /// directory instead of printing the main page.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// `holdfast validate --format`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ValidateFormat {
+    Text,
+    Github,
+    Json,
+}
+
+/// `holdfast plan --output`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PlanOutput {
+    Text,
+    Json,
+    Markdown,
 }
 
 #[derive(clap::Args)]
@@ -193,6 +227,15 @@ enum TokenCommand {
 enum CliError {
     #[error(transparent)]
     CrdYaml(#[from] serde_yaml::Error),
+    #[error("cannot write JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("cannot print: {0}")]
+    Stdout(#[source] std::io::Error),
+    #[error("cannot write man pages into {}: {source}", dir.display())]
+    ManPages {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {}: {source}", path.display())]
     Write {
         path: PathBuf,
@@ -269,9 +312,23 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Crds { out_dir } => crds_command(out_dir.as_deref()),
-        Command::Validate { dir, kube } => validate_command(&dir, kube),
-        Command::Plan { dir, data_dir } => plan_command(&dir, data_dir.as_deref()),
+        Command::Validate { dir, kube, format } => validate_command(&dir, kube, format),
+        Command::Plan {
+            dir,
+            data_dir,
+            output,
+        } => plan_command(&dir, data_dir.as_deref(), output),
         Command::Controller(args) => controller_command(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "holdfast",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out_dir } => man_command(out_dir),
         Command::Token {
             command:
                 TokenCommand::Create {
@@ -313,57 +370,97 @@ fn crds_command(out_dir: Option<&Path>) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads a directory, printing its diagnostics; `None` when it has errors.
-fn load(dir: &Path, mode: holdfast::validate::Mode) -> Result<Option<Loaded>, CliError> {
+fn man_command(out_dir: Option<PathBuf>) -> Result<ExitCode, CliError> {
+    match out_dir {
+        None => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(CliError::Stdout)?,
+        Some(dir) => clap_mangen::generate_to(Cli::command(), &dir)
+            .map_err(|source| CliError::ManPages { dir, source })?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads a directory, timing it for `RUST_LOG=debug`.
+fn load(dir: &Path, mode: holdfast::validate::Mode) -> Result<Loaded, CliError> {
     let started = std::time::Instant::now();
     let loaded = files::load_dir_as(dir, mode)?;
     tracing::debug!(files = loaded.files, elapsed = ?started.elapsed(), "loaded {}", dir.display());
-    for d in &loaded.diagnostics {
-        println!("{d}");
-    }
-    Ok(loaded.is_valid().then_some(loaded))
+    Ok(loaded)
 }
 
-fn validate_command(dir: &Path, kube: bool) -> Result<ExitCode, CliError> {
+fn validate_command(dir: &Path, kube: bool, format: ValidateFormat) -> Result<ExitCode, CliError> {
     let mode = if kube {
         holdfast::validate::Mode::Kubernetes
     } else {
         holdfast::validate::Mode::Files
     };
-    let Some(loaded) = load(dir, mode)? else {
-        return Ok(ExitCode::FAILURE);
-    };
-    // Compiling catches nothing validation did not, but proves it.
-    compile::compile(&loaded.revision)?;
-    let warnings = loaded.warnings().count();
-    let warnings = match warnings {
-        0 => String::new(),
-        1 => ", 1 warning".into(),
-        n => format!(", {n} warnings"),
-    };
-    println!(
-        "{}: valid: {} in {}{warnings}",
-        dir.display(),
-        loaded.revision.summary(),
-        plural(loaded.files, "file")
-    );
-    Ok(ExitCode::SUCCESS)
+    let loaded = load(dir, mode)?;
+    if loaded.is_valid() {
+        // Compiling catches nothing validation did not, but proves it.
+        compile::compile(&loaded.revision)?;
+    }
+    let summary = format!("{}: {}", dir.display(), report::validation_summary(&loaded));
+    match format {
+        ValidateFormat::Text => {
+            for d in &loaded.diagnostics {
+                println!("{d}");
+            }
+            if loaded.is_valid() {
+                println!("{summary}");
+            }
+        }
+        ValidateFormat::Github => {
+            for d in &loaded.diagnostics {
+                println!("{}", report::github_annotation(d));
+            }
+            println!("{summary}");
+        }
+        ValidateFormat::Json => print!("{}", report::validation_json(&loaded, &summary)?),
+    }
+    Ok(if loaded.is_valid() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-fn plan_command(dir: &Path, data_dir: Option<&Path>) -> Result<ExitCode, CliError> {
-    let Some(loaded) = load(dir, holdfast::validate::Mode::Files)? else {
+fn plan_command(
+    dir: &Path,
+    data_dir: Option<&Path>,
+    output: PlanOutput,
+) -> Result<ExitCode, CliError> {
+    let loaded = load(dir, holdfast::validate::Mode::Files)?;
+    // Findings as `validate` prints them; on stderr when stdout is for a tool or a comment.
+    for d in &loaded.diagnostics {
+        match output {
+            PlanOutput::Text => println!("{d}"),
+            PlanOutput::Json | PlanOutput::Markdown => eprintln!("{d}"),
+        }
+    }
+    if !loaded.is_valid() {
         return Ok(ExitCode::FAILURE);
-    };
+    }
     let fleet = compile::compile(&loaded.revision)?;
-    let stored = match data_dir {
+    let (stored, applied) = match data_dir {
         // A mistyped data directory must not pass for a fleet where every host is new.
         Some(data_dir) => match Store::open_read_only(data_dir)? {
-            Some(store) => store.host_plans()?,
+            Some(store) => (store.host_plans()?, store.applied_revision()?),
             None => return Err(CliError::NoDatabase(data_dir.to_path_buf())),
         },
         None => Default::default(),
     };
-    print!("{}", plan::render(&fleet, &stored));
+    let before = applied
+        .as_ref()
+        .map(plan::WrittenCrons::of)
+        .unwrap_or_default();
+    let after = plan::WrittenCrons::of(&loaded.revision);
+    let plan = plan::Plan::new(&fleet, &stored, &before, &after);
+    match output {
+        PlanOutput::Text => print!("{}", plan.text()),
+        PlanOutput::Json => print!("{}", plan.json()?),
+        PlanOutput::Markdown => print!("{}", plan.markdown()),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

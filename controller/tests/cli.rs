@@ -144,7 +144,7 @@ fn plan_against_a_data_directory_shows_versions_and_field_changes() {
         "Host build-1: v1 (unchanged)\n\
          Host db-1: v1 -> v2\n  \
          ~ schedule db-offsite (backup)\n      \
-         cron: \"0 0 3 * * *\" -> \"0 15 3 * * Mon-Fri\"\n\
+         cron: \"0 3 * * *\" -> \"15 3 * * 1-5\"\n\
          Host web-1: v1 (unchanged)\n\
          Host web-2: removed (stays at v1; its agent keeps its last schedule)\n\
          \n3 hosts: 0 new, 1 changed, 2 unchanged, 1 removed\n"
@@ -377,4 +377,270 @@ fn validate_kube_checks_the_kubernetes_manifests_and_leaves_other_kinds_out() {
     assert!(text.contains("hosts.yaml:"), "{text}");
     assert!(text.contains("spec.defaultRepo"), "{text}");
     assert!(!text.contains("00-namespace.yaml"), "{text}");
+}
+
+/// Runs `holdfast` in `dir`, so that paths print relative to it as in a CI checkout.
+fn holdfast_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+/// A copy of the example fleet at `fleet/` in a temporary checkout, with broken files: a bad
+/// cron, a forget schedule without retention, an unknown host, a bad read subset (its message
+/// quotes a `%`) and a YAML syntax error.
+fn broken_checkout() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet");
+    copy_dir(&repo_root().join("examples/fleet"), &fleet);
+    std::fs::write(
+        fleet.join("schedules/broken.yaml"),
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: hourly\nspec:\n  operation: forget\n  cron: '61 25 * * *'\n  hosts: [web-9]\n",
+    )
+    .unwrap();
+    let check = fleet.join("schedules/monthly-check.yaml");
+    let text = std::fs::read_to_string(&check).unwrap();
+    std::fs::write(&check, text.replace("10%", "150%")).unwrap();
+    std::fs::write(fleet.join("hosts/web-1.yaml"), "kind: [\n").unwrap();
+    dir
+}
+
+#[test]
+fn validate_format_github_prints_one_annotation_line_per_finding() {
+    let dir = broken_checkout();
+    let text_out = holdfast_in(dir.path(), &["validate", "fleet"]);
+    let out = holdfast_in(dir.path(), &["validate", "fleet", "--format", "github"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    golden("validate-broken-github.txt", &text);
+    // One annotation per finding of the text form, each on one line, then the summary.
+    let findings = stdout(&text_out).lines().count();
+    let annotations: Vec<&str> = text.lines().filter(|l| l.starts_with("::")).collect();
+    assert_eq!(annotations.len(), findings, "{text}");
+    assert!(
+        annotations
+            .iter()
+            .all(|l| l.starts_with("::error file=fleet/") && l.contains(",line=")),
+        "{text}"
+    );
+    // `--output` is the same flag.
+    assert_eq!(
+        stdout(&holdfast_in(
+            dir.path(),
+            &["validate", "fleet", "--output", "github"]
+        )),
+        text
+    );
+}
+
+#[test]
+fn validate_format_json_lists_the_findings_and_the_verdict() {
+    let dir = broken_checkout();
+    let out = holdfast_in(dir.path(), &["validate", "fleet", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    golden("validate-broken.json", &text);
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["valid"], false);
+    let diagnostics = report["diagnostics"].as_array().unwrap();
+    assert_eq!(report["errors"], diagnostics.len());
+
+    let ok = holdfast(&["validate", "examples/fleet", "--format", "json"]);
+    assert!(ok.status.success());
+    let report: serde_json::Value = serde_json::from_str(&stdout(&ok)).unwrap();
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["diagnostics"], serde_json::json!([]));
+}
+
+#[test]
+fn plan_of_the_example_fleet_as_json_and_markdown_matches_the_golden_files() {
+    let json = holdfast(&["plan", "examples/fleet", "--output", "json"]);
+    assert!(json.status.success());
+    golden("plan-examples-fleet.json", &stdout(&json));
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(plan["formatVersion"], 1);
+    let hosts = plan["hosts"].as_array().unwrap();
+    assert_eq!(plan["summary"]["new"], hosts.len());
+    // The cron as written in examples/fleet/schedules/nightly.yaml, not the agent's form.
+    let nightly =
+        std::fs::read_to_string(repo_root().join("examples/fleet/schedules/nightly.yaml")).unwrap();
+    let cron = hosts[0]["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "nightly")
+        .and_then(|s| s["fields"].as_array())
+        .and_then(|f| f.iter().find(|f| f["field"] == "cron"))
+        .and_then(|f| f["after"].as_str())
+        .unwrap()
+        .to_string();
+    assert!(
+        nightly.contains(&format!("cron: \"{cron}\""))
+            || nightly.contains(&format!("cron: '{cron}'")),
+        "{cron}"
+    );
+
+    let markdown = holdfast(&["plan", "examples/fleet", "--output", "markdown"]);
+    assert!(markdown.status.success());
+    golden("plan-examples-fleet.md", &stdout(&markdown));
+}
+
+#[test]
+fn plan_markdown_and_json_show_a_change_against_a_data_directory() {
+    let fleet_dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/fleet"), fleet_dir.path());
+    let data = tempfile::tempdir().unwrap();
+    let loaded = load_dir(fleet_dir.path()).unwrap();
+    let applied = compile(&loaded.revision).unwrap();
+    let mut store = Store::open(data.path()).unwrap();
+    store
+        .record(&applied, &assign(&Default::default(), &applied))
+        .unwrap();
+    // The controller keeps the applied revision's resources: their crons as written.
+    let path = fleet_dir.path().join("schedules/db-offsite.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let written = text.replace("0 3 * * *", "0 3 * * 0-6");
+    std::fs::write(&path, &written).unwrap();
+    let revision = load_dir(fleet_dir.path()).unwrap().revision;
+    store
+        .record_revision(None, "", &[], Some(&revision), chrono::Utc::now())
+        .unwrap();
+    drop(store);
+
+    // The pull request moves db-offsite and decommissions web-2.
+    std::fs::write(&path, text.replace("0 3 * * *", "15 3 * * 1-5")).unwrap();
+    std::fs::remove_file(fleet_dir.path().join("hosts/web-2.yaml")).unwrap();
+    let plan = |output: &str| {
+        let out = holdfast(&[
+            "plan",
+            fleet_dir.path().to_str().unwrap(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--output",
+            output,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out)
+    };
+    let markdown = plan("markdown");
+    golden("plan-change.md", &markdown);
+    assert!(
+        markdown.contains("cron: \"0 3 * * 0-6\" -> \"15 3 * * 1-5\""),
+        "{markdown}"
+    );
+    let json = plan("json");
+    golden("plan-change.json", &json);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let db = json["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "db-1")
+        .unwrap();
+    assert_eq!(
+        (db["fromVersion"].as_u64(), db["toVersion"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(db["status"], "changed");
+}
+
+#[test]
+fn completions_and_man_pages_cover_every_subcommand() {
+    let subcommands = [
+        "crds",
+        "validate",
+        "plan",
+        "controller",
+        "token",
+        "completions",
+        "man",
+    ];
+    let bash = holdfast(&["completions", "bash"]);
+    assert!(bash.status.success());
+    let script = stdout(&bash);
+    for sub in subcommands {
+        assert!(script.contains(sub), "bash completion lacks {sub}");
+    }
+    for shell in ["zsh", "fish"] {
+        let out = holdfast(&["completions", shell]);
+        assert!(
+            out.status.success() && stdout(&out).contains("validate"),
+            "{shell}"
+        );
+    }
+    let man = stdout(&holdfast(&["man"]));
+    assert!(man.starts_with(".ie") || man.contains("\n.TH "), "{man}");
+    assert!(man.contains(".TH holdfast"), "{man}");
+    for sub in subcommands {
+        assert!(man.contains(sub), "the man page lacks {sub}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = holdfast(&["man", "--out-dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let page = std::fs::read_to_string(dir.path().join("holdfast-plan.1")).unwrap();
+    assert!(page.contains("\\-\\-output"), "{page}");
+}
+
+/// The flags in a `--help` text whose help says nothing but `[env: …]` or `[default: …]`.
+fn flags_without_help(help: &str) -> Vec<String> {
+    let lines: Vec<&str> = help.lines().collect();
+    let mut missing = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let flag_line = line.trim_start();
+        if !flag_line.starts_with('-') {
+            continue;
+        }
+        let indent = line.len() - flag_line.len();
+        let (flag, same_line) = flag_line.split_once("  ").unwrap_or((flag_line, ""));
+        // Help goes after the flag, or on the further-indented lines below it.
+        let mut text = same_line.to_string();
+        for next in &lines[i + 1..] {
+            let trimmed = next.trim_start();
+            if trimmed.is_empty() || next.len() - trimmed.len() <= indent {
+                break;
+            }
+            text.push_str(trimmed);
+        }
+        let mut words = String::new();
+        let mut depth = 0;
+        for c in text.chars() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                c if depth == 0 => words.push(c),
+                _ => {}
+            }
+        }
+        if words.trim().is_empty() {
+            missing.push(flag.to_string());
+        }
+    }
+    missing
+}
+
+#[test]
+fn every_flag_has_help_text() {
+    for args in [
+        &[][..],
+        &["crds"],
+        &["validate"],
+        &["plan"],
+        &["controller"],
+        &["token", "create"],
+        &["completions"],
+        &["man"],
+    ] {
+        let out = holdfast(&[args, &["--help"]].concat());
+        assert!(out.status.success());
+        let help = stdout(&out);
+        assert!(help.contains("--help"), "{help}");
+        let missing = flags_without_help(&help);
+        assert!(missing.is_empty(), "holdfast {args:?}: {missing:?}\n{help}");
+    }
 }

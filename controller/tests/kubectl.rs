@@ -147,6 +147,10 @@ impl Kubectl<'_> {
 fn with_every_kubectl(kubeconfig: &Path, root: &Path, mut check: impl FnMut(&Kubectl)) -> bool {
     let bins = kubectls();
     if bins.is_empty() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no kubectl on this machine (PATH, kubectl.1.NN, scripts/old-kubectl), and CI needs one"
+        );
         eprintln!("SKIPPED: no kubectl on this machine (PATH, kubectl.1.NN, scripts/old-kubectl)");
         return false;
     }
@@ -601,6 +605,54 @@ fn discovery_is_plain_json_and_errors_are_status_objects() {
     assert_eq!(status, 400);
     // The controller is unchanged by the refused write.
     assert!(fleet.host(HOST).is_ok());
+}
+
+#[test]
+fn kubectl_version_exits_0_and_a_malformed_selector_is_a_bad_request() {
+    let fleet = Fleet::start();
+
+    let version = fleet.api("/version").unwrap();
+    assert_eq!(version["major"], "1");
+    let minor = version["minor"].as_str().unwrap();
+    assert!(minor.parse::<u32>().is_ok(), "minor {minor:?}");
+    let git_version = version["gitVersion"].as_str().unwrap();
+    assert!(
+        git_version.starts_with(&format!("v1.{minor}.0-holdfast.")),
+        "{git_version}"
+    );
+    let platform = version["platform"].as_str().unwrap();
+    assert!(platform.starts_with(std::env::consts::OS), "{platform}");
+
+    let (status, body) = fleet
+        .get("/apis/holdfast.dev/v1alpha1/hosts?labelSelector=bad%3D%3D%3D")
+        .unwrap();
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, error["kind"].as_str(), error["reason"].as_str()),
+        (400, Some("Status"), Some("BadRequest")),
+        "{body}"
+    );
+
+    let kubeconfig = fleet.root.join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_yaml(&fleet.url(""))).unwrap();
+    with_every_kubectl(&kubeconfig, &fleet.root, |k| {
+        let who = k.bin.display();
+        let out = k.ok(&["version", "-o", "json"]);
+        let both: Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{who}: {e}\n{out}"));
+        assert_eq!(
+            both["serverVersion"]["gitVersion"], git_version,
+            "{who}\n{out}"
+        );
+
+        let err = k.fails(&["get", "hosts", "-l", "bad==="]);
+        assert!(
+            err.contains("Error from server (BadRequest)") && err.contains("invalid label value"),
+            "{who}: get -l bad===\n{err}"
+        );
+        // A well-formed selector still lists.
+        k.ok(&["get", "hosts", "-l", &format!("holdfast.dev/none={HOST}")]);
+    });
 }
 
 /// Labels are metadata: editing them makes a new resourceVersion (so watches and `-l` see it)

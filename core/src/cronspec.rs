@@ -43,7 +43,17 @@ pub enum CronSpecError {
         #[source]
         source: DayOfWeekError,
     },
-    #[error("invalid cron expression `{expression}`: {source}")]
+    #[error("invalid {name} `{field}` in `{expression}`: {source}")]
+    Field {
+        /// What the field holds: `minute`, `hour`, …
+        name: &'static str,
+        field: String,
+        expression: String,
+        #[source]
+        source: FieldError,
+    },
+    /// What the `cron` crate refuses after our own checks passed; its messages can span lines.
+    #[error("invalid cron expression `{expression}`: {}", one_line(&source.to_string()))]
     Invalid {
         expression: String,
         #[source]
@@ -66,6 +76,168 @@ pub enum DayOfWeekError {
     DayOutOfRange(usize),
     #[error("`{0}` is not a day (0-7 or Sun..Sat)")]
     NotADay(String),
+}
+
+/// What is wrong with a seconds, minute, hour, day-of-month or month field. Ranges are
+/// inclusive, as crontab(5) writes them.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FieldError {
+    #[error("`{value}` is out of range {range}")]
+    OutOfRange { value: String, range: &'static str },
+    #[error("`{value}` is not a value of {range}")]
+    NotAValue { value: String, range: &'static str },
+    #[error("step `{step}` is out of range 1-{max}")]
+    Step { step: String, max: u32 },
+    #[error("range `{0}` runs backwards")]
+    BackwardsRange(String),
+    #[error("the field is empty")]
+    Empty,
+}
+
+/// The values one crontab field takes.
+struct FieldKind {
+    name: &'static str,
+    min: u32,
+    max: u32,
+    /// The range as messages state it.
+    range: &'static str,
+    /// Month names (`Jan`, `January`) are accepted besides numbers.
+    month_names: bool,
+    /// `?` (no specific value) is accepted.
+    any: bool,
+}
+
+const MONTH_NAMES: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+const MONTH_FULL_NAMES: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+
+/// Seconds, minute, hour, day of month and month, in the order of the six-field form.
+const FIELDS: [FieldKind; 5] = [
+    FieldKind {
+        name: "seconds",
+        min: 0,
+        max: 59,
+        range: "0-59",
+        month_names: false,
+        any: false,
+    },
+    FieldKind {
+        name: "minute",
+        min: 0,
+        max: 59,
+        range: "0-59",
+        month_names: false,
+        any: false,
+    },
+    FieldKind {
+        name: "hour",
+        min: 0,
+        max: 23,
+        range: "0-23",
+        month_names: false,
+        any: false,
+    },
+    FieldKind {
+        name: "day-of-month",
+        min: 1,
+        max: 31,
+        range: "1-31",
+        month_names: false,
+        any: true,
+    },
+    FieldKind {
+        name: "month",
+        min: 1,
+        max: 12,
+        range: "1-12 or Jan-Dec",
+        month_names: true,
+        any: false,
+    },
+];
+
+impl FieldKind {
+    /// Checks a field (lists, ranges, steps) the way the `cron` crate reads it, so that its
+    /// errors, which state exclusive bounds as inclusive ones and span lines, are never seen.
+    fn check(&self, field: &str) -> Result<(), FieldError> {
+        if field.is_empty() {
+            return Err(FieldError::Empty);
+        }
+        for item in field.split(',') {
+            let range = match item.split_once('/') {
+                Some((range, step)) => {
+                    let valid = step.bytes().all(|b| b.is_ascii_digit())
+                        && step
+                            .parse::<u32>()
+                            .is_ok_and(|s| (1..=self.max).contains(&s));
+                    if !valid {
+                        return Err(FieldError::Step {
+                            step: step.to_string(),
+                            max: self.max,
+                        });
+                    }
+                    range
+                }
+                None => item,
+            };
+            if range == "*" || (self.any && range == "?") {
+                continue;
+            }
+            match range.split_once('-') {
+                Some((a, b)) => {
+                    if self.value(a)? > self.value(b)? {
+                        return Err(FieldError::BackwardsRange(range.to_string()));
+                    }
+                }
+                None => {
+                    self.value(range)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn value(&self, text: &str) -> Result<u32, FieldError> {
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            return match text.parse::<u32>() {
+                Ok(n) if (self.min..=self.max).contains(&n) => Ok(n),
+                _ => Err(FieldError::OutOfRange {
+                    value: text.to_string(),
+                    range: self.range,
+                }),
+            };
+        }
+        let lower = text.to_ascii_lowercase();
+        let month = MONTH_NAMES
+            .iter()
+            .position(|n| *n == lower)
+            .or_else(|| MONTH_FULL_NAMES.iter().position(|n| *n == lower));
+        match month.filter(|_| self.month_names) {
+            Some(i) => Ok(i as u32 + 1),
+            None => Err(FieldError::NotAValue {
+                value: text.to_string(),
+                range: self.range,
+            }),
+        }
+    }
+}
+
+/// A message of several lines as one, for diagnostics that must fit a line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A valid cron expression in normalised six-field form.
@@ -101,6 +273,17 @@ pub fn parse(expression: &str) -> Result<CronSpec, CronSpecError> {
                 });
             }
         };
+        for (kind, field) in FIELDS
+            .iter()
+            .zip(std::iter::once(seconds).chain(rest[..4].iter().copied()))
+        {
+            kind.check(field).map_err(|source| CronSpecError::Field {
+                name: kind.name,
+                field: field.to_string(),
+                expression: expression.to_string(),
+                source,
+            })?;
+        }
         let day_of_week = day_of_week(rest[4]).map_err(|source| CronSpecError::DayOfWeek {
             field: rest[4].to_string(),
             expression: expression.to_string(),
@@ -273,12 +456,6 @@ mod tests {
                 .contains("has 4 fields")
         );
         assert!(
-            parse("61 * * * *")
-                .unwrap_err()
-                .to_string()
-                .starts_with("invalid cron expression `61 * * * *`")
-        );
-        assert!(
             parse("0 3 * * 8")
                 .unwrap_err()
                 .to_string()
@@ -296,6 +473,39 @@ mod tests {
                 .to_string()
                 .contains("never fires")
         );
+    }
+
+    /// `expression<TAB>expected` lines of a fixture, comments and blank lines left out.
+    fn fixture(text: &'static str) -> Vec<(&'static str, &'static str)> {
+        text.lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                l.split_once('\t')
+                    .unwrap_or_else(|| panic!("no tab in {l:?}"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_field_error_states_the_inclusive_range_on_one_line() {
+        let cases = fixture(include_str!("../tests/fixtures/cron/errors.txt"));
+        assert!(!cases.is_empty());
+        for (expression, expected) in cases {
+            let message = match parse(expression) {
+                Ok(spec) => panic!("`{expression}` accepted as `{}`", spec.normalized),
+                Err(e) => e.to_string(),
+            };
+            assert_eq!(message, expected, "{expression}");
+        }
+    }
+
+    #[test]
+    fn what_the_field_checks_accept_the_cron_crate_accepts() {
+        let cases = fixture(include_str!("../tests/fixtures/cron/valid.txt"));
+        assert!(!cases.is_empty());
+        for (expression, expected) in cases {
+            assert_eq!(normalized(expression), expected, "{expression}");
+        }
     }
 
     #[test]

@@ -278,17 +278,25 @@ impl Loader {
                     return;
                 }
             };
-            if let Err(e) = self.read_document(&file, doc, value) {
+            let mut errors = Vec::new();
+            if let Err(e) = self.read_document(&file, doc, value, &mut errors) {
+                errors.push(e);
+            }
+            for e in errors {
                 self.report(&file, doc, Severity::Error, e.object, e.field, e.message);
             }
         }
     }
 
+    /// Adds the document's resource to the revision. An error that leaves no resource is
+    /// returned; unknown fields, which do not stop the rest from being read and validated, are
+    /// pushed onto `errors`.
     fn read_document(
         &mut self,
         file: &Arc<SourceFile>,
         doc: usize,
         value: serde_yaml::Value,
+        errors: &mut Vec<DocError>,
     ) -> Result<(), DocError> {
         let map = match &value {
             serde_yaml::Value::Null => return Ok(()), // an empty document, such as a trailing `---`
@@ -347,7 +355,7 @@ impl Loader {
         // Types the document as `$kind` and, unless its name is taken, adds it to `$list`.
         macro_rules! add {
             ($kind:ident, $list:ident) => {{
-                let (metadata, spec) = typed(kind, value)?;
+                let (metadata, spec) = typed(kind, value, errors)?;
                 self.claim(key(kind, &metadata), file, doc)?;
                 self.revision.$list.push($kind {
                     metadata,
@@ -459,10 +467,13 @@ fn key(kind: Kind, metadata: &ObjectMeta) -> ObjectKey {
     )
 }
 
-/// Types a document as a resource of `kind`, with its metadata in Kubernetes form.
+/// Types a document as a resource of `kind`, with its metadata in Kubernetes form. Each unknown
+/// field is pushed onto `unknown` and taken out, and typing tried again, so that one misspelt
+/// field does not hide the object's other errors.
 fn typed<S: DeserializeOwned>(
     kind: Kind,
-    value: serde_yaml::Value,
+    mut value: serde_yaml::Value,
+    unknown: &mut Vec<DocError>,
 ) -> Result<(ObjectMeta, S), DocError> {
     // The name, when there is one, makes errors about the rest of the document clearer.
     let object = value
@@ -477,23 +488,39 @@ fn typed<S: DeserializeOwned>(
                 .unwrap_or(DEFAULT_NAMESPACE);
             ObjectKey::new(kind, namespace, name)
         });
-    let document: Document<S> = serde_path_to_error::deserialize(value).map_err(|e| {
+    let document: Document<S> = loop {
+        let e = match serde_path_to_error::deserialize(value.clone()) {
+            Ok(document) => break document,
+            Err(e) => e,
+        };
         let mut field = FieldPath::root();
+        let mut segments = Vec::new();
         for segment in e.path().iter() {
             field = match segment {
-                serde_path_to_error::Segment::Seq { index } => field.index(*index),
-                serde_path_to_error::Segment::Map { key } => field.key(key),
+                serde_path_to_error::Segment::Seq { index } => {
+                    segments.push(serde_yaml::Value::from(*index));
+                    field.index(*index)
+                }
+                serde_path_to_error::Segment::Map { key } => {
+                    segments.push(serde_yaml::Value::from(key.as_str()));
+                    field.key(key)
+                }
                 serde_path_to_error::Segment::Enum { .. }
                 | serde_path_to_error::Segment::Unknown => field,
             };
         }
-        let (field, message) = describe_serde_error(field, &e.inner().to_string());
-        DocError {
+        let inner = e.inner().to_string();
+        let (field, message) = describe_serde_error(field, &inner);
+        let error = DocError {
             object: object.clone(),
             field,
             message,
+        };
+        match unknown_field_name(&inner) {
+            Some(name) if remove_field(&mut value, &segments, name) => unknown.push(error),
+            _ => return Err(error),
         }
-    })?;
+    };
     let Document { metadata, spec, .. } = document;
     let metadata = ObjectMeta {
         name: Some(metadata.name),
@@ -507,6 +534,43 @@ fn typed<S: DeserializeOwned>(
         ..ObjectMeta::default()
     };
     Ok((metadata, spec))
+}
+
+/// The name in serde's `unknown field `name`, expected …`.
+fn unknown_field_name(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")?
+        .split_once('`')
+        .map(|(name, _)| name)
+}
+
+/// Removes the key `name` from the mapping at `path` (or at its parent, when serde's path ends
+/// at the key itself); whether there was one to remove.
+fn remove_field(value: &mut serde_yaml::Value, path: &[serde_yaml::Value], name: &str) -> bool {
+    let name = serde_yaml::Value::from(name);
+    let path = match path.split_last() {
+        Some((last, parent)) if *last == name => parent,
+        _ => path,
+    };
+    let mut at = value;
+    for segment in path {
+        let next = match (at, segment) {
+            (serde_yaml::Value::Mapping(map), key) => map.get_mut(key),
+            (serde_yaml::Value::Sequence(items), serde_yaml::Value::Number(n)) => n
+                .as_u64()
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| items.get_mut(i)),
+            _ => None,
+        };
+        match next {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    match at {
+        serde_yaml::Value::Mapping(map) => map.remove(&name).is_some(),
+        _ => false,
+    }
 }
 
 /// Turns serde's wording into Holdfast's: unknown names get the nearest valid one suggested,

@@ -12,9 +12,37 @@ use super::table::Column;
 use crate::crds::crd;
 use crate::resources::Kind;
 
+/// The Kubernetes release whose API types (k8s-openapi's `latest`) this server is built with;
+/// `/version` reports it so that `kubectl version` and its skew warning have something to read.
+const KUBERNETES_MAJOR: &str = "1";
+const KUBERNETES_MINOR: &str = "37";
+
 pub const GROUP: &str = "holdfast.dev";
 pub const VERSION: &str = "v1alpha1";
 pub const GROUP_VERSION: &str = "holdfast.dev/v1alpha1";
+
+/// `GET /version`, as an API server answers it: the Kubernetes version, then Holdfast's own in
+/// `gitVersion`'s pre-release part and its commit in `gitCommit`.
+pub fn version() -> k8s_openapi::apimachinery::pkg::version::Info {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    k8s_openapi::apimachinery::pkg::version::Info {
+        major: KUBERNETES_MAJOR.into(),
+        minor: KUBERNETES_MINOR.into(),
+        git_version: format!(
+            "v{KUBERNETES_MAJOR}.{KUBERNETES_MINOR}.0-holdfast.{}",
+            env!("CARGO_PKG_VERSION")
+        ),
+        git_commit: env!("HOLDFAST_COMMIT").into(),
+        git_tree_state: "clean".into(),
+        compiler: "rustc".into(),
+        platform: format!("{}/{arch}", std::env::consts::OS),
+        ..Default::default()
+    }
+}
 
 /// One kind as the API serves it.
 pub struct Served {

@@ -43,6 +43,10 @@ pub fn router(controller: Arc<Controller>) -> Router {
     let v = "/apis/holdfast.dev/v1alpha1";
     Router::new()
         .route(
+            "/version",
+            read(|| async { json_response(&discovery::version()) }),
+        )
+        .route(
             "/api",
             read(|| async { json_response(&discovery::api_versions()) }),
         )

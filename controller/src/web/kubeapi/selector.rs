@@ -22,6 +22,14 @@ pub enum SelectorError {
         requirement: String,
         operator: String,
     },
+    #[error(
+        "unable to parse requirement {requirement:?}: invalid label key {key:?}: a name of at most 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit, optionally after a DNS prefix and `/`"
+    )]
+    LabelKey { requirement: String, key: String },
+    #[error(
+        "unable to parse requirement {requirement:?}: invalid label value {value:?}: at most 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit"
+    )]
+    LabelValue { requirement: String, value: String },
     #[error("invalid field selector {0:?}: expected field=value")]
     NoFieldValue(String),
     #[error("field label not supported: {0} (use metadata.name or metadata.namespace)")]
@@ -71,8 +79,24 @@ fn requirement_of(r: &str) -> Result<Expression, SelectorError> {
         let k = k.trim();
         if k.is_empty() || k.contains(char::is_whitespace) {
             Err(SelectorError::NoLabelKey(r.to_string()))
+        } else if !is_label_key(k) {
+            Err(SelectorError::LabelKey {
+                requirement: r.to_string(),
+                key: k.to_string(),
+            })
         } else {
             Ok(k.to_string())
+        }
+    };
+    let value = |v: &str| -> Result<String, SelectorError> {
+        let v = v.trim();
+        if v.is_empty() || is_label_name(v) {
+            Ok(v.to_string())
+        } else {
+            Err(SelectorError::LabelValue {
+                requirement: r.to_string(),
+                value: v.to_string(),
+            })
         }
     };
     if let Some(rest) = r.strip_prefix('!') {
@@ -80,7 +104,7 @@ fn requirement_of(r: &str) -> Result<Expression, SelectorError> {
     }
     for (op, not) in [("!=", true), ("==", false), ("=", false)] {
         if let Some((k, v)) = r.split_once(op) {
-            let (k, v) = (key(k)?, v.trim().to_string());
+            let (k, v) = (key(k)?, value(v)?);
             return Ok(if not {
                 Expression::NotEqual(k, v)
             } else {
@@ -104,9 +128,9 @@ fn requirement_of(r: &str) -> Result<Expression, SelectorError> {
         .ok_or_else(|| SelectorError::UnclosedSet(r.to_string()))?;
     let values: BTreeSet<String> = values
         .split(',')
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect();
+        .map(value)
+        .filter(|v| !matches!(v, Ok(v) if v.is_empty()))
+        .collect::<Result<_, _>>()?;
     match set_op.trim() {
         "in" => Ok(Expression::In(k, values)),
         "notin" => Ok(Expression::NotIn(k, values)),
@@ -115,6 +139,37 @@ fn requirement_of(r: &str) -> Result<Expression, SelectorError> {
             operator: other.to_string(),
         }),
     }
+}
+
+/// A label key as Kubernetes accepts it: a name, optionally after a DNS subdomain and `/`.
+fn is_label_key(key: &str) -> bool {
+    match key.split_once('/') {
+        Some((prefix, name)) => {
+            prefix.len() <= 253
+                && prefix.split('.').all(|part| {
+                    !part.is_empty()
+                        && part.len() <= 63
+                        && part
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                        && !part.starts_with('-')
+                        && !part.ends_with('-')
+                })
+                && is_label_name(name)
+        }
+        None => is_label_name(key),
+    }
+}
+
+/// A label name or non-empty value: at most 63 of `[A-Za-z0-9._-]`, alphanumeric at both ends.
+fn is_label_name(text: &str) -> bool {
+    let alnum = |c: Option<u8>| c.is_some_and(|b| b.is_ascii_alphanumeric());
+    text.len() <= 63
+        && alnum(text.bytes().next())
+        && alnum(text.bytes().last())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// A `fieldSelector`: only `metadata.name` and `metadata.namespace`, with `=`, `==` or `!=`,
@@ -214,6 +269,22 @@ mod tests {
     }
 
     #[test]
+    fn label_keys_and_values_take_the_kubernetes_syntax() {
+        for ok in [
+            "app=web",
+            "holdfast.dev/host=web-1",
+            "a.b_c-d=E.f_9",
+            "app=",
+            "app in (web, db)",
+        ] {
+            assert!(labels(ok).is_ok(), "{ok}");
+        }
+        let long = "x".repeat(64);
+        assert!(labels(&format!("app={long}")).is_err());
+        assert!(labels(&format!("{long}=1")).is_err());
+    }
+
+    #[test]
     fn bad_label_selectors_say_what_is_wrong() {
         for (text, says) in [
             ("=web", "label key"),
@@ -221,6 +292,11 @@ mod tests {
             ("role in (web", "end with `)`"),
             ("role inn (web)", "unknown operator"),
             ("replicas>3", "not supported"),
+            ("bad===", "invalid label value \"=\""),
+            ("a b=c", "label key"),
+            ("-x=1", "invalid label key \"-x\""),
+            ("role in (web,-db)", "invalid label value \"-db\""),
+            ("role=web!", "invalid label value"),
         ] {
             let e = labels(text).expect_err(text).to_string();
             assert!(e.contains(says), "{text:?}: {e}");
