@@ -505,7 +505,7 @@ fn plan_markdown_and_json_show_a_change_against_a_data_directory() {
     std::fs::write(&path, &written).unwrap();
     let revision = load_dir(fleet_dir.path()).unwrap().revision;
     store
-        .record_revision(None, "", &[], Some(&revision), chrono::Utc::now())
+        .record_revision(None, false, "", &[], Some(&revision), chrono::Utc::now())
         .unwrap();
     drop(store);
 

@@ -32,7 +32,7 @@ fn wrong_types_name_the_field() {
     let h = "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: web-3\nspec:\n  paused: sometimes\n";
     check_one(
         h,
-        "broken.yaml:6:3: Host/web-3: spec.paused: invalid type: string \"sometimes\", expected a boolean",
+        "broken.yaml:6:3: Host/web-3: spec.paused: expected `true` or `false`, got `sometimes`",
     );
 }
 

@@ -476,7 +476,7 @@ fn an_unknown_field_is_reported_with_the_objects_other_errors() {
         &[
             "r.yaml:5:3: Repo/r2: metadata.colour: unknown field `colour`; expected one of `name`, `namespace`, `labels`, `annotations`",
             "r.yaml:8:28: Repo/r2: spec.password.hostFiel: unknown field `hostFiel`; did you mean `hostFile`?",
-            "r.yaml:9:3: Repo/r2: spec.appendOnly: invalid type: string \"maybe\", expected a boolean",
+            "r.yaml:9:3: Repo/r2: spec.appendOnly: expected `true` or `false`, got `maybe`",
         ],
     );
 }
