@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 use holdfast::compile::compile;
 use holdfast::crds;
 use holdfast::resources::Kind;
@@ -642,5 +644,23 @@ fn every_flag_has_help_text() {
         assert!(help.contains("--help"), "{help}");
         let missing = flags_without_help(&help);
         assert!(missing.is_empty(), "holdfast {args:?}: {missing:?}\n{help}");
+    }
+}
+
+#[test]
+fn every_agent_flag_has_help_text() {
+    for args in [&[][..], &["enroll"], &["run"], &["completions"], &["man"]] {
+        let out = Command::new(common::fleet::agent_bin())
+            .args([args, &["--help"]].concat())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let help = stdout(&out);
+        assert!(help.contains("--help"), "{help}");
+        let missing = flags_without_help(&help);
+        assert!(
+            missing.is_empty(),
+            "holdfast-agent {args:?}: {missing:?}\n{help}"
+        );
     }
 }
