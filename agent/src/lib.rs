@@ -13,5 +13,6 @@ pub mod reporter;
 pub mod restic;
 pub mod runner;
 pub mod scheduler;
+pub mod service_manager;
 pub mod state;
 pub mod tls;

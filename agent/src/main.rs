@@ -7,7 +7,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use holdfast_agent::agent::{self, AgentError};
 use holdfast_agent::config::{ConfigError, RunArgs};
 use holdfast_agent::enroll::{self, EnrollError};
-use holdfast_agent::platform::{self, ServiceAction, ServiceError};
+use holdfast_agent::platform;
+use holdfast_agent::service_manager::{self, ServiceAction, ServiceError};
 use holdfast_agent::state::{StateDir, StateError};
 use holdfast_agent::tls::{self, TlsError};
 
@@ -123,7 +124,7 @@ fn main_inner(cli: Cli) -> Result<(), CliError> {
                 .map_err(CliError::Runtime)?;
             Ok(runtime.block_on(agent::run(settings))?)
         }
-        Command::Service(action) => Ok(platform::service(action)?),
+        Command::Service(action) => Ok(service_manager::manage(action)?),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -9,9 +9,9 @@
 //!   removes its lock (SIGINT; Ctrl-Break on Windows), then killed (SIGKILL to the group;
 //!   TerminateProcess);
 //! - the signals that stop the agent (SIGTERM, SIGINT; Ctrl-C, Ctrl-Break, console close and
-//!   system shutdown);
-//! - the `service` subcommand: a Windows service through the Service Control Manager; on Unix
-//!   the agent is a systemd unit and the subcommand only says so.
+//!   system shutdown).
+//!
+//! The `service` subcommand runs the whole agent and lives beside it, not here.
 //!
 //! Hooks and restic are started the same way everywhere: an argv, never a shell.
 
@@ -26,8 +26,8 @@ mod windows;
 use windows as os;
 
 pub use os::{
-    ServiceAction, ServiceError, create_private_dir, create_private_file, default_config_file,
-    default_state_dir, interrupt, isolate, kill, service, shutdown_signals, sync_dir,
+    create_private_dir, create_private_file, default_config_file, default_state_dir, interrupt,
+    isolate, kill, shutdown_signals, sync_dir,
 };
 
 #[cfg(test)]

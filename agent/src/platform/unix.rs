@@ -81,26 +81,6 @@ pub fn shutdown_signals() -> io::Result<impl Future<Output = ()>> {
     })
 }
 
-/// `holdfast-agent service ...` on Unix: only an explanation, the service manager is systemd.
-#[derive(Debug, clap::Args)]
-pub struct ServiceAction {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    ignored: Vec<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error(
-        "`service` manages the Windows service; on Linux the agent runs as the systemd unit \
-         holdfast-agent.service instead (`systemctl enable --now holdfast-agent`; user guide §15)"
-    )]
-    NotWindows,
-}
-
-pub fn service(_action: ServiceAction) -> Result<(), ServiceError> {
-    Err(ServiceError::NotWindows)
-}
-
 /// Ok when neither group nor others have any permission on `path`; otherwise its mode.
 #[cfg(test)]
 pub fn check_owner_only(path: &Path) -> Result<(), String> {
@@ -113,23 +93,5 @@ pub fn check_owner_only(path: &Path) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{}: mode {:o}", path.display(), mode & 0o777))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn service_points_at_systemd() {
-        let err = service(ServiceAction {
-            ignored: vec!["install".into()],
-        })
-        .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("systemctl enable --now holdfast-agent"),
-            "{err}"
-        );
     }
 }

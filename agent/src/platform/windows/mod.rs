@@ -1,7 +1,5 @@
 //! Windows: a protected DACL for the state directory, Ctrl-Break and TerminateProcess for
-//! children, console control events for stopping, and the service in [`service`].
-
-mod service;
+//! children, and console control events for stopping.
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -27,8 +25,6 @@ use windows_sys::Win32::Security::{
 use windows_sys::Win32::Storage::FileSystem::{CreateDirectoryW, FILE_GENERIC_WRITE, WRITE_DAC};
 use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, GenerateConsoleCtrlEvent};
 use windows_sys::Win32::System::Threading::CREATE_NEW_PROCESS_GROUP;
-
-pub use service::{ServiceAction, ServiceError, service};
 
 /// Full control for SYSTEM, the Administrators and the object's owner (OW, the account that
 /// runs the agent); protected (`P`), so nothing is inherited from `%ProgramData%`, where every
@@ -184,7 +180,7 @@ pub fn kill(child: &mut Child) -> io::Result<()> {
 }
 
 /// Resolves at the first Ctrl-C, Ctrl-Break, console close or system shutdown. The service's
-/// stop request arrives through the Service Control Manager instead ([`service`]).
+/// stop request arrives through the Service Control Manager instead.
 pub fn shutdown_signals() -> io::Result<impl Future<Output = ()>> {
     let mut c = ctrl_c()?;
     let mut brk = ctrl_break()?;

@@ -98,7 +98,7 @@ fn scm(action: &'static str) -> impl FnOnce(windows_service::Error) -> ServiceEr
     move |source| ServiceError::Manager { action, source }
 }
 
-pub fn service(service: ServiceAction) -> Result<(), ServiceError> {
+pub fn manage(service: ServiceAction) -> Result<(), ServiceError> {
     match service.action {
         Action::Install(args) => install(&args),
         Action::Uninstall => uninstall(),
@@ -249,7 +249,7 @@ fn log_to_file(settings: &Settings) -> Result<(), ServiceError> {
         path: path.clone(),
         source,
     };
-    super::create_private_dir(&settings.state_dir).map_err(log_err)?;
+    crate::platform::create_private_dir(&settings.state_dir).map_err(log_err)?;
     let file = OpenOptions::new()
         .create(true)
         .append(true)
