@@ -64,6 +64,10 @@ fn outbox(fleet: &Fleet) -> Vec<(String, Value)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
+            // `.NAME.tmp` is a report being written; it is renamed once whole.
+            if name.starts_with('.') {
+                return None;
+            }
             let report = serde_json::from_slice(&fs::read(e.path()).ok()?).ok()?;
             Some((name, report))
         })
