@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use protocol::{
-    AgentMessage, CommandRun, ControllerMessage, ErrorCode, Heartbeat, Hello, JobFinished,
-    JobPhase, MAX_FRAME_BYTES, MIN_CONTROLLER_PROTOCOL, PROTOCOL_VERSION, RunRequest, ScheduleAck,
-    ScheduleSet, Trigger,
+    AGENT_FRAGMENT_BYTES, AgentMessage, CommandRun, ControllerMessage, ErrorCode, Heartbeat, Hello,
+    JobFinished, JobPhase, MAX_FRAME_BYTES, MIN_CONTROLLER_PROTOCOL, PROTOCOL_VERSION, RunRequest,
+    ScheduleAck, ScheduleSet, Trigger,
 };
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
@@ -204,7 +206,7 @@ async fn session(shared: &Shared, endpoint: &Endpoint, welcomed: &mut bool) -> E
                 }
                 continue;
             }
-            if let Err(e) = socket.send(Message::text(frame)).await {
+            if let Err(e) = send_text(&mut socket, frame).await {
                 return Ended::Transient(e.to_string());
             }
         }
@@ -426,10 +428,34 @@ fn refused(code: ErrorCode, message: &str) -> Ended {
 }
 
 async fn send(socket: &mut Socket, message: &AgentMessage) -> Result<(), Ended> {
-    socket
-        .send(Message::text(protocol::encode(message)))
+    send_text(socket, protocol::encode(message))
         .await
         .map_err(|e| Ended::Transient(e.to_string()))
+}
+
+/// Sends one message in frames of at most [`AGENT_FRAGMENT_BYTES`] (why: see there). Every
+/// WebSocket peer reassembles fragments, so older controllers read it as before.
+pub async fn send_text<S>(socket: &mut S, text: String) -> Result<(), tungstenite::Error>
+where
+    S: futures_util::Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    if text.len() <= AGENT_FRAGMENT_BYTES {
+        return socket.send(Message::text(text)).await;
+    }
+    let bytes = tungstenite::Bytes::from(text);
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + AGENT_FRAGMENT_BYTES).min(bytes.len());
+        let opcode = if start == 0 {
+            OpCode::Data(Data::Text)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let frame = Frame::message(bytes.slice(start..end), opcode, end == bytes.len());
+        socket.feed(Message::Frame(frame)).await?;
+        start = end;
+    }
+    socket.flush().await
 }
 
 /// The next frame: a controller message, or `None` for a control frame (a pong, which shows

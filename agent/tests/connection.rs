@@ -437,6 +437,55 @@ fn with_the_controller_gone_the_agent_keeps_running_the_last_schedule() {
     controller.shutdown();
 }
 
+#[test]
+fn a_report_longer_than_a_frame_arrives_whole_in_frames_a_controller_can_bound() {
+    // A busy host's snapshot list, well over 25 frames long, most of it two-byte characters so
+    // that frame boundaries fall inside characters.
+    let snapshots: Vec<Snapshot> = (0..400)
+        .map(|n| Snapshot {
+            id: format!("{n:064x}"),
+            time: "2026-12-01T00:00:00Z".into(),
+            hostname: "web-1".into(),
+            paths: vec![format!("/srv/{}", "ü".repeat(100))],
+            tags: vec![format!("tag-{n}")],
+        })
+        .collect();
+    let report = ReportBody::SnapshotsReport(SnapshotsReport {
+        repo: "nas".into(),
+        snapshots: snapshots.clone(),
+    });
+    assert!(protocol::encode(&report).len() > 25 * AGENT_FRAGMENT_BYTES);
+    let dir = tempfile::tempdir().unwrap();
+    // Refuses any frame longer than AGENT_FRAGMENT_BYTES.
+    let controller = FakeController::start();
+    let state = enrolled_state(dir.path(), &controller.url());
+    let outbox = holdfast_agent::state::StateDir::open(&state)
+        .and_then(|s| holdfast_agent::outbox::Outbox::open(s.outbox_dir()))
+        .unwrap();
+    outbox.push(report).unwrap();
+    drop(outbox);
+
+    let agent = AgentProcess::start(&state, &controller.url());
+    let received = controller.wait("the snapshot list", |_| {
+        controller
+            .reports()
+            .into_iter()
+            .find_map(|(_, r)| match r.body {
+                ReportBody::SnapshotsReport(s) => Some(s),
+                _ => None,
+            })
+    });
+    assert_eq!(received.snapshots, snapshots);
+    assert_eq!(
+        controller.state.connections.load(Ordering::SeqCst),
+        1,
+        "one session carried it: none was closed for a frame too long\n{}",
+        agent.log_text()
+    );
+    drop(agent);
+    controller.shutdown();
+}
+
 fn started_count(reports: &[(usize, Report)], job: &str) -> usize {
     reports
         .iter()

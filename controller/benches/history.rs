@@ -691,8 +691,7 @@ async fn agent_session(mut agent: SimulatedAgent) -> Result<(), String> {
 
 async fn send(socket: &mut Socket, message: &AgentMessage) -> Result<(), String> {
     let text = serde_json::to_string(message).expect("a message serialises");
-    socket
-        .send(Message::text(text))
+    holdfast_agent::connection::send_text(socket, text)
         .await
         .map_err(|e| format!("cannot send: {e}"))
 }

@@ -20,6 +20,11 @@ pub const MIN_CONTROLLER_PROTOCOL: u32 = 1;
 /// Largest frame either side decodes. A plan for a host with hundreds of schedules is a few
 /// hundred KiB; anything near this limit is a bug or an attack.
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// Longest WebSocket frame an agent sends: a longer message (a host's whole snapshot list) goes
+/// as a text frame and continuation frames of at most this size. A WebSocket server keeps a
+/// connection's read buffer at the size of the largest frame it has read, so across 10,000
+/// connections this bounds the controller's memory, not the size of a message.
+pub const AGENT_FRAGMENT_BYTES: usize = 4 * 1024;
 /// Longest job id, in bytes, the controller accepts in a report.
 pub const MAX_JOB_ID_BYTES: usize = 256;
 /// WebSocket close code for a frame over [`MAX_FRAME_BYTES`] (RFC 6455 "Message Too Big").

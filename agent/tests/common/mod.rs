@@ -303,7 +303,9 @@ async fn connect(
         state.refused_upgrades.fetch_add(1, Ordering::SeqCst);
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    ws.on_upgrade(move |socket| session(state, socket))
+    // As strict as a controller may be about frames: an agent's longer messages come in pieces.
+    ws.max_frame_size(AGENT_FRAGMENT_BYTES)
+        .on_upgrade(move |socket| session(state, socket))
 }
 
 async fn session(state: Arc<ControllerState>, mut socket: WebSocket) {
