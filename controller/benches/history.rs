@@ -31,7 +31,9 @@
 //!
 //! Run: `cargo bench -p holdfast --bench history`, or at another scale
 //! `HOSTS=50 RUNS=16 cargo bench -p holdfast --bench history`. `HOLDFAST_BIN` runs another
-//! `holdfast` binary than the one cargo built for the bench.
+//! `holdfast` binary than the one cargo built for the bench. `WHOLE_FRAMES=1` has the agents
+//! send every message in one frame, as agents before 9888f62 did, instead of in frames of at
+//! most `AGENT_FRAGMENT_BYTES`.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs;
@@ -691,9 +693,12 @@ async fn agent_session(mut agent: SimulatedAgent) -> Result<(), String> {
 
 async fn send(socket: &mut Socket, message: &AgentMessage) -> Result<(), String> {
     let text = serde_json::to_string(message).expect("a message serialises");
-    holdfast_agent::connection::send_text(socket, text)
-        .await
-        .map_err(|e| format!("cannot send: {e}"))
+    let sent = if env_number("WHOLE_FRAMES", 0) == 1 {
+        socket.send(Message::text(text)).await
+    } else {
+        holdfast_agent::connection::send_text(socket, text).await
+    };
+    sent.map_err(|e| format!("cannot send: {e}"))
 }
 
 /// One scheduled run of one schedule.
