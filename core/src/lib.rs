@@ -1,5 +1,5 @@
 //! The pure core of Holdfast: the resources, a revision of them, validation, compile, versions,
-//! host selection, cron, run records and status computation. Values in, values out: no tokio,
+//! host selection, cron, run records, status computation and restic's retention policy. Values in, values out: no tokio,
 //! no SQLite, no Kubernetes client, no files. The controller (`holdfast`) adds every edge: where
 //! desired state is read, where status goes, the agent hub and the web surfaces.
 
@@ -10,6 +10,7 @@ pub mod diagnostics;
 pub mod facts;
 pub mod records;
 pub mod resources;
+pub mod retention;
 pub mod revision;
 pub mod runs;
 pub mod secrets;

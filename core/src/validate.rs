@@ -242,7 +242,7 @@ impl<'a> Validator<'a> {
                 ),
                 Some(r) => {
                     if let Some(within) = &r.keep_within
-                        && !is_restic_duration(within)
+                        && crate::retention::Within::parse(within).is_err()
                     {
                         s.error(
                             "spec.retention.keepWithin",
@@ -664,23 +664,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     }
 }
 
-/// restic's `--keep-within` syntax: numbers followed by y, m, d or h, such as `1y6m`.
-fn is_restic_duration(text: &str) -> bool {
-    let mut digits = 0;
-    let mut units = 0;
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            digits += 1;
-        } else if "ymdh".contains(c) && digits > 0 {
-            digits = 0;
-            units += 1;
-        } else {
-            return false;
-        }
-    }
-    digits == 0 && units > 0
-}
-
 /// restic's `--read-data-subset`: `n/t`, `p%`, or a size such as `500M`.
 fn is_read_data_subset(text: &str) -> bool {
     if let Some((n, t)) = text.split_once('/') {
@@ -709,11 +692,6 @@ mod tests {
 
     #[test]
     fn restic_syntaxes() {
-        assert!(is_restic_duration("2y5m7d3h"));
-        assert!(is_restic_duration("30d"));
-        assert!(!is_restic_duration("30"));
-        assert!(!is_restic_duration("d30"));
-        assert!(!is_restic_duration("30w"));
         assert!(is_read_data_subset("1/7"));
         assert!(is_read_data_subset("10%"));
         assert!(is_read_data_subset("500M"));
