@@ -156,7 +156,7 @@ pub fn preview(
         .into_iter()
         .map(|((hostname, paths), mut list)| {
             // Stable: the same time keeps the listed order.
-            list.sort_by(|a, b| b.time.cmp(&a.time));
+            list.sort_by_key(|d| std::cmp::Reverse(d.time));
             let (keep, remove) = policy.apply(&list, now);
             Group {
                 hostname,
