@@ -6,6 +6,8 @@
 //! refused with 405: in files mode the YAML in the config directory is the only way in.
 
 pub mod discovery;
+pub mod gnostic;
+pub mod openapi;
 pub mod page;
 pub mod selector;
 pub mod table;
@@ -75,6 +77,14 @@ pub fn router(controller: Arc<Controller>) -> Router {
             &format!("{v}/namespaces/{{namespace}}/{{plural}}/{{name}}/status"),
             read(item),
         )
+        .route("/openapi/v2", read(openapi_v2))
+        .route(
+            "/openapi/v3",
+            read(|| async {
+                bytes_response("application/json", &openapi::documents().v3_discovery)
+            }),
+        )
+        .route("/openapi/v3/{*path}", read(openapi_v3))
         .route(
             "/apis/{*rest}",
             read(|| async { not_found("the server could not find the requested resource", None) }),
@@ -109,6 +119,32 @@ fn json_response<T: Serialize>(value: &T) -> Response {
             format!("cannot encode the response: {e}"),
             None,
         ),
+    }
+}
+
+fn bytes_response(content_type: &'static str, body: &'static [u8]) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// `GET /openapi/v2`: protocol buffers when asked for them (client-go always does), else JSON.
+async fn openapi_v2(headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let documents = openapi::documents();
+    if accept.contains(gnostic::MEDIA_TYPE) {
+        bytes_response(gnostic::MEDIA_TYPE, &documents.v2_protobuf)
+    } else {
+        bytes_response("application/json", &documents.v2)
+    }
+}
+
+/// `GET /openapi/v3/apis/holdfast.dev/v1alpha1` (whatever its `hash`): the group's document.
+async fn openapi_v3(Path(path): Path<String>) -> Response {
+    match path == openapi::V3_GROUP_PATH {
+        true => bytes_response("application/json", &openapi::documents().v3_group),
+        false => not_found(&format!("no OpenAPI v3 document for {path}"), None),
     }
 }
 
