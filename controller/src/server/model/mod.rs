@@ -21,6 +21,7 @@ use kube::Resource;
 use serde::Serialize;
 
 pub use history::History;
+pub use settle::reference;
 
 use super::Controller;
 use super::changes::ChangeType;
@@ -151,6 +152,12 @@ impl ReadModel {
         });
         object["metadata"]["resourceVersion"] = resource_version.to_string().into();
         object
+    }
+
+    /// The uid of a Repo, Host or Schedule, as served.
+    pub fn uid(&self, kind: Kind, namespace: &str, name: &str) -> Option<&str> {
+        let id = (kind, namespace.to_string(), name.to_string());
+        self.stored.get(&id).map(|o| o.meta.uid.as_str())
     }
 
     /// The stored identities and statuses; the objects come with the first recompute.
@@ -370,7 +377,12 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         revision,
         host_status: computed_hosts,
     };
+    let decided = std::mem::take(&mut writer.decided);
     publish(controller, &previous, writer, revisions, objects)?;
+    // Recorded once the objects they are about are served.
+    for (regarding, decision) in decided {
+        controller.backend.record(regarding, decision);
+    }
     Ok(until)
 }
 
@@ -609,6 +621,7 @@ mod tests {
         let (controller, _data) = controller(Box::new(Mirror {
             stores,
             leading: false,
+            events: Default::default(),
         }));
         rebuild(&controller).expect("rebuilt");
         let model = controller.model();
@@ -633,6 +646,7 @@ mod tests {
         let (controller, _data) = controller(Box::new(Mirror {
             stores,
             leading: true,
+            events: Default::default(),
         }));
         let repo: Repo = serde_json::from_value(serde_json::json!({
             "apiVersion": "holdfast.dev/v1alpha1", "kind": "Repo",
@@ -716,6 +730,7 @@ mod tests {
         let (controller, _data) = controller(Box::new(Mirror {
             stores,
             leading: true,
+            events: Default::default(),
         }));
         controller.state().revision = Arc::new(crate::revision::Revision {
             hosts: vec![web_1(serde_json::Value::Null)],
@@ -736,6 +751,7 @@ mod tests {
         let (controller, _data) = controller(Box::new(Mirror {
             stores: empty(),
             leading: true,
+            events: Default::default(),
         }));
         let object = |kind: &str, name: &str, spec: serde_json::Value| {
             serde_json::json!({
@@ -867,6 +883,7 @@ mod tests {
         let (controller, _data) = controller(Box::new(Mirror {
             stores,
             leading: true,
+            events: Default::default(),
         }));
         {
             let mut state = controller.state();
@@ -996,6 +1013,7 @@ mod tests {
         let (controller, data) = controller(Box::new(Mirror {
             stores: empty(),
             leading: true,
+            events: Default::default(),
         }));
         in_force(&controller);
         (controller, data)
@@ -1128,6 +1146,7 @@ mod tests {
             Box::new(Mirror {
                 stores: empty(),
                 leading: true,
+                events: Default::default(),
             }),
         )
         .expect("opens");

@@ -6,6 +6,7 @@
 //! refused with 405: in files mode the YAML in the config directory is the only way in.
 
 pub mod discovery;
+pub mod events;
 pub mod gnostic;
 pub mod openapi;
 pub mod page;
@@ -51,6 +52,42 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route(
             "/api",
             read(|| async { json_response(&discovery::api_versions()) }),
+        )
+        .route(
+            "/api/v1",
+            read(|| async { json_response(&events::core_resources()) }),
+        )
+        .route(
+            "/api/v1/events",
+            read(|s, q, h| events::all_namespaces(events::Api::Core, s, q, h)),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/events",
+            read(|s, p, q, h| events::namespaced(events::Api::Core, s, p, q, h)),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/events/{name}",
+            read(|s, p| events::item(events::Api::Core, s, p)),
+        )
+        .route(
+            "/apis/events.k8s.io",
+            read(|| async { json_response(&events::group()) }),
+        )
+        .route(
+            "/apis/events.k8s.io/v1",
+            read(|| async { json_response(&events::resources()) }),
+        )
+        .route(
+            "/apis/events.k8s.io/v1/events",
+            read(|s, q, h| events::all_namespaces(events::Api::Events, s, q, h)),
+        )
+        .route(
+            "/apis/events.k8s.io/v1/namespaces/{namespace}/events",
+            read(|s, p, q, h| events::namespaced(events::Api::Events, s, p, q, h)),
+        )
+        .route(
+            "/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}",
+            read(|s, p| events::item(events::Api::Events, s, p)),
         )
         .route(
             "/apis",
@@ -203,10 +240,12 @@ struct Request {
 }
 
 impl Request {
+    /// `fields`: the fields the kind may be selected by.
     fn parse(
         namespace: Option<String>,
         params: &BTreeMap<String, String>,
         headers: &HeaderMap,
+        fields: &[&str],
     ) -> Result<Request, RequestError> {
         let param = |k: &str| params.get(k).map(String::as_str).unwrap_or_default();
         let include = match param("includeObject") {
@@ -233,7 +272,7 @@ impl Request {
         Ok(Request {
             namespace,
             labels: selector::labels(param("labelSelector"))?,
-            fields: selector::fields(param("fieldSelector"))?,
+            fields: selector::fields(param("fieldSelector"), fields)?,
             table: table_version(headers),
             include,
             watch: matches!(param("watch"), "true" | "1"),
@@ -333,7 +372,7 @@ fn collection(
     let Some(served) = discovery::by_plural(plural) else {
         return unknown_kind(plural);
     };
-    let request = match Request::parse(namespace, params, headers) {
+    let request = match Request::parse(namespace, params, headers, selector::NAME_AND_NAMESPACE) {
         Ok(r) => r,
         Err(e) => return bad_request(e.to_string()),
     };
@@ -389,7 +428,12 @@ async fn item(
     let Some(served) = discovery::by_plural(&plural) else {
         return unknown_kind(&plural);
     };
-    let request = match Request::parse(Some(namespace.clone()), &params, &headers) {
+    let request = match Request::parse(
+        Some(namespace.clone()),
+        &params,
+        &headers,
+        selector::NAME_AND_NAMESPACE,
+    ) {
         Ok(r) => r,
         Err(e) => return bad_request(e.to_string()),
     };
@@ -677,7 +721,13 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let r = Request::parse(Some("default".into()), &params, &HeaderMap::new()).expect("parses");
+        let r = Request::parse(
+            Some("default".into()),
+            &params,
+            &HeaderMap::new(),
+            selector::NAME_AND_NAMESPACE,
+        )
+        .expect("parses");
         let object = |ns: &str, name: &str, host: &str| json!({"metadata": {"namespace": ns, "name": name, "labels": {"holdfast.dev/host": host}}});
         assert!(r.selects(&object("default", "new", "web-1")));
         assert!(!r.selects(&object("default", "old", "web-1")));
@@ -695,10 +745,15 @@ mod tests {
             ("timeoutSeconds", "-1", "invalid timeoutSeconds"),
         ] {
             let params = BTreeMap::from([(k.to_string(), v.to_string())]);
-            let e = Request::parse(None, &params, &HeaderMap::new())
-                .err()
-                .unwrap_or_else(|| panic!("{k}={v} was accepted"))
-                .to_string();
+            let e = Request::parse(
+                None,
+                &params,
+                &HeaderMap::new(),
+                selector::NAME_AND_NAMESPACE,
+            )
+            .err()
+            .unwrap_or_else(|| panic!("{k}={v} was accepted"))
+            .to_string();
             assert!(e.contains(says), "{k}={v}: {e}");
         }
     }
