@@ -7,8 +7,11 @@
 use prost::Message;
 use serde_json::Value;
 
-/// The media type client-go asks `/openapi/v2` for.
+/// The media type client-go asks `/openapi/v2` for; `@` is not allowed in a media type, so
+/// the API server answers with [`CONTENT_TYPE`] (Go's `mime` refuses the other).
 pub const MEDIA_TYPE: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The newer name of the same type, which the API server also accepts and always answers with.
+pub const CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 #[derive(Clone, PartialEq, Message)]
 pub struct Document {

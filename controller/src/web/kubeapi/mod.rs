@@ -170,8 +170,8 @@ async fn openapi_v2(headers: HeaderMap) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let documents = openapi::documents();
-    if accept.contains(gnostic::MEDIA_TYPE) {
-        bytes_response(gnostic::MEDIA_TYPE, &documents.v2_protobuf)
+    if accept.contains(gnostic::MEDIA_TYPE) || accept.contains(gnostic::CONTENT_TYPE) {
+        bytes_response(gnostic::CONTENT_TYPE, &documents.v2_protobuf)
     } else {
         bytes_response("application/json", &documents.v2)
     }
