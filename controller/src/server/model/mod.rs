@@ -1182,4 +1182,88 @@ mod tests {
             .0;
         assert_eq!(names(&kept), ["ok-4", "ok-5"]);
     }
+
+    /// The Events (reason, kind and name regarded, its uid) the backend was given.
+    fn recorded(controller: &Controller) -> Vec<(String, String, String, Option<String>)> {
+        let log = controller
+            .backend
+            .events()
+            .expect("the test backend keeps them");
+        log.list(Utc::now())
+            .0
+            .iter()
+            .map(|e| {
+                let r = &e.regarding;
+                (
+                    e.reason.clone(),
+                    r.kind.clone().unwrap_or_default(),
+                    r.name.clone().unwrap_or_default(),
+                    r.uid.clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn status_changes_that_decide_something_are_events_about_their_objects() {
+        use crate::resources::Phase;
+        let (controller, _data) = leading();
+        let host = HostKey::new("default", "web-1");
+        let version = |v: u64| crate::versions::Versioned {
+            version: v,
+            digest: format!("sha256:{v}"),
+        };
+        controller.state().versions.insert(host.clone(), version(1));
+        rebuild(&controller).expect("rebuilt");
+        assert!(
+            recorded(&controller).is_empty(),
+            "first sight decides nothing"
+        );
+
+        controller.state().versions.insert(host.clone(), version(2));
+        controller
+            .store()
+            .save_run(&finished("bad-1", Phase::Failed, 1))
+            .expect("saved");
+        controller
+            .store()
+            .save_run(&finished("gone-2", Phase::Missed, 2))
+            .expect("saved");
+        rebuild(&controller).expect("rebuilt");
+        let model = controller.model();
+        let uid = |kind: Kind, name: &str| model.uid(kind, "default", name).map(String::from);
+        let backup_uid = controller
+            .record(Kind::Backup, "default", "bad-1")
+            .expect("read")
+            .and_then(|b| b["metadata"]["uid"].as_str().map(String::from));
+        let mut events = recorded(&controller);
+        events.sort();
+        assert_eq!(
+            events,
+            [
+                (
+                    "RunFailed".into(),
+                    "Backup".into(),
+                    "bad-1".into(),
+                    backup_uid
+                ),
+                (
+                    "ScheduleMissed".into(),
+                    "Schedule".into(),
+                    "nightly".into(),
+                    uid(Kind::Schedule, "nightly")
+                ),
+                (
+                    "ScheduleVersionChanged".into(),
+                    "Host".into(),
+                    "web-1".into(),
+                    uid(Kind::Host, "web-1")
+                ),
+            ]
+        );
+
+        // Nothing changed: nothing more is decided.
+        rebuild(&controller).expect("rebuilt");
+        assert_eq!(recorded(&controller).len(), 3);
+    }
 }

@@ -561,3 +561,100 @@ impl EventWatch {
         self.lines.push_back(Bytes::from(line));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ObjectReference;
+
+    fn repeated() -> Recorded {
+        let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).expect("a time");
+        Recorded {
+            name: "web-1.1".into(),
+            namespace: "default".into(),
+            uid: "u-e".into(),
+            regarding: ObjectReference {
+                api_version: Some("holdfast.dev/v1alpha1".into()),
+                kind: Some("Host".into()),
+                name: Some("web-1".into()),
+                namespace: Some("default".into()),
+                uid: Some("u-web-1".into()),
+                ..ObjectReference::default()
+            },
+            warning: true,
+            reason: "AgentOffline".into(),
+            note: "gone".into(),
+            count: 3,
+            first: at(0),
+            last: at(60),
+            resource_version: 9,
+            created: 4,
+        }
+    }
+
+    #[test]
+    fn an_event_renders_in_both_apis_with_its_count() {
+        let e = repeated();
+        let core = Api::Core.render(&e);
+        assert_eq!(
+            (core["apiVersion"].as_str(), core["kind"].as_str()),
+            (Some("v1"), Some("Event"))
+        );
+        assert_eq!(core["involvedObject"]["uid"], "u-web-1");
+        assert_eq!(core["count"], 3);
+        assert_eq!(core["type"], "Warning");
+        assert_eq!(core["source"]["component"], "holdfast");
+        assert_eq!(core["metadata"]["resourceVersion"], "9");
+        let newer = Api::Events.render(&e);
+        assert_eq!(newer["apiVersion"], "events.k8s.io/v1");
+        assert_eq!(newer["regarding"]["name"], "web-1");
+        assert_eq!(newer["note"], "gone");
+        assert_eq!(newer["series"]["count"], 3);
+    }
+
+    #[test]
+    fn selectors_read_the_fields_describe_and_kubectl_events_send() {
+        let e = repeated();
+        for (selector, selected) in [
+            (
+                "involvedObject.kind=Host,involvedObject.name=web-1,involvedObject.namespace=default,involvedObject.uid=u-web-1",
+                true,
+            ),
+            ("involvedObject.apiVersion=holdfast.dev/v1alpha1", true),
+            ("regarding.name=web-2", false),
+            ("type=Warning,reason=AgentOffline", true),
+            ("reason!=AgentOffline", false),
+        ] {
+            let fields = super::super::selector::fields(selector, FIELDS).expect(selector);
+            assert_eq!(
+                fields.matches_with(|f| field(&e, f)),
+                selected,
+                "{selector}"
+            );
+        }
+        assert!(super::super::selector::fields("spec.host=x", FIELDS).is_err());
+    }
+
+    #[test]
+    fn a_row_has_the_api_servers_cells() {
+        let e = repeated();
+        let now = e.last + chrono::TimeDelta::seconds(30);
+        let cells = cells(&e, now);
+        assert_eq!(cells.len(), columns().len());
+        assert_eq!(
+            cells,
+            [
+                json!("30s"),
+                json!("Warning"),
+                json!("AgentOffline"),
+                json!("host/web-1"),
+                json!(""),
+                json!("holdfast"),
+                json!("gone"),
+                json!("90s"),
+                json!(3),
+                json!("web-1.1"),
+            ]
+        );
+    }
+}
