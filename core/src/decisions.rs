@@ -35,7 +35,7 @@ impl Decision {
 
 /// What a Host's status change decided. Nothing on first sight (`before` is `None`): the
 /// controller has no earlier state to compare with.
-pub fn host(before: Option<&HostStatus>, after: &HostStatus) -> Vec<Decision> {
+pub fn host_status_changed(before: Option<&HostStatus>, after: &HostStatus) -> Vec<Decision> {
     let Some(before) = before else {
         return Vec::new();
     };
@@ -81,7 +81,7 @@ fn stage(phase: Option<Phase>) -> u8 {
 
 /// What a run's phase change decided about the run itself: a person's request went to its
 /// agent (`Dispatched`), or the run failed (`RunFailed`, with the run's message).
-pub fn run(
+pub fn run_phase_changed(
     requested: bool,
     host: &str,
     before: Option<Phase>,
@@ -89,7 +89,8 @@ pub fn run(
     message: Option<&str>,
 ) -> Vec<Decision> {
     let mut out = Vec::new();
-    if requested && stage(before) < stage(Some(Phase::Dispatched)) && stage(after) >= 2 {
+    let dispatched = stage(Some(Phase::Dispatched));
+    if requested && stage(before) < dispatched && stage(after) >= dispatched {
         out.push(Decision::normal(
             "Dispatched",
             format!("sent to the agent of host {host}"),
@@ -107,7 +108,7 @@ pub fn run(
 }
 
 /// A scheduled run that turned `Missed`: a decision about its Schedule.
-pub fn missed(
+pub fn run_missed(
     before: Option<Phase>,
     after: Option<Phase>,
     host: &str,
@@ -122,7 +123,7 @@ pub fn missed(
 }
 
 /// An object that keeps the newest revision from validating, with what is wrong with it.
-pub fn rejected(problems: &[String]) -> Decision {
+pub fn revision_rejected(problems: &[String]) -> Decision {
     Decision::warning(
         "RevisionRejected",
         format!(
@@ -151,16 +152,19 @@ mod tests {
 
     #[test]
     fn a_host_decides_on_its_version_and_its_agent() {
-        assert!(host(None, &status(true, 3)).is_empty(), "first sight");
-        assert!(host(Some(&status(true, 3)), &status(true, 3)).is_empty());
-        let bumped = host(Some(&status(true, 3)), &status(true, 4));
+        assert!(
+            host_status_changed(None, &status(true, 3)).is_empty(),
+            "first sight"
+        );
+        assert!(host_status_changed(Some(&status(true, 3)), &status(true, 3)).is_empty());
+        let bumped = host_status_changed(Some(&status(true, 3)), &status(true, 4));
         assert_eq!(reasons(&bumped), ["ScheduleVersionChanged"]);
         assert!(bumped[0].note.contains("4 (was 3)"), "{}", bumped[0].note);
         assert!(!bumped[0].warning);
-        let connected = host(Some(&status(false, 3)), &status(true, 3));
+        let connected = host_status_changed(Some(&status(false, 3)), &status(true, 3));
         assert_eq!(reasons(&connected), ["AgentConnected"]);
         assert!(connected[0].note.contains("0.1.0"));
-        let offline = host(Some(&status(true, 3)), &status(false, 4));
+        let offline = host_status_changed(Some(&status(true, 3)), &status(false, 4));
         assert_eq!(
             reasons(&offline),
             ["ScheduleVersionChanged", "AgentOffline"]
@@ -171,7 +175,9 @@ mod tests {
     #[test]
     fn a_run_decides_on_dispatch_and_failure() {
         use Phase::*;
-        let r = |requested, before, after| reasons(&run(requested, "web-1", before, after, None));
+        let r = |requested, before, after| {
+            reasons(&run_phase_changed(requested, "web-1", before, after, None))
+        };
         assert_eq!(r(true, None, Some(Dispatched)), ["Dispatched"]);
         assert_eq!(
             r(true, Some(Pending), Some(Running)),
@@ -192,11 +198,11 @@ mod tests {
             ["RunFailed"]
         );
         assert!(r(false, Some(Failed), Some(Failed)).is_empty());
-        let failed = run(false, "web-1", Some(Running), Some(Failed), Some("exit 1"));
+        let failed = run_phase_changed(false, "web-1", Some(Running), Some(Failed), Some("exit 1"));
         assert_eq!(failed[0].note, "exit 1");
-        assert!(missed(None, Some(Missed), "web-1", "nightly-web-1-1").is_some());
-        assert!(missed(Some(Missed), Some(Missed), "web-1", "n").is_none());
-        let rejected = rejected(&["spec.cron: bad".into(), "spec.repo: none".into()]);
+        assert!(run_missed(None, Some(Missed), "web-1", "nightly-web-1-1").is_some());
+        assert!(run_missed(Some(Missed), Some(Missed), "web-1", "n").is_none());
+        let rejected = revision_rejected(&["spec.cron: bad".into(), "spec.repo: none".into()]);
         assert!(rejected.note.ends_with("spec.cron: bad; spec.repo: none"));
     }
 }

@@ -1,7 +1,8 @@
 //! The Events the controller records in files mode, where there is no API server to hold them:
-//! in memory, as the API server's own are short-lived (an hour by default). At most [`KEEP`],
-//! none older than [`TTL`]; a decision repeated about the same object with the same note
-//! within that time adds to its Event's count, as the API server's event correlator does.
+//! in memory, as the API server's own are short-lived (an hour by default). At most
+//! [`KEEP_EVENTS`], none older than [`EVENT_TTL`]; a decision repeated about the same object with
+//! the same note within that time adds to its Event's count, as the API server's event
+//! correlator does.
 //!
 //! In memory rather than SQLite: Events are an hour's account of what the controller did,
 //! not state; a fleet-wide change makes one per host, which would be as many writes; and a
@@ -20,13 +21,13 @@ use tokio::sync::broadcast;
 use crate::decisions::Decision;
 
 /// How many Events are kept.
-pub const KEEP: usize = 1_000;
+pub const KEEP_EVENTS: usize = 1_000;
 /// How long an Event is kept after it last happened.
-pub const TTL: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+pub const EVENT_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 /// One Event as recorded.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Recorded {
+pub struct RecordedEvent {
     /// `<object name>.<hex of the first time in nanoseconds>`, as the API server's clients
     /// name Events; unique per object.
     pub name: String,
@@ -48,17 +49,20 @@ pub struct Recorded {
 }
 
 /// What a watch of the log has missed, and a receiver for what comes next.
-pub type Resume = (Vec<Arc<Recorded>>, broadcast::Receiver<Arc<Recorded>>);
+pub type EventResume = (
+    Vec<Arc<RecordedEvent>>,
+    broadcast::Receiver<Arc<RecordedEvent>>,
+);
 
 pub struct EventLog {
     inner: Mutex<Inner>,
-    tx: broadcast::Sender<Arc<Recorded>>,
+    tx: broadcast::Sender<Arc<RecordedEvent>>,
 }
 
 #[derive(Default)]
 struct Inner {
     /// In resourceVersion order (a repeat moves its Event to the end).
-    events: VecDeque<Arc<Recorded>>,
+    events: VecDeque<Arc<RecordedEvent>>,
     resource_version: i64,
     /// The newest resourceVersion dropped from the log: a watch from before it may have
     /// missed a change.
@@ -69,7 +73,7 @@ impl Default for EventLog {
     fn default() -> EventLog {
         EventLog {
             inner: Mutex::default(),
-            tx: broadcast::channel(KEEP).0,
+            tx: broadcast::channel(KEEP_EVENTS).0,
         }
     }
 }
@@ -84,14 +88,15 @@ impl EventLog {
         let mut inner = self.inner();
         inner.resource_version += 1;
         let resource_version = inner.resource_version;
+        // The reason first: it tells most Events apart at the cost of a short comparison.
         let same = inner.events.iter().position(|e| {
-            e.regarding == regarding
-                && e.reason == decision.reason
+            e.reason == decision.reason
+                && e.regarding == regarding
                 && e.note == decision.note
                 && e.warning == decision.warning
         });
         let event = match same.and_then(|i| inner.events.remove(i)) {
-            Some(before) => Recorded {
+            Some(before) => RecordedEvent {
                 count: before.count.saturating_add(1),
                 last: now,
                 resource_version,
@@ -100,7 +105,7 @@ impl EventLog {
             None => {
                 let name = regarding.name.clone().unwrap_or_default();
                 let nanos = now.timestamp_nanos_opt().unwrap_or_default();
-                Recorded {
+                RecordedEvent {
                     name: format!("{name}.{nanos:x}"),
                     namespace: regarding.namespace.clone().unwrap_or_default(),
                     uid: crate::store::new_uid(),
@@ -119,7 +124,7 @@ impl EventLog {
         let event = Arc::new(event);
         inner.events.push_back(event.clone());
         while let Some(oldest) = inner.events.front() {
-            if inner.events.len() <= KEEP && oldest.last + TTL > now {
+            if inner.events.len() <= KEEP_EVENTS && oldest.last + EVENT_TTL > now {
                 break;
             }
             let dropped = oldest.resource_version;
@@ -131,12 +136,12 @@ impl EventLog {
     }
 
     /// Every Event kept, oldest change first, and the log's resourceVersion.
-    pub fn list(&self, now: DateTime<Utc>) -> (Vec<Arc<Recorded>>, i64) {
+    pub fn list(&self, now: DateTime<Utc>) -> (Vec<Arc<RecordedEvent>>, i64) {
         let inner = self.inner();
         let kept = inner
             .events
             .iter()
-            .filter(|e| e.last + TTL > now)
+            .filter(|e| e.last + EVENT_TTL > now)
             .cloned()
             .collect();
         (kept, inner.resource_version)
@@ -150,7 +155,7 @@ impl EventLog {
     /// The Events changed after `resource_version` (every one kept when `None`), and a
     /// receiver for the next changes; `None` when the log no longer holds everything after
     /// that version, or never reached it (a version from before a restart).
-    pub fn since(&self, resource_version: Option<i64>) -> Option<Resume> {
+    pub fn since(&self, resource_version: Option<i64>) -> Option<EventResume> {
         let inner = self.inner();
         let after = resource_version.unwrap_or(i64::MIN);
         if resource_version.is_some_and(|rv| rv < inner.dropped || rv > inner.resource_version) {
@@ -221,11 +226,11 @@ mod tests {
     #[test]
     fn the_log_keeps_a_thousand_events_of_the_last_hour() {
         let log = EventLog::default();
-        for i in 0..(KEEP as i64 + 5) {
+        for i in 0..(KEEP_EVENTS as i64 + 5) {
             log.record(host(&format!("h-{i}")), offline(), at(i));
         }
         let (events, _) = log.list(at(2000));
-        assert_eq!(events.len(), KEEP);
+        assert_eq!(events.len(), KEEP_EVENTS);
         assert_eq!(events[0].regarding.name.as_deref(), Some("h-5"));
         assert!(
             log.since(Some(3)).is_none(),
@@ -233,12 +238,12 @@ mod tests {
         );
         assert!(log.since(Some(5)).is_some());
         let (all, _) = log.since(None).expect("the whole log");
-        assert_eq!(all.len(), KEEP);
+        assert_eq!(all.len(), KEEP_EVENTS);
         // An hour after the last one, the next decision finds the log empty of the old ones.
-        log.record(host("late"), offline(), at(KEEP as i64 + 3600 * 2));
-        let (events, _) = log.list(at(KEEP as i64 + 3600 * 2));
+        log.record(host("late"), offline(), at(KEEP_EVENTS as i64 + 3600 * 2));
+        let (events, _) = log.list(at(KEEP_EVENTS as i64 + 3600 * 2));
         assert_eq!(events.len(), 1);
-        let (listed, _) = log.list(at(KEEP as i64 + 3600 * 4));
+        let (listed, _) = log.list(at(KEEP_EVENTS as i64 + 3600 * 4));
         assert!(listed.is_empty(), "expired events are not listed");
     }
 

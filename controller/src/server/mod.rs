@@ -276,9 +276,9 @@ impl Controller {
                 continue;
             }
             let uid = model.uid(key.kind, &key.namespace, &key.name);
-            let regarding = model::reference(key.kind, &key.namespace, &key.name, uid);
+            let regarding = model::event_reference(key.kind, &key.namespace, &key.name, uid);
             self.backend
-                .record(regarding, crate::decisions::rejected(&problems));
+                .record(regarding, crate::decisions::revision_rejected(&problems));
         }
     }
 

@@ -21,7 +21,7 @@ use kube::Resource;
 use serde::Serialize;
 
 pub use history::History;
-pub use settle::reference;
+pub use settle::event_reference;
 
 use super::Controller;
 use super::changes::ChangeType;
@@ -379,7 +379,7 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
     };
     let decided = std::mem::take(&mut writer.decided);
     publish(controller, &previous, writer, revisions, objects)?;
-    // Recorded once the objects they are about are served.
+    // RecordedEvent once the objects they are about are served.
     for (regarding, decision) in decided {
         controller.backend.record(regarding, decision);
     }

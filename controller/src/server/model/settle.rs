@@ -187,7 +187,7 @@ impl Decides for Host {
             return Vec::new();
         };
         let before: Option<HostStatus> = before.and_then(|b| serde_json::from_str(b).ok());
-        decisions::host(before.as_ref(), after)
+        decisions::host_status_changed(before.as_ref(), after)
             .into_iter()
             .map(|d| (None, d))
             .collect()
@@ -215,12 +215,15 @@ fn run_decided(
         .as_ref()
         .is_none_or(|l| !l.contains_key(crate::resources::MANAGED_BY.0));
     let mut out: Vec<(Option<String>, Decision)> =
-        decisions::run(requested, host, was, after.phase, after.message.as_deref())
+        decisions::run_phase_changed(requested, host, was, after.phase, after.message.as_deref())
             .into_iter()
             .map(|d| (None, d))
             .collect();
     let name = meta.name.as_deref().unwrap_or_default();
-    if let (Some(schedule), Some(d)) = (schedule, decisions::missed(was, after.phase, host, name)) {
+    if let (Some(schedule), Some(d)) = (
+        schedule,
+        decisions::run_missed(was, after.phase, host, name),
+    ) {
         out.push((Some(schedule.to_string()), d));
     }
     out
@@ -251,7 +254,12 @@ impl Decides for Restore {
 }
 
 /// A reference to one of Holdfast's objects, as an Event's `involvedObject` / `regarding`.
-pub fn reference(kind: Kind, namespace: &str, name: &str, uid: Option<&str>) -> ObjectReference {
+pub fn event_reference(
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    uid: Option<&str>,
+) -> ObjectReference {
     ObjectReference {
         api_version: Some(crate::resources::API_VERSION.into()),
         kind: Some(kind.as_str().into()),
@@ -491,7 +499,7 @@ impl<'a> Writer<'a> {
         if unchanged.is_none() && self.computed {
             for (schedule, decision) in object.decided(before.and_then(|b| b.status.as_deref())) {
                 let regarding = match schedule {
-                    None => reference(id.0, &id.1, &id.2, Some(&stored.meta.uid)),
+                    None => event_reference(id.0, &id.1, &id.2, Some(&stored.meta.uid)),
                     Some(name) => {
                         let schedule = (Kind::Schedule, id.1.clone(), name);
                         let uid = self
@@ -499,7 +507,7 @@ impl<'a> Writer<'a> {
                             .get(&schedule)
                             .or(self.previous.get(&schedule))
                             .map(|s| s.meta.uid.as_str());
-                        reference(Kind::Schedule, &schedule.1, &schedule.2, uid)
+                        event_reference(Kind::Schedule, &schedule.1, &schedule.2, uid)
                     }
                 };
                 self.decided.push((regarding, decision));

@@ -111,7 +111,7 @@ pub fn api_versions() -> APIVersions {
 /// `GET /apis`: Holdfast's group, and `events.k8s.io` for Events.
 pub fn group_list() -> APIGroupList {
     APIGroupList {
-        groups: vec![group(), super::events::group()],
+        groups: vec![group(), super::events::events_group()],
     }
 }
 

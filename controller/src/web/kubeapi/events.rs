@@ -24,11 +24,11 @@ use tokio::sync::broadcast;
 use super::table::{self, Column};
 use super::{Open, Request, failure, json_response, not_found};
 use crate::server::Controller;
-use crate::server::events::{EventLog, Recorded};
+use crate::server::events::{EventLog, RecordedEvent};
 
 /// The group of the newer Events API.
-pub const GROUP: &str = "events.k8s.io";
-pub const GROUP_VERSION: &str = "events.k8s.io/v1";
+pub const EVENTS_GROUP: &str = "events.k8s.io";
+pub const EVENTS_GROUP_VERSION: &str = "events.k8s.io/v1";
 /// Who records them, as `source.component` and `reportingController`.
 const COMPONENT: &str = "holdfast";
 
@@ -57,21 +57,21 @@ const FIELDS: &[&str] = &[
 
 /// Which of the two Event APIs a request is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Api {
+pub enum EventApi {
     Core,
     Events,
 }
 
-impl Api {
+impl EventApi {
     fn api_version(self) -> &'static str {
         match self {
-            Api::Core => "v1",
-            Api::Events => GROUP_VERSION,
+            EventApi::Core => "v1",
+            EventApi::Events => EVENTS_GROUP_VERSION,
         }
     }
 
     /// One Event as this API serves it.
-    pub fn render(self, e: &Recorded) -> Value {
+    pub fn event_object(self, e: &RecordedEvent) -> Value {
         let metadata = ObjectMeta {
             name: Some(e.name.clone()),
             namespace: Some(e.namespace.clone()),
@@ -87,7 +87,7 @@ impl Api {
         });
         let micro = |t: DateTime<Utc>| MicroTime(crate::time::k8s(t).0);
         let value = match self {
-            Api::Core => serde_json::to_value(k8s_openapi::api::core::v1::Event {
+            EventApi::Core => serde_json::to_value(k8s_openapi::api::core::v1::Event {
                 metadata,
                 involved_object: e.regarding.clone(),
                 reason: Some(e.reason.clone()),
@@ -101,7 +101,7 @@ impl Api {
                 action: Some("Reconcile".into()),
                 ..Default::default()
             }),
-            Api::Events => serde_json::to_value(k8s_openapi::api::events::v1::Event {
+            EventApi::Events => serde_json::to_value(k8s_openapi::api::events::v1::Event {
                 metadata,
                 event_time: Some(micro(e.first)),
                 regarding: Some(e.regarding.clone()),
@@ -127,7 +127,7 @@ impl Api {
 }
 
 /// What a field selector reads of an Event.
-fn field(e: &Recorded, name: &str) -> String {
+fn field(e: &RecordedEvent, name: &str) -> String {
     let r = &e.regarding;
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
     match name {
@@ -149,7 +149,7 @@ fn field(e: &Recorded, name: &str) -> String {
 
 /// Whether `request` asks for `e`. Events carry no labels: a label selector keeps them only
 /// when it selects an object without labels.
-fn selects(request: &Request, e: &Recorded) -> bool {
+fn selects(request: &Request, e: &RecordedEvent) -> bool {
     request
         .namespace
         .as_deref()
@@ -159,7 +159,7 @@ fn selects(request: &Request, e: &Recorded) -> bool {
 }
 
 /// `GET /api/v1`: the core group holds only Events here.
-pub fn core_resources() -> APIResourceList {
+pub fn core_resource_list() -> APIResourceList {
     APIResourceList {
         group_version: "v1".into(),
         resources: vec![resource(&["ev"])],
@@ -167,13 +167,13 @@ pub fn core_resources() -> APIResourceList {
 }
 
 /// `GET /apis/events.k8s.io`.
-pub fn group() -> APIGroup {
+pub fn events_group() -> APIGroup {
     let version = GroupVersionForDiscovery {
-        group_version: GROUP_VERSION.into(),
+        group_version: EVENTS_GROUP_VERSION.into(),
         version: "v1".into(),
     };
     APIGroup {
-        name: GROUP.into(),
+        name: EVENTS_GROUP.into(),
         preferred_version: Some(version.clone()),
         server_address_by_client_cidrs: None,
         versions: vec![version],
@@ -181,9 +181,9 @@ pub fn group() -> APIGroup {
 }
 
 /// `GET /apis/events.k8s.io/v1`.
-pub fn resources() -> APIResourceList {
+pub fn events_resource_list() -> APIResourceList {
     APIResourceList {
-        group_version: GROUP_VERSION.into(),
+        group_version: EVENTS_GROUP_VERSION.into(),
         resources: vec![resource(&[])],
     }
 }
@@ -255,7 +255,7 @@ fn columns() -> Vec<Column> {
 }
 
 /// The cells of one Event, as the API server's event printer makes them.
-fn cells(e: &Recorded, now: DateTime<Utc>) -> Vec<Value> {
+fn cells(e: &RecordedEvent, now: DateTime<Utc>) -> Vec<Value> {
     let r = &e.regarding;
     let kind = r.kind.as_deref().unwrap_or_default().to_lowercase();
     let object = match r.name.as_deref() {
@@ -300,8 +300,8 @@ fn on_the_api_server() -> Response {
     )
 }
 
-pub async fn all_namespaces(
-    api: Api,
+pub async fn events_in_all_namespaces(
+    api: EventApi,
     State(c): State<Arc<Controller>>,
     Query(params): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
@@ -309,8 +309,8 @@ pub async fn all_namespaces(
     collection(api, &c, None, &params, &headers)
 }
 
-pub async fn namespaced(
-    api: Api,
+pub async fn events_in_namespace(
+    api: EventApi,
     State(c): State<Arc<Controller>>,
     Path(namespace): Path<String>,
     Query(params): Query<BTreeMap<String, String>>,
@@ -320,7 +320,7 @@ pub async fn namespaced(
 }
 
 fn collection(
-    api: Api,
+    api: EventApi,
     c: &Controller,
     namespace: Option<String>,
     params: &BTreeMap<String, String>,
@@ -364,7 +364,7 @@ fn collection(
     };
     let now = Utc::now();
     let (events, current) = log.list(now);
-    let mut selected: Vec<&Recorded> = events
+    let mut selected: Vec<&RecordedEvent> = events
         .iter()
         .map(|e| &**e)
         .filter(|e| selects(&request, e))
@@ -390,7 +390,7 @@ fn collection(
                 name: last.name.clone(),
             })
         });
-    let objects: Vec<Value> = selected.iter().map(|e| api.render(e)).collect();
+    let objects: Vec<Value> = selected.iter().map(|e| api.event_object(e)).collect();
     let mut list = match request.table {
         Some(table_version) => table::table_of(
             table_version,
@@ -417,8 +417,8 @@ fn collection(
     json_response(&list)
 }
 
-pub async fn item(
-    api: Api,
+pub async fn event_item(
+    api: EventApi,
     State(c): State<Arc<Controller>>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
@@ -430,7 +430,7 @@ pub async fn item(
         .iter()
         .find(|e| e.namespace == namespace && e.name == name)
     {
-        Some(e) => json_response(&api.render(e)),
+        Some(e) => json_response(&api.event_object(e)),
         None => not_found(
             &format!("events \"{name}\" not found"),
             Some(StatusDetails {
@@ -445,7 +445,7 @@ pub async fn item(
 /// A watch of the log: from a resourceVersion, the Events changed after it; without one (or
 /// 0), every Event kept as ADDED; then each change as it comes, until the client leaves or
 /// `timeoutSeconds`.
-fn watch(api: Api, c: &Controller, log: &EventLog, request: Request) -> Response {
+fn watch(api: EventApi, c: &Controller, log: &EventLog, request: Request) -> Response {
     let from = request.resource_version.filter(|&rv| rv != 0);
     let Some((missed, receiver)) = log.since(from) else {
         return failure(
@@ -511,9 +511,9 @@ fn watch(api: Api, c: &Controller, log: &EventLog, request: Request) -> Response
 }
 
 struct EventWatch {
-    api: Api,
+    api: EventApi,
     request: Request,
-    receiver: broadcast::Receiver<Arc<Recorded>>,
+    receiver: broadcast::Receiver<Arc<RecordedEvent>>,
     /// The resourceVersion the watch started from: the client knows the Events created by
     /// then.
     start: i64,
@@ -527,7 +527,7 @@ struct EventWatch {
 impl EventWatch {
     /// `e` as a change the client has not seen: what the log held at the start (`live`
     /// false, each Event once, as it is now) or a change as it happens.
-    fn take(&mut self, e: &Recorded, live: bool) {
+    fn take(&mut self, e: &RecordedEvent, live: bool) {
         if e.resource_version <= self.after {
             return;
         }
@@ -541,7 +541,7 @@ impl EventWatch {
             false => e.created > self.start,
         };
         let change = if new { "ADDED" } else { "MODIFIED" };
-        let object = self.api.render(e);
+        let object = self.api.event_object(e);
         let object = match self.request.table {
             Some(version) => table::table_of(
                 version,
@@ -567,9 +567,9 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::ObjectReference;
 
-    fn repeated() -> Recorded {
+    fn repeated() -> RecordedEvent {
         let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).expect("a time");
-        Recorded {
+        RecordedEvent {
             name: "web-1.1".into(),
             namespace: "default".into(),
             uid: "u-e".into(),
@@ -595,7 +595,7 @@ mod tests {
     #[test]
     fn an_event_renders_in_both_apis_with_its_count() {
         let e = repeated();
-        let core = Api::Core.render(&e);
+        let core = EventApi::Core.event_object(&e);
         assert_eq!(
             (core["apiVersion"].as_str(), core["kind"].as_str()),
             (Some("v1"), Some("Event"))
@@ -605,7 +605,7 @@ mod tests {
         assert_eq!(core["type"], "Warning");
         assert_eq!(core["source"]["component"], "holdfast");
         assert_eq!(core["metadata"]["resourceVersion"], "9");
-        let newer = Api::Events.render(&e);
+        let newer = EventApi::Events.event_object(&e);
         assert_eq!(newer["apiVersion"], "events.k8s.io/v1");
         assert_eq!(newer["regarding"]["name"], "web-1");
         assert_eq!(newer["note"], "gone");

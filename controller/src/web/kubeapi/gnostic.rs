@@ -14,77 +14,77 @@ pub const MEDIA_TYPE: &str = "application/com.github.proto-openapi.spec.v2@v1.0+
 pub const CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 #[derive(Clone, PartialEq, Message)]
-pub struct Document {
+struct Document {
     #[prost(string, tag = "1")]
-    pub swagger: String,
+    swagger: String,
     #[prost(message, optional, tag = "2")]
-    pub info: Option<Info>,
+    info: Option<Info>,
     #[prost(message, optional, tag = "8")]
-    pub paths: Option<Paths>,
+    paths: Option<Paths>,
     #[prost(message, optional, tag = "9")]
-    pub definitions: Option<Definitions>,
+    definitions: Option<Definitions>,
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct Info {
+struct Info {
     #[prost(string, tag = "1")]
-    pub title: String,
+    title: String,
     #[prost(string, tag = "2")]
-    pub version: String,
+    version: String,
 }
 
 /// No paths: `kubectl explain` reads only the definitions.
 #[derive(Clone, PartialEq, Message)]
-pub struct Paths {}
+struct Paths {}
 
 #[derive(Clone, PartialEq, Message)]
-pub struct Definitions {
+struct Definitions {
     #[prost(message, repeated, tag = "1")]
-    pub additional_properties: Vec<NamedSchema>,
+    additional_properties: Vec<NamedSchema>,
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct NamedSchema {
+struct NamedSchema {
     #[prost(string, tag = "1")]
-    pub name: String,
+    name: String,
     #[prost(message, optional, tag = "2")]
-    pub value: Option<Schema>,
+    value: Option<Schema>,
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct Schema {
+struct Schema {
     #[prost(string, tag = "1")]
     pub r#ref: String,
     #[prost(string, tag = "2")]
-    pub format: String,
+    format: String,
     #[prost(string, tag = "3")]
-    pub title: String,
+    title: String,
     #[prost(string, tag = "4")]
-    pub description: String,
+    description: String,
     #[prost(string, repeated, tag = "19")]
-    pub required: Vec<String>,
+    required: Vec<String>,
     #[prost(message, repeated, tag = "20")]
     pub r#enum: Vec<Any>,
     #[prost(message, optional, tag = "21")]
-    pub additional_properties: Option<AdditionalPropertiesItem>,
+    additional_properties: Option<AdditionalPropertiesItem>,
     #[prost(message, optional, tag = "22")]
     pub r#type: Option<TypeItem>,
     #[prost(message, optional, tag = "23")]
-    pub items: Option<ItemsItem>,
+    items: Option<ItemsItem>,
     #[prost(message, optional, tag = "25")]
-    pub properties: Option<Properties>,
+    properties: Option<Properties>,
     #[prost(message, repeated, tag = "31")]
-    pub vendor_extension: Vec<NamedAny>,
+    vendor_extension: Vec<NamedAny>,
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct AdditionalPropertiesItem {
+struct AdditionalPropertiesItem {
     #[prost(oneof = "Additional", tags = "1, 2")]
-    pub oneof: Option<Additional>,
+    oneof: Option<Additional>,
 }
 
 #[derive(Clone, PartialEq, prost::Oneof)]
-pub enum Additional {
+enum Additional {
     #[prost(message, boxed, tag = "1")]
     Schema(Box<Schema>),
     #[prost(bool, tag = "2")]
@@ -92,36 +92,36 @@ pub enum Additional {
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct TypeItem {
+struct TypeItem {
     #[prost(string, repeated, tag = "1")]
-    pub value: Vec<String>,
+    value: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct ItemsItem {
+struct ItemsItem {
     #[prost(message, repeated, tag = "1")]
-    pub schema: Vec<Schema>,
+    schema: Vec<Schema>,
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct Properties {
+struct Properties {
     #[prost(message, repeated, tag = "1")]
-    pub additional_properties: Vec<NamedSchema>,
+    additional_properties: Vec<NamedSchema>,
 }
 
 /// A value given as YAML text (gnostic's `Any`; its `google.protobuf.Any` form is not used).
 #[derive(Clone, PartialEq, Message)]
-pub struct Any {
+struct Any {
     #[prost(string, tag = "2")]
-    pub yaml: String,
+    yaml: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct NamedAny {
+struct NamedAny {
     #[prost(string, tag = "1")]
-    pub name: String,
+    name: String,
     #[prost(message, optional, tag = "2")]
-    pub value: Option<Any>,
+    value: Option<Any>,
 }
 
 /// The protocol-buffer form of a JSON OpenAPI v2 document (`swagger`, `info`, `definitions`).
@@ -213,6 +213,21 @@ fn schema(value: &Value) -> Schema {
             })
             .collect(),
     }
+}
+
+/// The names of the definitions in an encoded document.
+#[cfg(test)]
+pub fn definition_names(bytes: &[u8]) -> Vec<String> {
+    Document::decode(bytes)
+        .ok()
+        .and_then(|d| d.definitions)
+        .map(|d| {
+            d.additional_properties
+                .into_iter()
+                .map(|n| n.name)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -55,39 +55,39 @@ pub fn router(controller: Arc<Controller>) -> Router {
         )
         .route(
             "/api/v1",
-            read(|| async { json_response(&events::core_resources()) }),
+            read(|| async { json_response(&events::core_resource_list()) }),
         )
         .route(
             "/api/v1/events",
-            read(|s, q, h| events::all_namespaces(events::Api::Core, s, q, h)),
+            read(|s, q, h| events::events_in_all_namespaces(events::EventApi::Core, s, q, h)),
         )
         .route(
             "/api/v1/namespaces/{namespace}/events",
-            read(|s, p, q, h| events::namespaced(events::Api::Core, s, p, q, h)),
+            read(|s, p, q, h| events::events_in_namespace(events::EventApi::Core, s, p, q, h)),
         )
         .route(
             "/api/v1/namespaces/{namespace}/events/{name}",
-            read(|s, p| events::item(events::Api::Core, s, p)),
+            read(|s, p| events::event_item(events::EventApi::Core, s, p)),
         )
         .route(
             "/apis/events.k8s.io",
-            read(|| async { json_response(&events::group()) }),
+            read(|| async { json_response(&events::events_group()) }),
         )
         .route(
             "/apis/events.k8s.io/v1",
-            read(|| async { json_response(&events::resources()) }),
+            read(|| async { json_response(&events::events_resource_list()) }),
         )
         .route(
             "/apis/events.k8s.io/v1/events",
-            read(|s, q, h| events::all_namespaces(events::Api::Events, s, q, h)),
+            read(|s, q, h| events::events_in_all_namespaces(events::EventApi::Events, s, q, h)),
         )
         .route(
             "/apis/events.k8s.io/v1/namespaces/{namespace}/events",
-            read(|s, p, q, h| events::namespaced(events::Api::Events, s, p, q, h)),
+            read(|s, p, q, h| events::events_in_namespace(events::EventApi::Events, s, p, q, h)),
         )
         .route(
             "/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}",
-            read(|s, p| events::item(events::Api::Events, s, p)),
+            read(|s, p| events::event_item(events::EventApi::Events, s, p)),
         )
         .route(
             "/apis",
@@ -118,7 +118,10 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route(
             "/openapi/v3",
             read(|| async {
-                bytes_response("application/json", &openapi::documents().v3_discovery)
+                bytes_response(
+                    "application/json",
+                    &openapi::openapi_documents().v3_discovery,
+                )
             }),
         )
         .route("/openapi/v3/{*path}", read(openapi_v3))
@@ -169,7 +172,7 @@ async fn openapi_v2(headers: HeaderMap) -> Response {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let documents = openapi::documents();
+    let documents = openapi::openapi_documents();
     if accept.contains(gnostic::MEDIA_TYPE) || accept.contains(gnostic::CONTENT_TYPE) {
         bytes_response(gnostic::CONTENT_TYPE, &documents.v2_protobuf)
     } else {
@@ -180,7 +183,7 @@ async fn openapi_v2(headers: HeaderMap) -> Response {
 /// `GET /openapi/v3/apis/holdfast.dev/v1alpha1` (whatever its `hash`): the group's document.
 async fn openapi_v3(Path(path): Path<String>) -> Response {
     match path == openapi::V3_GROUP_PATH {
-        true => bytes_response("application/json", &openapi::documents().v3_group),
+        true => bytes_response("application/json", &openapi::openapi_documents().v3_group),
         false => not_found(&format!("no OpenAPI v3 document for {path}"), None),
     }
 }
