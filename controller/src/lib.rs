@@ -9,8 +9,8 @@
 //! ([`report`]).
 
 pub use holdfast_core::{
-    compile, crds, cronspec, diagnostics, facts, records, resources, retention, revision, runs,
-    secrets, select, status, suggest, summaries, time, validate, versions,
+    compile, crds, cronspec, decisions, diagnostics, facts, records, resources, retention,
+    revision, runs, secrets, select, status, suggest, summaries, time, validate, versions,
 };
 
 pub mod cluster;

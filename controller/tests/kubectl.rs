@@ -1011,3 +1011,388 @@ fn lists_come_in_pages_with_a_continue_token() {
         "the watch from the first page's version has page-0:\n{body}"
     );
 }
+
+/// A cell without a value, as kubectl prints one (releases differ).
+fn unset(cell: &str) -> bool {
+    cell.is_empty() || cell == "<none>"
+}
+
+/// Whether this kubectl has the `events` command (1.26 and later; 1.20 has not).
+fn has_events_command(k: &Kubectl) -> bool {
+    k.run(&["events", "--help"]).status.success()
+}
+
+/// `kubectl explain` reads the OpenAPI documents built from the CRDs: v3 from 1.27 on, v2 as
+/// protocol buffers before (and as their fallback).
+#[test]
+fn kubectl_explains_every_kind_and_their_nested_fields() {
+    let fleet = Fleet::start();
+    let kubeconfig = fleet.root.join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_yaml(&fleet.url(""))).unwrap();
+    // Every kind the API serves, from its discovery: a kind added later is explained too.
+    let resources = fleet.api("/apis/holdfast.dev/v1alpha1").unwrap();
+    let kinds: Vec<(String, String)> = resources["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["name"].as_str().unwrap().contains('/'))
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(kinds.len() >= 5, "{kinds:?}");
+
+    with_every_kubectl(&kubeconfig, &fleet.root, |k| {
+        let who = k.bin.display();
+        for (plural, kind) in &kinds {
+            let out = k.ok(&["explain", plural]);
+            let words: Vec<&str> = out.split_whitespace().collect();
+            assert!(
+                words.windows(2).any(|w| w == ["KIND:", kind.as_str()]),
+                "{who}: explain {plural}\n{out}"
+            );
+            for field in ["apiVersion", "metadata", "spec", "status"] {
+                assert!(
+                    out.lines().any(|l| l.trim_start().starts_with(field)),
+                    "{who}: explain {plural} lists no {field}\n{out}"
+                );
+            }
+        }
+        let out = k.ok(&["explain", "host"]);
+        assert!(
+            out.contains("A machine running the Holdfast agent."),
+            "{who}: explain host\n{out}"
+        );
+        // A field nested four levels down, and one of ObjectMeta.
+        let out = k.ok(&["explain", "host.spec.defaults.hooks.pre"]);
+        assert!(
+            out.contains("pre") && out.contains("Run in order before the backup"),
+            "{who}: explain host.spec.defaults.hooks.pre\n{out}"
+        );
+        let out = k.ok(&["explain", "schedules.spec.retention.keepDaily"]);
+        assert!(
+            out.contains("keepDaily"),
+            "{who}: explain schedules.spec.retention.keepDaily\n{out}"
+        );
+        let out = k.ok(&["explain", "backup.metadata.labels"]);
+        assert!(
+            out.contains("labels") && out.contains("Map of string keys and values"),
+            "{who}: explain backup.metadata.labels\n{out}"
+        );
+        let err = k.fails(&["explain", "host.spec.nonsense"]);
+        assert!(
+            err.contains("nonsense"),
+            "{who}: explain host.spec.nonsense\n{err}"
+        );
+
+        // The documents themselves, as JSON.
+        let v2: Value = serde_json::from_str(&k.ok(&["get", "--raw", "/openapi/v2"])).unwrap();
+        assert_eq!(v2["swagger"], "2.0");
+        assert_eq!(
+            v2["definitions"]["dev.holdfast.v1alpha1.Host"]["x-kubernetes-group-version-kind"][0]["kind"],
+            "Host"
+        );
+        let v3: Value = serde_json::from_str(&k.ok(&["get", "--raw", "/openapi/v3"])).unwrap();
+        let url = v3["paths"]["apis/holdfast.dev/v1alpha1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{who}: /openapi/v3\n{v3}"));
+        let group: Value = serde_json::from_str(&k.ok(&["get", "--raw", url])).unwrap();
+        assert!(
+            group["components"]["schemas"]["dev.holdfast.v1alpha1.Schedule"].is_object(),
+            "{who}: {url}"
+        );
+    });
+}
+
+/// The Events the controller records, as every kubectl reads them.
+fn events(fleet: &Fleet) -> Result<Vec<Value>, String> {
+    let list = fleet.api("/api/v1/namespaces/default/events")?;
+    Ok(list["items"].as_array().cloned().unwrap_or_default())
+}
+
+/// Waits for an Event `reason` about `kind`/`name`.
+fn wait_for_event(fleet: &Fleet, kind: &str, name: &str, reason: &str) -> Value {
+    fleet.eventually(LONG, &format!("{reason} on {kind}/{name}"), || {
+        let all = events(fleet)?;
+        all.iter()
+            .find(|e| {
+                e["reason"] == reason
+                    && e["involvedObject"]["kind"] == kind
+                    && e["involvedObject"]["name"] == name
+            })
+            .cloned()
+            .ok_or_else(|| {
+                let seen: Vec<String> = all
+                    .iter()
+                    .map(|e| format!("{} {}", e["reason"], e["involvedObject"]["name"]))
+                    .collect();
+                format!("events {seen:?}")
+            })
+    })
+}
+
+#[test]
+fn kubectl_describes_gets_and_watches_the_controllers_events() {
+    let (fleet, kubeconfig) = fleet_with_a_backup();
+    let (desired, _) = fleet.versions(HOST).unwrap();
+    fleet.write("schedules/files.yaml", &fleet.files_schedule("0 4 2 1 *"));
+    let bumped = wait_for_event(&fleet, "Host", HOST, "ScheduleVersionChanged");
+    assert!(
+        bumped["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{} (was {desired})", desired + 1)),
+        "{bumped}"
+    );
+    let connected = wait_for_event(&fleet, "Host", HOST, "AgentConnected");
+    let host = fleet.host(HOST).unwrap();
+    assert_eq!(
+        connected["involvedObject"]["uid"], host["metadata"]["uid"],
+        "describe finds Events by the object's uid"
+    );
+    assert_eq!(connected["source"]["component"], "holdfast");
+    assert_eq!(connected["type"], "Normal");
+    wait_for_event(&fleet, "Backup", BACKUP, "Dispatched");
+
+    // The same Events as events.k8s.io/v1.
+    let newer = fleet
+        .api("/apis/events.k8s.io/v1/namespaces/default/events")
+        .unwrap();
+    assert_eq!(newer["kind"], "EventList");
+    assert!(
+        newer["items"].as_array().unwrap().iter().any(|e| {
+            e["apiVersion"] == "events.k8s.io/v1"
+                && e["regarding"]["name"] == HOST
+                && e["reason"] == "ScheduleVersionChanged"
+                && e["reportingController"] == "holdfast"
+        }),
+        "{newer}"
+    );
+
+    // Pages, and a watch from the list's version that sees the next decision.
+    let first = fleet.api("/api/v1/events?limit=1").unwrap();
+    assert_eq!(first["items"].as_array().unwrap().len(), 1, "{first}");
+    let token = continue_of(&first).unwrap_or_else(|| panic!("no continue: {first}"));
+    let rest = fleet
+        .api(&format!("/api/v1/events?limit=100&continue={token}"))
+        .unwrap();
+    assert_eq!(
+        rest["items"].as_array().unwrap().len() + 1,
+        events(&fleet).unwrap().len(),
+        "{rest}"
+    );
+    let rv = fleet.api("/api/v1/namespaces/default/events").unwrap()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fleet.write("schedules/files.yaml", &fleet.files_schedule("0 4 3 1 *"));
+    fleet.eventually(LONG, "a watch event for the next version", || {
+        let (status, body) = fleet.get(&format!(
+            "/api/v1/namespaces/default/events?watch=true&resourceVersion={rv}&timeoutSeconds=1&fieldSelector=involvedObject.name%3D{HOST},reason%3DScheduleVersionChanged"
+        ))?;
+        let lines: Vec<Value> = body
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        match lines.first() {
+            Some(e) if status == 200 && e["type"] == "ADDED" => {
+                assert!(e["object"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("{} (was {})", desired + 2, desired + 1)));
+                Ok(())
+            }
+            _ => Err(format!("{status}: {body}")),
+        }
+    });
+
+    let ran = with_every_kubectl(&kubeconfig, &fleet.root, |k| {
+        let who = k.bin.display();
+        let out = k.ok(&["describe", "host", HOST]);
+        let events_section = out
+            .split("Events:")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{who}: describe host has no Events\n{out}"));
+        for reason in ["AgentConnected", "ScheduleVersionChanged"] {
+            assert!(
+                events_section.contains(reason) && events_section.contains("holdfast"),
+                "{who}: describe host has no {reason} from holdfast\n{out}"
+            );
+        }
+        let out = k.ok(&["describe", "backup", BACKUP]);
+        assert!(
+            out.split("Events:")
+                .nth(1)
+                .is_some_and(|e| e.contains("Dispatched")),
+            "{who}: describe backup\n{out}"
+        );
+
+        let out = k.ok(&["get", "events"]);
+        let (columns, _) = parse_table(&out);
+        assert_eq!(
+            columns,
+            ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+            "{who}: get events\n{out}"
+        );
+        let row = row_where(&out, "REASON", "AgentConnected");
+        assert_eq!(
+            row["OBJECT"],
+            format!("host/{HOST}"),
+            "{who}: get events\n{out}"
+        );
+        assert_eq!(row["TYPE"], "Normal");
+        let out = k.ok(&["get", "events", "-o", "wide"]);
+        let row = row_where(&out, "REASON", "AgentConnected");
+        assert_eq!(
+            [row["SOURCE"].as_str(), row["COUNT"].as_str()],
+            ["holdfast", "1"],
+            "{who}: get events -o wide\n{out}"
+        );
+        let out = k.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=Backup",
+        ]);
+        let (_, rows) = parse_table(&out);
+        assert!(
+            !rows.is_empty() && rows.iter().all(|r| r[3].starts_with("backup/")),
+            "{who}: --field-selector involvedObject.kind=Backup\n{out}"
+        );
+        let err = k.fails(&["get", "events", "--field-selector", "spec.nonsense=1"]);
+        assert!(
+            err.contains("BadRequest") && err.contains("spec.nonsense"),
+            "{who}: a field Events have not\n{err}"
+        );
+        let out = k.ok(&["get", "events.v1.events.k8s.io", "-o", "json"]);
+        let list: Value = serde_json::from_str(&out).unwrap();
+        assert!(
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["regarding"]["name"] == HOST),
+            "{who}: get events.v1.events.k8s.io\n{out}"
+        );
+
+        if has_events_command(k) {
+            let out = k.ok(&["events"]);
+            assert!(
+                out.contains("ScheduleVersionChanged") && out.contains(&format!("Host/{HOST}")),
+                "{who}: kubectl events\n{out}"
+            );
+            let out = k.ok(&["events", "--for", &format!("backup/{BACKUP}")]);
+            assert!(
+                out.contains("Dispatched") && !out.contains("ScheduleVersionChanged"),
+                "{who}: kubectl events --for backup/{BACKUP}\n{out}"
+            );
+        } else {
+            eprintln!("{who} has no events command");
+        }
+
+        // -o wide adds the priority-1 columns of each kind.
+        let out = k.ok(&["get", "hosts", "-o", "wide"]);
+        let row = row_where(&out, "NAME", HOST);
+        assert_eq!(
+            row["OS"],
+            std::env::consts::OS,
+            "{who}: hosts -o wide\n{out}"
+        );
+        for column in ["AGENT", "ARCH", "LAST SEEN"] {
+            assert!(
+                !row[column].is_empty() && row[column] != "<none>",
+                "{who}: {column}\n{out}"
+            );
+        }
+        let out = k.ok(&["get", "schedules", "-o", "wide"]);
+        let row = row_where(&out, "NAME", "files");
+        assert!(
+            row["NEXT RUN"].contains('T') && unset(&row["TIME ZONE"]),
+            "{who}: schedules -o wide\n{out}"
+        );
+        let out = k.ok(&["get", "repos", "-o", "wide"]);
+        let row = row_where(&out, "NAME", "local");
+        assert!(
+            row["INITIALIZED"] == "true" && unset(&row["CHECK PASSED"]),
+            "{who}: repos -o wide\n{out}"
+        );
+        let out = k.ok(&["get", "hosts"]);
+        assert!(
+            !parse_table(&out).0.contains(&"AGENT".to_string()),
+            "{who}: wide only\n{out}"
+        );
+    });
+    if ran {
+        // The counts kept: nothing above was recorded twice.
+        assert!(events(&fleet).unwrap().iter().all(|e| e["count"] == 1));
+    }
+}
+
+/// A schedule whose edit does not validate is `Stalled` and not `Ready` until it is fixed, in
+/// files mode as in Kubernetes mode, and gets a `RevisionRejected` Event.
+#[test]
+fn a_rejected_edit_stalls_its_schedule_and_kubectl_wait_does_not_pass() {
+    let fleet = Fleet::start();
+    let kubeconfig = fleet.root.join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_yaml(&fleet.url(""))).unwrap();
+    let path = "/apis/holdfast.dev/v1alpha1/namespaces/default/schedules/files";
+    let condition = |s: &Value, kind: &str| -> Option<String> {
+        s["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == kind)
+            .and_then(|c| c["status"].as_str().map(String::from))
+    };
+    fleet.eventually(LONG, "files Ready", || {
+        let s = fleet.api(path)?;
+        match condition(&s, "Ready").as_deref() {
+            Some("True") => Ok(()),
+            _ => Err(s["status"].to_string()),
+        }
+    });
+    fleet.write("schedules/files.yaml", &fleet.files_schedule("61 4 * * *"));
+    fleet.eventually(LONG, "files Stalled and not Ready", || {
+        let s = fleet.api(path)?;
+        match (condition(&s, "Stalled"), condition(&s, "Ready")) {
+            (Some(stalled), Some(ready)) if stalled == "True" && ready == "False" => Ok(()),
+            _ => Err(s["status"].to_string()),
+        }
+    });
+    let rejected = wait_for_event(&fleet, "Schedule", "files", "RevisionRejected");
+    assert_eq!(rejected["type"], "Warning");
+    assert!(
+        rejected["message"].as_str().unwrap().contains("spec.cron"),
+        "{rejected}"
+    );
+
+    with_every_kubectl(&kubeconfig, &fleet.root, |k| {
+        let who = k.bin.display();
+        let err = k.fails(&[
+            "wait",
+            "--for=condition=Ready",
+            "schedule/files",
+            "--timeout=1s",
+        ]);
+        assert!(err.contains("timed out"), "{who}: wait\n{err}");
+        let out = k.ok(&["describe", "schedule", "files"]);
+        assert!(
+            out.contains("Stalled") && out.contains("RevisionRejected"),
+            "{who}: describe schedule files\n{out}"
+        );
+    });
+
+    fleet.write("schedules/files.yaml", &fleet.files_schedule(QUIET_CRON));
+    with_every_kubectl(&kubeconfig, &fleet.root, |k| {
+        k.ok(&[
+            "wait",
+            "--for=condition=Ready",
+            "schedule/files",
+            "--timeout=60s",
+        ]);
+    });
+    let s = fleet.api(path).unwrap();
+    assert_eq!(condition(&s, "Stalled"), None, "{s}");
+}

@@ -6,6 +6,7 @@
 pub mod compile;
 pub mod crds;
 pub mod cronspec;
+pub mod decisions;
 pub mod diagnostics;
 pub mod facts;
 pub mod records;

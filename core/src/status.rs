@@ -371,6 +371,12 @@ pub fn schedules_until(inputs: &Inputs) -> (ScheduleStatuses, Option<DateTime<Ut
             status.last_successful_time = status
                 .last_successful_time
                 .max(last_success_time.map(crate::time::k8s));
+            if let Some(at) = next_run.map(crate::time::k8s) {
+                status.next_schedule_time = Some(match status.next_schedule_time.take() {
+                    Some(earlier) => earlier.min(at),
+                    None => at,
+                });
+            }
             status.hosts.push(ScheduleHostStatus {
                 host: key.name.clone(),
                 last_schedule_time: last_scheduled.map(crate::time::k8s),

@@ -1,12 +1,12 @@
 //! What the agent hub uses in Kubernetes mode instead of the files-mode database and secret
-//! files: credentials in Secrets, Secret-key values for pushes, the leader check, and a Host
-//! reconcile whenever what its agent says changes.
+//! files: credentials in Secrets, Secret-key values for pushes, the leader check, a Host
+//! reconcile whenever what its agent says changes, and Events on the API server.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use protocol::{ResolvedRepo, SecretValue};
@@ -15,7 +15,9 @@ use tokio::sync::watch;
 use futures_util::future::BoxFuture;
 
 use crate::compile::HostKey;
+use crate::decisions::Decision;
 use crate::server::backend::{Backend, BackendError, Enrollment};
+use crate::server::events::EventLog;
 
 pub struct ClusterHub {
     /// The desired state, as the cluster holds it (a follower's page shows it as it is).
@@ -30,6 +32,8 @@ pub struct ClusterHub {
     pub reconcile: Box<dyn Fn(&HostKey) + Send + Sync>,
     /// Versions the write-back put in Host status, ahead of the Host watch.
     pub written: Arc<WrittenVersions>,
+    /// Publishes an Event to the API server ([`ApiEvents`](super::events::ApiEvents)).
+    pub record: Box<dyn Fn(ObjectReference, Decision) + Send + Sync>,
 }
 
 /// The schedule version of each Host whose status this process wrote, newest only.
@@ -109,6 +113,15 @@ impl Backend for ClusterHub {
 
     fn observed(&self) -> Option<&super::reconcile::Stores> {
         Some(&self.stores)
+    }
+
+    fn record(&self, regarding: ObjectReference, decision: Decision) {
+        (self.record)(regarding, decision);
+    }
+
+    /// The API server holds the Events.
+    fn events(&self) -> Option<&EventLog> {
+        None
     }
 }
 

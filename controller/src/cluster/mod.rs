@@ -11,12 +11,14 @@
 //! - [`secrets`]: Repo passwords and environment from Secret keys, only in the controller's
 //!   namespaces, for the agents whose plans name them.
 //! - [`agents`]: what the agent hub uses instead of the database and secret files.
+//! - [`events`]: the controller's decisions as Events on the API server.
 //! - [`writeback`]: the read model's Repo, Schedule, Backup and Restore status written to the
-//!   API server, Backup records created and pruned, Events for runs.
+//!   API server, Backup records created and pruned.
 //! - [`run`]: `holdfast controller --kube`, putting them together.
 
 pub mod agents;
 pub mod auth;
+pub mod events;
 pub mod lease;
 pub mod reconcile;
 pub mod run;

@@ -15,13 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use kube::Client;
 use kube::Resource;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
-use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::compile::{self, CompileError, Fleet, HostKey};
@@ -59,69 +56,9 @@ pub fn is_unfinished_request(meta: &ObjectMeta, phase: Option<Phase>) -> bool {
     is_request(meta) && phase.is_none_or(|p| !crate::runs::is_final(p))
 }
 
-/// A decision worth an Event on the object it concerns.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
-    pub warning: bool,
-    pub reason: &'static str,
-    pub note: String,
-}
-
-/// Where Events go: the API server, or memory in tests.
-pub trait EventSink: Send + Sync {
-    /// Records `decision` as an Event about the object `regarding`.
-    fn event(
-        &self,
-        regarding: ObjectReference,
-        decision: Decision,
-    ) -> BoxFuture<'static, Result<(), kube::Error>>;
-}
-
-/// Events by `kube-runtime`'s recorder (events.k8s.io, repeated ones folded into a series).
-pub struct ApiEvents {
-    recorder: Recorder,
-}
-
-impl ApiEvents {
-    pub fn new(client: Client, identity: &str) -> ApiEvents {
-        let reporter = Reporter {
-            controller: super::sink::FIELD_MANAGER.into(),
-            instance: Some(identity.into()),
-        };
-        ApiEvents {
-            recorder: Recorder::new(client, reporter),
-        }
-    }
-}
-
-impl EventSink for ApiEvents {
-    fn event(
-        &self,
-        reference: ObjectReference,
-        decision: Decision,
-    ) -> BoxFuture<'static, Result<(), kube::Error>> {
-        let recorder = self.recorder.clone();
-        Box::pin(async move {
-            let event = Event {
-                type_: if decision.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: decision.reason.into(),
-                note: Some(decision.note),
-                action: "Reconcile".into(),
-                secondary: None,
-            };
-            recorder.publish(&event, &reference).await
-        })
-    }
-}
-
 pub struct Context {
     pub stores: Stores,
     pub hub: Arc<dyn Hub>,
-    pub events: Arc<dyn EventSink>,
     /// Versions handed out by this process, ahead of the Host store.
     handed_out: Mutex<BTreeMap<HostKey, Versioned>>,
     /// The last compile, reused while no spec or label changed. An async lock: reconciles
@@ -137,11 +74,10 @@ struct Compiled {
 }
 
 impl Context {
-    pub fn new(stores: Stores, hub: Arc<dyn Hub>, events: Arc<dyn EventSink>) -> Context {
+    pub fn new(stores: Stores, hub: Arc<dyn Hub>) -> Context {
         Context {
             stores,
             hub,
-            events,
             handed_out: Mutex::new(BTreeMap::new()),
             compiled: tokio::sync::Mutex::new(None),
         }
@@ -301,16 +237,9 @@ pub fn reconcile(
         let (revision, fleet) = match ctx.desired().await {
             Ok(desired) => desired,
             Err(e) => {
+                // The hub marks the objects at fault, and each gets a RevisionRejected Event.
                 if let ReconcileError::Rejected(findings) = &e {
                     ctx.hub.rejected(findings);
-                }
-                if let ReconcileError::Rejected(_) | ReconcileError::Compile(_) = &e {
-                    let decision = Decision {
-                        warning: true,
-                        reason: "RevisionRejected",
-                        note: e.to_string(),
-                    };
-                    publish(&ctx, &host, decision).await;
                 }
                 return Err(e);
             }
@@ -326,28 +255,9 @@ pub fn reconcile(
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(key.clone(), version.clone());
         }
-        if let Some(before) = previous.filter(|p| p.version < version.version) {
-            let decision = Decision {
-                warning: false,
-                reason: "ScheduleVersionChanged",
-                note: format!(
-                    "desired schedule version {} (was {}); the agent gets it when connected",
-                    version.version, before.version
-                ),
-            };
-            publish(&ctx, &host, decision).await;
-        }
         ctx.hub.adopt(&revision, &fleet, &key, version);
         Ok(Action::await_change())
     })
-}
-
-/// Events are for people: one that cannot be written is logged, and the reconcile goes on.
-async fn publish(ctx: &Context, host: &Host, decision: Decision) {
-    let reason = decision.reason;
-    if let Err(e) = ctx.events.event(host.object_ref(&()), decision).await {
-        tracing::warn!(host = name_of(host), reason, "cannot record an event: {e}");
-    }
 }
 
 /// Retries a failed reconcile after a pause: a fix anywhere in the fleet may clear a compile
@@ -368,30 +278,6 @@ mod tests {
     use crate::resources::{HostStatus, Repo, Schedule};
 
     use super::*;
-
-    /// Events, kept instead of sent.
-    #[derive(Default)]
-    struct MemoryEvents(Mutex<Vec<(String, Decision)>>);
-
-    impl MemoryEvents {
-        fn take(&self) -> Vec<(String, Decision)> {
-            std::mem::take(&mut *self.0.lock().expect("not poisoned"))
-        }
-    }
-
-    impl EventSink for MemoryEvents {
-        fn event(
-            &self,
-            regarding: ObjectReference,
-            decision: Decision,
-        ) -> BoxFuture<'static, Result<(), kube::Error>> {
-            self.0
-                .lock()
-                .expect("not poisoned")
-                .push((regarding.name.unwrap_or_default(), decision));
-            Box::pin(async { Ok(()) })
-        }
-    }
 
     /// What agents applied, as a test sets it; versions adopted, kept instead of pushed.
     #[derive(Default)]
@@ -436,7 +322,6 @@ mod tests {
         schedules: Writer<Schedule>,
         backups: Writer<Backup>,
         ctx: Arc<Context>,
-        events: Arc<MemoryEvents>,
         hub: Arc<MemoryHub>,
     }
 
@@ -491,7 +376,6 @@ mod tests {
                     schedule("db-nightly", "db", "/var/lib/db"),
                 ],
             );
-            let events = Arc::new(MemoryEvents::default());
             let hub = Arc::new(MemoryHub::default());
             let stores = Stores {
                 repos: repo_store,
@@ -500,13 +384,12 @@ mod tests {
                 backups: backup_store,
                 restores: restore_store,
             };
-            let ctx = Arc::new(Context::new(stores, hub.clone(), events.clone()));
+            let ctx = Arc::new(Context::new(stores, hub.clone()));
             World {
                 hosts: host_writer,
                 schedules: schedule_writer,
                 backups: backup_writer,
                 ctx,
-                events,
                 hub,
             }
         }
@@ -596,18 +479,6 @@ mod tests {
                 },
             );
         }
-
-        fn event_reasons(&self) -> Vec<(String, &'static str)> {
-            // The applier reconciles hosts concurrently: compare in name order.
-            let mut events: Vec<(String, &str)> = self
-                .events
-                .take()
-                .into_iter()
-                .map(|(host, d)| (host, d.reason))
-                .collect();
-            events.sort();
-            events
-        }
     }
 
     fn fleet() -> Vec<Host> {
@@ -627,10 +498,6 @@ mod tests {
             BTreeMap::from([("db-1".into(), 1), ("web-1".into(), 1), ("web-2".into(), 1)]),
             "every host gets its first version"
         );
-        assert!(
-            world.event_reasons().is_empty(),
-            "no event for a first version"
-        );
 
         world.edit_schedule(schedule("web-nightly", "web", "/srv/www-2"));
         let second = world.versions().await;
@@ -639,18 +506,9 @@ mod tests {
             BTreeMap::from([("db-1".into(), 1), ("web-1".into(), 2), ("web-2".into(), 2)]),
             "only the web hosts change"
         );
-        assert_eq!(
-            world.event_reasons(),
-            [
-                ("web-1".to_string(), "ScheduleVersionChanged"),
-                ("web-2".to_string(), "ScheduleVersionChanged")
-            ],
-            "an event for each bumped host"
-        );
         // Reconciled again before the write-back wrote the versions: nothing is handed out
-        // twice, and no event repeats.
+        // twice.
         assert_eq!(world.versions().await, second);
-        assert!(world.event_reasons().is_empty());
     }
 
     fn versions(adopted: &[(HostKey, Versioned, usize)]) -> BTreeMap<String, u64> {
@@ -687,7 +545,6 @@ mod tests {
             last.iter().map(|(k, v, _)| (k, v)).collect::<Vec<_>>(),
             "the versions (and digests) in Host status, unchanged"
         );
-        assert!(restarted.event_reasons().is_empty());
     }
 
     #[tokio::test]
@@ -715,54 +572,11 @@ mod tests {
             );
         }
         assert!(world.adopted().is_empty(), "no version is handed out");
-        let events = world.events.take();
-        assert_eq!(events.len(), 3, "{events:?}");
-        for (_, d) in &events {
-            assert!(d.warning && d.reason == "RevisionRejected", "{d:?}");
-            assert!(d.note.contains("no Repo `missing`"), "{}", d.note);
-        }
         assert_eq!(
             *world.hub.rejected.lock().expect("not poisoned"),
             ["Schedule/fleet/web-nightly"],
             "the hub learns which object is at fault"
         );
-    }
-
-    #[tokio::test]
-    async fn events_go_to_events_k8s_io_as_holdfast_about_the_host() {
-        let created = serde_json::json!({
-            "apiVersion": "events.k8s.io/v1", "kind": "Event",
-            "metadata": {"name": "web-1.1", "namespace": "fleet"},
-            "eventTime": "2026-11-22T01:00:00.000000Z"
-        });
-        let (client, server) = crate::cluster::scripted::api(vec![(201, created)]);
-        let events = ApiEvents::new(client, "pod-a");
-        let decision = Decision {
-            warning: false,
-            reason: "ScheduleVersionChanged",
-            note: "desired schedule version 2 (was 1)".into(),
-        };
-        events
-            .event(host("web-1", "web").object_ref(&()), decision)
-            .await
-            .expect("recorded");
-        let asked = server.await.expect("the server answered");
-        assert_eq!(asked[0].method, "POST");
-        assert_eq!(
-            asked[0].path(),
-            "/apis/events.k8s.io/v1/namespaces/fleet/events"
-        );
-        let body = &asked[0].body;
-        assert_eq!(body["type"], "Normal");
-        assert_eq!(body["reason"], "ScheduleVersionChanged");
-        assert_eq!(body["note"], "desired schedule version 2 (was 1)");
-        assert_eq!(body["action"], "Reconcile");
-        assert_eq!(body["reportingController"], "holdfast");
-        assert_eq!(body["reportingInstance"], "pod-a");
-        assert_eq!(body["regarding"]["kind"], "Host");
-        assert_eq!(body["regarding"]["name"], "web-1");
-        assert_eq!(body["regarding"]["namespace"], "fleet");
-        assert_eq!(body["regarding"]["apiVersion"], "holdfast.dev/v1alpha1");
     }
 
     #[tokio::test]
@@ -847,6 +661,9 @@ mod tests {
         list(&mut world.backups, vec![typo]);
         let versions = world.versions().await;
         assert_eq!(versions.len(), 3, "every host gets its version");
-        assert!(world.events.take().is_empty(), "no RevisionRejected");
+        assert!(
+            world.hub.rejected.lock().expect("not poisoned").is_empty(),
+            "nothing at fault"
+        );
     }
 }

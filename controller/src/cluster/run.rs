@@ -18,10 +18,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::agents::{ClusterHub, WrittenVersions};
+use super::events::ApiEvents;
 use super::lease::Election;
 use super::reconcile::{
-    ApiEvents, Context, Stores, backup_inputs, desired_inputs, error_policy, reconcile,
-    restore_inputs,
+    Context, Stores, backup_inputs, desired_inputs, error_policy, reconcile, restore_inputs,
 };
 use crate::resources::{Backup, Host, Repo, Restore, Schedule};
 use crate::server::Controller;
@@ -163,6 +163,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             enqueue(&agent_queue, [ObjectRef::new(&h.name).within(&h.namespace)]);
         }),
         written: written.clone(),
+        record: {
+            let events = ApiEvents::new(client.clone(), &config.identity);
+            Box::new(move |regarding, decision| events.send(regarding, decision))
+        },
     };
     let controller = Controller::open(config.server, Box::new(hub))?;
     let server = tokio::spawn(crate::web::serve(controller.clone()));
@@ -178,12 +182,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     );
     tracing::info!("watching repos, hosts, schedules, backups and restores");
     crate::server::start_model(controller.clone());
-    let events = Arc::new(ApiEvents::new(client.clone(), &config.identity));
-    let ctx = Arc::new(Context::new(
-        stores.clone(),
-        controller.clone(),
-        events.clone(),
-    ));
+    let ctx = Arc::new(Context::new(stores.clone(), controller.clone()));
     let identity = config.identity.clone();
     let leadership = while_leading(leading, move || {
         tracing::info!(identity = %identity, "leading: reconciling hosts, accepting agents");
@@ -213,7 +212,6 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             controller.clone(),
             stores.clone(),
             client.clone(),
-            events.clone(),
             written.clone(),
         );
         // Dropped when the lead is lost (the task is aborted): agents go to the new leader.

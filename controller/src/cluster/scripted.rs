@@ -78,6 +78,7 @@ pub fn hub(
         leading,
         reconcile: Box::new(|_| {}),
         written: Default::default(),
+        record: Box::new(|_, _| {}),
     }
 }
 

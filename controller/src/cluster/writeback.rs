@@ -1,8 +1,8 @@
 //! The read model written back to the API server, on the leader: the one writer of status in
 //! Kubernetes mode. The status of Repos, Hosts, Schedules, Backups and Restores, a Backup
-//! object for every run an agent reported, records beyond their schedule's history limits
-//! deleted, and Events for failed and missed runs and agents going offline. A Host's schedule
-//! version is pushed to its agent once its status holds it.
+//! object for every run an agent reported, and records beyond their schedule's history limits
+//! deleted. A Host's schedule version is pushed to its agent once its status holds it. (Events
+//! come from the status writer, through the backend, in both modes.)
 //!
 //! [`plan`] is pure: it compares the model with the cluster's copies and with what this
 //! process last wrote, and returns the writes. [`run`] executes them after every change of the
@@ -16,14 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams};
 use kube::{Client, Resource};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::agents::WrittenVersions;
-use super::reconcile::{Decision, EventSink, MANAGED_BY, Stores};
+use super::reconcile::{MANAGED_BY, Stores};
 use super::sink::{Coalescer, Recorded, apply_status, record_run};
 use crate::compile::HostKey;
 use crate::records::RecordId;
@@ -42,20 +41,16 @@ const RETRY: Duration = Duration::from_secs(5);
 pub enum Write {
     /// Create the Backup recording a run (its status follows in a [`Write::Status`]).
     Create(Box<Backup>),
-    /// Apply `status`, then record `events` about the object.
+    /// Apply `status`.
     Status {
         kind: Kind,
         namespace: String,
         name: String,
         status: Value,
-        events: Vec<(ObjectReference, Decision)>,
     },
     /// Delete a Backup record beyond its schedule's history limits.
     Delete { namespace: String, name: String },
 }
-
-/// The Events a status change calls for, given the status before (if any) and after.
-type EventsFor<'a> = &'a dyn Fn(Option<&Value>, &Value) -> Vec<(ObjectReference, Decision)>;
 
 /// What the cluster holds now, from the reflector stores.
 pub struct Cluster {
@@ -181,8 +176,7 @@ pub fn plan(
                   namespace: &str,
                   name: &str,
                   computed: Option<Value>,
-                  in_cluster: Option<Value>,
-                  events: EventsFor|
+                  in_cluster: Option<Value>|
      -> Option<Write> {
         let computed = computed?;
         let k = key(kind, namespace, name);
@@ -193,19 +187,16 @@ pub fn plan(
         if !written.statuses.should_apply(&k, &computed, now) {
             return None;
         }
-        let before = written.statuses.last(&k).or(in_cluster.as_ref());
         Some(Write::Status {
             kind,
             namespace: namespace.into(),
             name: name.into(),
-            events: events(before, &computed),
             status: computed,
         })
     };
     let model = &*desired.model;
     let (repos, schedules) = (Index::of(&cluster.repos), Index::of(&cluster.schedules));
     let (backups, restores) = (Index::of(&cluster.backups), Index::of(&cluster.restores));
-    let none = |_: Option<&Value>, _: &Value| Vec::new();
     for r in &model.repos {
         let (ns, name) = (namespace_of(r), name_of(r));
         let cluster_status = repos.find(ns, name).and_then(|o| status_of(&o.status));
@@ -215,21 +206,18 @@ pub fn plan(
             name,
             status_of(&r.status),
             cluster_status,
-            &none,
         ));
     }
     let hosts = Index::of(&cluster.hosts);
     for h in &model.hosts {
         let (ns, name) = (namespace_of(h), name_of(h));
         let cluster_status = hosts.find(ns, name).and_then(|o| status_of(&o.status));
-        let offline = |before: Option<&Value>, after: &Value| went_offline(h, before, after);
         out.extend(status(
             Kind::Host,
             ns,
             name,
             status_of(&h.status),
             cluster_status,
-            &offline,
         ));
     }
     for s in &model.schedules {
@@ -241,7 +229,6 @@ pub fn plan(
             name,
             status_of(&s.status),
             cluster_status,
-            &none,
         ));
     }
     for b in &desired.backups {
@@ -269,14 +256,12 @@ pub fn plan(
         if behind(status_of(&b.status).as_ref(), cluster_status.as_ref()) {
             continue;
         }
-        let events = |before: Option<&Value>, after: &Value| run_events(model, b, before, after);
         out.extend(status(
             Kind::Backup,
             ns,
             name,
             status_of(&b.status),
             cluster_status,
-            &events,
         ));
     }
     for r in &desired.restores {
@@ -290,82 +275,15 @@ pub fn plan(
         ) {
             continue;
         }
-        let failed = |before: Option<&Value>, after: &Value| {
-            failure(phase_of(before), phase_of(Some(after)), after)
-                .map(|d| vec![(r.object_ref(&()), d)])
-                .unwrap_or_default()
-        };
         out.extend(status(
             Kind::Restore,
             ns,
             name,
             status_of(&r.status),
             status_of(&in_cluster.status),
-            &failed,
         ));
     }
     out.extend(pruned(cluster, now));
-    out
-}
-
-/// AgentOffline when a Host's agent was online and is no longer.
-fn went_offline(
-    host: &Host,
-    before: Option<&Value>,
-    after: &Value,
-) -> Vec<(ObjectReference, Decision)> {
-    let online = |status: Option<&Value>| status.and_then(|s| s.get("online")?.as_bool());
-    if online(before) != Some(true) || online(Some(after)) != Some(false) {
-        return Vec::new();
-    }
-    let decision = Decision {
-        warning: true,
-        reason: "AgentOffline",
-        note:
-            "the agent is no longer connected; schedules already applied keep running on the host"
-                .into(),
-    };
-    vec![(host.object_ref(&()), decision)]
-}
-
-/// RunFailed when a run turns Failed or PartiallyFailed; ScheduleMissed, about its Schedule,
-/// when a scheduled run was missed.
-fn run_events(
-    model: &ReadModel,
-    backup: &Backup,
-    before: Option<&Value>,
-    after: &Value,
-) -> Vec<(ObjectReference, Decision)> {
-    let (was, is) = (phase_of(before), phase_of(Some(after)));
-    let mut out = Vec::new();
-    if let Some(d) = failure(was, is, after) {
-        out.push((backup.object_ref(&()), d));
-    }
-    if is == Some(Phase::Missed) && was != is {
-        let schedule = backup.spec.schedule.as_deref().and_then(|s| {
-            model
-                .schedules
-                .iter()
-                .find(|o| namespace_of(*o) == namespace_of(backup) && name_of(*o) == s)
-        });
-        let regarding = match schedule {
-            Some(s) => s.object_ref(&()),
-            None => backup.object_ref(&()),
-        };
-        out.push((
-            regarding,
-            Decision {
-                warning: true,
-                reason: "ScheduleMissed",
-                note: format!(
-                    "{} on {} did not run at its scheduled time (recorded as Backup {})",
-                    backup.spec.schedule.as_deref().unwrap_or("a run"),
-                    backup.spec.host,
-                    name_of(backup)
-                ),
-            },
-        ));
-    }
     out
 }
 
@@ -385,19 +303,6 @@ fn stage(phase: Option<Phase>) -> u8 {
 /// it again) until the agent reports; the cluster keeps what the last leader knew meanwhile.
 fn behind(computed: Option<&Value>, in_cluster: Option<&Value>) -> bool {
     stage(phase_of(computed)) < stage(phase_of(in_cluster))
-}
-
-fn failure(was: Option<Phase>, is: Option<Phase>, status: &Value) -> Option<Decision> {
-    let failed = matches!(is, Some(Phase::Failed | Phase::PartiallyFailed));
-    (failed && was != is).then(|| Decision {
-        warning: true,
-        reason: "RunFailed",
-        note: status
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("the run failed; see its log on the status page")
-            .to_string(),
-    })
 }
 
 /// Backup records in the cluster beyond their schedule's history limits: the cluster, not
@@ -442,7 +347,6 @@ pub struct Executed {
 /// Executes `writes`; a failure is logged and the rest goes on.
 pub async fn execute(
     client: &Client,
-    events: &dyn EventSink,
     written: &mut Written,
     writes: Vec<Write>,
     now: DateTime<Utc>,
@@ -472,7 +376,6 @@ pub async fn execute(
                 namespace,
                 name,
                 status,
-                events: to_record,
             } => {
                 let applied = match kind {
                     Kind::Repo => apply::<Repo>(client, &namespace, &name, &status).await,
@@ -493,12 +396,6 @@ pub async fn execute(
                         written
                             .statuses
                             .applied(&key(kind, &namespace, &name), status, now);
-                        for (regarding, decision) in to_record {
-                            let reason = decision.reason;
-                            if let Err(e) = events.event(regarding, decision).await {
-                                tracing::warn!(reason, "cannot record an event: {e}");
-                            }
-                        }
                     }
                     Err(e) => {
                         tracing::warn!(
@@ -551,7 +448,6 @@ pub async fn run(
     controller: Arc<Controller>,
     stores: Stores,
     client: Client,
-    events: Arc<dyn EventSink>,
     versions: Arc<WrittenVersions>,
 ) {
     let mut changes = controller.changes.subscribe();
@@ -571,7 +467,7 @@ pub async fn run(
         match read {
             Ok((Ok(desired), _)) => {
                 let writes = plan(&desired, &Cluster::of(&stores), &written, now);
-                let executed = execute(&client, &*events, &mut written, writes, now).await;
+                let executed = execute(&client, &mut written, writes, now).await;
                 records = Some(executed.failed);
                 push(&controller, &versions, executed.versions).await;
             }
@@ -647,27 +543,6 @@ mod tests {
 
     use super::*;
     use crate::cluster::scripted;
-
-    /// Events kept instead of sent.
-    #[derive(Default)]
-    struct MemoryEvents(std::sync::Mutex<Vec<&'static str>>);
-
-    impl MemoryEvents {
-        fn reasons(&self) -> Vec<&'static str> {
-            self.0.lock().expect("not poisoned").clone()
-        }
-    }
-
-    impl EventSink for MemoryEvents {
-        fn event(
-            &self,
-            _: ObjectReference,
-            decision: Decision,
-        ) -> futures_util::future::BoxFuture<'static, Result<(), kube::Error>> {
-            self.0.lock().expect("not poisoned").push(decision.reason);
-            Box::pin(async { Ok(()) })
-        }
-    }
 
     fn at(minute: i64) -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp(1_795_000_000 + minute * 60, 0).expect("a time")
@@ -825,49 +700,6 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_run_is_an_event_on_its_backup_and_a_missed_one_on_its_schedule() {
-        let m = model(vec![
-            record(
-                "nightly-web-1-1",
-                json!({"phase": "Failed", "message": "restic exited 1"}),
-            ),
-            record("nightly-web-1-2", json!({"phase": "Missed"})),
-        ]);
-        let mut cluster = empty();
-        cluster.backups = vec![Arc::new(record("nightly-web-1-1", running(50)))];
-        let writes = plan(&m, &cluster, &Written::default(), at(0));
-        let events: Vec<(String, String, &str, String)> = writes
-            .iter()
-            .flat_map(|w| match w {
-                Write::Status { events, .. } => events.clone(),
-                _ => vec![],
-            })
-            .map(|(r, d)| {
-                (
-                    r.kind.unwrap_or_default(),
-                    r.name.unwrap_or_default(),
-                    d.reason,
-                    d.note,
-                )
-            })
-            .collect();
-        assert_eq!(events.len(), 2, "{events:?}");
-        assert_eq!(
-            (
-                events[0].0.as_str(),
-                events[0].1.as_str(),
-                events[0].2,
-                events[0].3.as_str()
-            ),
-            ("Backup", "nightly-web-1-1", "RunFailed", "restic exited 1")
-        );
-        assert_eq!(
-            (events[1].0.as_str(), events[1].1.as_str(), events[1].2),
-            ("Schedule", "nightly", "ScheduleMissed")
-        );
-    }
-
-    #[test]
     fn after_the_first_pass_only_changed_records_are_compared_again() {
         use crate::server::changes::ChangeType;
         let change = |kind: Kind, name: &str| {
@@ -926,7 +758,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn writes_are_a_create_by_holdfast_a_status_apply_an_event_and_a_delete() {
+    async fn writes_are_a_create_by_holdfast_a_status_apply_and_a_delete() {
         let failed = record(
             "nightly-web-1-1",
             json!({"phase": "Failed", "message": "exit 1"}),
@@ -951,9 +783,8 @@ mod tests {
                 json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
             ),
         ]);
-        let events = MemoryEvents::default();
         let mut written = Written::default();
-        execute(&client, &events, &mut written, writes, at(0)).await;
+        execute(&client, &mut written, writes, at(0)).await;
         let asked = server.await.expect("the server answered");
         let calls: Vec<(String, String)> = asked
             .iter()
@@ -972,7 +803,6 @@ mod tests {
             "holdfast"
         );
         assert_eq!(asked[1].body["status"]["phase"], "Failed");
-        assert_eq!(events.reasons(), ["RunFailed"]);
         assert!(
             written
                 .created
@@ -1006,7 +836,7 @@ mod tests {
     }
 
     #[test]
-    fn host_status_is_written_like_any_other_and_an_agent_going_offline_is_an_event() {
+    fn host_status_is_written_like_any_other() {
         let (desired, cluster) = hosts(
             json!({"online": false, "desiredScheduleVersion": 2, "desiredScheduleDigest": "d2",
                    "lastBackup": {"backup": "nightly-web-1-7", "phase": "Succeeded",
@@ -1015,23 +845,15 @@ mod tests {
         );
         let writes = plan(&desired, &cluster, &Written::default(), at(0));
         assert_eq!(names(&writes), ["status Host web-1"]);
-        let Write::Status { status, events, .. } = &writes[0] else {
+        let Write::Status { status, .. } = &writes[0] else {
             panic!("a status write")
         };
         assert_eq!(status["desiredScheduleVersion"], 2);
         assert_eq!(status["lastBackup"]["backup"], "nightly-web-1-7");
-        let reasons: Vec<&str> = events.iter().map(|(_, d)| d.reason).collect();
-        assert_eq!(reasons, ["AgentOffline"]);
 
-        // Already in the cluster: nothing to write; online again: no event.
+        // Already in the cluster: nothing to write.
         let (desired, cluster) = hosts(json!({"online": true}), json!({"online": true}));
         assert!(plan(&desired, &cluster, &Written::default(), at(0)).is_empty());
-        let (desired, cluster) = hosts(json!({"online": true}), json!({"online": false}));
-        let writes = plan(&desired, &cluster, &Written::default(), at(0));
-        let Write::Status { events, .. } = &writes[0] else {
-            panic!("a status write")
-        };
-        assert!(events.is_empty());
     }
 
     #[tokio::test]
@@ -1045,14 +867,7 @@ mod tests {
             serde_json::to_value(host(json!({"desiredScheduleVersion": 3}))).expect("serialises");
         let (client, server) = scripted::api(vec![(200, applied)]);
         let mut written = Written::default();
-        let executed = execute(
-            &client,
-            &MemoryEvents::default(),
-            &mut written,
-            writes,
-            at(0),
-        )
-        .await;
+        let executed = execute(&client, &mut written, writes, at(0)).await;
         let asked = server.await.expect("the server answered");
         assert_eq!(
             asked[0].uri,

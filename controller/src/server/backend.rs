@@ -1,17 +1,20 @@
 //! What files mode and Kubernetes mode do differently, as the agent hub and the status writer
 //! see it: where credentials live, which secret values a push carries besides controller files,
-//! whether this replica leads, what follows an agent's change, and the objects a follower
-//! mirrors. The backend is chosen once, where each mode is started; nothing else asks which mode
+//! whether this replica leads, what follows an agent's change, the objects a follower mirrors,
+//! and where Events go. The backend is chosen once, where each mode is started; nothing else asks which mode
 //! it is in.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::reflector::Store as Reflected;
 use protocol::{ResolvedRepo, SecretValue};
 
+use super::events::EventLog;
 use crate::compile::HostKey;
+use crate::decisions::Decision;
 use crate::resources::{Backup, Host, Repo, Restore, Schedule};
 use crate::store::{AuthError, Enrolled, NoRandomness, Store, StoreError};
 
@@ -119,18 +122,25 @@ pub trait Backend: Send + Sync {
     /// The objects as the source holds them, with the status written there: what a replica
     /// that does not lead shows, and what the leader compares its status with.
     fn observed(&self) -> Option<&Stores>;
+    /// Records `decision` as an Event about `regarding`: in files mode in the controller's
+    /// own log, in Kubernetes mode on the API server.
+    fn record(&self, regarding: ObjectReference, decision: Decision);
+    /// The Events the controller serves itself; `None` where the API server holds them.
+    fn events(&self) -> Option<&EventLog>;
 }
 
 /// Files mode: credentials in SQLite (a connection of their own, beside the controller's),
 /// secret values only from the controller's files, always leading.
 pub struct Files {
     credentials: Arc<Mutex<Store>>,
+    events: EventLog,
 }
 
 impl Files {
     pub fn open(data_dir: &Path) -> Result<Files, StoreError> {
         Ok(Files {
             credentials: Arc::new(Mutex::new(Store::open(data_dir)?)),
+            events: EventLog::default(),
         })
     }
 
@@ -194,6 +204,14 @@ impl Backend for Files {
     fn observed(&self) -> Option<&Stores> {
         None
     }
+
+    fn record(&self, regarding: ObjectReference, decision: Decision) {
+        self.events.record(regarding, decision, chrono::Utc::now());
+    }
+
+    fn events(&self) -> Option<&EventLog> {
+        Some(&self.events)
+    }
 }
 
 /// Test support: reflector stores filled with fixtures, a backend that mirrors them, and a
@@ -232,6 +250,8 @@ pub(crate) mod testing {
     pub struct Mirror {
         pub stores: Stores,
         pub leading: bool,
+        /// The Events the controller decided, kept for the test to read.
+        pub events: EventLog,
     }
 
     impl Backend for Mirror {
@@ -270,6 +290,14 @@ pub(crate) mod testing {
 
         fn observed(&self) -> Option<&Stores> {
             Some(&self.stores)
+        }
+
+        fn record(&self, regarding: ObjectReference, decision: Decision) {
+            self.events.record(regarding, decision, chrono::Utc::now());
+        }
+
+        fn events(&self) -> Option<&EventLog> {
+            Some(&self.events)
         }
     }
 

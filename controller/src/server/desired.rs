@@ -1,6 +1,7 @@
 //! Desired state from the config directory: read it whole, watch it, and apply each valid
 //! revision: compile, version, record, push, and turn new Backup and Restore files into runs.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::Controller;
 use crate::compile::{self, HostKey};
-use crate::resources::Kind;
+use crate::resources::{Kind, ObjectKey};
 use crate::revision::Revision;
 use crate::revision::{name_of, namespace_of};
 use crate::runs::{RunRecord, request_job};
@@ -198,6 +199,7 @@ fn apply(controller: &Controller, loaded: Loaded, git: &GitState) -> Result<(), 
     let summary = loaded.revision.summary();
     if !loaded.is_valid() {
         let errors: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
+        controller.at_fault(at_fault(&loaded));
         return reject(controller, &errors, &summary, git);
     }
     let fleet = match compile::compile(&loaded.revision) {
@@ -239,6 +241,7 @@ fn apply(controller: &Controller, loaded: Loaded, git: &GitState) -> Result<(), 
         state.revision = Arc::new(loaded.revision);
         state.fleet = Arc::new(fleet);
         state.versions = versions;
+        state.rejected.clear();
         state.sessions.keys().cloned().collect()
     };
     let requesting = controller.store().hosts_with_open_requests()?;
@@ -250,6 +253,23 @@ fn apply(controller: &Controller, loaded: Loaded, git: &GitState) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// The objects the errors of a rejected directory name, each with its errors where they are
+/// (`file:line:column: field: message`).
+fn at_fault(loaded: &Loaded) -> BTreeMap<ObjectKey, Vec<String>> {
+    let mut out: BTreeMap<ObjectKey, Vec<String>> = BTreeMap::new();
+    for d in loaded.errors() {
+        let Some(object) = &d.object else { continue };
+        let field = match d.field.is_root() {
+            true => String::new(),
+            false => format!("{}: ", d.field),
+        };
+        out.entry(object.clone())
+            .or_default()
+            .push(format!("{}: {field}{}", d.location, d.message));
+    }
+    out
 }
 
 /// Records a run for every Backup and Restore of `revision` that has none yet: each executes

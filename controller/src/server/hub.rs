@@ -1500,19 +1500,14 @@ impl super::reconciler::Hub for Controller {
     }
 
     fn rejected(&self, findings: &[crate::diagnostics::Finding]) {
-        let mut rejected: BTreeMap<_, Vec<String>> = BTreeMap::new();
+        let mut at_fault: BTreeMap<_, Vec<String>> = BTreeMap::new();
         for f in findings {
-            rejected
+            at_fault
                 .entry(f.object.clone())
                 .or_default()
                 .push(format!("{}: {}", f.field, f.message));
         }
-        let mut state = self.state();
-        if state.rejected != rejected {
-            state.rejected = rejected;
-            drop(state);
-            self.touch();
-        }
+        self.at_fault(at_fault);
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod changes;
 mod desired;
+pub mod events;
 mod hub;
 pub mod metrics;
 mod model;
@@ -90,8 +91,8 @@ struct State {
     versions: BTreeMap<HostKey, Versioned>,
     agents: BTreeMap<HostKey, AgentRecord>,
     sessions: HashMap<HostKey, Session>,
-    /// Kubernetes mode: the objects that keep the cluster's desired state from validating,
-    /// with what is wrong with each, until a revision is adopted.
+    /// The objects that keep the newest desired state from validating, with what is wrong
+    /// with each, until a revision is adopted.
     rejected: BTreeMap<crate::resources::ObjectKey, Vec<String>>,
     /// What each host may report about: the plans it was given and the repos of its runs.
     scopes: HashMap<HostKey, hub::Scope>,
@@ -254,6 +255,31 @@ impl Controller {
     fn host_changed(&self, host: &HostKey) {
         self.touch();
         self.backend.agent_changed(host);
+    }
+
+    /// The objects at fault in the newest revision, with what is wrong with each (none once a
+    /// revision is adopted): each Repo and Schedule among them shows it (`Stalled`, not
+    /// `Ready`) until then.
+    /// Each object newly at fault, or at fault for new reasons, gets a `RevisionRejected`
+    /// Event.
+    fn at_fault(&self, at_fault: BTreeMap<crate::resources::ObjectKey, Vec<String>>) {
+        let mut state = self.state();
+        if state.rejected == at_fault {
+            return;
+        }
+        let before = std::mem::replace(&mut state.rejected, at_fault.clone());
+        drop(state);
+        self.touch();
+        let model = self.model();
+        for (key, problems) in at_fault {
+            if before.get(&key) == Some(&problems) {
+                continue;
+            }
+            let uid = model.uid(key.kind, &key.namespace, &key.name);
+            let regarding = model::event_reference(key.kind, &key.namespace, &key.name, uid);
+            self.backend
+                .record(regarding, crate::decisions::revision_rejected(&problems));
+        }
     }
 
     /// Stores the agent records that changed since the last call, in one transaction; if

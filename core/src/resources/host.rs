@@ -44,6 +44,25 @@ use super::common::{Hooks, Phase, conditions_schema};
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Agent",
+        type_ = "string",
+        json_path = ".status.agentVersion",
+        priority = 1
+    ),
+    printcolumn(name = "OS", type_ = "string", json_path = ".status.os", priority = 1),
+    printcolumn(
+        name = "Arch",
+        type_ = "string",
+        json_path = ".status.arch",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Last seen",
+        type_ = "date",
+        json_path = ".status.lastSeen",
+        priority = 1
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -34,6 +34,18 @@ use super::common::{EnvVar, SecretSource, conditions_schema};
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Initialized",
+        type_ = "boolean",
+        json_path = ".status.initialized",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Check passed",
+        type_ = "boolean",
+        json_path = ".status.lastCheck.passed",
+        priority = 1
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -42,6 +42,18 @@ use super::common::{Hooks, LabelSelector, Phase, conditions_schema};
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Next run",
+        type_ = "string",
+        json_path = ".status.nextScheduleTime",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Time zone",
+        type_ = "string",
+        json_path = ".spec.timeZone",
+        priority = 1
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -143,6 +155,9 @@ pub struct ScheduleStatus {
     /// The most recent successful run on any host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_time: Option<Time>,
+    /// The next run on any host (none while suspended, or on paused hosts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
     /// Per host, sorted by host name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["host"]))]

@@ -21,6 +21,7 @@ use kube::Resource;
 use serde::Serialize;
 
 pub use history::History;
+pub use settle::event_reference;
 
 use super::Controller;
 use super::changes::ChangeType;
@@ -151,6 +152,12 @@ impl ReadModel {
         });
         object["metadata"]["resourceVersion"] = resource_version.to_string().into();
         object
+    }
+
+    /// The uid of a Repo, Host or Schedule, as served.
+    pub fn uid(&self, kind: Kind, namespace: &str, name: &str) -> Option<&str> {
+        let id = (kind, namespace.to_string(), name.to_string());
+        self.stored.get(&id).map(|o| o.meta.uid.as_str())
     }
 
     /// The stored identities and statuses; the objects come with the first recompute.
@@ -370,7 +377,12 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         revision,
         host_status: computed_hosts,
     };
+    let decided = std::mem::take(&mut writer.decided);
     publish(controller, &previous, writer, revisions, objects)?;
+    // RecordedEvent once the objects they are about are served.
+    for (regarding, decision) in decided {
+        controller.backend.record(regarding, decision);
+    }
     Ok(until)
 }
 
@@ -609,6 +621,7 @@ mod tests {
         let (controller, _data) = controller(Box::new(Mirror {
             stores,
             leading: false,
+            events: Default::default(),
         }));
         rebuild(&controller).expect("rebuilt");
         let model = controller.model();
@@ -633,6 +646,7 @@ mod tests {
         let (controller, _data) = controller(Box::new(Mirror {
             stores,
             leading: true,
+            events: Default::default(),
         }));
         let repo: Repo = serde_json::from_value(serde_json::json!({
             "apiVersion": "holdfast.dev/v1alpha1", "kind": "Repo",
@@ -716,6 +730,7 @@ mod tests {
         let (controller, _data) = controller(Box::new(Mirror {
             stores,
             leading: true,
+            events: Default::default(),
         }));
         controller.state().revision = Arc::new(crate::revision::Revision {
             hosts: vec![web_1(serde_json::Value::Null)],
@@ -736,6 +751,7 @@ mod tests {
         let (controller, _data) = controller(Box::new(Mirror {
             stores: empty(),
             leading: true,
+            events: Default::default(),
         }));
         let object = |kind: &str, name: &str, spec: serde_json::Value| {
             serde_json::json!({
@@ -867,6 +883,7 @@ mod tests {
         let (controller, _data) = controller(Box::new(Mirror {
             stores,
             leading: true,
+            events: Default::default(),
         }));
         {
             let mut state = controller.state();
@@ -996,6 +1013,7 @@ mod tests {
         let (controller, data) = controller(Box::new(Mirror {
             stores: empty(),
             leading: true,
+            events: Default::default(),
         }));
         in_force(&controller);
         (controller, data)
@@ -1128,6 +1146,7 @@ mod tests {
             Box::new(Mirror {
                 stores: empty(),
                 leading: true,
+                events: Default::default(),
             }),
         )
         .expect("opens");
@@ -1162,5 +1181,89 @@ mod tests {
             .expect("read")
             .0;
         assert_eq!(names(&kept), ["ok-4", "ok-5"]);
+    }
+
+    /// The Events (reason, kind and name regarded, its uid) the backend was given.
+    fn recorded(controller: &Controller) -> Vec<(String, String, String, Option<String>)> {
+        let log = controller
+            .backend
+            .events()
+            .expect("the test backend keeps them");
+        log.list(Utc::now())
+            .0
+            .iter()
+            .map(|e| {
+                let r = &e.regarding;
+                (
+                    e.reason.clone(),
+                    r.kind.clone().unwrap_or_default(),
+                    r.name.clone().unwrap_or_default(),
+                    r.uid.clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn status_changes_that_decide_something_are_events_about_their_objects() {
+        use crate::resources::Phase;
+        let (controller, _data) = leading();
+        let host = HostKey::new("default", "web-1");
+        let version = |v: u64| crate::versions::Versioned {
+            version: v,
+            digest: format!("sha256:{v}"),
+        };
+        controller.state().versions.insert(host.clone(), version(1));
+        rebuild(&controller).expect("rebuilt");
+        assert!(
+            recorded(&controller).is_empty(),
+            "first sight decides nothing"
+        );
+
+        controller.state().versions.insert(host.clone(), version(2));
+        controller
+            .store()
+            .save_run(&finished("bad-1", Phase::Failed, 1))
+            .expect("saved");
+        controller
+            .store()
+            .save_run(&finished("gone-2", Phase::Missed, 2))
+            .expect("saved");
+        rebuild(&controller).expect("rebuilt");
+        let model = controller.model();
+        let uid = |kind: Kind, name: &str| model.uid(kind, "default", name).map(String::from);
+        let backup_uid = controller
+            .record(Kind::Backup, "default", "bad-1")
+            .expect("read")
+            .and_then(|b| b["metadata"]["uid"].as_str().map(String::from));
+        let mut events = recorded(&controller);
+        events.sort();
+        assert_eq!(
+            events,
+            [
+                (
+                    "RunFailed".into(),
+                    "Backup".into(),
+                    "bad-1".into(),
+                    backup_uid
+                ),
+                (
+                    "ScheduleMissed".into(),
+                    "Schedule".into(),
+                    "nightly".into(),
+                    uid(Kind::Schedule, "nightly")
+                ),
+                (
+                    "ScheduleVersionChanged".into(),
+                    "Host".into(),
+                    "web-1".into(),
+                    uid(Kind::Host, "web-1")
+                ),
+            ]
+        );
+
+        // Nothing changed: nothing more is decided.
+        rebuild(&controller).expect("rebuilt");
+        assert_eq!(recorded(&controller).len(), 3);
     }
 }

@@ -6,14 +6,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::ReadModel;
+use crate::decisions::{self, Decision};
 use crate::records::RecordId;
-use crate::resources::{Backup, Host, Kind, ObjectKey, Repo, Restore, Schedule};
+use crate::resources::{
+    Backup, Host, HostStatus, Kind, ObjectKey, Phase, Repo, Restore, RunStatus, Schedule,
+};
 use crate::revision::{name_of, namespace_of};
 use crate::server::changes::{Change, ChangeType};
 use crate::status::finish_conditions;
@@ -45,7 +49,7 @@ desired!(Repo);
 desired!(Schedule);
 
 /// The objects in force with the status `compute` gives them, each at fault for a rejected
-/// revision marked `Stalled`; then (Kubernetes mode, from the cluster's `store`) those at fault
+/// revision marked `Stalled` and not `Ready`; then (Kubernetes mode, from the cluster's `store`) those at fault
 /// that are not in force at all, `Stalled` and not `Ready`.
 pub fn settle_desired<K: Desired>(
     writer: &mut Writer,
@@ -64,6 +68,7 @@ pub fn settle_desired<K: Desired>(
             compute(&mut o);
             if let Some(problems) = rejected.get(&key(&o)) {
                 stall(o.conditions_mut(), problems, now);
+                held_back(o.conditions_mut(), now);
             }
             writer.settle(K::KIND, o, held)
         })
@@ -122,6 +127,19 @@ pub fn stall(conditions: &mut Vec<Condition>, problems: &[String], now: DateTime
     );
 }
 
+/// `Ready=False` for an object in force whose newest spec does not validate: what runs is not
+/// what was last written, so `kubectl wait --for=condition=Ready` must not pass.
+pub fn held_back(conditions: &mut Vec<Condition>, now: DateTime<Utc>) {
+    set_condition(
+        conditions,
+        "Ready",
+        "Invalid",
+        "its newest spec does not validate, so the previous one stays in force (see Stalled)"
+            .into(),
+        now,
+    );
+}
+
 /// `Ready=False` for an object that never was in force.
 pub fn never_ready(conditions: &mut Vec<Condition>, now: DateTime<Utc>) {
     set_condition(
@@ -151,6 +169,107 @@ fn set_condition(
     });
 }
 
+/// What a change of an object's status from `before` (its status as last written, JSON
+/// text; `None` when new) decided: each decision about the object itself (`None`) or about its
+/// Schedule (`Some(name)`, in its namespace).
+pub trait Decides {
+    fn decided(&self, _before: Option<&str>) -> Vec<(Option<String>, Decision)> {
+        Vec::new()
+    }
+}
+
+impl Decides for Repo {}
+impl Decides for Schedule {}
+
+impl Decides for Host {
+    fn decided(&self, before: Option<&str>) -> Vec<(Option<String>, Decision)> {
+        let Some(after) = &self.status else {
+            return Vec::new();
+        };
+        let before: Option<HostStatus> = before.and_then(|b| serde_json::from_str(b).ok());
+        decisions::host_status_changed(before.as_ref(), after)
+            .into_iter()
+            .map(|d| (None, d))
+            .collect()
+    }
+}
+
+/// The decisions of a run: about itself, and a missed run about its Schedule.
+fn run_decided(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    host: &str,
+    schedule: Option<&str>,
+    after: &RunStatus,
+    before: Option<&str>,
+) -> Vec<(Option<String>, Decision)> {
+    #[derive(serde::Deserialize)]
+    struct Phased {
+        phase: Option<Phase>,
+    }
+    let was = before
+        .and_then(|b| serde_json::from_str::<Phased>(b).ok())
+        .and_then(|p| p.phase);
+    // A person's request has no managed-by label; a record of a scheduled run has.
+    let requested = meta
+        .labels
+        .as_ref()
+        .is_none_or(|l| !l.contains_key(crate::resources::MANAGED_BY.0));
+    let mut out: Vec<(Option<String>, Decision)> =
+        decisions::run_phase_changed(requested, host, was, after.phase, after.message.as_deref())
+            .into_iter()
+            .map(|d| (None, d))
+            .collect();
+    let name = meta.name.as_deref().unwrap_or_default();
+    if let (Some(schedule), Some(d)) = (
+        schedule,
+        decisions::run_missed(was, after.phase, host, name),
+    ) {
+        out.push((Some(schedule.to_string()), d));
+    }
+    out
+}
+
+impl Decides for Backup {
+    fn decided(&self, before: Option<&str>) -> Vec<(Option<String>, Decision)> {
+        match &self.status {
+            Some(s) => run_decided(
+                &self.metadata,
+                &self.spec.host,
+                self.spec.schedule.as_deref(),
+                &s.run,
+                before,
+            ),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Decides for Restore {
+    fn decided(&self, before: Option<&str>) -> Vec<(Option<String>, Decision)> {
+        match &self.status {
+            Some(s) => run_decided(&self.metadata, &self.spec.target_host, None, &s.run, before),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// A reference to one of Holdfast's objects, as an Event's `involvedObject` / `regarding`.
+pub fn event_reference(
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    uid: Option<&str>,
+) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(crate::resources::API_VERSION.into()),
+        kind: Some(kind.as_str().into()),
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        uid: uid.map(String::from),
+        ..ObjectReference::default()
+    }
+}
+
 /// Fills in metadata and the parts of status that depend on what was written before.
 pub struct Writer<'a> {
     /// Whether statuses were computed here (and get observedGeneration and transition times),
@@ -162,12 +281,14 @@ pub struct Writer<'a> {
     pub changes: Vec<ObjectWrite>,
     /// The same changes as watch events.
     pub events: Vec<Change>,
+    /// What the changes of computed statuses decided, for Events.
+    pub decided: Vec<(ObjectReference, Decision)>,
     pub resource_version: i64,
     pub now: DateTime<Utc>,
 }
 
 /// The parts of a status every kind has.
-pub trait HasStatus: Resource + Serialize {
+pub trait HasStatus: Resource + Serialize + Decides {
     fn spec_json(&self) -> serde_json::Value;
     /// The status as JSON text, as it is stored.
     fn status_text(&self) -> Option<Box<str>>;
@@ -229,6 +350,7 @@ impl<'a> Writer<'a> {
             next: BTreeMap::new(),
             changes: Vec::new(),
             events: Vec::new(),
+            decided: Vec::new(),
             resource_version: previous.resource_version,
             now,
         }
@@ -374,6 +496,23 @@ impl<'a> Writer<'a> {
         m.generation = Some(stored.meta.generation);
         m.resource_version = Some(stored.meta.resource_version.to_string());
         m.creation_timestamp = Some(crate::time::k8s(stored.meta.created_at));
+        if unchanged.is_none() && self.computed {
+            for (schedule, decision) in object.decided(before.and_then(|b| b.status.as_deref())) {
+                let regarding = match schedule {
+                    None => event_reference(id.0, &id.1, &id.2, Some(&stored.meta.uid)),
+                    Some(name) => {
+                        let schedule = (Kind::Schedule, id.1.clone(), name);
+                        let uid = self
+                            .next
+                            .get(&schedule)
+                            .or(self.previous.get(&schedule))
+                            .map(|s| s.meta.uid.as_str());
+                        event_reference(Kind::Schedule, &schedule.1, &schedule.2, uid)
+                    }
+                };
+                self.decided.push((regarding, decision));
+            }
+        }
         if unchanged.is_none() {
             let change = if before.is_some() {
                 ChangeType::Modified

@@ -100,18 +100,18 @@ pub fn of(kind: Kind) -> &'static Served {
         .expect("every kind is served")
 }
 
-/// `GET /api`: the core group is not served.
+/// `GET /api`: the core group, for its Events alone.
 pub fn api_versions() -> APIVersions {
     APIVersions {
-        versions: Vec::new(),
+        versions: vec!["v1".into()],
         server_address_by_client_cidrs: Vec::new(),
     }
 }
 
-/// `GET /apis`: the one group.
+/// `GET /apis`: Holdfast's group, and `events.k8s.io` for Events.
 pub fn group_list() -> APIGroupList {
     APIGroupList {
-        groups: vec![group()],
+        groups: vec![group(), super::events::events_group()],
     }
 }
 
@@ -214,8 +214,9 @@ mod tests {
             groups["groups"][0]["preferredVersion"]["groupVersion"],
             "holdfast.dev/v1alpha1"
         );
+        assert_eq!(groups["groups"][1]["name"], "events.k8s.io");
         let core = serde_json::to_value(api_versions()).expect("serialises");
         assert_eq!(core["kind"], "APIVersions");
-        assert_eq!(core["versions"], serde_json::json!([]));
+        assert_eq!(core["versions"], serde_json::json!(["v1"]));
     }
 }

@@ -6,6 +6,9 @@
 //! refused with 405: in files mode the YAML in the config directory is the only way in.
 
 pub mod discovery;
+pub mod events;
+pub mod gnostic;
+pub mod openapi;
 pub mod page;
 pub mod selector;
 pub mod table;
@@ -51,6 +54,42 @@ pub fn router(controller: Arc<Controller>) -> Router {
             read(|| async { json_response(&discovery::api_versions()) }),
         )
         .route(
+            "/api/v1",
+            read(|| async { json_response(&events::core_resource_list()) }),
+        )
+        .route(
+            "/api/v1/events",
+            read(|s, q, h| events::events_in_all_namespaces(events::EventApi::Core, s, q, h)),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/events",
+            read(|s, p, q, h| events::events_in_namespace(events::EventApi::Core, s, p, q, h)),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/events/{name}",
+            read(|s, p| events::event_item(events::EventApi::Core, s, p)),
+        )
+        .route(
+            "/apis/events.k8s.io",
+            read(|| async { json_response(&events::events_group()) }),
+        )
+        .route(
+            "/apis/events.k8s.io/v1",
+            read(|| async { json_response(&events::events_resource_list()) }),
+        )
+        .route(
+            "/apis/events.k8s.io/v1/events",
+            read(|s, q, h| events::events_in_all_namespaces(events::EventApi::Events, s, q, h)),
+        )
+        .route(
+            "/apis/events.k8s.io/v1/namespaces/{namespace}/events",
+            read(|s, p, q, h| events::events_in_namespace(events::EventApi::Events, s, p, q, h)),
+        )
+        .route(
+            "/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}",
+            read(|s, p| events::event_item(events::EventApi::Events, s, p)),
+        )
+        .route(
             "/apis",
             read(|| async { json_response(&discovery::group_list()) }),
         )
@@ -75,6 +114,17 @@ pub fn router(controller: Arc<Controller>) -> Router {
             &format!("{v}/namespaces/{{namespace}}/{{plural}}/{{name}}/status"),
             read(item),
         )
+        .route("/openapi/v2", read(openapi_v2))
+        .route(
+            "/openapi/v3",
+            read(|| async {
+                bytes_response(
+                    "application/json",
+                    &openapi::openapi_documents().v3_discovery,
+                )
+            }),
+        )
+        .route("/openapi/v3/{*path}", read(openapi_v3))
         .route(
             "/apis/{*rest}",
             read(|| async { not_found("the server could not find the requested resource", None) }),
@@ -109,6 +159,32 @@ fn json_response<T: Serialize>(value: &T) -> Response {
             format!("cannot encode the response: {e}"),
             None,
         ),
+    }
+}
+
+fn bytes_response(content_type: &'static str, body: &'static [u8]) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// `GET /openapi/v2`: protocol buffers when asked for them (client-go always does), else JSON.
+async fn openapi_v2(headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let documents = openapi::openapi_documents();
+    if accept.contains(gnostic::MEDIA_TYPE) || accept.contains(gnostic::CONTENT_TYPE) {
+        bytes_response(gnostic::CONTENT_TYPE, &documents.v2_protobuf)
+    } else {
+        bytes_response("application/json", &documents.v2)
+    }
+}
+
+/// `GET /openapi/v3/apis/holdfast.dev/v1alpha1` (whatever its `hash`): the group's document.
+async fn openapi_v3(Path(path): Path<String>) -> Response {
+    match path == openapi::V3_GROUP_PATH {
+        true => bytes_response("application/json", &openapi::openapi_documents().v3_group),
+        false => not_found(&format!("no OpenAPI v3 document for {path}"), None),
     }
 }
 
@@ -167,10 +243,12 @@ struct Request {
 }
 
 impl Request {
+    /// `fields`: the fields the kind may be selected by.
     fn parse(
         namespace: Option<String>,
         params: &BTreeMap<String, String>,
         headers: &HeaderMap,
+        fields: &[&str],
     ) -> Result<Request, RequestError> {
         let param = |k: &str| params.get(k).map(String::as_str).unwrap_or_default();
         let include = match param("includeObject") {
@@ -197,7 +275,7 @@ impl Request {
         Ok(Request {
             namespace,
             labels: selector::labels(param("labelSelector"))?,
-            fields: selector::fields(param("fieldSelector"))?,
+            fields: selector::fields(param("fieldSelector"), fields)?,
             table: table_version(headers),
             include,
             watch: matches!(param("watch"), "true" | "1"),
@@ -297,7 +375,7 @@ fn collection(
     let Some(served) = discovery::by_plural(plural) else {
         return unknown_kind(plural);
     };
-    let request = match Request::parse(namespace, params, headers) {
+    let request = match Request::parse(namespace, params, headers, selector::NAME_AND_NAMESPACE) {
         Ok(r) => r,
         Err(e) => return bad_request(e.to_string()),
     };
@@ -353,7 +431,12 @@ async fn item(
     let Some(served) = discovery::by_plural(&plural) else {
         return unknown_kind(&plural);
     };
-    let request = match Request::parse(Some(namespace.clone()), &params, &headers) {
+    let request = match Request::parse(
+        Some(namespace.clone()),
+        &params,
+        &headers,
+        selector::NAME_AND_NAMESPACE,
+    ) {
         Ok(r) => r,
         Err(e) => return bad_request(e.to_string()),
     };
@@ -641,7 +724,13 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let r = Request::parse(Some("default".into()), &params, &HeaderMap::new()).expect("parses");
+        let r = Request::parse(
+            Some("default".into()),
+            &params,
+            &HeaderMap::new(),
+            selector::NAME_AND_NAMESPACE,
+        )
+        .expect("parses");
         let object = |ns: &str, name: &str, host: &str| json!({"metadata": {"namespace": ns, "name": name, "labels": {"holdfast.dev/host": host}}});
         assert!(r.selects(&object("default", "new", "web-1")));
         assert!(!r.selects(&object("default", "old", "web-1")));
@@ -659,10 +748,15 @@ mod tests {
             ("timeoutSeconds", "-1", "invalid timeoutSeconds"),
         ] {
             let params = BTreeMap::from([(k.to_string(), v.to_string())]);
-            let e = Request::parse(None, &params, &HeaderMap::new())
-                .err()
-                .unwrap_or_else(|| panic!("{k}={v} was accepted"))
-                .to_string();
+            let e = Request::parse(
+                None,
+                &params,
+                &HeaderMap::new(),
+                selector::NAME_AND_NAMESPACE,
+            )
+            .err()
+            .unwrap_or_else(|| panic!("{k}={v} was accepted"))
+            .to_string();
             assert!(e.contains(says), "{k}={v}: {e}");
         }
     }

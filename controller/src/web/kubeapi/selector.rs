@@ -32,8 +32,8 @@ pub enum SelectorError {
     LabelValue { requirement: String, value: String },
     #[error("invalid field selector {0:?}: expected field=value")]
     NoFieldValue(String),
-    #[error("field label not supported: {0} (use metadata.name or metadata.namespace)")]
-    UnsupportedField(String),
+    #[error("field label not supported: {field} (supported: {supported})")]
+    UnsupportedField { field: String, supported: String },
 }
 
 /// Parses `app=web,tier!=db,env in (a,b),!legacy,owner` into a selector; empty text selects
@@ -172,25 +172,24 @@ fn is_label_name(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// A `fieldSelector`: only `metadata.name` and `metadata.namespace`, with `=`, `==` or `!=`,
-/// which is all the API server supports for custom resources.
+/// A `fieldSelector`: requirements on named fields, with `=`, `==` or `!=`; each kind
+/// supports its own fields, as the API server does (for custom resources only
+/// `metadata.name` and `metadata.namespace`).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Fields(Vec<FieldRequirement>);
 
 #[derive(Debug, PartialEq, Eq)]
 struct FieldRequirement {
-    field: Field,
+    field: String,
     equal: bool,
     value: String,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Field {
-    Name,
-    Namespace,
-}
+/// The fields every kind supports.
+pub const NAME_AND_NAMESPACE: &[&str] = &["metadata.name", "metadata.namespace"];
 
-pub fn fields(text: &str) -> Result<Fields, SelectorError> {
+/// Parses `text` into requirements on the fields in `supported`.
+pub fn fields(text: &str, supported: &[&str]) -> Result<Fields, SelectorError> {
     let mut out = Vec::new();
     for r in text.split(',').map(str::trim).filter(|r| !r.is_empty()) {
         let (field, equal, value) = if let Some((f, v)) = r.split_once("!=") {
@@ -202,13 +201,15 @@ pub fn fields(text: &str) -> Result<Fields, SelectorError> {
         } else {
             return Err(SelectorError::NoFieldValue(r.to_string()));
         };
-        let field = match field.trim() {
-            "metadata.name" => Field::Name,
-            "metadata.namespace" => Field::Namespace,
-            other => return Err(SelectorError::UnsupportedField(other.to_string())),
-        };
+        let field = field.trim();
+        if !supported.contains(&field) {
+            return Err(SelectorError::UnsupportedField {
+                field: field.to_string(),
+                supported: supported.join(", "),
+            });
+        }
         out.push(FieldRequirement {
-            field,
+            field: field.to_string(),
             equal,
             value: value.trim().to_string(),
         });
@@ -222,13 +223,19 @@ impl Fields {
         self.0.is_empty()
     }
 
+    /// Whether an object whose fields `value_of` gives (empty when it has none) matches.
+    pub fn matches_with(&self, value_of: impl Fn(&str) -> String) -> bool {
+        self.0
+            .iter()
+            .all(|r| (value_of(&r.field) == r.value) == r.equal)
+    }
+
+    /// [`Fields::matches_with`] for the name and namespace alone.
     pub fn matches(&self, namespace: &str, name: &str) -> bool {
-        self.0.iter().all(|r| {
-            let actual = match r.field {
-                Field::Name => name,
-                Field::Namespace => namespace,
-            };
-            (actual == r.value) == r.equal
+        self.matches_with(|field| match field {
+            "metadata.name" => name.to_string(),
+            "metadata.namespace" => namespace.to_string(),
+            _ => String::new(),
         })
     }
 }
@@ -305,6 +312,7 @@ mod tests {
 
     #[test]
     fn field_selectors_take_name_and_namespace() {
+        let fields = |text: &str| fields(text, NAME_AND_NAMESPACE);
         let f = fields("metadata.name=web-1").expect("parses");
         assert!(f.matches("default", "web-1"));
         assert!(!f.matches("default", "web-2"));

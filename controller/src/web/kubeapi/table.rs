@@ -37,6 +37,19 @@ impl Column {
         }
     }
 
+    /// A column whose cells the caller makes (the API server's columns of a built-in kind).
+    pub fn computed(name: &str, type_: &str, priority: i32, description: &str) -> Column {
+        Column {
+            name: name.into(),
+            type_: type_.into(),
+            format: String::new(),
+            description: description.into(),
+            priority,
+            path: None,
+            json_path: String::new(),
+        }
+    }
+
     /// A printer column of a CRD. Its JSONPath (`.status.phase`, with filters such as
     /// `[?(@.type=="Ready")]`) is read as RFC 9535 after a leading `$`; a path that does not
     /// parse gives empty cells (a unit test keeps every column's path parsing).
@@ -120,12 +133,30 @@ pub fn table(
     resource_version: Option<i64>,
     now: DateTime<Utc>,
 ) -> Value {
-    let rows: Vec<Value> = objects
+    let rows = objects
         .iter()
         .map(|object| {
-            let mut row = json!({
-                "cells": columns.iter().map(|c| c.cell(object, now)).collect::<Vec<_>>(),
-            });
+            (
+                columns.iter().map(|c| c.cell(object, now)).collect(),
+                *object,
+            )
+        })
+        .collect();
+    table_of(api_version, columns, rows, include, resource_version)
+}
+
+/// A Table of rows whose cells are made: each row's cells and the object it shows.
+pub fn table_of(
+    api_version: &str,
+    columns: &[Column],
+    rows: Vec<(Vec<Value>, &Value)>,
+    include: Include,
+    resource_version: Option<i64>,
+) -> Value {
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|(cells, object)| {
+            let mut row = json!({ "cells": cells });
             match include {
                 Include::None => {}
                 Include::Metadata => {
@@ -135,7 +166,7 @@ pub fn table(
                         "metadata": object["metadata"],
                     })
                 }
-                Include::Object => row["object"] = (*object).clone(),
+                Include::Object => row["object"] = object.clone(),
             }
             row
         })
@@ -234,7 +265,11 @@ mod tests {
                     {"type": "AgentConnected", "status": "True"},
                     {"type": "ScheduleInSync", "status": "False"}
                 ],
-                "lastBackup": {"time": "2026-11-20T09:00:00Z", "phase": "Succeeded", "backup": "b"}
+                "lastBackup": {"time": "2026-11-20T09:00:00Z", "phase": "Succeeded", "backup": "b"},
+                "agentVersion": "0.1.0",
+                "os": "linux",
+                "arch": "amd64",
+                "lastSeen": "2026-11-22T11:59:00Z"
             }
         })
     }
@@ -266,9 +301,19 @@ mod tests {
                 "Desired",
                 "In sync",
                 "Last backup",
-                "Age"
+                "Age",
+                "Agent",
+                "OS",
+                "Arch",
+                "Last seen"
             ]
         );
+        let wide: Vec<&str> = columns
+            .iter()
+            .filter(|c| c.priority == 1)
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(wide, ["Agent", "OS", "Arch", "Last seen"], "-o wide only");
         let host = host();
         let cells: Vec<Value> = columns.iter().map(|c| c.cell(&host, now())).collect();
         assert_eq!(
@@ -280,7 +325,11 @@ mod tests {
                 json!(4),
                 json!("False"),
                 json!("2d3h"),
-                json!("5m12s")
+                json!("5m12s"),
+                json!("0.1.0"),
+                json!("linux"),
+                json!("amd64"),
+                json!("60s")
             ]
         );
     }
