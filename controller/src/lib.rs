@@ -9,7 +9,7 @@
 //! ([`report`]).
 
 pub use holdfast_core::{
-    compile, crds, cronspec, diagnostics, facts, records, resources, revision, runs, secrets,
+    compile, crds, cronspec, diagnostics, diff, facts, records, resources, revision, runs, secrets,
     select, status, suggest, summaries, time, validate, versions,
 };
 

@@ -7,6 +7,7 @@ pub mod compile;
 pub mod crds;
 pub mod cronspec;
 pub mod diagnostics;
+pub mod diff;
 pub mod facts;
 pub mod records;
 pub mod resources;
