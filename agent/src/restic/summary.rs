@@ -77,7 +77,10 @@ mod tests {
             ..BackupSummary::default()
         };
         assert_eq!(
-            lines(&summary, "5e2a0c1d9f8b7a6e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e"),
+            lines(
+                &summary,
+                "5e2a0c1d9f8b7a6e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e"
+            ),
             [
                 "Files:           3 new,     1 changed,   120 unmodified",
                 "Dirs:            2 new,     0 changed,    14 unmodified",

@@ -117,6 +117,7 @@ pub(super) fn revision_line(now: DateTime<Utc>, applied: Option<&RevisionRecord>
                 }
                 None => { "No revision applied yet." }
             }
+            " · " a href="/revisions" { "all revisions" }
         }
     }
 }
@@ -130,7 +131,8 @@ pub(super) fn rejected_banner(now: DateTime<Utc>, r: &RevisionRecord) -> Markup 
                 @if let Some(commit) = &r.commit {
                     " from " (source_of(r, commit))
                 }
-                ". Hosts keep the last applied revision until these errors are fixed."
+                ". Hosts keep the last applied revision until these errors are fixed ("
+                a href=(format!("/revisions#revision-{}", r.id)) { "what it changes" } ")."
             }
             ul.errors { @for error in &r.errors { li { (error) } } }
         }

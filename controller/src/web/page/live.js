@@ -91,21 +91,34 @@ function queue(d) {
   pending = pending ? merge(pending, d) : d;
   next();
 }
-var source = new EventSource(url);
-source.addEventListener("open", function () {
-  indicate("Live");
-  // Events sent while the connection was down are lost: catch up.
-  if (opened && lost) queue({ hosts: [], reset: true });
-  opened = true;
-  lost = false;
-});
-source.addEventListener("error", function () {
+var source = null;
+function connect() {
+  source = new EventSource(url);
+  source.addEventListener("open", function () {
+    indicate("Live");
+    // Events sent while the connection was down are lost: catch up.
+    if (opened && lost) queue({ hosts: [], reset: true });
+    opened = true;
+    lost = false;
+  });
+  source.addEventListener("error", function () {
+    lost = true;
+    indicate("Reconnecting\u2026");
+  });
+  source.addEventListener("changed", function (e) {
+    var d;
+    try { d = JSON.parse(e.data); } catch (err) { return; }
+    if (d && d.hosts) queue(d);
+  });
+}
+// A page left for another closes its connection, so that pages kept for the back button do
+// not hold the browser's few connections to the controller; one shown again catches up.
+window.addEventListener("pagehide", function () {
+  if (source) source.close();
   lost = true;
-  indicate("Reconnecting\u2026");
 });
-source.addEventListener("changed", function (e) {
-  var d;
-  try { d = JSON.parse(e.data); } catch (err) { return; }
-  if (d && d.hosts) queue(d);
+window.addEventListener("pageshow", function (e) {
+  if (e.persisted) connect();
 });
+connect();
 })();

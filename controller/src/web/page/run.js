@@ -35,6 +35,10 @@ function describe(p) {
   return parts.join(" \u00b7 ");
 }
 var source = new EventSource(url);
+// A page left for another closes its connection, so that pages kept for the back button do
+// not hold the browser's few connections to the controller; one shown again starts afresh.
+window.addEventListener("pagehide", function () { source.close(); });
+window.addEventListener("pageshow", function (e) { if (e.persisted) location.reload(); });
 source.addEventListener("status", function (e) {
   var s;
   try { s = JSON.parse(e.data); } catch (err) { return; }

@@ -59,8 +59,8 @@ pub fn run(view: &RunView) -> Markup {
                     }
                 }
                 pre #log {
-                    @for line in log {
-                        @if first_use(line) {
+                    @for (line, expected) in log.iter().zip(expected_lines(log)) {
+                        @if expected {
                             span.expected title="expected before the repository's first init" {
                                 (line)
                             }
@@ -158,6 +158,21 @@ pub(super) fn first_use(line: &str) -> bool {
     let line = line.trim_start();
     line.starts_with("Fatal: unable to open config file")
         || line.starts_with("Is there a repository at the following location?")
+}
+
+/// Which lines of a log are restic's first-use message: the two lines of [`first_use`] and
+/// the repository's location, which restic prints on the line after them.
+pub(super) fn expected_lines(log: &[String]) -> Vec<bool> {
+    let mut after_question = false;
+    log.iter()
+        .map(|line| {
+            let expected = first_use(line) || after_question;
+            after_question = line
+                .trim_start()
+                .starts_with("Is there a repository at the following location?");
+            expected
+        })
+        .collect()
 }
 
 /// The progress bar's value (none: indeterminate) and the text beside it.

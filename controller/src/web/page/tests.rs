@@ -903,6 +903,7 @@ fn a_finished_run_shows_its_log_or_says_it_wrote_none_and_labels_restics_first_u
         "Fatal: unable to open config file: stat /srv/nas/config: no such file or directory"
             .to_string(),
         "Is there a repository at the following location?".to_string(),
+        "/srv/nas".to_string(),
         "created restic repository 5e2a at /srv/nas".to_string(),
     ];
     let page = run(&RunView {
@@ -919,7 +920,7 @@ fn a_finished_run_shows_its_log_or_says_it_wrote_none_and_labels_restics_first_u
     assert!(page.contains("the agent initialises it"));
     assert_eq!(
         page.matches(r#"<span class="expected""#).count(),
-        2,
+        3,
         "{page}"
     );
     assert!(page.contains("created restic repository 5e2a at /srv/nas\n</pre>"));
