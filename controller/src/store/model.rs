@@ -291,25 +291,13 @@ impl Store {
         namespace: &str,
         host: &str,
     ) -> Result<Vec<serde_json::Value>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT o.object FROM runs r JOIN objects o
-                   ON o.kind = r.kind AND o.namespace = r.namespace AND o.name = r.name
-                 WHERE r.namespace = ?1 AND r.host = ?2 AND r.kind = 'Backup'
-                   AND o.object IS NOT NULL",
-            )
-            .map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map(params![namespace, host], |r| r.get::<_, String>(0))
-            .map_err(|e| self.sqlite(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            if let Ok(object) = serde_json::from_str(&row.map_err(|e| self.sqlite(e))?) {
-                out.push(object);
-            }
-        }
-        Ok(out)
+        self.served(
+            "SELECT o.object FROM runs r JOIN objects o
+               ON o.kind = r.kind AND o.namespace = r.namespace AND o.name = r.name
+             WHERE r.namespace = ?1 AND r.host = ?2 AND r.kind = 'Backup'
+               AND o.object IS NOT NULL",
+            params![namespace, host],
+        )
     }
 
     /// The Backups of a schedule's newest `limit` runs on any host, as served, newest first.
@@ -319,20 +307,26 @@ impl Store {
         schedule: &str,
         limit: usize,
     ) -> Result<Vec<serde_json::Value>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT o.object FROM runs r JOIN objects o
-                   ON o.kind = r.kind AND o.namespace = r.namespace AND o.name = r.name
-                 WHERE r.namespace = ?1 AND r.schedule = ?2 AND r.kind = 'Backup'
-                   AND o.object IS NOT NULL
-                 ORDER BY r.created_at DESC LIMIT ?3",
-            )
-            .map_err(|e| self.sqlite(e))?;
+        self.served(
+            "SELECT o.object FROM runs r JOIN objects o
+               ON o.kind = r.kind AND o.namespace = r.namespace AND o.name = r.name
+             WHERE r.namespace = ?1 AND r.schedule = ?2 AND r.kind = 'Backup'
+               AND o.object IS NOT NULL
+             ORDER BY r.created_at DESC LIMIT ?3",
+            params![namespace, schedule, limit as i64],
+        )
+    }
+
+    /// The objects as served that `sql` selects (one column); one that does not parse is left
+    /// out.
+    fn served(
+        &self,
+        sql: &str,
+        values: impl rusqlite::Params,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map(params![namespace, schedule, limit as i64], |r| {
-                r.get::<_, String>(0)
-            })
+            .query_map(values, |r| r.get::<_, String>(0))
             .map_err(|e| self.sqlite(e))?;
         let mut out = Vec::new();
         for row in rows {

@@ -70,11 +70,8 @@ pub(super) async fn host_page(
     let now = Utc::now();
     let since = now - chrono::Duration::days(TIMELINE_DAYS);
     let key = HostKey::new(&namespace, &name);
-    let records: Vec<Backup> = match c.host_backups(&namespace, &name) {
-        Ok(objects) => objects
-            .into_iter()
-            .filter_map(|o| serde_json::from_value(o).ok())
-            .collect(),
+    let records = match c.host_backups(&namespace, &name) {
+        Ok(objects) => backups(objects),
         Err(e) => {
             tracing::error!("cannot read the runs of {key}: {e}");
             Vec::new()

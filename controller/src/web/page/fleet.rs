@@ -256,21 +256,11 @@ pub(super) fn hosts_section(view: &FleetView, index: &ScheduleIndex) -> Markup {
     let pages = rows.len().div_ceil(HOSTS_PER_PAGE).max(1);
     let page = view.page.clamp(1, pages);
     let shown = &rows[(page - 1) * HOSTS_PER_PAGE..rows.len().min(page * HOSTS_PER_PAGE)];
-    let pager = html! {
-        nav.pager aria-label="Host pages" {
-            span {
-                "Hosts " (count(((page - 1) * HOSTS_PER_PAGE + 1) as u64)) "–"
-                (count(((page - 1) * HOSTS_PER_PAGE + shown.len()) as u64))
-                " of " (count(rows.len() as u64))
-            }
-            @if page > 1 {
-                a href=(fleet_url(page - 1, view.show)) rel="prev" { "← Previous" }
-            }
-            @if page < pages {
-                a href=(fleet_url(page + 1, view.show)) rel="next" { "Next →" }
-            }
-        }
-    };
+    let pager = pager(
+        (page, pages),
+        (HOSTS_PER_PAGE, shown.len(), rows.len()),
+        &|n| fleet_url(n, view.show),
+    );
     html! {
         @if let Some(filter) = view.show {
             p.filter {

@@ -102,3 +102,23 @@ fn linked(link: bool, url: String, shown: Markup) -> Markup {
         @if link { a href=(url) { (shown) } } @else { (shown) }
     }
 }
+
+/// `Hosts 101–200 of 250 · ← Previous · Next →`: where page `page` of `pages` (of `per_page`
+/// rows, `shown` of them on it, `total` in all) stands, with links made by `url`.
+pub(super) fn pager(
+    (page, pages): (usize, usize),
+    (per_page, shown, total): (usize, usize, usize),
+    url: &dyn Fn(usize) -> String,
+) -> Markup {
+    html! {
+        nav.pager aria-label="Host pages" {
+            span {
+                "Hosts " (count(((page - 1) * per_page + 1) as u64)) "–"
+                (count(((page - 1) * per_page + shown) as u64))
+                " of " (count(total as u64))
+            }
+            @if page > 1 { a href=(url(page - 1)) rel="prev" { "← Previous" } }
+            @if page < pages { a href=(url(page + 1)) rel="next" { "Next →" } }
+        }
+    }
+}

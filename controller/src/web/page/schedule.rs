@@ -25,17 +25,11 @@ pub fn schedule(view: &ScheduleView) -> Markup {
         [(page - 1) * SCHEDULE_HOSTS_PER_PAGE..entries.len().min(page * SCHEDULE_HOSTS_PER_PAGE)];
     let url = schedule_url(namespace, name);
     let declared = Declared::new(view.hosts, &[], view.repos);
-    let pager = html! {
-        nav.pager aria-label="Host pages" {
-            span {
-                "Hosts " (count(((page - 1) * SCHEDULE_HOSTS_PER_PAGE + 1) as u64)) "–"
-                (count(((page - 1) * SCHEDULE_HOSTS_PER_PAGE + shown.len()) as u64))
-                " of " (count(entries.len() as u64))
-            }
-            @if page > 1 { a href=(format!("{url}?page={}#hosts", page - 1)) rel="prev" { "← Previous" } }
-            @if page < pages { a href=(format!("{url}?page={}#hosts", page + 1)) rel="next" { "Next →" } }
-        }
-    };
+    let pager = pager(
+        (page, pages),
+        (SCHEDULE_HOSTS_PER_PAGE, shown.len(), entries.len()),
+        &|n| format!("{url}?page={n}#hosts"),
+    );
     layout(
         name,
         None,
