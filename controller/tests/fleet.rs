@@ -791,6 +791,38 @@ fn the_fleet_page_follows_a_run_live_and_every_page_fits_1400_and_400_px_with_no
     assert_eq!(row_link, "/runs/default/run-now-1");
     wait_succeeded(&fleet, "run-now-1", LONG);
 
+    // A later run, into the repository the first one initialised, shows its output too, and
+    // nothing of restic's first-use message.
+    fleet.write(
+        "requests/run-now-2.yaml",
+        &backup_request_yaml("run-now-2", "files"),
+    );
+    wait_succeeded(&fleet, "run-now-2", LONG);
+    let (status, later) = fleet.get("/runs/default/run-now-2").unwrap();
+    assert_eq!(status, 200, "{later}");
+    let log = &later[later.find(r#"<pre id="log">"#).expect("a log")..];
+    let log = &log[..log.find("</pre>").expect("the log ends")];
+    assert!(
+        log.contains("Files:") && log.contains(" saved\n"),
+        "the later run's log holds restic's summary: {log}"
+    );
+    for absent in [
+        "No output yet",
+        "wrote no log lines",
+        "first-use",
+        "unable to open config",
+    ] {
+        assert!(
+            !later.contains(absent),
+            "{absent:?} on a later run's page:\n{later}"
+        );
+    }
+    let (_, first) = fleet.get("/runs/default/run-now-1").unwrap();
+    assert!(
+        first.contains(r#"id="first-use""#) && first.contains(r#"<span class="expected""#),
+        "the first run labels restic's first-use message:\n{first}"
+    );
+
     // Every page reachable from the fleet page: it answers 200, fits 1400 px and 400 px
     // without scrolling sideways, and every link on it leads to such a page.
     let mut queue = std::collections::VecDeque::from([("/".to_string(), "/".to_string())]);

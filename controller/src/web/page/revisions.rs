@@ -16,7 +16,10 @@ pub fn revisions(view: &RevisionsView) -> Markup {
             @if view.entries.is_empty() {
                 p.empty {
                     @if view.before.is_some() { "No older revisions." }
-                    @else { "No revision has been read yet." }
+                    @else {
+                        "No revision has been read from a config directory yet. (In "
+                        "Kubernetes mode none is: the cluster's objects are the desired state.)"
+                    }
                 }
             }
             @for entry in view.entries {
