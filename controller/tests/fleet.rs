@@ -746,6 +746,14 @@ const LAST_BACKUP: &str = "JSON.stringify({\
     live: (document.getElementById('live') || {}).textContent || null, \
     mark: window.holdfastMark || null})";
 
+/// The host page's "Last backup", its live indicator and the mark, as JSON text.
+const HOST_LAST_BACKUP: &str = "JSON.stringify({\
+    last: Array.from(document.querySelectorAll('dl.facts dt')).filter(dt => \
+        dt.textContent === 'Last backup').map(dt => dt.nextElementSibling.textContent)[0] \
+        || null, \
+    live: (document.getElementById('live') || {}).textContent || null, \
+    mark: window.holdfastMark || null})";
+
 #[test]
 fn the_fleet_page_follows_a_run_live_and_every_page_fits_1400_and_400_px_with_no_dead_link() {
     // web-2 never connects: the pages carry an offline host's notes and reasons.
@@ -791,12 +799,32 @@ fn the_fleet_page_follows_a_run_live_and_every_page_fits_1400_and_400_px_with_no
     assert_eq!(row_link, "/runs/default/run-now-1");
     wait_succeeded(&fleet, "run-now-1", LONG);
 
+    // The host's page follows it too: a later run shows up as its last backup, unreloaded.
+    open(&fleet, &tab, &format!("/hosts/default/{HOST}"));
+    fleet.eventually(LONG, "the host page's script connected", || {
+        let seen = evaluate(&tab, HOST_LAST_BACKUP);
+        (seen["live"] == "Live")
+            .then_some(())
+            .ok_or(format!("{seen}"))
+    });
+    evaluate(
+        &tab,
+        "window.holdfastMark = 'loaded once'; JSON.stringify(null)",
+    );
     // A later run, into the repository the first one initialised, shows its output too, and
     // nothing of restic's first-use message.
     fleet.write(
         "requests/run-now-2.yaml",
         &backup_request_yaml("run-now-2", "files"),
     );
+    let seen = fleet.eventually(LONG, "run-now-2 as the host page's last backup", || {
+        let seen = evaluate(&tab, HOST_LAST_BACKUP);
+        match seen["last"].as_str() {
+            Some(last) if last.contains("run-now-2") && last.contains("Succeeded") => Ok(seen),
+            _ => Err(format!("{seen}")),
+        }
+    });
+    assert_eq!(seen["mark"], "loaded once", "reloaded, not live: {seen}");
     wait_succeeded(&fleet, "run-now-2", LONG);
     let (status, later) = fleet.get("/runs/default/run-now-2").unwrap();
     assert_eq!(status, 200, "{later}");
