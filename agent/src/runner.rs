@@ -448,7 +448,13 @@ impl<'a> Run<'a> {
                             BackupLine::Summary {
                                 summary: s,
                                 snapshot_id,
-                            } => summary = Some((s, snapshot_id)),
+                            } => {
+                                // The log of a run that went well says what it did.
+                                for line in crate::restic::summary::lines(&s, &snapshot_id) {
+                                    reporter.line("restic", line);
+                                }
+                                summary = Some((s, snapshot_id));
+                            }
                             BackupLine::Error { message, .. } => reporter.line("restic", message),
                             BackupLine::ExitError { message, .. } => {
                                 reporter.line("restic", message.clone());

@@ -116,6 +116,7 @@ fn main() {
             at: now,
             summary: "2 repos, 10000 hosts, 5 schedules, 0 backups, 0 restores".into(),
             errors: vec![],
+            changes: None,
         }),
         rejected: None,
     };

@@ -9,7 +9,7 @@
 //! ([`report`]).
 
 pub use holdfast_core::{
-    compile, crds, cronspec, decisions, diagnostics, facts, records, resources, retention,
+    compile, crds, cronspec, decisions, diagnostics, diff, facts, records, resources, retention,
     revision, runs, secrets, select, status, suggest, summaries, time, validate, versions,
 };
 

@@ -628,89 +628,283 @@ fn the_status_page_shows_online_and_offline_hosts_in_chromium() {
     assert!(size > 0, "expected a screenshot at {}", png.display());
 }
 
-/// Writes what the browser laid out at the framed page's width into the top document, which
-/// `--dump-dom` prints. Headless chromium's window is at least 500 px wide, so the page is
-/// framed at 400 px; a `srcdoc` frame is the parent's origin and may write to it.
-const MEASURE: &str = "<script>parent.document.body.setAttribute('data-scroll-width', \
-    document.documentElement.scrollWidth); parent.document.body.setAttribute('data-inner-width', \
-    window.innerWidth);</script>";
-
-/// The value of `name="…"` in the first tag that has it.
-fn attribute(html: &str, name: &str) -> Option<u32> {
-    let start = html.find(&format!("{name}=\""))? + name.len() + 2;
-    html[start..].split('"').next()?.parse().ok()
+/// A headless Debian chromium driven over the DevTools protocol, one tab at a time.
+fn browser(profile: &Path) -> headless_chrome::Browser {
+    let options = headless_chrome::LaunchOptions::default_builder()
+        .path(Some(chromium().to_path_buf()))
+        .sandbox(false)
+        .user_data_dir(Some(profile.to_path_buf()))
+        .window_size(Some((1400, 900)))
+        .idle_browser_timeout(LONG * 3)
+        .build()
+        .unwrap();
+    headless_chrome::Browser::new(options).unwrap()
 }
 
-/// A page showing `page` in a frame 400 px wide, measured by [`MEASURE`].
-fn framed_at_400_px(page: &str) -> String {
-    let inner = page
-        .replace("</body>", &format!("{MEASURE}</body>"))
-        .replace('&', "&amp;")
-        .replace('"', "&quot;");
-    format!(
-        "<!DOCTYPE html><html><body style=\"margin:0\"><iframe style=\"width:400px;\
-         height:900px;border:0\" srcdoc=\"{inner}\"></iframe></body></html>"
-    )
+/// Lays the tab out `width` CSS pixels wide, as a window of that width would.
+fn set_width(tab: &headless_chrome::Tab, width: u32) {
+    use headless_chrome::protocol::cdp::Emulation::SetDeviceMetricsOverride;
+    tab.call_method(SetDeviceMetricsOverride {
+        width,
+        height: 900,
+        device_scale_factor: 1.0,
+        mobile: false,
+        scale: None,
+        screen_width: None,
+        screen_height: None,
+        position_x: None,
+        position_y: None,
+        dont_set_visible_size: None,
+        screen_orientation: None,
+        viewport: None,
+        display_feature: None,
+        device_posture: None,
+    })
+    .unwrap();
 }
+
+/// Loads `path` in the tab. The page has loaded when the document is complete and is not the
+/// one marked before: the pages keep a connection open for live updates, so waiting for the
+/// network to fall idle would wait on them.
+fn open(fleet: &Fleet, tab: &headless_chrome::Tab, path: &str) {
+    tab.evaluate("window.holdfastLeaving = true", false)
+        .unwrap();
+    tab.navigate_to(&fleet.url(path)).unwrap();
+    fleet.eventually(LONG, &format!("{path} loaded in chromium"), || {
+        let loaded = tab
+            .evaluate(
+                "JSON.stringify(!window.holdfastLeaving && document.readyState === 'complete')",
+                false,
+            )
+            .ok()
+            .and_then(|r| r.value);
+        match loaded.as_ref().and_then(Value::as_str) {
+            Some("true") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+}
+
+/// A script's value, which the script gives as JSON text.
+fn evaluate(tab: &headless_chrome::Tab, script: &str) -> Value {
+    let result = tab.evaluate(script, false).unwrap();
+    let text = result
+        .value
+        .as_ref()
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{script} gave no JSON text: {result:?}"));
+    serde_json::from_str(text).unwrap()
+}
+
+/// The whole page as a PNG, in the test artefacts.
+fn screenshot(tab: &headless_chrome::Tab, width: u32, file: &Path) {
+    use base64::Engine;
+    use headless_chrome::protocol::cdp::Page;
+    let height = evaluate(tab, "JSON.stringify(document.documentElement.scrollHeight)")
+        .as_f64()
+        .unwrap_or(900.0)
+        .min(8000.0);
+    let shot = tab
+        .call_method(Page::CaptureScreenshot {
+            format: Some(Page::CaptureScreenshotFormatOption::Png),
+            quality: None,
+            clip: Some(Page::Viewport {
+                x: 0.0,
+                y: 0.0,
+                width: f64::from(width),
+                height,
+                scale: 1.0,
+            }),
+            from_surface: Some(true),
+            capture_beyond_viewport: Some(true),
+            optimize_for_speed: None,
+        })
+        .unwrap();
+    let png = base64::prelude::BASE64_STANDARD.decode(shot.data).unwrap();
+    std::fs::write(file, png).unwrap();
+}
+
+/// `/hosts/default/web-1?page=2` as a file name: `hosts-default-web-1-page-2`.
+fn slug(path: &str) -> String {
+    let slug: String = path
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let slug = slug.trim_matches('-').to_string();
+    if slug.is_empty() {
+        "fleet".into()
+    } else {
+        slug
+    }
+}
+
+/// What the browser shows of the fleet page's row of `host`, its "Last backup" cell, and a
+/// mark set on the page before (which a reload would lose), as JSON text.
+const LAST_BACKUP: &str = "JSON.stringify({\
+    cell: (document.querySelector('tr[data-host=\"web-1\"] td[data-label=\"Last backup\"]') \
+        || {}).textContent || null, \
+    live: (document.getElementById('live') || {}).textContent || null, \
+    mark: window.holdfastMark || null})";
+
+/// The host page's "Last backup", its live indicator and the mark, as JSON text.
+const HOST_LAST_BACKUP: &str = "JSON.stringify({\
+    last: Array.from(document.querySelectorAll('dl.facts dt')).filter(dt => \
+        dt.textContent === 'Last backup').map(dt => dt.nextElementSibling.textContent)[0] \
+        || null, \
+    live: (document.getElementById('live') || {}).textContent || null, \
+    mark: window.holdfastMark || null})";
 
 #[test]
-fn the_fleet_host_and_run_pages_fit_a_400_px_phone_in_chromium() {
-    let chromium = chromium();
-    // web-2 never connects: the fleet page carries an offline host's notes and reasons.
+fn the_fleet_page_follows_a_run_live_and_every_page_fits_1400_and_400_px_with_no_dead_link() {
+    // web-2 never connects: the pages carry an offline host's notes and reasons.
     let fleet = Fleet::with_hosts(&[HOST, "web-2"]);
+    let browser = browser(&fleet.root.join("chromium-live"));
+    let tab = browser.new_tab().unwrap();
+    tab.set_default_timeout(LONG);
+    set_width(&tab, 1400);
+    open(&fleet, &tab, "/");
+    let before = evaluate(
+        &tab,
+        &format!("window.holdfastMark = 'loaded once'; {LAST_BACKUP}"),
+    );
+    assert_eq!(before["cell"], "never", "no backup yet: {before}");
+    fleet.eventually(LONG, "the page's script connected to /events", || {
+        let seen = evaluate(&tab, LAST_BACKUP);
+        (seen["live"] == "Live")
+            .then_some(())
+            .ok_or(format!("{seen}"))
+    });
+
+    // The agent runs a backup and reports it; the open page shows it without a reload.
     fleet.write(
         "requests/run-now-1.yaml",
         &backup_request_yaml("run-now-1", "files"),
     );
-    let done = wait_succeeded(&fleet, "run-now-1", LONG);
-    let namespace = done
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default")
-        .to_string();
-    let profile = fleet.root.join("chromium-narrow");
-    for (what, path) in [
-        ("fleet", "/".to_string()),
-        ("host", format!("/hosts/{namespace}/{HOST}")),
-        ("offline-host", format!("/hosts/{namespace}/web-2")),
-        ("run", format!("/runs/{namespace}/run-now-1")),
+    let seen = fleet.eventually(LONG, "the run's phase in web-1's row, live", || {
+        let seen = evaluate(&tab, LAST_BACKUP);
+        match seen["cell"].as_str() {
+            Some(cell) if cell.contains("Succeeded") => Ok(seen),
+            _ => Err(format!("{seen}")),
+        }
+    });
+    assert_eq!(
+        seen["mark"], "loaded once",
+        "the row changed by a reload, not live: {seen}"
+    );
+    let row_link = evaluate(
+        &tab,
+        "JSON.stringify(document.querySelector('tr[data-host=\"web-1\"] td[data-label=\"Last \
+         backup\"] a').getAttribute('href'))",
+    );
+    assert_eq!(row_link, "/runs/default/run-now-1");
+    wait_succeeded(&fleet, "run-now-1", LONG);
+
+    // The host's page follows it too: a later run shows up as its last backup, unreloaded.
+    open(&fleet, &tab, &format!("/hosts/default/{HOST}"));
+    fleet.eventually(LONG, "the host page's script connected", || {
+        let seen = evaluate(&tab, HOST_LAST_BACKUP);
+        (seen["live"] == "Live")
+            .then_some(())
+            .ok_or(format!("{seen}"))
+    });
+    evaluate(
+        &tab,
+        "window.holdfastMark = 'loaded once'; JSON.stringify(null)",
+    );
+    // A later run, into the repository the first one initialised, shows its output too, and
+    // nothing of restic's first-use message.
+    fleet.write(
+        "requests/run-now-2.yaml",
+        &backup_request_yaml("run-now-2", "files"),
+    );
+    let seen = fleet.eventually(LONG, "run-now-2 as the host page's last backup", || {
+        let seen = evaluate(&tab, HOST_LAST_BACKUP);
+        match seen["last"].as_str() {
+            Some(last) if last.contains("run-now-2") && last.contains("Succeeded") => Ok(seen),
+            _ => Err(format!("{seen}")),
+        }
+    });
+    assert_eq!(seen["mark"], "loaded once", "reloaded, not live: {seen}");
+    wait_succeeded(&fleet, "run-now-2", LONG);
+    let (status, later) = fleet.get("/runs/default/run-now-2").unwrap();
+    assert_eq!(status, 200, "{later}");
+    let log = &later[later.find(r#"<pre id="log">"#).expect("a log")..];
+    let log = &log[..log.find("</pre>").expect("the log ends")];
+    assert!(
+        log.contains("Files:") && log.contains(" saved\n"),
+        "the later run's log holds restic's summary: {log}"
+    );
+    for absent in [
+        "No output yet",
+        "wrote no log lines",
+        "first-use",
+        "unable to open config",
     ] {
-        let (status, page) = fleet.get(&path).unwrap();
-        assert_eq!(status, 200, "{path}: {page}");
-        // The page as served, plus the measuring script: every page is one standalone file.
         assert!(
-            what == "run" || page.contains("data-label="),
-            "{what}: table cells carry the labels of their stacked rows"
+            !later.contains(absent),
+            "{absent:?} on a later run's page:\n{later}"
         );
-        let file = fleet.root.join(format!("narrow-{what}.html"));
-        std::fs::write(&file, framed_at_400_px(&page)).unwrap();
-        let browse = |extra: &[&str]| {
-            let mut command = Command::new(chromium);
-            command
-                .args(["--headless", "--no-sandbox", "--disable-gpu"])
-                .arg(format!("--user-data-dir={}", profile.display()))
-                .arg("--window-size=500,900")
-                .args(extra)
-                .arg(format!("file://{}", file.display()));
-            let out = output_within(&mut command, LONG);
-            assert!(
-                out.status.success(),
-                "chromium {what}: {}",
-                String::from_utf8_lossy(&out.stderr)
+    }
+    let (_, first) = fleet.get("/runs/default/run-now-1").unwrap();
+    assert!(
+        first.contains(r#"id="first-use""#) && first.contains(r#"<span class="expected""#),
+        "the first run labels restic's first-use message:\n{first}"
+    );
+
+    // Every page reachable from the fleet page: it answers 200, fits 1400 px and 400 px
+    // without scrolling sideways, and every link on it leads to such a page.
+    let mut queue = std::collections::VecDeque::from([("/".to_string(), "/".to_string())]);
+    let mut seen = std::collections::BTreeSet::from(["/".to_string()]);
+    let mut kinds = std::collections::BTreeSet::new();
+    while let Some((path, from)) = queue.pop_front() {
+        assert!(seen.len() < 200, "the crawl does not end: {seen:?}");
+        let (status, body) = fleet.get(&path).unwrap();
+        assert_eq!(
+            status, 200,
+            "{path}, linked from {from}, answers {status}: {body}"
+        );
+        kinds.insert(path.split('/').nth(1).unwrap_or_default().to_string());
+        for width in [1400, 400] {
+            set_width(&tab, width);
+            open(&fleet, &tab, &path);
+            let page = evaluate(
+                &tab,
+                "JSON.stringify({inner: window.innerWidth, \
+                 scroll: document.documentElement.scrollWidth, \
+                 links: Array.from(document.querySelectorAll('a[href]'), \
+                     a => a.getAttribute('href'))})",
             );
-            out
-        };
-        let dom = String::from_utf8(browse(&["--dump-dom"]).stdout).unwrap();
-        let inner = attribute(&dom, "data-inner-width");
-        let scroll = attribute(&dom, "data-scroll-width");
-        assert_eq!(inner, Some(400), "{what}: the frame is 400 px wide:\n{dom}");
-        let png = artefacts().join(format!("status-{what}-400px.png"));
-        let _ = std::fs::remove_file(&png);
-        browse(&[&format!("--screenshot={}", png.display())]);
+            let png = artefacts().join(format!("page-{}-{width}px.png", slug(&path)));
+            screenshot(&tab, width, &png);
+            assert_eq!(
+                page["inner"], width,
+                "{path}: the window is {width} px wide"
+            );
+            assert!(
+                page["scroll"]
+                    .as_u64()
+                    .is_some_and(|s| s <= u64::from(width)),
+                "{path} scrolls sideways at {width} px: content {} px wide; see {}",
+                page["scroll"],
+                png.display()
+            );
+            for link in page["links"].as_array().into_iter().flatten() {
+                let link = link.as_str().unwrap_or_default();
+                let target = link.split('#').next().unwrap_or_default().to_string();
+                assert!(
+                    target.starts_with('/') || target.is_empty(),
+                    "{path} links outside the controller: {link}"
+                );
+                if !target.is_empty() && seen.insert(target.clone()) {
+                    queue.push_back((target, path.clone()));
+                }
+            }
+        }
+    }
+    for kind in ["", "hosts", "runs", "schedules", "repos", "revisions"] {
         assert!(
-            scroll.is_some_and(|s| s <= 400),
-            "{what} ({path}) scrolls sideways at 400 px: content {scroll:?} px wide; see {}",
-            png.display()
+            kinds.contains(kind),
+            "no /{kind} page was reached from the fleet page: {seen:?}"
         );
     }
 }

@@ -8,6 +8,7 @@ pub mod crds;
 pub mod cronspec;
 pub mod decisions;
 pub mod diagnostics;
+pub mod diff;
 pub mod facts;
 pub mod records;
 pub mod resources;

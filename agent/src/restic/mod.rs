@@ -1,7 +1,9 @@
 //! Running restic: which one is installed, how a repository is reached, and one process run with
-//! its output streamed line by line. What restic's output means is in [`parse`].
+//! its output streamed line by line. What restic's output means is in [`parse`]; its summary
+//! of a backup in words, for the log, in [`summary`].
 
 pub mod parse;
+pub mod summary;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::Controller;
 use crate::compile::{self, HostKey};
+use crate::diff::{self, RevisionChanges};
 use crate::resources::{Kind, ObjectKey};
 use crate::revision::Revision;
 use crate::revision::{name_of, namespace_of};
@@ -160,7 +161,7 @@ fn reload(controller: &Controller, dir: &Path) {
     let git = git_state(dir);
     let result = match files::load_dir(dir) {
         Ok(loaded) => apply(controller, loaded, &git),
-        Err(e) => reject(controller, &[e.to_string()], "", &git),
+        Err(e) => reject(controller, &[e.to_string()], "", &git, None),
     };
     if let Err(e) = result {
         tracing::error!("cannot record a revision: {e}");
@@ -169,21 +170,21 @@ fn reload(controller: &Controller, dir: &Path) {
     controller.touch();
 }
 
+/// Records a rejected revision; `changes` is what it would have changed, when it was read.
 fn reject(
     controller: &Controller,
     errors: &[String],
     summary: &str,
     git: &GitState,
+    changes: Option<&RevisionChanges>,
 ) -> Result<(), StoreError> {
     let commit = git.commit.as_deref();
-    let id = controller.store().record_revision(
-        commit,
-        git.uncommitted,
-        summary,
-        errors,
-        None,
-        Utc::now(),
-    )?;
+    let mut store = controller.store();
+    let id = store.record_revision(commit, git.uncommitted, summary, errors, None, Utc::now())?;
+    if let Some(changes) = changes {
+        store.set_revision_changes(id, changes)?;
+    }
+    drop(store);
     tracing::error!(
         revision = id,
         commit,
@@ -197,18 +198,30 @@ fn reject(
 fn apply(controller: &Controller, loaded: Loaded, git: &GitState) -> Result<(), StoreError> {
     let commit = git.commit.as_deref();
     let summary = loaded.revision.summary();
+    let in_force = controller.state().revision.clone();
+    let mut changes = diff::changes(&in_force, &loaded.revision);
     if !loaded.is_valid() {
         let errors: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
         controller.at_fault(at_fault(&loaded));
-        return reject(controller, &errors, &summary, git);
+        return reject(controller, &errors, &summary, git, Some(&changes));
     }
     let fleet = match compile::compile(&loaded.revision) {
         Ok(fleet) => fleet,
-        Err(e) => return reject(controller, &[e.to_string()], &summary, git),
+        Err(e) => return reject(controller, &[e.to_string()], &summary, git, Some(&changes)),
     };
     let mut store = controller.store();
     let previous = store.plan_versions()?;
     let versions = versions::assign(&previous, &fleet);
+    for (key, v) in &versions {
+        if previous
+            .get(key)
+            .is_none_or(|p: &Versioned| p.version != v.version)
+        {
+            // Per host at debug: a fleet-wide change would be a line for each of thousands.
+            tracing::debug!(host = %key, version = v.version, "new schedule version");
+            changes.new_versions.push(key.to_string());
+        }
+    }
     store.record(&fleet, &versions)?;
     let id = store.record_revision(
         commit,
@@ -218,19 +231,10 @@ fn apply(controller: &Controller, loaded: Loaded, git: &GitState) -> Result<(), 
         Some(&loaded.revision),
         Utc::now(),
     )?;
+    store.set_revision_changes(id, &changes)?;
     drop(store);
     record_requests(controller, &loaded.revision)?;
-    let mut changed = 0;
-    for (key, v) in &versions {
-        if previous
-            .get(key)
-            .is_none_or(|p: &Versioned| p.version != v.version)
-        {
-            // Per host at debug: a fleet-wide change would be a line for each of thousands.
-            tracing::debug!(host = %key, version = v.version, "new schedule version");
-            changed += 1;
-        }
-    }
+    let changed = changes.new_versions.total;
     tracing::info!(
         revision = id,
         commit,

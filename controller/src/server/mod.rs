@@ -371,6 +371,34 @@ impl Controller {
         self.store().repo_sizes(namespace, repo, since)
     }
 
+    /// The Backups of a schedule's newest runs on any host, as served, newest first.
+    pub fn schedule_backups(
+        &self,
+        namespace: &str,
+        schedule: &str,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.reader().schedule_backups(namespace, schedule, limit)
+    }
+
+    /// The hosts with snapshots in a repo, as their agents last reported them.
+    pub fn repo_hosts(
+        &self,
+        namespace: &str,
+        repo: &str,
+    ) -> Result<Vec<crate::store::RepoHost>, StoreError> {
+        self.reader().repo_hosts(namespace, repo)
+    }
+
+    /// Revisions read, newest first: up to `limit` older than `before`, or the newest.
+    pub fn revision_list(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<crate::store::RevisionEntry>, StoreError> {
+        self.reader().revision_list(before, limit)
+    }
+
     /// Whether the host's agent is connected and was heard from within the grace.
     fn online(state: &State, host: &HostKey, grace: Duration) -> bool {
         state

@@ -13,8 +13,10 @@ mod runs;
 
 pub use agents::AgentRecord;
 pub use auth::{AuthError, Enrolled, NoRandomness, hash as secret_hash, random_secret};
-pub use model::{ObjectId, ObjectMeta, ObjectWrite, RevisionRecord, Revisions, StoredObject};
-pub use runs::{GroupSize, HistoryPoint, RunGroup, SizePoint};
+pub use model::{
+    ObjectId, ObjectMeta, ObjectWrite, RevisionEntry, RevisionRecord, Revisions, StoredObject,
+};
+pub use runs::{GroupSize, HistoryPoint, RepoHost, RunGroup, SizePoint};
 
 /// A random identifier shaped like a Kubernetes uid.
 pub fn new_uid() -> String {
@@ -72,6 +74,10 @@ const MIGRATIONS: &[&str] = &[
         WHERE object IS NULL OR json_extract(object, '$.status.phase') IN ('Pending', 'Dispatched', 'Running')",
     // Whether a revision was read from files edited since its commit.
     "ALTER TABLE revisions ADD COLUMN uncommitted INTEGER NOT NULL DEFAULT 0",
+    // What each revision changed (JSON), for the revisions page; and a schedule's recent runs
+    // on every host, newest first, for its page.
+    "ALTER TABLE revisions ADD COLUMN changes TEXT;
+     CREATE INDEX runs_by_schedule_created ON runs (namespace, schedule, created_at);",
 ];
 
 #[derive(Debug, thiserror::Error)]

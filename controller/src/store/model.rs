@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError};
+use crate::diff::RevisionChanges;
 use crate::resources::Kind;
 use crate::revision::Revision;
 
@@ -30,6 +31,17 @@ pub struct RevisionRecord {
     pub summary: String,
     /// Why it was rejected (each `file:line: message`); empty for an applied revision.
     pub errors: Vec<String>,
+    /// What it changed against the revision in force when it was read; none for a revision
+    /// recorded before this was kept, or one that did not read at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<RevisionChanges>,
+}
+
+/// One revision in the list of those read, newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevisionEntry {
+    pub record: RevisionRecord,
+    pub applied: bool,
 }
 
 /// The revision in force, and the newest rejected one when it came after it.
@@ -279,17 +291,42 @@ impl Store {
         namespace: &str,
         host: &str,
     ) -> Result<Vec<serde_json::Value>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT o.object FROM runs r JOIN objects o
-                   ON o.kind = r.kind AND o.namespace = r.namespace AND o.name = r.name
-                 WHERE r.namespace = ?1 AND r.host = ?2 AND r.kind = 'Backup'
-                   AND o.object IS NOT NULL",
-            )
-            .map_err(|e| self.sqlite(e))?;
+        self.served(
+            "SELECT o.object FROM runs r JOIN objects o
+               ON o.kind = r.kind AND o.namespace = r.namespace AND o.name = r.name
+             WHERE r.namespace = ?1 AND r.host = ?2 AND r.kind = 'Backup'
+               AND o.object IS NOT NULL",
+            params![namespace, host],
+        )
+    }
+
+    /// The Backups of a schedule's newest `limit` runs on any host, as served, newest first.
+    pub fn schedule_backups(
+        &self,
+        namespace: &str,
+        schedule: &str,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.served(
+            "SELECT o.object FROM runs r JOIN objects o
+               ON o.kind = r.kind AND o.namespace = r.namespace AND o.name = r.name
+             WHERE r.namespace = ?1 AND r.schedule = ?2 AND r.kind = 'Backup'
+               AND o.object IS NOT NULL
+             ORDER BY r.created_at DESC LIMIT ?3",
+            params![namespace, schedule, limit as i64],
+        )
+    }
+
+    /// The objects as served that `sql` selects (one column); one that does not parse is left
+    /// out.
+    fn served(
+        &self,
+        sql: &str,
+        values: impl rusqlite::Params,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map(params![namespace, host], |r| r.get::<_, String>(0))
+            .query_map(values, |r| r.get::<_, String>(0))
             .map_err(|e| self.sqlite(e))?;
         let mut out = Vec::new();
         for row in rows {
@@ -427,36 +464,79 @@ impl Store {
         .transpose()
     }
 
+    /// Stores what revision `id` changed.
+    pub fn set_revision_changes(
+        &self,
+        id: i64,
+        changes: &RevisionChanges,
+    ) -> Result<(), StoreError> {
+        let text = serde_json::to_string(changes).unwrap_or_default();
+        self.conn
+            .execute(
+                "UPDATE revisions SET changes = ?2 WHERE id = ?1",
+                params![id, text],
+            )
+            .map(|_| ())
+            .map_err(|e| self.sqlite(e))
+    }
+
     /// The newest applied revision, and the newest rejected one if it came later.
     pub fn revisions(&self) -> Result<Revisions, StoreError> {
         let newest = |applied: bool| {
-            self.conn
-                .query_row(
-                    "SELECT id, at, git_commit, summary, errors, uncommitted FROM revisions
-                     WHERE applied = ?1
-                     ORDER BY id DESC LIMIT 1",
-                    [applied as i64],
-                    |r| {
-                        Ok(RevisionRecord {
-                            id: r.get(0)?,
-                            at: r.get(1)?,
-                            commit: r.get(2)?,
-                            uncommitted: r.get::<_, i64>(5)? != 0,
-                            summary: r.get(3)?,
-                            errors: serde_json::from_str(&r.get::<_, String>(4)?)
-                                .unwrap_or_default(),
-                        })
-                    },
-                )
-                .map(Some)
-                .or_else(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                    e => Err(self.sqlite(e)),
-                })
+            self.revision_rows(
+                "WHERE applied = ?1 ORDER BY id DESC LIMIT 1",
+                [applied as i64],
+            )
+            .map(|mut rows| rows.pop().map(|e| e.record))
         };
         let applied = newest(true)?;
         let rejected = newest(false)?.filter(|r| applied.as_ref().is_none_or(|a| r.id > a.id));
         Ok(Revisions { applied, rejected })
+    }
+
+    /// Up to `limit` revisions older than `before` (or the newest), newest first.
+    pub fn revision_list(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<RevisionEntry>, StoreError> {
+        self.revision_rows(
+            "WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+            params![before.unwrap_or(i64::MAX), limit as i64],
+        )
+    }
+
+    fn revision_rows(
+        &self,
+        clause: &str,
+        values: impl rusqlite::Params,
+    ) -> Result<Vec<RevisionEntry>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT id, at, git_commit, summary, errors, uncommitted, applied, changes
+                 FROM revisions {clause}"
+            ))
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(values, |r| {
+                Ok(RevisionEntry {
+                    record: RevisionRecord {
+                        id: r.get(0)?,
+                        at: r.get(1)?,
+                        commit: r.get(2)?,
+                        uncommitted: r.get::<_, i64>(5)? != 0,
+                        summary: r.get(3)?,
+                        errors: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
+                        changes: r
+                            .get::<_, Option<String>>(7)?
+                            .and_then(|c| serde_json::from_str(&c).ok()),
+                    },
+                    applied: r.get::<_, i64>(6)? != 0,
+                })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
     }
 }
 

@@ -52,6 +52,14 @@ pub struct HistoryPoint {
 
 pub use holdfast_core::facts::SizePoint;
 
+/// A host's snapshots in one repo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoHost {
+    pub host: String,
+    pub snapshots: u64,
+    pub latest: Option<DateTime<Utc>>,
+}
+
 const RUN_COLUMNS: &str = "kind, namespace, name, host, job, schedule, operation, repo, phase,
     requested, created_at, scheduled_at, started_at, finished_at, exit_code, snapshot_id, summary,
     progress, reason, message, log_tail";
@@ -594,6 +602,28 @@ impl Store {
             )
             .map(|_| ())
             .map_err(|e| self.sqlite(e))
+    }
+
+    /// The hosts with snapshots in one repo: each host's count and newest snapshot time, as
+    /// their agents last reported them, by host name.
+    pub fn repo_hosts(&self, namespace: &str, repo: &str) -> Result<Vec<RepoHost>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT host, count, latest FROM repo_snapshots
+                 WHERE namespace = ?1 AND repo = ?2 ORDER BY host",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(params![namespace, repo], |r| {
+                Ok(RepoHost {
+                    host: r.get(0)?,
+                    snapshots: r.get::<_, i64>(1)?.max(0) as u64,
+                    latest: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
     }
 
     /// Snapshot counts per `(namespace, repo)`, summed over hosts.

@@ -1,51 +1,50 @@
-//! The read-only HTTP surfaces: the status page, the JSON API, metrics and health. Nothing here
-//! changes state; the agent endpoints live in the hub.
+//! The read-only HTTP surfaces: the status page (`pages`, `page`, live through `live`), the
+//! JSON API, metrics and health. Nothing here changes state; the agent endpoints live in the
+//! hub.
 
 pub mod kubeapi;
+mod live;
 pub mod page;
+mod pages;
 pub mod view;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::convert::Infallible;
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use chrono::Utc;
-use futures_util::Stream;
+use axum::{Extension, Router};
 use kube::Resource;
 use serde::Serialize;
-use tokio::sync::broadcast;
 
-use crate::compile::HostKey;
-use crate::resources::{Backup, BackupSpec, BackupStatus, Kind, RunStatus};
-use crate::runs::is_final;
+use crate::resources::Kind;
 use crate::server::metrics::Format;
-use crate::server::{Controller, ReadModel, RunEvent};
-use view::{FleetQuery, FleetView, HostView, RepoSeries, RunView};
+use crate::server::{Controller, ReadModel};
 
 type Shared = State<Arc<Controller>>;
 
-const TIMELINE_DAYS: i64 = 30;
-
 pub fn router(controller: Arc<Controller>) -> Router {
     Router::new()
-        .route("/", get(fleet_page))
-        .route("/hosts/{namespace}/{name}", get(host_page))
-        .route("/runs/{namespace}/{name}", get(run_page))
-        .route("/runs/{namespace}/{name}/events", get(run_events))
+        .route("/", get(pages::fleet_page))
+        .route("/events", get(live::fleet_events))
+        .route("/fragments/{part}", get(pages::fragment))
+        .route("/hosts/{namespace}/{name}", get(pages::host_page))
+        .route("/hosts/{namespace}/{name}/row", get(pages::host_row))
+        .route("/hosts/{namespace}/{name}/events", get(live::host_events))
+        .route("/runs/{namespace}/{name}", get(pages::run_page))
+        .route("/runs/{namespace}/{name}/events", get(live::run_events))
+        .route("/schedules/{namespace}/{name}", get(pages::schedule_page))
+        .route("/repos/{namespace}/{name}", get(pages::repo_page))
+        .route("/revisions", get(pages::revisions_page))
         .route("/api/v1/revisions", get(revisions))
         .route("/api/v1/{plural}", get(list))
         .route("/api/v1/{plural}/{namespace}/{name}", get(item))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .layer(Extension(Arc::new(pages::TallyCache::default())))
         .with_state(controller.clone())
         .merge(kubeapi::router(controller))
 }
@@ -212,232 +211,6 @@ async fn item(
     Path((plural, namespace, name)): Path<(String, String, String)>,
 ) -> Response {
     respond(&c, &c.model(), &plural, Some((&namespace, &name)))
-}
-
-/// `GET /?page=N&show=failed`. The overview never answers 400: values are read leniently
-/// (`FleetQuery`), and a query axum cannot read at all (a key given twice) counts as none.
-async fn fleet_page(
-    State(c): Shared,
-    query: Result<Query<FleetQuery>, QueryRejection>,
-) -> Response {
-    let query = query.map(|Query(q)| q).unwrap_or_default();
-    let model = c.model();
-    let active: Vec<&Backup> = model.active.iter().collect();
-    page::fleet(&FleetView {
-        now: Utc::now(),
-        revisions: &model.revisions,
-        hosts: &model.hosts,
-        schedules: &model.schedules,
-        repos: &model.repos,
-        active,
-        store_failing: c.store_failing(),
-        page: query.page(),
-        show: query.show(),
-        release: env!("CARGO_PKG_VERSION"),
-    })
-    .into_response()
-}
-
-fn phase(backup: &Backup) -> Option<crate::resources::Phase> {
-    backup.status.as_ref().and_then(|s| s.run.phase)
-}
-
-async fn host_page(State(c): Shared, Path((namespace, name)): Path<(String, String)>) -> Response {
-    let model = c.model();
-    let Some(host) = model.hosts.iter().find(|h| named(*h, &namespace, &name)) else {
-        return (
-            StatusCode::NOT_FOUND,
-            page::not_found(&format!("host {namespace}/{name}")),
-        )
-            .into_response();
-    };
-    let now = Utc::now();
-    let since = now - chrono::Duration::days(TIMELINE_DAYS);
-    let key = HostKey::new(&namespace, &name);
-    let records: Vec<Backup> = match c.host_backups(&namespace, &name) {
-        Ok(objects) => objects
-            .into_iter()
-            .filter_map(|o| serde_json::from_value(o).ok())
-            .collect(),
-        Err(e) => {
-            tracing::error!("cannot read the runs of {key}: {e}");
-            Vec::new()
-        }
-    };
-    // Records are pruned by history limits; the timeline also shows older runs from history.
-    let history: Vec<Backup> = match c.history(&key, since) {
-        Ok(points) => points
-            .into_iter()
-            .filter(|p| {
-                !records
-                    .iter()
-                    .any(|r| r.metadata.name.as_ref() == Some(&p.name))
-            })
-            .map(|p| {
-                let mut b = Backup::new(
-                    &p.name,
-                    BackupSpec {
-                        host: p.host,
-                        schedule: p.schedule,
-                        operation: None,
-                        repo: None,
-                    },
-                );
-                b.metadata.namespace = Some(namespace.clone());
-                b.status = Some(BackupStatus {
-                    run: RunStatus {
-                        phase: Some(p.phase),
-                        start_time: p.started_at.map(crate::time::k8s),
-                        completion_time: Some(crate::time::k8s(p.finished_at)),
-                        ..RunStatus::default()
-                    },
-                    ..BackupStatus::default()
-                });
-                b
-            })
-            .collect(),
-        Err(e) => {
-            tracing::error!("cannot read run history: {e}");
-            Vec::new()
-        }
-    };
-    let mut runs: Vec<&Backup> = records.iter().chain(history.iter()).collect();
-    runs.sort_by_key(|b| {
-        std::cmp::Reverse(
-            b.status
-                .as_ref()
-                .and_then(|s| s.run.start_time.clone().or(s.run.completion_time.clone())),
-        )
-    });
-    let schedules = model
-        .schedules
-        .iter()
-        .filter(|s| s.metadata.namespace.as_deref() == Some(namespace.as_str()))
-        .filter(|s| {
-            s.status
-                .iter()
-                .flat_map(|st| &st.hosts)
-                .any(|h| h.host == name)
-        })
-        .collect();
-    let mut repo_names: Vec<String> = runs
-        .iter()
-        .filter_map(|b| {
-            b.metadata
-                .labels
-                .as_ref()?
-                .get("holdfast.dev/repo")
-                .cloned()
-        })
-        .collect();
-    repo_names.sort();
-    repo_names.dedup();
-    let repo_sizes = repo_names
-        .into_iter()
-        .map(|repo| RepoSeries {
-            points: c
-                .repo_sizes(&namespace, &repo, since)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|p| (p.at, p.total_size))
-                .collect(),
-            repo,
-        })
-        .collect();
-    page::host(&HostView {
-        now,
-        host,
-        release: env!("CARGO_PKG_VERSION"),
-        schedules,
-        runs,
-        repo_sizes,
-    })
-    .into_response()
-}
-
-async fn run_page(State(c): Shared, Path((namespace, name)): Path<(String, String)>) -> Response {
-    let Some(backup) = read_backup(&c, &namespace, &name) else {
-        return (
-            StatusCode::NOT_FOUND,
-            page::not_found(&format!("run {namespace}/{name}")),
-        )
-            .into_response();
-    };
-    let log = c.log(Kind::Backup, &namespace, &name).unwrap_or_default();
-    page::run(&RunView {
-        now: Utc::now(),
-        backup: &backup,
-        log: &log,
-        events_url: format!("/runs/{namespace}/{name}/events"),
-    })
-    .into_response()
-}
-
-/// A Backup from the store; a read that fails is logged and shows as not found.
-fn read_backup(c: &Controller, namespace: &str, name: &str) -> Option<Backup> {
-    match c.record(Kind::Backup, namespace, name) {
-        Ok(found) => found.and_then(|o| serde_json::from_value(o).ok()),
-        Err(e) => {
-            tracing::error!("cannot read Backup {namespace}/{name}: {e}");
-            None
-        }
-    }
-}
-
-/// What a run's event stream has sent and has yet to send.
-struct Follow {
-    controller: Arc<Controller>,
-    namespace: String,
-    name: String,
-    events: broadcast::Receiver<RunEvent>,
-    sent_version: Option<String>,
-    lines: VecDeque<String>,
-    done: bool,
-}
-
-/// Server-sent events for one run: `status` (its status as JSON) whenever it changes, `log`
-/// for every new line; the stream ends once the run has finished.
-async fn run_events(
-    State(c): Shared,
-    Path((namespace, name)): Path<(String, String)>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let follow = Follow {
-        events: c.subscribe_runs(),
-        controller: c,
-        namespace,
-        name,
-        sent_version: None,
-        lines: VecDeque::new(),
-        done: false,
-    };
-    let stream = futures_util::stream::unfold(follow, |mut f| async move {
-        loop {
-            if let Some(line) = f.lines.pop_front() {
-                return Some((Ok(Event::default().event("log").data(line)), f));
-            }
-            if f.done {
-                return None;
-            }
-            if let Some(b) = read_backup(&f.controller, &f.namespace, &f.name)
-                && b.metadata.resource_version != f.sent_version
-            {
-                f.sent_version = b.metadata.resource_version.clone();
-                f.done = phase(&b).is_some_and(is_final);
-                let data = serde_json::to_string(&b.status).unwrap_or_default();
-                return Some((Ok(Event::default().event("status").data(data)), f));
-            }
-            tokio::select! {
-                event = f.events.recv() => match event {
-                    Ok(RunEvent::Log { namespace, name, lines })
-                        if namespace == f.namespace && name == f.name => f.lines.extend(lines),
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                    _ => {}
-                },
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
-        }
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// Why the server stopped or never started.

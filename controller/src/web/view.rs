@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::resources::{Backup, Host, Repo, Schedule};
-pub use crate::store::{RevisionRecord, Revisions};
+pub use crate::store::{RevisionEntry, RevisionRecord, Revisions, SizePoint};
 
 /// The fleet overview at `/`.
 pub struct FleetView<'a> {
@@ -106,6 +106,9 @@ pub struct HostView<'a> {
     pub runs: Vec<&'a Backup>,
     /// Size of each repo this host uses over the last 30 days, oldest point first.
     pub repo_sizes: Vec<RepoSeries>,
+    /// The schedules and repos in force, which names on the page link to.
+    pub declared_schedules: &'a [Schedule],
+    pub repos: &'a [Repo],
 }
 
 /// A repo's size over time.
@@ -121,4 +124,92 @@ pub struct RunView<'a> {
     /// The whole stored log (bounded), oldest line first; the status carries only a tail.
     pub log: &'a [String],
     pub events_url: String,
+    /// The hosts, schedules and repos in force, which names on the page link to.
+    pub hosts: &'a [Host],
+    pub schedules: &'a [Schedule],
+    pub repos: &'a [Repo],
+}
+
+/// A page of a long list: which page is asked for (from 1; past the last shows the last).
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    pub page: Option<String>,
+}
+
+impl PageQuery {
+    /// The page asked for, from 1; missing, malformed or 0 is 1.
+    pub fn page(&self) -> usize {
+        FleetQuery {
+            page: self.page.clone(),
+            show: None,
+        }
+        .page()
+    }
+}
+
+/// One schedule at `/schedules/{namespace}/{name}`.
+pub struct ScheduleView<'a> {
+    pub now: DateTime<Utc>,
+    pub schedule: &'a Schedule,
+    /// The fleet's hosts: whether each of the schedule's hosts is online.
+    pub hosts: &'a [Host],
+    /// The repos in force, which its repo links to.
+    pub repos: &'a [Repo],
+    /// Its newest runs on any host, newest first.
+    pub runs: Vec<&'a Backup>,
+    /// The page of its hosts table, from 1.
+    pub page: usize,
+}
+
+/// One repo at `/repos/{namespace}/{name}`.
+pub struct RepoView<'a> {
+    pub now: DateTime<Utc>,
+    pub repo: &'a Repo,
+    /// Its stored sizes and snapshot counts of the last 30 days, oldest first.
+    pub history: Vec<SizePoint>,
+    /// The hosts that use it, by name.
+    pub users: Vec<RepoUser>,
+}
+
+/// A host that uses a repo: through which schedules, and what its agent last said of its
+/// snapshots there.
+#[derive(Debug, Default)]
+pub struct RepoUser {
+    pub host: String,
+    /// Whether the host is in the revision in force (it has a page).
+    pub declared: bool,
+    /// The schedules of the revision in force that run against the repo on this host.
+    pub schedules: Vec<String>,
+    pub snapshots: Option<u64>,
+    pub latest: Option<DateTime<Utc>>,
+}
+
+/// The revisions read, at `/revisions?before=ID`.
+pub struct RevisionsView<'a> {
+    pub now: DateTime<Utc>,
+    /// Newest first.
+    pub entries: &'a [RevisionEntry],
+    /// The revision in force.
+    pub in_force: Option<i64>,
+    /// The page shows revisions older than this one; `None` for the newest.
+    pub before: Option<i64>,
+    /// Whether older revisions may follow the last one shown.
+    pub more: bool,
+    /// The objects in force, which the names of changes link to.
+    pub hosts: &'a [Host],
+    pub schedules: &'a [Schedule],
+    pub repos: &'a [Repo],
+}
+
+/// The query of `/revisions`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RevisionsQuery {
+    pub before: Option<String>,
+}
+
+impl RevisionsQuery {
+    /// Older than this revision; a malformed value is none (the newest).
+    pub fn before(&self) -> Option<i64> {
+        self.before.as_deref().and_then(|b| b.trim().parse().ok())
+    }
 }

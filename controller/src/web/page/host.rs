@@ -1,0 +1,257 @@
+use super::*;
+
+/// One host at `/hosts/{namespace}/{name}`.
+pub fn host(view: &HostView) -> Markup {
+    let now = view.now;
+    let host = view.host;
+    let name = name_of(host);
+    let namespace = namespace_of(host);
+    let status = host.status.as_ref();
+    let online = is_online(host);
+    let next = view
+        .schedules
+        .iter()
+        .filter_map(|s| host_entry(s, name)?.next_schedule_time.as_ref())
+        .min_by_key(|t| t.0);
+    let declared = Declared::new(&[], view.declared_schedules, view.repos);
+    let events = format!("{}/events", host_url(namespace, name));
+    layout(
+        name,
+        Some(&events),
+        html! {
+            nav.crumbs { a href="/" { "Holdfast" } " / hosts / " (qualified(namespace, name)) }
+            header.page {
+                h1 { (name) }
+                (state_badge(is_online(host)))
+                @if host.spec.paused { (badge("paused", "muted")) }
+                @if drifting(status) { (badge("drift", "warn")) }
+                span #live .dim hidden { "Live" }
+            }
+            @if !online {
+                section.notice #offline {
+                    p {
+                        strong { "The agent is offline" } " — " (last_seen(now, status)) ". "
+                        "Its schedules run on the host regardless"
+                        @if let Some(t) = next { "; the next is due " (when(now, Some(t))) }
+                        ". Their results arrive when it reconnects."
+                    }
+                }
+            }
+            h2 { "Host" }
+            (host_facts(now, view.release, host))
+            @if let Some(status) = status.filter(|s| !s.conditions.is_empty()) {
+                h2 { "Conditions" }
+                (conditions_table(now, status))
+            }
+            h2 { "Schedules" }
+            (host_schedules_table(now, online, name, &view.schedules))
+            h2 { "Last 30 days" }
+            (timeline(now, &view.runs))
+            (legend())
+            h2 { "Repository size" }
+            @if view.repo_sizes.is_empty() {
+                p.empty { "No repository size reported yet." }
+            }
+            @for series in &view.repo_sizes {
+                (size_chart(now, series, declared.repo(namespace, &series.repo)))
+            }
+            h2 { "Recent runs" }
+            (runs_table(now, &view.runs, &declared))
+        },
+    )
+}
+
+pub(super) fn host_facts(now: DateTime<Utc>, release: &str, host: &Host) -> Markup {
+    let namespace = namespace_of(host);
+    let status = host.status.as_ref();
+    let text = |f: fn(&HostStatus) -> Option<&String>| status.and_then(f).map(String::as_str);
+    let platform = match (text(|s| s.os.as_ref()), text(|s| s.arch.as_ref())) {
+        (Some(os), Some(arch)) => Some(format!("{os}/{arch}")),
+        (os, arch) => os.or(arch).map(str::to_string),
+    };
+    let labels = host.metadata.labels.as_ref().filter(|l| !l.is_empty());
+    html! {
+        dl.facts {
+            dt { "State" }
+            dd {
+                (state_badge(is_online(host)))
+                @if host.spec.paused {
+                    " " (badge("paused", "muted")) " runs nothing until unpaused"
+                }
+            }
+            dt { "Last seen" }
+            dd {
+                @match status.and_then(|s| s.last_seen.as_ref()) {
+                    Some(t) => { (when(now, Some(t))) }
+                    None => { span.dim { "never" } }
+                }
+            }
+            dt { "Namespace" } dd { (namespace) }
+            dt { "Schedule version" } dd { (versions_cell(status)) }
+            dt { "Last backup" }
+            dd {
+                @match status.and_then(|s| s.last_backup.as_ref()) {
+                    Some(last) => {
+                        a href=(run_url(namespace, &last.backup)) { (last.backup) } " "
+                        (phase_badge(Some(last.phase))) " " (when(now, Some(&last.time)))
+                    }
+                    None => { span.dim { "never" } }
+                }
+            }
+            dt { "Agent" } dd { (agent_cell(status, release)) }
+            dt { "restic" } dd { (opt_text(text(|s| s.restic_version.as_ref()))) }
+            dt { "Protocol" }
+            dd {
+                @match status.and_then(|s| s.protocol_version) {
+                    Some(v) => { (v) }
+                    None => { (dash()) }
+                }
+            }
+            dt { "Platform" } dd { (opt_text(platform.as_deref())) }
+            dt { "Default repo" } dd { (opt_text(host.spec.default_repo.as_deref())) }
+            @if let Some(labels) = labels {
+                dt { "Labels" }
+                dd { @for (k, v) in labels { code.chip { (k) "=" (v) } " " } }
+            }
+        }
+    }
+}
+
+pub(super) fn conditions_table(now: DateTime<Utc>, status: &HostStatus) -> Markup {
+    html! {
+        table {
+            thead { tr {
+                th { "Type" } th { "Status" } th { "Reason" } th { "Message" } th { "Since" }
+            } }
+            tbody {
+                @for c in &status.conditions {
+                    tr {
+                        td data-label="Type" { (c.type_) }
+                        td data-label="Status" { (c.status) }
+                        td data-label="Reason" { (c.reason) }
+                        td data-label="Message" { (c.message) }
+                        td data-label="Since" { (when(now, Some(&c.last_transition_time))) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn host_schedules_table(
+    now: DateTime<Utc>,
+    online: bool,
+    host: &str,
+    schedules: &[&Schedule],
+) -> Markup {
+    let rows: Vec<(&Schedule, &ScheduleHostStatus)> = schedules
+        .iter()
+        .filter_map(|s| host_entry(s, host).map(|e| (*s, e)))
+        .collect();
+    if rows.is_empty() {
+        return html! { p.empty { "No schedule runs on this host." } };
+    }
+    html! {
+        table {
+            thead { tr {
+                th { "Schedule" } th { "Operation" } th { "Cron" } th { "Last run" }
+                th { "Last result" } th { "Last success" } th { "Next" } th { "Last missed" }
+                th { "Stale" }
+            } }
+            tbody {
+                @for (schedule, entry) in rows {
+                    tr data-schedule=(name_of(schedule)) {
+                        td data-label="Schedule" {
+                            a href=(schedule_url(namespace_of(schedule), name_of(schedule))) {
+                                (name_of(schedule))
+                            }
+                            @if schedule.spec.suspend { " " (badge("suspended", "muted")) }
+                        }
+                        td data-label="Operation" { (schedule.spec.operation.as_str()) }
+                        td data-label="Cron" { code.cron { (schedule.spec.cron) } }
+                        td data-label="Last run" { (when(now, entry.last_schedule_time.as_ref())) }
+                        td data-label="Last result" { (entry_result(entry)) }
+                        td data-label="Last success" {
+                            (when(now, entry.last_successful_time.as_ref()))
+                        }
+                        td data-label="Next" {
+                            (next_run(now, online, entry.next_schedule_time.as_ref()))
+                        }
+                        td data-label="Last missed" {
+                            (when(now, entry.last_missed_time.as_ref()))
+                        }
+                        td data-label="Stale" {
+                            @if entry.stale { (badge("stale", "warn")) } @else { span.dim { "no" } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn runs_table(now: DateTime<Utc>, runs: &[&Backup], declared: &Declared) -> Markup {
+    if runs.is_empty() {
+        return html! { p.empty { "No runs in the last 30 days." } };
+    }
+    html! {
+        table {
+            thead { tr {
+                th { "Run" } th { "Schedule" } th { "Operation" } th { "Phase" } th { "Started" }
+                th.num { "Duration" } th.num { "Data added" } th { "Snapshot" } th { "Reason" }
+            } }
+            tbody {
+                @for backup in runs.iter().take(MAX_RUN_ROWS) {
+                    @let status = backup.status.as_ref();
+                    tr {
+                        @let name = name_of(*backup);
+                        td data-label="Run" { a href=(run_url(namespace_of(*backup), name)) { (name) } }
+                        td data-label="Schedule" {
+                            @match run_schedule(backup) {
+                                Some(schedule) => {
+                                    (declared.schedule(namespace_of(*backup), schedule))
+                                }
+                                None => { (dash()) }
+                            }
+                        }
+                        td data-label="Operation" { (opt_text(run_operation(backup))) }
+                        td data-label="Phase" { (phase_badge(status.and_then(|s| s.run.phase))) }
+                        td data-label="Started" {
+                            (when(now, status.and_then(|s| s.run.start_time.as_ref())))
+                        }
+                        td.num data-label="Duration" { (opt_text(run_duration(backup).as_deref())) }
+                        td.num data-label="Data added" { (opt_text(data_added(backup).as_deref())) }
+                        td data-label="Snapshot" { code { (opt_text(snapshot_short(backup))) } }
+                        td data-label="Reason" { span title=[status.and_then(|s| s.run.message.as_deref())] {
+                            (opt_text(status.and_then(|s| s.run.reason.as_deref())))
+                        } }
+                    }
+                }
+            }
+        }
+        @if runs.len() > MAX_RUN_ROWS {
+            p.note {
+                "Showing the newest " (MAX_RUN_ROWS) " of " (runs.len())
+                " runs; the timeline shows all."
+            }
+        }
+    }
+}
+
+pub(super) const LEGEND: [(&str, &str); 5] = [
+    ("succeeded", "ok"),
+    ("partially failed", "warn"),
+    ("failed", "bad"),
+    ("missed, skipped, cancelled", "muted"),
+    ("pending, running", "info"),
+];
+
+pub(super) fn legend() -> Markup {
+    html! {
+        p.legend {
+            @for (text, tone) in LEGEND {
+                span { i.(tone) {} (text) }
+            }
+        }
+    }
+}
