@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::{ConfigError, connect_url};
+use crate::config::{ConfigError, Settings, connect_url};
 use crate::connection::{self, Endpoint, Shared};
 use crate::jobs::Jobs;
 use crate::outbox::Outbox;
@@ -36,16 +36,6 @@ pub enum AgentError {
     ServerUrl(#[from] ConfigError),
     #[error(transparent)]
     Signals(std::io::Error),
-}
-
-/// The effective settings, after file, environment and flags.
-#[derive(Debug)]
-pub struct Settings {
-    pub server: Option<String>,
-    pub state_dir: PathBuf,
-    pub restic: PathBuf,
-    pub host: Option<String>,
-    pub ca_file: Option<PathBuf>,
 }
 
 /// Runs until SIGTERM or SIGINT (on Windows: Ctrl-C, Ctrl-Break, console close, shutdown).

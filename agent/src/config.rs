@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::agent::Settings;
 use crate::platform;
 
 /// Why the configuration cannot be used.
@@ -65,6 +64,16 @@ pub struct RunArgs {
     pub host: Option<String>,
     /// PEM file of the CA that signed the controller's certificate.
     #[arg(long, env = "HOLDFAST_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The effective settings, after file, environment and flags.
+#[derive(Debug)]
+pub struct Settings {
+    pub server: Option<String>,
+    pub state_dir: PathBuf,
+    pub restic: PathBuf,
+    pub host: Option<String>,
     pub ca_file: Option<PathBuf>,
 }
 

@@ -24,7 +24,8 @@ use windows_sys::Win32::System::Console::{
     AllocConsole, STD_ERROR_HANDLE, SetConsoleCtrlHandler, SetStdHandle,
 };
 
-use crate::agent::{self, AgentError, Settings};
+use crate::agent::{self, AgentError};
+use crate::config::Settings;
 use crate::config::{ConfigError, RunArgs};
 
 pub const NAME: &str = "holdfast-agent";
