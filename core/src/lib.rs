@@ -1,16 +1,20 @@
 //! The pure core of Holdfast: the resources, a revision of them, validation, compile, versions,
-//! host selection, cron, run records and status computation. Values in, values out: no tokio,
-//! no SQLite, no Kubernetes client, no files. The controller (`holdfast`) adds every edge: where
-//! desired state is read, where status goes, the agent hub and the web surfaces.
+//! host selection, cron, run records, status computation, and which alerts notifiers send.
+//! Values in, values out: no tokio, no SQLite, no Kubernetes client, no files. The controller
+//! (`holdfast`) adds every edge: where desired state is read, where status goes, the agent hub
+//! and the web surfaces.
 
+pub mod alerts;
 pub mod compile;
 pub mod crds;
 pub mod cronspec;
 pub mod diagnostics;
 pub mod facts;
+pub mod notices;
 pub mod records;
 pub mod resources;
 pub mod revision;
+pub mod routing;
 pub mod runs;
 pub mod secrets;
 pub mod select;

@@ -1,5 +1,5 @@
 //! The read model written back to the API server, on the leader: the one writer of status in
-//! Kubernetes mode. The status of Repos, Hosts, Schedules, Backups and Restores, a Backup
+//! Kubernetes mode. The status of Repos, Hosts, Schedules, Backups, Restores and Notifiers, a Backup
 //! object for every run an agent reported, records beyond their schedule's history limits
 //! deleted, and Events for failed and missed runs and agents going offline. A Host's schedule
 //! version is pushed to its agent once its status holds it.
@@ -27,7 +27,7 @@ use super::reconcile::{Decision, EventSink, MANAGED_BY, Stores};
 use super::sink::{Coalescer, Recorded, apply_status, record_run};
 use crate::compile::HostKey;
 use crate::records::RecordId;
-use crate::resources::{Backup, Host, Kind, Phase, Repo, Restore, Schedule};
+use crate::resources::{Backup, Host, Kind, Notifier, Phase, Repo, Restore, Schedule};
 use crate::revision::{name_of, namespace_of};
 use crate::runs::RunRecord;
 use crate::server::changes::Change;
@@ -64,6 +64,7 @@ pub struct Cluster {
     pub schedules: Vec<Arc<Schedule>>,
     pub backups: Vec<Arc<Backup>>,
     pub restores: Vec<Arc<Restore>>,
+    pub notifiers: Vec<Arc<Notifier>>,
 }
 
 impl Cluster {
@@ -74,6 +75,7 @@ impl Cluster {
             schedules: stores.schedules.state(),
             backups: stores.backups.state(),
             restores: stores.restores.state(),
+            notifiers: stores.notifiers.state(),
         }
     }
 }
@@ -240,6 +242,19 @@ pub fn plan(
             ns,
             name,
             status_of(&s.status),
+            cluster_status,
+            &none,
+        ));
+    }
+    let notifiers = Index::of(&cluster.notifiers);
+    for n in &model.notifiers {
+        let (ns, name) = (namespace_of(n), name_of(n));
+        let cluster_status = notifiers.find(ns, name).and_then(|o| status_of(&o.status));
+        out.extend(status(
+            Kind::Notifier,
+            ns,
+            name,
+            status_of(&n.status),
             cluster_status,
             &none,
         ));
@@ -480,6 +495,7 @@ pub async fn execute(
                     Kind::Schedule => apply::<Schedule>(client, &namespace, &name, &status).await,
                     Kind::Backup => apply::<Backup>(client, &namespace, &name, &status).await,
                     Kind::Restore => apply::<Restore>(client, &namespace, &name, &status).await,
+                    Kind::Notifier => apply::<Notifier>(client, &namespace, &name, &status).await,
                 };
                 match applied {
                     Ok(()) => {
@@ -705,6 +721,7 @@ mod tests {
             schedules: vec![],
             backups: vec![],
             restores: vec![],
+            notifiers: vec![],
         }
     }
 

@@ -12,7 +12,8 @@ use kube::runtime::reflector::Store as Reflected;
 use protocol::{ResolvedRepo, SecretValue};
 
 use crate::compile::HostKey;
-use crate::resources::{Backup, Host, Repo, Restore, Schedule};
+use crate::notify::KeyError;
+use crate::resources::{Backup, Host, Notifier, Repo, Restore, Schedule};
 use crate::store::{AuthError, Enrolled, NoRandomness, Store, StoreError};
 
 /// Kubernetes mode's reflector stores of the desired state, as the cluster holds it.
@@ -23,6 +24,7 @@ pub struct Stores {
     pub schedules: Reflected<Schedule>,
     pub backups: Reflected<Backup>,
     pub restores: Reflected<Restore>,
+    pub notifiers: Reflected<Notifier>,
 }
 
 /// Why a backend could not answer. An agent is told only that the controller failed (what it
@@ -119,6 +121,16 @@ pub trait Backend: Send + Sync {
     /// The objects as the source holds them, with the status written there: what a replica
     /// that does not lead shows, and what the leader compares its status with.
     fn observed(&self) -> Option<&Stores>;
+    /// A key of a Secret a Notifier names (Kubernetes mode).
+    fn secret_key(&self, namespace: &str, name: &str, key: &str) -> Result<String, KeyError>;
+}
+
+/// Files mode reads no Secrets (validation refuses `secretKeyRef` there).
+fn no_secrets(namespace: &str, name: &str) -> KeyError {
+    KeyError::NoSecrets {
+        namespace: namespace.to_string(),
+        secret: name.to_string(),
+    }
 }
 
 /// Files mode: credentials in SQLite (a connection of their own, beside the controller's),
@@ -194,6 +206,10 @@ impl Backend for Files {
     fn observed(&self) -> Option<&Stores> {
         None
     }
+
+    fn secret_key(&self, namespace: &str, name: &str, _: &str) -> Result<String, KeyError> {
+        Err(no_secrets(namespace, name))
+    }
 }
 
 /// Test support: reflector stores filled with fixtures, a backend that mirrors them, and a
@@ -225,6 +241,7 @@ pub(crate) mod testing {
             schedules: listed(vec![]),
             backups: listed(vec![]),
             restores: listed(vec![]),
+            notifiers: listed(vec![]),
         }
     }
 
@@ -271,6 +288,10 @@ pub(crate) mod testing {
         fn observed(&self) -> Option<&Stores> {
             Some(&self.stores)
         }
+
+        fn secret_key(&self, namespace: &str, name: &str, _: &str) -> Result<String, KeyError> {
+            Err(no_secrets(namespace, name))
+        }
     }
 
     /// A controller with `backend` on a temporary data directory (kept while the guard lives).
@@ -286,6 +307,7 @@ pub(crate) mod testing {
             debounce: std::time::Duration::from_millis(100),
             tls: None,
             max_agents: 10_000,
+            external_url: None,
         };
         let controller =
             crate::server::Controller::open(config, backend).expect("the controller opens");

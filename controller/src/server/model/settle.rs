@@ -13,13 +13,13 @@ use sha2::{Digest, Sha256};
 
 use super::ReadModel;
 use crate::records::RecordId;
-use crate::resources::{Backup, Host, Kind, ObjectKey, Repo, Restore, Schedule};
+use crate::resources::{Backup, Host, Kind, Notifier, ObjectKey, Repo, Restore, Schedule};
 use crate::revision::{name_of, namespace_of};
 use crate::server::changes::{Change, ChangeType};
 use crate::status::finish_conditions;
 use crate::store::{ObjectId, ObjectMeta, ObjectWrite, StoredObject};
 
-/// A Repo or Schedule: desired state that a rejected revision can leave `Stalled`.
+/// A Repo, Schedule or Notifier: desired state that a rejected revision can leave `Stalled`.
 pub trait Desired: HasStatus + Resource<DynamicType = ()> + Clone + 'static {
     const KIND: Kind;
     /// The conditions of its status, which is created if it has none.
@@ -43,6 +43,7 @@ macro_rules! desired {
 
 desired!(Repo);
 desired!(Schedule);
+desired!(Notifier);
 
 /// The objects in force with the status `compute` gives them, each at fault for a rejected
 /// revision marked `Stalled`; then (Kubernetes mode, from the cluster's `store`) those at fault
@@ -157,7 +158,7 @@ pub struct Writer<'a> {
     /// or are shown as read.
     computed: bool,
     pub previous: &'a BTreeMap<ObjectId, Arc<StoredObject>>,
-    /// The Repos, Hosts and Schedules of the next read model.
+    /// The Repos, Hosts, Schedules and Notifiers of the next read model.
     pub next: BTreeMap<ObjectId, Arc<StoredObject>>,
     pub changes: Vec<ObjectWrite>,
     /// The same changes as watch events.
@@ -218,6 +219,7 @@ impl Record for Restore {
 has_status!(Repo);
 has_status!(Host);
 has_status!(Schedule);
+has_status!(Notifier);
 has_status!(Backup, run);
 has_status!(Restore, run);
 
