@@ -9,12 +9,13 @@ use serde_json::{Value, json};
 
 const NAMESPACE: &str = "holdfast-system";
 
-const CRDS: [&str; 5] = [
+const CRDS: [&str; 6] = [
     "repos.holdfast.dev",
     "hosts.holdfast.dev",
     "schedules.holdfast.dev",
     "backups.holdfast.dev",
     "restores.holdfast.dev",
+    "notifiers.holdfast.dev",
 ];
 
 /// Kinds that have no namespace.
