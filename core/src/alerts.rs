@@ -18,9 +18,18 @@ use crate::summaries::RunSummaries;
 /// The object whose status decides an alert.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Subject {
-    Host { namespace: String, name: String },
-    Schedule { namespace: String, name: String },
-    Repo { namespace: String, name: String },
+    Host {
+        namespace: String,
+        name: String,
+    },
+    Schedule {
+        namespace: String,
+        name: String,
+    },
+    Repo {
+        namespace: String,
+        name: String,
+    },
     /// The desired state as a whole: whether its newest revision was rejected.
     Revision,
 }
@@ -187,8 +196,8 @@ pub fn of_host(host: &Host) -> Vec<Alert> {
             out.push(alert);
         }
         (Some(true), Some(c)) => {
-            if let Some(sync) = condition(&status.conditions, "ScheduleInSync")
-                .filter(|s| s.status == "False")
+            if let Some(sync) =
+                condition(&status.conditions, "ScheduleInSync").filter(|s| s.status == "False")
             {
                 let reason = status
                     .drift_reason
@@ -410,7 +419,13 @@ mod tests {
         }))
     }
 
-    fn run(name: &str, host: &str, phase: Phase, minute: i64, message: &str) -> crate::runs::RunRecord {
+    fn run(
+        name: &str,
+        host: &str,
+        phase: Phase,
+        minute: i64,
+        message: &str,
+    ) -> crate::runs::RunRecord {
         let mut r = crate::runs::RunRecord::pending(
             crate::resources::Kind::Backup,
             &crate::compile::HostKey::new("fleet", host),
@@ -430,9 +445,21 @@ mod tests {
     #[test]
     fn a_schedule_names_each_stale_or_failing_host_with_its_last_ended_run() {
         let runs = RunSummaries::of(&[
-            run("nightly-web-1-a", "web-1", Phase::Failed, 10, "restic exited 1: repository is locked"),
+            run(
+                "nightly-web-1-a",
+                "web-1",
+                Phase::Failed,
+                10,
+                "restic exited 1: repository is locked",
+            ),
             run("nightly-web-1-b", "web-1", Phase::Missed, 20, "missed"),
-            run("nightly-web-2-a", "web-2", Phase::PartiallyFailed, 10, "2 files could not be read"),
+            run(
+                "nightly-web-2-a",
+                "web-2",
+                Phase::PartiallyFailed,
+                10,
+                "2 files could not be read",
+            ),
             run("nightly-web-2-b", "web-2", Phase::Succeeded, 30, "ok"),
         ]);
         let s = schedule(serde_json::json!([
@@ -483,11 +510,7 @@ mod tests {
             "status": {"lastCheck": {"time": time(5), "passed": false, "backup": "check-1", "message": "pack 1234 is damaged"}},
         }));
         // 100 bytes two days ago does not count; 400 within the day does.
-        let sizes = [
-            size(-2 * 24 * 60, 100),
-            size(-60, 400),
-            size(0, 1000),
-        ];
+        let sizes = [size(-2 * 24 * 60, 100), size(-60, 400), size(0, 1000)];
         let alerts = of_repo(&repo, &sizes);
         let keys: Vec<String> = alerts.iter().map(Alert::key).collect();
         assert_eq!(
@@ -498,7 +521,10 @@ mod tests {
         assert_eq!(alerts[0].reason, "pack 1234 is damaged");
         assert_eq!(alerts[1].growth, Some(2.5));
         assert!(alerts[1].reason.contains("(2.5×)"), "{}", alerts[1].reason);
-        assert!(of_repo(&repo, &[size(0, 10), size(5, 10)]).len() == 1, "no growth");
+        assert!(
+            of_repo(&repo, &[size(0, 10), size(5, 10)]).len() == 1,
+            "no growth"
+        );
     }
 
     #[test]

@@ -60,9 +60,9 @@ pub fn summary(alert: &Alert) -> String {
             format!("Schedule {schedule} is stale on host {host}{ns}: {reason}")
         }
         NotifierEvent::AgentOffline => format!("The agent of host {host}{ns} is offline: {reason}"),
-        NotifierEvent::DriftStuck => format!(
-            "Host {host}{ns} does not run its desired schedule version: {reason}"
-        ),
+        NotifierEvent::DriftStuck => {
+            format!("Host {host}{ns} does not run its desired schedule version: {reason}")
+        }
         NotifierEvent::CheckFailed => {
             format!("restic check found errors in repo {repo}{ns}: {reason}")
         }
@@ -211,6 +211,9 @@ mod tests {
         d.last_delivery = Some((at(2), "[FIRING] x".into()));
         let s = status(&d);
         assert_eq!(s.conditions[0].status, "True");
-        assert_eq!(s.last_error, None, "an error older than the last delivery is over");
+        assert_eq!(
+            s.last_error, None,
+            "an error older than the last delivery is over"
+        );
     }
 }

@@ -377,7 +377,9 @@ mod tests {
 
     #[test]
     fn an_offline_agent_fires_after_its_delay_unless_it_comes_back() {
-        let rules = notifier(serde_json::json!({"ntfy": {"url": "http://x/t"}, "agentOfflineAfter": "10m"}));
+        let rules = notifier(
+            serde_json::json!({"ntfy": {"url": "http://x/t"}, "agentOfflineAfter": "10m"}),
+        );
         let mut book = Book::default();
         let offline = vec![alert(NotifierEvent::AgentOffline, "web-1", 0)];
         assert!(step(&mut book, &rules, &[(host("web-1"), offline.clone())], 1).is_empty());
@@ -398,7 +400,8 @@ mod tests {
 
     #[test]
     fn repeat_interval_sends_a_firing_alert_again_on_the_clock() {
-        let rules = notifier(serde_json::json!({"webhook": {"url": "http://x"}, "repeatInterval": "1h"}));
+        let rules =
+            notifier(serde_json::json!({"webhook": {"url": "http://x"}, "repeatInterval": "1h"}));
         let mut book = Book::default();
         let stale = vec![alert(NotifierEvent::RunFailed, "web-1", 0)];
         step(&mut book, &rules, &[(nightly(), stale)], 0);
@@ -437,13 +440,20 @@ mod tests {
             "repoGrowthFactor": 3,
         }));
         let mut labels = Fixture::default();
-        labels
-            .hosts
-            .insert("db-1".into(), [("role".to_string(), "db".to_string())].into());
+        labels.hosts.insert(
+            "db-1".into(),
+            [("role".to_string(), "db".to_string())].into(),
+        );
         let wants = |a: &Alert| rules.wants(a, &labels);
         assert!(wants(&alert(NotifierEvent::AgentOffline, "db-1", 0)));
-        assert!(!wants(&alert(NotifierEvent::AgentOffline, "web-1", 0)), "not selected");
-        assert!(!wants(&alert(NotifierEvent::RunFailed, "db-1", 0)), "not an event it wants");
+        assert!(
+            !wants(&alert(NotifierEvent::AgentOffline, "web-1", 0)),
+            "not selected"
+        );
+        assert!(
+            !wants(&alert(NotifierEvent::RunFailed, "db-1", 0)),
+            "not an event it wants"
+        );
         let mut other = alert(NotifierEvent::AgentOffline, "db-1", 0);
         other.namespace = "elsewhere".into();
         assert!(!wants(&other), "another namespace");

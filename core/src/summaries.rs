@@ -221,7 +221,10 @@ mod tests {
         assert_eq!(nightly.last, Some((at(40), Phase::Failed)));
         assert_eq!(nightly.last_ended, Some((at(40), Phase::Failed)));
         assert_eq!(
-            nightly.last_ended_run.as_ref().map(|(name, _)| name.as_str()),
+            nightly
+                .last_ended_run
+                .as_ref()
+                .map(|(name, _)| name.as_str()),
             Some("bad")
         );
         assert_eq!(nightly.last_success, Some(at(35)));

@@ -474,7 +474,11 @@ impl Validator<'_> {
         };
         if let Some(webhook) = &spec.webhook {
             check_http_url(&mut s, "spec.webhook.url", &webhook.url);
-            secret(&mut s, "spec.webhook.signingSecret", &webhook.signing_secret);
+            secret(
+                &mut s,
+                "spec.webhook.signingSecret",
+                &webhook.signing_secret,
+            );
         }
         if let Some(ntfy) = &spec.ntfy {
             check_http_url(&mut s, "spec.ntfy.url", &ntfy.url);
@@ -491,7 +495,10 @@ impl Validator<'_> {
             if !is_mail_address(&email.from) {
                 s.error(
                     "spec.email.from",
-                    format!("`{}` is not a mail address such as `holdfast@example.com`", email.from),
+                    format!(
+                        "`{}` is not a mail address such as `holdfast@example.com`",
+                        email.from
+                    ),
                 );
             }
             if email.to.is_empty() {

@@ -95,13 +95,22 @@ mod tests {
             run: None,
             growth: None,
         };
-        let firing = alert(&a, State::Firing, at, Some("http://h/hosts/default/web-1"), "ops");
+        let firing = alert(
+            &a,
+            State::Firing,
+            at,
+            Some("http://h/hosts/default/web-1"),
+            "ops",
+        );
         assert_eq!(
             firing["labels"],
             json!({"alertname": "HoldfastScheduleStale", "severity": "critical", "notifier": "ops",
                    "namespace": "default", "host": "web-1", "schedule": "nightly"})
         );
-        assert_eq!(firing["annotations"]["summary"], "ScheduleStale: nightly on web-1");
+        assert_eq!(
+            firing["annotations"]["summary"],
+            "ScheduleStale: nightly on web-1"
+        );
         assert_eq!(firing["endsAt"], json!(at + FIRING_FOR));
         assert_eq!(firing["generatorURL"], "http://h/hosts/default/web-1");
         let resolved = alert(&a, State::Resolved, at, None, "ops");

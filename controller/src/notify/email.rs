@@ -67,7 +67,9 @@ pub async fn send(
         SmtpTls::StartTls => {
             AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&receiver.host).map_err(smtp)?
         }
-        SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&receiver.host).map_err(smtp)?,
+        SmtpTls::Tls => {
+            AsyncSmtpTransport::<Tokio1Executor>::relay(&receiver.host).map_err(smtp)?
+        }
         SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&receiver.host),
     };
     let mut builder = builder.port(port).timeout(Some(timeout));

@@ -87,19 +87,22 @@ impl Client {
                 source,
             })?;
         let host = request.uri().host().unwrap_or_default().to_string();
-        let response = self
-            .hyper
-            .request(request)
-            .await
-            .map_err(|source| HttpError::Unreachable {
-                host: host.clone(),
-                source,
-            })?;
+        let response =
+            self.hyper
+                .request(request)
+                .await
+                .map_err(|source| HttpError::Unreachable {
+                    host: host.clone(),
+                    source,
+                })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
-        let answer = match Limited::new(response.into_body(), 64 * 1024).collect().await {
+        let answer = match Limited::new(response.into_body(), 64 * 1024)
+            .collect()
+            .await
+        {
             Ok(body) => {
                 let bytes = body.to_bytes();
                 let text = String::from_utf8_lossy(&bytes);

@@ -147,7 +147,10 @@ async fn attempt(shared: &Arc<Shared>, id: &NotifierId, spec: &NotifierSpec, mes
                 })
                 .inc();
             let (id, message_id) = (id.clone(), message.id);
-            with_store(shared, move |s| s.delivered(&id, Some(message_id), now, &title)).await
+            with_store(shared, move |s| {
+                s.delivered(&id, Some(message_id), now, &title)
+            })
+            .await
         }
         Err(e) => {
             let attempts = message.attempts + 1;
@@ -225,7 +228,13 @@ async fn deliver(
             State::Firing => Utc::now(),
             State::Resolved => message.at,
         };
-        let alert = alertmanager::alert(&message.alert, message.state, at, out.link.as_deref(), &id.1);
+        let alert = alertmanager::alert(
+            &message.alert,
+            message.state,
+            at,
+            out.link.as_deref(),
+            &id.1,
+        );
         alertmanager::send(client, &r.url, token.as_deref(), &[alert]).await?;
     } else {
         return Err(DeliveryError::NoReceiver);
@@ -249,7 +258,11 @@ async fn refresh(
         Ok(fired) if !fired.is_empty() => fired,
         Ok(_) => return,
         Err(e) => {
-            tracing::error!("cannot read the alerts notifier {}/{} fired: {e}", id.0, id.1);
+            tracing::error!(
+                "cannot read the alerts notifier {}/{} fired: {e}",
+                id.0,
+                id.1
+            );
             return;
         }
     };
@@ -275,12 +288,19 @@ async fn refresh(
     let stored = match outcome {
         Ok(()) if *failing => {
             *failing = false;
-            let (id, title) = (id.clone(), format!("{} firing alerts sent again", alerts.len()));
+            let (id, title) = (
+                id.clone(),
+                format!("{} firing alerts sent again", alerts.len()),
+            );
             with_store(shared, move |s| s.delivered(&id, None, now, &title)).await
         }
         Ok(()) => return,
         Err(e) => {
-            tracing::warn!("cannot send the firing alerts of {}/{} again: {e}", id.0, id.1);
+            tracing::warn!(
+                "cannot send the firing alerts of {}/{} again: {e}",
+                id.0,
+                id.1
+            );
             *failing = true;
             shared.counters.failed.get_or_create(&labels_of(id)).inc();
             let (id, error) = (id.clone(), e.to_string());

@@ -16,7 +16,8 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::diagnostics::{Diagnostic, FieldPath, FilePosition, Finding, Severity};
 use crate::resources::{
-    API_VERSION, Backup, DEFAULT_NAMESPACE, Host, Kind, Notifier, ObjectKey, Repo, Restore, Schedule,
+    API_VERSION, Backup, DEFAULT_NAMESPACE, Host, Kind, Notifier, ObjectKey, Repo, Restore,
+    Schedule,
 };
 use crate::revision::Revision;
 use crate::source::position::PositionIndex;

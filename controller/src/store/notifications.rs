@@ -46,7 +46,9 @@ fn json_error(e: serde_json::Error) -> rusqlite::Error {
 
 impl Store {
     /// Every notifier's fired alerts, by key.
-    pub fn fired_alerts(&self) -> Result<BTreeMap<NotifierId, BTreeMap<String, Fired>>, StoreError> {
+    pub fn fired_alerts(
+        &self,
+    ) -> Result<BTreeMap<NotifierId, BTreeMap<String, Fired>>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT namespace, notifier, key, fired FROM notifier_fired")
@@ -272,11 +274,18 @@ impl Store {
         let mut count = |sql: &str, set: fn(&mut Deliveries, u64)| -> rusqlite::Result<()> {
             let mut stmt = self.conn.prepare(sql)?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })?;
             for row in rows {
                 let (namespace, notifier, n) = row?;
-                set(out.entry((namespace, notifier)).or_default(), n.max(0) as u64);
+                set(
+                    out.entry((namespace, notifier)).or_default(),
+                    n.max(0) as u64,
+                );
             }
             Ok(())
         };
@@ -311,7 +320,12 @@ impl Store {
                     }
                     _ => None,
                 };
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, delivered, failed))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    delivered,
+                    failed,
+                ))
             })
             .map_err(|e| self.sqlite(e))?;
         for row in rows {
@@ -400,7 +414,10 @@ mod tests {
 
         let mut store = Store::open(dir.path()).expect("opens again");
         let again = store.next_message(&ops).expect("read").expect("a message");
-        assert_eq!((again.id, again.state, again.attempts), (first.id, State::Firing, 1));
+        assert_eq!(
+            (again.id, again.state, again.attempts),
+            (first.id, State::Firing, 1)
+        );
         assert_eq!(again.next_attempt, at(4));
         assert!(store.fired_alerts().expect("read").is_empty(), "resolved");
         let d = &store.deliveries().expect("read")[&ops];

@@ -120,10 +120,14 @@ fn rejections(
             .or_default()
             .extend(problems.iter().map(|p| format!("{object}: {p}")));
     }
-    out.extend(by_namespace.into_iter().map(|(namespace, errors)| Rejection {
-        namespace: Some(namespace.to_string()),
-        at: now,
-        errors,
-    }));
+    out.extend(
+        by_namespace
+            .into_iter()
+            .map(|(namespace, errors)| Rejection {
+                namespace: Some(namespace.to_string()),
+                at: now,
+                errors,
+            }),
+    );
     alerts::of_rejections(&out)
 }
