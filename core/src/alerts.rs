@@ -1,8 +1,8 @@
 //! Which alert conditions hold, read from the status of one object at a time (and, for a
 //! schedule, its run summaries; for a repo, its sizes of the last day). Each object is a
 //! [`Subject`]: its status decides every alert about it, so an object whose status did not
-//! change need not be looked at again. Values in, values out; [`crate::routing`] turns what
-//! holds into what each Notifier sends.
+//! change need not be looked at again. Values in, values out; which of them a Notifier sends,
+//! and when, is decided elsewhere.
 
 use std::fmt;
 

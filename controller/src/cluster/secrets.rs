@@ -171,6 +171,25 @@ mod tests {
     }
 
     #[test]
+    fn a_notifiers_secret_key_is_read_only_where_allowed_and_errors_name_no_value() {
+        let allowed = vec!["backups".to_string()];
+        assert_eq!(
+            secret_key("backups", "offsite-restic", "password", &allowed, cluster).expect("read"),
+            VALUE
+        );
+        let errors = [
+            secret_key("elsewhere", "offsite-restic", "password", &allowed, cluster),
+            secret_key("backups", "missing", "password", &allowed, cluster),
+            secret_key("backups", "offsite-restic", "token", &allowed, cluster),
+        ]
+        .map(|r| r.expect_err("refused").to_string());
+        assert!(errors[0].contains("does not read"), "{}", errors[0]);
+        assert!(errors[1].contains("does not exist"), "{}", errors[1]);
+        assert!(errors[2].contains("has no key token"), "{}", errors[2]);
+        assert!(errors.iter().all(|e| !e.contains(VALUE)));
+    }
+
+    #[test]
     fn secret_keys_in_an_allowed_namespace_are_resolved_and_host_files_are_not() {
         let allowed = vec!["holdfast-system".to_string(), "backups".to_string()];
         let values =

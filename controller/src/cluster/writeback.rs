@@ -1051,6 +1051,36 @@ mod tests {
         assert!(events.is_empty());
     }
 
+    #[test]
+    fn a_notifiers_status_is_written_like_any_other() {
+        let notifier = |status: Value| -> Arc<crate::resources::Notifier> {
+            Arc::new(object(json!({
+                "apiVersion": "holdfast.dev/v1alpha1", "kind": "Notifier",
+                "metadata": {"name": "ops", "namespace": "fleet", "uid": "u-ops", "generation": 1},
+                "spec": {"ntfy": {"url": "https://ntfy.sh/fleet"}},
+                "status": status,
+            })))
+        };
+        let mut model = ReadModel::default();
+        model.notifiers = vec![(*notifier(json!({"firing": 1, "queued": 0}))).clone()];
+        let desired = Desired {
+            model: Arc::new(model),
+            backups: vec![],
+            restores: vec![],
+        };
+        let cluster = Cluster {
+            notifiers: vec![notifier(json!({"firing": 0, "queued": 0}))],
+            ..empty()
+        };
+        let writes = plan(&desired, &cluster, &Written::default(), at(0));
+        assert_eq!(names(&writes), ["status Notifier ops"]);
+        let Write::Status { status, events, .. } = &writes[0] else {
+            panic!("a status write")
+        };
+        assert_eq!(status["firing"], 1);
+        assert!(events.is_empty());
+    }
+
     #[tokio::test]
     async fn a_host_status_written_names_the_version_it_holds() {
         let (desired, cluster) = hosts(

@@ -170,6 +170,14 @@ struct Books {
     reload: bool,
 }
 
+/// What an evaluation looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    Nothing,
+    Changes,
+    Everything,
+}
+
 /// Every Notifier's book and delivery task.
 pub struct Alerting {
     shared: Arc<Shared>,
@@ -204,15 +212,24 @@ impl Alerting {
         self.books.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether the next evaluation must look at every object: the books follow another
-    /// revision (or none yet, or must be read back).
-    pub fn wants_everything(&self, revision: &Arc<Revision>) -> bool {
+    /// What the next evaluation must look at: nothing while no Notifier is declared or
+    /// followed (nothing could be sent; what the store holds stays until a revision declares
+    /// Notifiers again), every object when the books follow another revision (or none yet, or
+    /// must be read back), else the objects that changed.
+    pub fn needs(&self, revision: &Arc<Revision>) -> Needs {
         let books = self.books();
-        books.reload
+        if revision.notifiers.is_empty() && books.notifiers.is_empty() {
+            Needs::Nothing
+        } else if books.reload
             || books
                 .revision
                 .as_ref()
                 .is_none_or(|r| !Arc::ptr_eq(r, revision))
+        {
+            Needs::Everything
+        } else {
+            Needs::Changes
+        }
     }
 
     /// Takes in the alerts that hold for `subjects` (every subject there is when `complete`,
@@ -363,5 +380,130 @@ impl Alerting {
             tracing::info!("not leading: notifications stop");
         }
         *books = Books::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::NotifierEvent;
+
+    struct NoKeys;
+
+    impl SecretKeys for NoKeys {
+        fn secret_key(&self, namespace: &str, name: &str, _: &str) -> Result<String, KeyError> {
+            Err(KeyError::NoSecrets {
+                namespace: namespace.into(),
+                secret: name.into(),
+            })
+        }
+    }
+
+    fn open(dir: &Path) -> Alerting {
+        Alerting::open(
+            dir,
+            None,
+            Arc::new(NoKeys),
+            Arc::new(Notify::new()),
+            Counters::default(),
+        )
+        .expect("opens")
+    }
+
+    fn revision(notifiers: &[&str]) -> Arc<Revision> {
+        let notifiers = notifiers
+            .iter()
+            .map(|name| {
+                serde_json::from_value(serde_json::json!({
+                    "apiVersion": "holdfast.dev/v1alpha1", "kind": "Notifier",
+                    "metadata": {"name": name, "namespace": "default"},
+                    "spec": {"webhook": {"url": "http://127.0.0.1:9/hook"}},
+                }))
+                .expect("a notifier")
+            })
+            .collect();
+        Arc::new(Revision {
+            notifiers,
+            ..Revision::default()
+        })
+    }
+
+    fn web_1() -> Subject {
+        Subject::Host {
+            namespace: "default".into(),
+            name: "web-1".into(),
+        }
+    }
+
+    fn drifting() -> Alert {
+        Alert {
+            event: NotifierEvent::DriftStuck,
+            namespace: "default".into(),
+            host: Some("web-1".into()),
+            schedule: None,
+            repo: None,
+            since: DateTime::<Utc>::UNIX_EPOCH,
+            reason: "version 2 was sent; the agent runs version 1".into(),
+            run: None,
+            growth: None,
+        }
+    }
+
+    fn counts(alerting: &Alerting, name: &str) -> (u64, u64) {
+        let d = alerting.deliveries().expect("read");
+        let d = d
+            .get(&("default".to_string(), name.to_string()))
+            .cloned()
+            .unwrap_or_default();
+        (d.firing, d.queued)
+    }
+
+    #[test]
+    fn what_fired_survives_a_restart_and_is_not_sent_again() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let now = Utc::now();
+        let rev = revision(&["ops"]);
+        let holds = [(web_1(), vec![drifting()])];
+        let alerting = open(dir.path());
+        assert_eq!(alerting.needs(&rev), Needs::Everything);
+        alerting.observe(&rev, &holds, true, now);
+        assert_eq!(alerting.needs(&rev), Needs::Changes);
+        assert_eq!(
+            counts(&alerting, "ops"),
+            (1, 1),
+            "fired, and its message queued"
+        );
+        drop(alerting);
+
+        let again = open(dir.path());
+        again.observe(&rev, &holds, true, now);
+        assert_eq!(counts(&again, "ops"), (1, 1), "not fired a second time");
+        again.observe(&rev, &[(web_1(), vec![])], false, now);
+        assert_eq!(
+            counts(&again, "ops"),
+            (0, 2),
+            "resolved, its message queued"
+        );
+    }
+
+    #[test]
+    fn a_notifier_that_is_gone_is_forgotten_with_what_it_stored() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let now = Utc::now();
+        let alerting = open(dir.path());
+        let holds = [(web_1(), vec![drifting()])];
+        alerting.observe(&revision(&["ops", "dba"]), &holds, true, now);
+        assert_eq!(counts(&alerting, "dba"), (1, 1));
+        let fewer = revision(&["ops"]);
+        assert_eq!(alerting.needs(&fewer), Needs::Everything);
+        alerting.observe(&fewer, &holds, true, now);
+        assert_eq!(counts(&alerting, "dba"), (0, 0));
+        assert_eq!(counts(&alerting, "ops"), (1, 1));
+
+        // With no Notifier declared or followed there is nothing to look at.
+        let none = revision(&[]);
+        alerting.observe(&none, &holds, true, now);
+        assert_eq!(counts(&alerting, "ops"), (0, 0));
+        assert_eq!(alerting.needs(&none), Needs::Nothing);
     }
 }

@@ -11,6 +11,7 @@ use kube::Resource;
 
 use super::Controller;
 use crate::alerts::{self, Alert, Rejection, Subject};
+use crate::notify::Needs;
 use crate::resources::{Host, Kind, ObjectKey, Repo, Schedule};
 use crate::revision::{Revision, name_of, namespace_of};
 use crate::server::changes::Change;
@@ -40,7 +41,11 @@ pub fn observe(
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     let alerting = &controller.alerting;
-    let complete = alerting.wants_everything(revision);
+    let complete = match alerting.needs(revision) {
+        Needs::Nothing => return None,
+        Needs::Changes => false,
+        Needs::Everything => true,
+    };
     let changed: HashSet<(Kind, &str, &str)> = settled
         .events
         .iter()
