@@ -7,15 +7,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::fleet::*;
-use hmac::{Hmac, KeyInit, Mac};
+use common::receiver::{Received, Receiver};
 use serde_json::Value;
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
@@ -25,105 +23,11 @@ const SLOW: Duration = Duration::from_secs(180);
 /// The signing key of the webhook, as its Notifier reads it from a file.
 const SIGNING_KEY: &str = "webhook-signing-key";
 
-/// One request the HTTP receiver took.
-#[derive(Clone, Debug)]
-struct Received {
-    path: String,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(String::as_str).unwrap_or("")
-    }
-}
-
-/// An HTTP server on a loopback port that answers 200 to everything and keeps what it took.
-/// Dropping it closes the port, connections included, as a receiver that dies would.
-struct Receiver {
-    seen: Arc<Mutex<Vec<Received>>>,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Receiver {
-    fn on(port: u16) -> Receiver {
-        let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
-            .unwrap_or_else(|e| panic!("cannot listen on port {port}: {e}"));
-        let keep = seen.clone();
-        let app = axum::Router::new().fallback(
-            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let keep = keep.clone();
-                async move {
-                    let headers = headers
-                        .iter()
-                        .map(|(k, v)| {
-                            (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())
-                        })
-                        .collect();
-                    keep.lock().unwrap().push(Received {
-                        path: uri.path().to_string(),
-                        headers,
-                        body: body.to_vec(),
-                    });
-                    axum::http::StatusCode::OK
-                }
-            },
-        );
-        runtime.spawn(async move { axum::serve(listener, app).await });
-        Receiver {
-            seen,
-            runtime: Some(runtime),
-        }
-    }
-
-    /// The requests to `path`, in the order they came.
-    fn at(&self, path: &str) -> Vec<Received> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.path == path)
-            .cloned()
-            .collect()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 fn require(path: &str, package: &str) {
     assert!(
         Path::new(path).exists(),
         "{path} is missing: install Debian's {package} (apt-get install {package})"
     );
-}
-
-fn hmac_hex(key: &str, body: &[u8]) -> String {
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.as_bytes()).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The fleet, its controller restarted with links in messages pointing at it.
@@ -272,7 +176,7 @@ spec:
     );
     assert_eq!(
         fired.header("x-holdfast-signature"),
-        hmac_hex(SIGNING_KEY, &fired.body),
+        fired.signature(SIGNING_KEY),
         "the signature is the HMAC-SHA256 of the body under the key"
     );
     assert_eq!(fired.header("x-holdfast-event"), "RunFailed");
@@ -321,7 +225,7 @@ spec:
     assert_eq!(resolved["key"], body["key"]);
     assert_eq!(
         hooks[1].header("x-holdfast-signature"),
-        hmac_hex(SIGNING_KEY, &hooks[1].body)
+        hooks[1].signature(SIGNING_KEY)
     );
     let pushes = requests(&fleet, &receiver, "/backups", 2, "ntfy to resolve");
     assert_eq!(pushes.len(), 2, "once each");

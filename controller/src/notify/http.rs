@@ -16,13 +16,10 @@ const ANSWER_BYTES: usize = 512;
 /// in headers, which no error repeats).
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("{url} is not a URL the controller can send to: {source}")]
-    BadRequest {
-        url: String,
-        #[source]
-        source: http::Error,
-    },
-    #[error("cannot reach {host}: {source}")]
+    /// Names no URL: a webhook's URL may hold a token of its own.
+    #[error("cannot make the request: {0}")]
+    BadRequest(#[source] http::Error),
+    #[error("cannot reach {host}: {}", causes(.source))]
     Unreachable {
         host: String,
         #[source]
@@ -34,6 +31,18 @@ pub enum HttpError {
         status: http::StatusCode,
         answer: String,
     },
+}
+
+/// An error and its causes, `a: b: c`: hyper's own text says only which step failed.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// A client to share between every notifier.
@@ -82,10 +91,7 @@ impl Client {
         }
         let request = request
             .body(Full::new(Bytes::from(body)))
-            .map_err(|source| HttpError::BadRequest {
-                url: url.to_string(),
-                source,
-            })?;
+            .map_err(HttpError::BadRequest)?;
         let host = request.uri().host().unwrap_or_default().to_string();
         let response =
             self.hyper
