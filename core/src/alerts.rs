@@ -4,8 +4,6 @@
 //! change need not be looked at again. Values in, values out; which of them a Notifier sends,
 //! and when, is decided elsewhere.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde::{Deserialize, Serialize};
@@ -52,15 +50,6 @@ impl Subject {
 pub enum Severity {
     Warning,
     Critical,
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        })
-    }
 }
 
 /// One condition that holds.

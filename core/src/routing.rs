@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alerts::{Alert, Subject};
 use crate::resources::{LabelSelector, Notifier, NotifierEvent};
-use crate::revision::{name_of, namespace_of};
+use crate::revision::namespace_of;
 
 /// `agentOfflineAfter` when a Notifier names none, as the shipped rule's `for: 5m`.
 pub const DEFAULT_AGENT_OFFLINE_AFTER: Duration = Duration::from_secs(5 * 60);
@@ -24,8 +24,7 @@ pub const DEFAULT_REPO_GROWTH_FACTOR: f64 = 2.0;
 /// A Notifier's choice of alerts, read once from its spec.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rules {
-    pub namespace: String,
-    pub name: String,
+    namespace: String,
     /// Empty: every event.
     events: Vec<NotifierEvent>,
     host_selector: Option<LabelSelector>,
@@ -47,7 +46,6 @@ impl Rules {
         let spec = &notifier.spec;
         Rules {
             namespace: namespace_of(notifier).into(),
-            name: name_of(notifier).into(),
             events: spec.events.clone(),
             host_selector: spec.host_selector.clone(),
             schedule_selector: spec.schedule_selector.clone(),

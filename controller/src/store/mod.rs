@@ -16,7 +16,7 @@ mod runs;
 pub use agents::AgentRecord;
 pub use auth::{AuthError, Enrolled, NoRandomness, hash as secret_hash, random_secret};
 pub use model::{ObjectId, ObjectMeta, ObjectWrite, RevisionRecord, Revisions, StoredObject};
-pub use notifications::{Enqueue, MAX_QUEUED, NotifierId, Queued};
+pub use notifications::{Enqueue, NotifierId, Queued};
 pub use runs::{GroupSize, HistoryPoint, RunGroup, SizePoint};
 
 /// A random identifier shaped like a Kubernetes uid.

@@ -187,17 +187,6 @@ pub enum NotifierEvent {
 }
 
 impl NotifierEvent {
-    pub const ALL: [NotifierEvent; 8] = [
-        NotifierEvent::RunFailed,
-        NotifierEvent::RunPartiallyFailed,
-        NotifierEvent::ScheduleStale,
-        NotifierEvent::AgentOffline,
-        NotifierEvent::CheckFailed,
-        NotifierEvent::RevisionRejected,
-        NotifierEvent::DriftStuck,
-        NotifierEvent::RepoGrowth,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             NotifierEvent::RunFailed => "RunFailed",
@@ -263,11 +252,4 @@ pub struct DeliveryError {
     pub message: String,
     /// Attempts of the message at the head of the queue so far.
     pub attempts: u32,
-}
-
-impl Notifier {
-    /// The events this notifier sends: those it names, or every one.
-    pub fn wants(&self, event: NotifierEvent) -> bool {
-        self.spec.events.is_empty() || self.spec.events.contains(&event)
-    }
 }
