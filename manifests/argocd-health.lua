@@ -1,8 +1,8 @@
 -- Argo CD health check for the Holdfast kinds (holdfast.dev/v1alpha1: Repo, Host, Schedule,
--- Backup, Restore). Argo CD needs one key per kind in argocd-cm; every key holds this same
--- script, which looks at obj.kind (see argocd-cm.example.yaml).
+-- Backup, Restore, Notifier). Argo CD needs one key per kind in argocd-cm; every key holds this
+-- same script, which looks at obj.kind (see argocd-cm.example.yaml).
 --
--- Repo, Host, Schedule: from status.conditions.
+-- Repo, Host, Schedule, Notifier: from status.conditions.
 --   no status (or no conditions yet)    Progressing  "Waiting for the controller"
 --   status older than the spec          Progressing  (observedGeneration < generation)
 --   Stalled=True                        Degraded     its message

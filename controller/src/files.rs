@@ -13,6 +13,8 @@ pub enum RunError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Open(#[from] server::OpenError),
+    #[error(transparent)]
     Watch(#[from] WatchError),
     #[error(transparent)]
     Serve(#[from] ServeError),

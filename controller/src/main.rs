@@ -159,6 +159,24 @@ struct ControllerArgs {
     /// refused with a reason (they retry) rather than starving the controller of files.
     #[arg(long, env = "HOLDFAST_MAX_AGENTS", default_value_t = 10_000)]
     max_agents: usize,
+    /// Where people reach the status page, such as `https://backups.example.com`: links in
+    /// notifications point there (to the run or host). Without it messages carry no link.
+    #[arg(long, env = "HOLDFAST_EXTERNAL_URL", value_parser = external_url)]
+    external_url: Option<String>,
+}
+
+/// `--external-url` that is not a web address.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not an http:// or https:// URL")]
+struct NotAUrl(String);
+
+/// `--external-url`: an `http://` or `https://` URL, kept without a trailing slash.
+fn external_url(text: &str) -> Result<String, NotAUrl> {
+    if text.starts_with("http://") || text.starts_with("https://") {
+        Ok(text.trim_end_matches('/').to_string())
+    } else {
+        Err(NotAUrl(text.to_string()))
+    }
 }
 
 /// Open files kept back for everything but agent connections: the database, the config
@@ -497,6 +515,7 @@ fn controller_command(args: ControllerArgs) -> Result<ExitCode, CliError> {
         debounce: args.debounce,
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),
         max_agents,
+        external_url: args.external_url.clone(),
     };
     let (Some(config_dir), Some(data_dir)) = (args.config_dir.clone(), args.data_dir.clone())
     else {

@@ -203,6 +203,7 @@ fn check(examples: &[Example]) -> Report {
                 Kind::Schedule => typed(&place, &value, &mut revision.schedules, kind),
                 Kind::Backup => typed(&place, &value, &mut revision.backups, kind),
                 Kind::Restore => typed(&place, &value, &mut revision.restores, kind),
+                Kind::Notifier => typed(&place, &value, &mut revision.notifiers, kind),
             };
             match key {
                 Ok(key) => {

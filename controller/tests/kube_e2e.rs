@@ -3,6 +3,9 @@
 //! through a load balancer (`common/balancer.rs`) as a Service would be; real restic backing up
 //! to a local repository whose password is in a Secret.
 //!
+//! A Notifier in the cluster sends a failed run to a webhook signed with its Secret's key, and
+//! the leader writes its deliveries to its status.
+//!
 //! Also: the stand-in itself answers kube-rs (typed `Api`, `watcher`, the events `Recorder`,
 //! the leader election) as an API server does, so that what the end-to-end test shows is about
 //! the controller, not the stand-in.
@@ -14,9 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::apiserver::{ApiServer, BACKUPS, EVENTS, HOSTS, LEASES, REPOS, SCHEDULES, SECRETS};
+use common::apiserver::{
+    ApiServer, BACKUPS, EVENTS, HOSTS, LEASES, NOTIFIERS, REPOS, SCHEDULES, SECRETS,
+};
 use common::balancer::Balancer;
 use common::fleet::{PASSWORD, Proc, QUIET_CRON, RESTIC, agent_bin, free_port, holdfast_bin, tail};
+use common::receiver::Receiver;
 use serde_json::{Value, json};
 
 /// A deadline for what should take seconds, on a slow machine; not a performance assertion.
@@ -894,4 +900,102 @@ spec:
         "{events:?}"
     );
     eprintln!("leader {old} killed; {new} took over");
+}
+
+#[test]
+fn a_notifier_in_the_cluster_sends_a_failed_run_signed_with_its_secrets_key() {
+    let mut cluster = Cluster::new();
+    let c = &mut cluster;
+    let port = free_port();
+    let receiver = Receiver::on(port);
+    c.server.create_yaml(&format!(
+        "\
+apiVersion: v1
+kind: Secret
+metadata: {{name: restic, namespace: {NAMESPACE}}}
+stringData: {{password: '{PASSWORD}'}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: on-call, namespace: {NAMESPACE}}}
+stringData: {{signing-key: cluster-signing-key}}
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: Repo
+metadata: {{name: local, namespace: {NAMESPACE}}}
+spec:
+  url: {}
+  password:
+    secretKeyRef: {{name: restic, key: password}}
+  initialize: true
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: Host
+metadata: {{name: {HOST}, namespace: {NAMESPACE}}}
+spec:
+  defaultRepo: local
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: Notifier
+metadata: {{name: on-call, namespace: {NAMESPACE}}}
+spec:
+  webhook:
+    url: http://127.0.0.1:{port}/hook
+    signingSecret:
+      secretKeyRef: {{name: on-call, key: signing-key}}
+  events: [RunFailed]
+---
+{}",
+        c.repo.display(),
+        schedule("broken", &c.root.join("nowhere"), "")
+    ));
+    c.start_replica("holdfast-a");
+    let url = format!("http://127.0.0.1:{}", c.replicas[0].port);
+    c.eventually(LONG, "the replica holding the Lease and serving", || {
+        c.holder().ok_or_else(|| "no Lease holder".to_string())?;
+        std::net::TcpStream::connect(("127.0.0.1", c.replicas[0].port))
+            .map(drop)
+            .map_err(|e| format!("not serving yet: {e}"))
+    });
+    let token = c.token();
+    c.enroll(&url, &token);
+    c.start_agent(&url);
+    c.wait_in_sync();
+
+    c.server.create_yaml(&request("now", "broken"));
+    let hooks = c.eventually(LONG, "the webhook to fire", || {
+        let got = receiver.at("/hook");
+        if got.is_empty() {
+            Err("nothing yet".into())
+        } else {
+            Ok(got)
+        }
+    });
+    let body = hooks[0].json();
+    assert_eq!(body["status"], "firing", "{body:#}");
+    assert_eq!(body["event"], "RunFailed", "{body:#}");
+    assert_eq!(body["namespace"], NAMESPACE, "{body:#}");
+    assert_eq!(body["run"], "now", "{body:#}");
+    assert_eq!(
+        hooks[0].header("x-holdfast-signature"),
+        hooks[0].signature("cluster-signing-key"),
+        "signed with the key from the Secret"
+    );
+
+    // The leader writes the Notifier's status to the cluster like any other.
+    let notifier = c.eventually(LONG, "the Notifier's status in the cluster", || {
+        let n = c.get(&NOTIFIERS, "on-call")?;
+        match text(&n, "/status/lastDelivery/message") {
+            "[FIRING] RunFailed: broken on web-1" => Ok(n),
+            _ => Err(n.to_string()),
+        }
+    });
+    let status = &notifier["status"];
+    assert_eq!(status["firing"], 1, "{status}");
+    assert_eq!(status["queued"], 0, "{status}");
+    assert!(
+        !status.to_string().contains("cluster-signing-key"),
+        "no secret in status: {status}"
+    );
+    assert!(status["observedGeneration"].is_number(), "{status}");
 }

@@ -9,12 +9,13 @@ use serde_json::{Value, json};
 
 const NAMESPACE: &str = "holdfast-system";
 
-const CRDS: [&str; 5] = [
+const CRDS: [&str; 6] = [
     "repos.holdfast.dev",
     "hosts.holdfast.dev",
     "schedules.holdfast.dev",
     "backups.holdfast.dev",
     "restores.holdfast.dev",
+    "notifiers.holdfast.dev",
 ];
 
 /// Kinds that have no namespace.
@@ -416,6 +417,22 @@ fn argo_health_check_maps_conditions_and_phases() {
             "Progressing|Waiting for the controller",
         ),
         (
+            "Notifier whose deliveries fail",
+            json!({
+                "apiVersion": "holdfast.dev/v1alpha1",
+                "kind": "Notifier",
+                "metadata": {"name": "ops", "namespace": "backups", "generation": 1},
+                "spec": {"ntfy": {"url": "https://ntfy.sh/backups"}},
+                "status": {"observedGeneration": 1, "conditions": [condition(
+                    "Ready",
+                    "False",
+                    "DeliveryFailing",
+                    "delivery failed (3 attempts so far; retried with backoff): cannot reach ntfy.sh",
+                )]},
+            }),
+            "Degraded|delivery failed (3 attempts so far; retried with backoff): cannot reach ntfy.sh",
+        ),
+        (
             "Backup Succeeded",
             run(
                 "Backup",
@@ -467,7 +484,7 @@ fn argo_cm_example_embeds_the_health_script_for_every_kind() {
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let config_map: Value = serde_yaml::from_str(&text)
         .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
-    for kind in ["Repo", "Host", "Schedule", "Backup", "Restore"] {
+    for kind in ["Repo", "Host", "Schedule", "Backup", "Restore", "Notifier"] {
         let key = format!("resource.customizations.health.holdfast.dev_{kind}");
         let embedded = config_map
             .pointer(&format!("/data/{key}"))

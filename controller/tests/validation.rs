@@ -480,3 +480,79 @@ fn an_unknown_field_is_reported_with_the_objects_other_errors() {
         ],
     );
 }
+
+/// A Notifier named `ops` with the given `spec` body (indented two spaces).
+fn notifier(spec: &str) -> String {
+    format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Notifier\nmetadata:\n  name: ops\nspec:\n{spec}"
+    )
+}
+
+#[test]
+fn a_notifier_names_exactly_one_receiver() {
+    check(
+        &[("n.yaml", &notifier("  events: [RunFailed]\n"))],
+        &[
+            "n.yaml:5:1: Notifier/ops: spec: set exactly one receiver: `webhook`, `ntfy`, `email` or `alertmanager`",
+        ],
+    );
+    let two = notifier(
+        "  webhook: {url: 'https://hooks.example.com/x'}\n  ntfy: {url: 'https://ntfy.sh/t'}\n",
+    );
+    check(
+        &[("n.yaml", &two)],
+        &[
+            "n.yaml:5:1: Notifier/ops: spec: set exactly one receiver: `webhook`, `ntfy`, `email` or `alertmanager`",
+        ],
+    );
+    check(
+        &[("n.yaml", &notifier("  ntfy: {url: 'https://ntfy.sh/t'}\n"))],
+        &[],
+    );
+}
+
+#[test]
+fn notifier_urls_addresses_secrets_and_durations() {
+    let webhook = notifier(
+        "  webhook:\n    url: hooks.example.com/x\n    signingSecret: {hostFile: /etc/key}\n  repeatInterval: soon\n  repoGrowthFactor: 0.5\n  events: [RunFailed, RunFailed]\n",
+    );
+    check(
+        &[("n.yaml", &webhook)],
+        &[
+            "n.yaml:7:5: Notifier/ops: spec.webhook.url: `hooks.example.com/x` is not an http:// or https:// URL with a host",
+            "n.yaml:8:21: Notifier/ops: spec.webhook.signingSecret.hostFile: the controller sends notifications, so it needs the secret: use `file` (on the controller) or `secretKeyRef`",
+            "n.yaml:9:3: Notifier/ops: spec.repeatInterval: `soon` is not a duration such as `30m`, `1h30m` or `2d`",
+            "n.yaml:10:3: Notifier/ops: spec.repoGrowthFactor: 0.5 is not a growth: give a factor above 1, such as 2",
+            "n.yaml:11:23: Notifier/ops: spec.events[1]: `RunFailed` is listed twice",
+        ],
+    );
+    let email = notifier(
+        "  email:\n    host: smtp.example.com\n    from: holdfast\n    to: [ops@example.com, nobody]\n    username: holdfast\n",
+    );
+    check(
+        &[("n.yaml", &email)],
+        &[
+            "n.yaml:6:3: Notifier/ops: spec.email: set both `username` and `password` to log in, or neither",
+            "n.yaml:8:5: Notifier/ops: spec.email.from: `holdfast` is not a mail address such as `holdfast@example.com`",
+            "n.yaml:9:27: Notifier/ops: spec.email.to[1]: `nobody` is not a mail address such as `ops@example.com`",
+        ],
+    );
+    let kube_secret = notifier(
+        "  alertmanager:\n    url: http://alertmanager:9093\n    token: {secretKeyRef: {name: am, key: token}}\n",
+    );
+    check(
+        &[("n.yaml", &kube_secret)],
+        &[
+            "n.yaml:8:13: Notifier/ops: spec.alertmanager.token.secretKeyRef: Kubernetes Secrets are not available in files mode; use `file` (on the controller) or `hostFile` (on the host)",
+        ],
+    );
+    check(
+        &[(
+            "n.yaml",
+            &notifier("  ntfy: {url: 'https://ntfy.sh/t'}\n  events: [ScheduleStale, RunFaild]\n"),
+        )],
+        &[
+            "n.yaml:7:27: Notifier/ops: spec.events[1]: unknown value `RunFaild`; did you mean `RunFailed`?",
+        ],
+    );
+}

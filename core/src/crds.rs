@@ -1,10 +1,10 @@
-//! The CustomResourceDefinitions of the five kinds, as `holdfast crds` prints them and `crds/`
+//! The CustomResourceDefinitions of the six kinds, as `holdfast crds` prints them and `crds/`
 //! holds them.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::resources::{Backup, Host, Kind, Repo, Restore, Schedule};
+use crate::resources::{Backup, Host, Kind, Notifier, Repo, Restore, Schedule};
 
 /// The CRD of one kind.
 pub fn crd(kind: Kind) -> CustomResourceDefinition {
@@ -14,6 +14,7 @@ pub fn crd(kind: Kind) -> CustomResourceDefinition {
         Kind::Schedule => Schedule::crd(),
         Kind::Backup => Backup::crd(),
         Kind::Restore => Restore::crd(),
+        Kind::Notifier => Notifier::crd(),
     }
 }
 

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use kube::{Resource, ResourceExt};
 
-use crate::resources::{Backup, DEFAULT_NAMESPACE, Host, Kind, ObjectKey, Repo, Restore, Schedule};
+use crate::resources::{
+    Backup, DEFAULT_NAMESPACE, Host, Kind, Notifier, ObjectKey, Repo, Restore, Schedule,
+};
 
 /// Serialised as JSON when stored, so that the revision in force survives a restart.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -15,6 +17,9 @@ pub struct Revision {
     pub schedules: Vec<Schedule>,
     pub backups: Vec<Backup>,
     pub restores: Vec<Restore>,
+    /// A revision stored before Notifiers existed has none.
+    #[serde(default)]
+    pub notifiers: Vec<Notifier>,
 }
 
 impl Revision {
@@ -26,6 +31,7 @@ impl Revision {
             (self.schedules.len(), "schedule"),
             (self.backups.len(), "backup"),
             (self.restores.len(), "restore"),
+            (self.notifiers.len(), "notifier"),
         ]
         .iter()
         .map(|(n, what)| plural(*n, what))

@@ -22,6 +22,9 @@ pub struct ScheduleRuns {
     /// The newest run that ran to an end (see [`ended`]): a missed or skipped run does not
     /// count, so a schedule with only those is still waiting for its first run.
     pub last_ended: Option<(DateTime<Utc>, Phase)>,
+    /// The record of `last_ended`, and what it said when it did not succeed: what an alert
+    /// about it names and links.
+    pub last_ended_run: Option<(String, Option<String>)>,
     pub last_success: Option<DateTime<Utc>>,
     pub last_missed: Option<DateTime<Utc>>,
     /// The newest time a run was due (or, unscheduled, started).
@@ -100,6 +103,10 @@ impl RunSummaries {
                 }
                 if ended(run.phase) && newer(&s.last_ended, at) {
                     s.last_ended = Some((at, run.phase));
+                    let said = (run.phase != Phase::Succeeded)
+                        .then(|| run.message.clone())
+                        .flatten();
+                    s.last_ended_run = Some((run.name.clone(), said));
                 }
                 if run.phase == Phase::Succeeded {
                     s.last_success = s.last_success.max(Some(at));
@@ -213,6 +220,13 @@ mod tests {
         let nightly = s.schedule("default", "nightly", "web-1").expect("runs");
         assert_eq!(nightly.last, Some((at(40), Phase::Failed)));
         assert_eq!(nightly.last_ended, Some((at(40), Phase::Failed)));
+        assert_eq!(
+            nightly
+                .last_ended_run
+                .as_ref()
+                .map(|(name, _)| name.as_str()),
+            Some("bad")
+        );
         assert_eq!(nightly.last_success, Some(at(35)));
         assert_eq!(nightly.last_missed, Some(at(20)));
         assert_eq!(nightly.last_scheduled, Some(at(39)));

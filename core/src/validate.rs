@@ -13,8 +13,8 @@ use protocol::Operation;
 use crate::cronspec;
 use crate::diagnostics::{FieldPath, Finding, Severity};
 use crate::resources::{
-    Backup, EnvVar, HookSpec, Hooks, Host, Kind, ObjectKey, Repo, Restore, Schedule, SecretSource,
-    SelectorOperator,
+    Backup, EnvVar, HookSpec, Hooks, Host, Kind, LabelSelector, Notifier, ObjectKey, Repo, Restore,
+    Schedule, SecretSource, SelectorOperator,
 };
 use crate::revision::{Revision, RevisionIndex, key_of};
 use crate::select::HostIndex;
@@ -50,6 +50,9 @@ pub fn validate(revision: &Revision, mode: Mode) -> Vec<Finding> {
     }
     for restore in &revision.restores {
         v.restore(restore);
+    }
+    for notifier in &revision.notifiers {
+        v.notifier(notifier);
     }
     v.findings.sort();
     v.findings
@@ -281,21 +284,7 @@ impl<'a> Validator<'a> {
             }
         }
         if let Some(selector) = &spec.host_selector {
-            let mut well_formed = true;
-            for (i, req) in selector.match_expressions.iter().enumerate() {
-                let at = FieldPath::parse("spec.hostSelector.matchExpressions").index(i);
-                let wants_values =
-                    matches!(req.operator, SelectorOperator::In | SelectorOperator::NotIn);
-                if wants_values == req.values.is_empty() {
-                    well_formed = false;
-                    let message = if wants_values {
-                        format!("{:?} needs at least one value", req.operator)
-                    } else {
-                        format!("{:?} takes no values", req.operator)
-                    };
-                    s.error_at(at.key("values"), message);
-                }
-            }
+            let well_formed = check_selector(&mut s, "spec.hostSelector", selector);
             if well_formed && hosts.matching(&ns, selector).next().is_none() {
                 s.warning("spec.hostSelector", "selects no host");
             }
@@ -453,6 +442,176 @@ impl<'a> Validator<'a> {
             );
         }
     }
+}
+
+impl Validator<'_> {
+    fn notifier(&mut self, notifier: &Notifier) {
+        let mode = self.mode;
+        let spec = &notifier.spec;
+        let mut s = self.scope(Kind::Notifier, notifier);
+        let receivers = [
+            ("webhook", spec.webhook.is_some()),
+            ("ntfy", spec.ntfy.is_some()),
+            ("email", spec.email.is_some()),
+            ("alertmanager", spec.alertmanager.is_some()),
+        ];
+        if receivers.iter().filter(|(_, set)| *set).count() != 1 {
+            s.error(
+                "spec",
+                "set exactly one receiver: `webhook`, `ntfy`, `email` or `alertmanager`",
+            );
+        }
+        let secret = |s: &mut Scope, field: &str, source: &Option<SecretSource>| {
+            if let Some(source) = source {
+                check_secret(s, mode, field, source);
+                if source.host_file.is_some() {
+                    s.error(
+                        &format!("{field}.hostFile"),
+                        "the controller sends notifications, so it needs the secret: use `file` (on the controller) or `secretKeyRef`",
+                    );
+                }
+            }
+        };
+        if let Some(webhook) = &spec.webhook {
+            check_http_url(&mut s, "spec.webhook.url", &webhook.url);
+            secret(
+                &mut s,
+                "spec.webhook.signingSecret",
+                &webhook.signing_secret,
+            );
+        }
+        if let Some(ntfy) = &spec.ntfy {
+            check_http_url(&mut s, "spec.ntfy.url", &ntfy.url);
+            secret(&mut s, "spec.ntfy.token", &ntfy.token);
+        }
+        if let Some(alertmanager) = &spec.alertmanager {
+            check_http_url(&mut s, "spec.alertmanager.url", &alertmanager.url);
+            secret(&mut s, "spec.alertmanager.token", &alertmanager.token);
+        }
+        if let Some(email) = &spec.email {
+            if email.host.trim().is_empty() {
+                s.error("spec.email.host", "must not be empty");
+            }
+            if !is_mail_address(&email.from) {
+                s.error(
+                    "spec.email.from",
+                    format!(
+                        "`{}` is not a mail address such as `holdfast@example.com`",
+                        email.from
+                    ),
+                );
+            }
+            if email.to.is_empty() {
+                s.error("spec.email.to", "needs at least one recipient");
+            }
+            for (i, to) in email.to.iter().enumerate() {
+                if !is_mail_address(to) {
+                    s.error_at(
+                        FieldPath::parse("spec.email.to").index(i),
+                        format!("`{to}` is not a mail address such as `ops@example.com`"),
+                    );
+                }
+            }
+            if email.username.is_some() != email.password.is_some() {
+                s.error(
+                    "spec.email",
+                    "set both `username` and `password` to log in, or neither",
+                );
+            }
+            secret(&mut s, "spec.email.password", &email.password);
+        }
+        let mut seen = BTreeSet::new();
+        for (i, event) in spec.events.iter().enumerate() {
+            if !seen.insert(*event) {
+                s.error_at(
+                    FieldPath::parse("spec.events").index(i),
+                    format!("`{event}` is listed twice"),
+                );
+            }
+        }
+        for (field, selector) in [
+            ("spec.hostSelector", &spec.host_selector),
+            ("spec.scheduleSelector", &spec.schedule_selector),
+        ] {
+            if let Some(selector) = selector {
+                check_selector(&mut s, field, selector);
+            }
+        }
+        for (field, value) in [
+            ("spec.repeatInterval", &spec.repeat_interval),
+            ("spec.agentOfflineAfter", &spec.agent_offline_after),
+            ("spec.driftStuckAfter", &spec.drift_stuck_after),
+        ] {
+            if let Some(text) = value
+                && let Err(e) = parse_duration(text)
+            {
+                s.error(field, e.to_string());
+            }
+        }
+        if let Some(factor) = spec.repo_growth_factor
+            && !(factor > 1.0 && factor.is_finite())
+        {
+            s.error(
+                "spec.repoGrowthFactor",
+                format!("{factor} is not a growth: give a factor above 1, such as 2"),
+            );
+        }
+    }
+}
+
+/// An `http://` or `https://` URL with a host.
+fn check_http_url(s: &mut Scope, field: &str, url: &str) {
+    let host = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
+    match host {
+        Some(host) if !host.is_empty() && !url.contains(char::is_whitespace) => {}
+        _ => s.error(
+            field,
+            format!("`{url}` is not an http:// or https:// URL with a host"),
+        ),
+    }
+}
+
+/// `name@domain`, optionally as `Display Name <name@domain>`.
+fn is_mail_address(text: &str) -> bool {
+    let address = match text.rsplit_once('<') {
+        Some((_, rest)) => match rest.strip_suffix('>') {
+            Some(address) => address,
+            None => return false,
+        },
+        None => text,
+    };
+    match address.split_once('@') {
+        Some((user, domain)) => {
+            !user.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !address.contains(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+/// The `In`/`NotIn` requirements of a selector have values, the others none; false when one
+/// does not.
+fn check_selector(s: &mut Scope, field: &str, selector: &LabelSelector) -> bool {
+    let mut well_formed = true;
+    for (i, req) in selector.match_expressions.iter().enumerate() {
+        let at = FieldPath::parse(field).key("matchExpressions").index(i);
+        let wants_values = matches!(req.operator, SelectorOperator::In | SelectorOperator::NotIn);
+        if wants_values == req.values.is_empty() {
+            well_formed = false;
+            let message = if wants_values {
+                format!("{:?} needs at least one value", req.operator)
+            } else {
+                format!("{:?} takes no values", req.operator)
+            };
+            s.error_at(at.key("values"), message);
+        }
+    }
+    well_formed
 }
 
 /// Forget and prune delete snapshots and data. Through an append-only access every delete is

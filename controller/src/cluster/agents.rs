@@ -123,6 +123,20 @@ impl Backend for ClusterHub {
     fn events(&self) -> Option<&EventLog> {
         None
     }
+
+    /// A Secret key a Notifier names, from the Secrets of the allowed namespaces.
+    fn secret_key(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<String, crate::notify::KeyError> {
+        let allowed: Vec<String> = self.secrets.iter().map(|(ns, _)| ns.clone()).collect();
+        super::secrets::secret_key(namespace, name, key, &allowed, |ns, name| {
+            let (_, store) = self.secrets.iter().find(|(n, _)| n == ns)?;
+            store.get(&ObjectRef::new(name).within(ns))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -356,6 +370,7 @@ mod tests {
                 "spec": {"host": "web-1", "schedule": "nightly"}}),
             )],
             restores: vec![],
+            notifiers: vec![],
         };
         let fleet = compile::compile(&revision).expect("the fixture compiles");
         let digest = fleet.hosts[&key].digest.clone();

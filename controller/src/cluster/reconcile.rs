@@ -83,8 +83,8 @@ impl Context {
         }
     }
 
-    /// The desired state in the stores, as one revision: every Repo, Host and Schedule, and
-    /// the open run requests.
+    /// The desired state in the stores, as one revision: every Repo, Host, Schedule and
+    /// Notifier, and the open run requests.
     fn revision(&self) -> Revision {
         let s = &self.stores;
         Revision {
@@ -93,6 +93,7 @@ impl Context {
             schedules: all(&s.schedules).map(|o| (*o).clone()).collect(),
             backups: open_backups(&s.backups).map(|o| (*o).clone()).collect(),
             restores: open_restores(&s.restores).map(|o| (*o).clone()).collect(),
+            notifiers: all(&s.notifiers).map(|o| (*o).clone()).collect(),
         }
     }
 
@@ -104,7 +105,8 @@ impl Context {
             ^ fingerprint(all(&s.hosts)).rotate_left(13)
             ^ fingerprint(all(&s.schedules)).rotate_left(26)
             ^ fingerprint(open_backups(&s.backups)).rotate_left(39)
-            ^ fingerprint(open_restores(&s.restores)).rotate_left(52);
+            ^ fingerprint(open_restores(&s.restores)).rotate_left(52)
+            ^ fingerprint(all(&s.notifiers)).rotate_left(7);
         let mut cache = self.compiled.lock().await;
         if let Some(c) = cache.as_ref().filter(|c| c.fingerprint == fingerprint) {
             return Ok((c.revision.clone(), c.fleet.clone()));
@@ -365,8 +367,11 @@ mod tests {
             let (schedule_store, mut schedule_writer) = reflector::store::<Schedule>();
             let (backup_store, mut backup_writer) = reflector::store::<Backup>();
             let (restore_store, mut restore_writer) = reflector::store::<Restore>();
+            let (notifier_store, mut notifier_writer) =
+                reflector::store::<crate::resources::Notifier>();
             list(&mut backup_writer, vec![]);
             list(&mut restore_writer, vec![]);
+            list(&mut notifier_writer, vec![]);
             list(&mut repos, vec![from_yaml(REPO)]);
             list(&mut host_writer, hosts);
             list(
@@ -383,6 +388,7 @@ mod tests {
                 schedules: schedule_store,
                 backups: backup_store,
                 restores: restore_store,
+                notifiers: notifier_store,
             };
             let ctx = Arc::new(Context::new(stores, hub.clone()));
             World {

@@ -1,4 +1,4 @@
-//! `holdfast controller --kube`: on every replica, reflectors for the five kinds and the
+//! `holdfast controller --kube`: on every replica, reflectors for the six kinds and the
 //! Secrets Repos may name, and the same server as files mode (page, read API, metrics, agent
 //! endpoints); on the replica that holds the Lease, the Host reconcile through `kube-runtime`'s
 //! applier and the write-back of status. Followers refuse agents, so only the leader pushes.
@@ -23,7 +23,7 @@ use super::lease::Election;
 use super::reconcile::{
     Context, Stores, backup_inputs, desired_inputs, error_policy, reconcile, restore_inputs,
 };
-use crate::resources::{Backup, Host, Repo, Restore, Schedule};
+use crate::resources::{Backup, Host, Notifier, Repo, Restore, Schedule};
 use crate::server::Controller;
 use crate::store::StoreError;
 use crate::web::ServeError;
@@ -53,6 +53,8 @@ pub enum RunError {
     NoApiServer(#[source] kube::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Open(#[from] crate::server::OpenError),
     #[error("leader election stopped")]
     ElectionStopped,
     #[error(transparent)]
@@ -68,12 +70,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let (schedules, schedule_writer) = reflector::store::<Schedule>();
     let (backups, backup_writer) = reflector::store::<Backup>();
     let (restores, restore_writer) = reflector::store::<Restore>();
+    let (notifiers, notifier_writer) = reflector::store::<Notifier>();
     let stores = Stores {
         repos,
         hosts: hosts.clone(),
         schedules,
         backups,
         restores,
+        notifiers,
     };
     let queue: Queue = Arc::new(Mutex::new(None));
 
@@ -132,6 +136,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         restore_inputs,
         move |_| all(),
     ));
+    // Notifiers compile into no plan, but they validate with the fleet, and the revision in
+    // force is what the status writer reads them from.
+    let all = everything(queue.clone(), hosts.clone());
+    tokio::spawn(follow(
+        Api::all(client.clone()),
+        notifier_writer,
+        desired_inputs::<Notifier>,
+        move |_| all(),
+    ));
     let mut secrets = Vec::new();
     let mut namespaces = vec![config.namespace.clone()];
     namespaces.extend(config.secret_namespaces.iter().cloned());
@@ -179,8 +192,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         stores.schedules.wait_until_ready(),
         stores.backups.wait_until_ready(),
         stores.restores.wait_until_ready(),
+        stores.notifiers.wait_until_ready(),
     );
-    tracing::info!("watching repos, hosts, schedules, backups and restores");
+    tracing::info!("watching repos, hosts, schedules, backups, restores and notifiers");
     crate::server::start_model(controller.clone());
     let ctx = Arc::new(Context::new(stores.clone(), controller.clone()));
     let identity = config.identity.clone();

@@ -1,10 +1,11 @@
-//! Secret keys for a push in Kubernetes mode. The controller reads Secrets only in the
+//! Secret keys for a push, or for a Notifier's receiver, in Kubernetes mode. The controller reads Secrets only in the
 //! namespaces it is given (`--namespace`), from a reflector store of those namespaces, and
 //! sends a value only to the agents whose plan names it.
 
 use k8s_openapi::api::core::v1::Secret;
 use protocol::{ResolvedRepo, SecretRef, SecretValue};
 
+use crate::notify::KeyError;
 use crate::server::backend::SecretKeyError;
 
 /// Values of the Secret keys the repos of a host in `namespace` reference. `lookup` finds a
@@ -57,6 +58,44 @@ pub fn secret_values<'a>(
         });
     }
     Ok(out)
+}
+
+/// The value of `key` of Secret `name` in `namespace`, for a Notifier there: only from the
+/// `allowed` namespaces; errors name the Secret and key, never a value.
+pub fn secret_key(
+    namespace: &str,
+    name: &str,
+    key: &str,
+    allowed: &[String],
+    lookup: impl Fn(&str, &str) -> Option<std::sync::Arc<Secret>>,
+) -> Result<String, KeyError> {
+    if !allowed.iter().any(|a| a == namespace) {
+        return Err(KeyError::NamespaceNotRead {
+            namespace: namespace.to_string(),
+            secret: name.to_string(),
+            allowed: allowed.to_vec(),
+        });
+    }
+    let secret = lookup(namespace, name).ok_or_else(|| KeyError::NoSuchSecret {
+        namespace: namespace.to_string(),
+        secret: name.to_string(),
+    })?;
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .ok_or_else(|| KeyError::NoSuchKey {
+            namespace: namespace.to_string(),
+            secret: name.to_string(),
+            key: key.to_string(),
+        })?;
+    let value = std::str::from_utf8(&bytes.0).map_err(|source| KeyError::NotText {
+        namespace: namespace.to_string(),
+        secret: name.to_string(),
+        key: key.to_string(),
+        source,
+    })?;
+    Ok(value.trim_end_matches(['\n', '\r']).to_string())
 }
 
 #[cfg(test)]
@@ -129,6 +168,25 @@ mod tests {
             s.metadata.namespace.as_deref() == Some(namespace)
                 && s.metadata.name.as_deref() == Some(name)
         })
+    }
+
+    #[test]
+    fn a_notifiers_secret_key_is_read_only_where_allowed_and_errors_name_no_value() {
+        let allowed = vec!["backups".to_string()];
+        assert_eq!(
+            secret_key("backups", "offsite-restic", "password", &allowed, cluster).expect("read"),
+            VALUE
+        );
+        let errors = [
+            secret_key("elsewhere", "offsite-restic", "password", &allowed, cluster),
+            secret_key("backups", "missing", "password", &allowed, cluster),
+            secret_key("backups", "offsite-restic", "token", &allowed, cluster),
+        ]
+        .map(|r| r.expect_err("refused").to_string());
+        assert!(errors[0].contains("does not read"), "{}", errors[0]);
+        assert!(errors[1].contains("does not exist"), "{}", errors[1]);
+        assert!(errors[2].contains("has no key token"), "{}", errors[2]);
+        assert!(errors.iter().all(|e| !e.contains(VALUE)));
     }
 
     #[test]

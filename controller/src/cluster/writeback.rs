@@ -1,8 +1,8 @@
 //! The read model written back to the API server, on the leader: the one writer of status in
-//! Kubernetes mode. The status of Repos, Hosts, Schedules, Backups and Restores, a Backup
-//! object for every run an agent reported, and records beyond their schedule's history limits
-//! deleted. A Host's schedule version is pushed to its agent once its status holds it. (Events
-//! come from the status writer, through the backend, in both modes.)
+//! Kubernetes mode. The status of Repos, Hosts, Schedules, Backups, Restores and Notifiers, a
+//! Backup object for every run an agent reported, and records beyond their schedule's history
+//! limits deleted. A Host's schedule version is pushed to its agent once its status holds it.
+//! (Events come from the status writer, through the backend, in both modes.)
 //!
 //! [`plan`] is pure: it compares the model with the cluster's copies and with what this
 //! process last wrote, and returns the writes. [`run`] executes them after every change of the
@@ -26,7 +26,7 @@ use super::reconcile::{MANAGED_BY, Stores};
 use super::sink::{Coalescer, Recorded, apply_status, record_run};
 use crate::compile::HostKey;
 use crate::records::RecordId;
-use crate::resources::{Backup, Host, Kind, Phase, Repo, Restore, Schedule};
+use crate::resources::{Backup, Host, Kind, Notifier, Phase, Repo, Restore, Schedule};
 use crate::revision::{name_of, namespace_of};
 use crate::runs::RunRecord;
 use crate::server::changes::Change;
@@ -59,6 +59,7 @@ pub struct Cluster {
     pub schedules: Vec<Arc<Schedule>>,
     pub backups: Vec<Arc<Backup>>,
     pub restores: Vec<Arc<Restore>>,
+    pub notifiers: Vec<Arc<Notifier>>,
 }
 
 impl Cluster {
@@ -69,6 +70,7 @@ impl Cluster {
             schedules: stores.schedules.state(),
             backups: stores.backups.state(),
             restores: stores.restores.state(),
+            notifiers: stores.notifiers.state(),
         }
     }
 }
@@ -231,6 +233,18 @@ pub fn plan(
             cluster_status,
         ));
     }
+    let notifiers = Index::of(&cluster.notifiers);
+    for n in &model.notifiers {
+        let (ns, name) = (namespace_of(n), name_of(n));
+        let cluster_status = notifiers.find(ns, name).and_then(|o| status_of(&o.status));
+        out.extend(status(
+            Kind::Notifier,
+            ns,
+            name,
+            status_of(&n.status),
+            cluster_status,
+        ));
+    }
     for b in &desired.backups {
         let (ns, name) = (namespace_of(b), name_of(b));
         let in_cluster = backups.find(ns, name);
@@ -383,6 +397,7 @@ pub async fn execute(
                     Kind::Schedule => apply::<Schedule>(client, &namespace, &name, &status).await,
                     Kind::Backup => apply::<Backup>(client, &namespace, &name, &status).await,
                     Kind::Restore => apply::<Restore>(client, &namespace, &name, &status).await,
+                    Kind::Notifier => apply::<Notifier>(client, &namespace, &name, &status).await,
                 };
                 match applied {
                     Ok(()) => {
@@ -580,6 +595,7 @@ mod tests {
             schedules: vec![],
             backups: vec![],
             restores: vec![],
+            notifiers: vec![],
         }
     }
 
@@ -854,6 +870,35 @@ mod tests {
         // Already in the cluster: nothing to write.
         let (desired, cluster) = hosts(json!({"online": true}), json!({"online": true}));
         assert!(plan(&desired, &cluster, &Written::default(), at(0)).is_empty());
+    }
+
+    #[test]
+    fn a_notifiers_status_is_written_like_any_other() {
+        let notifier = |status: Value| -> Arc<crate::resources::Notifier> {
+            Arc::new(object(json!({
+                "apiVersion": "holdfast.dev/v1alpha1", "kind": "Notifier",
+                "metadata": {"name": "ops", "namespace": "fleet", "uid": "u-ops", "generation": 1},
+                "spec": {"ntfy": {"url": "https://ntfy.sh/fleet"}},
+                "status": status,
+            })))
+        };
+        let mut model = ReadModel::default();
+        model.notifiers = vec![(*notifier(json!({"firing": 1, "queued": 0}))).clone()];
+        let desired = Desired {
+            model: Arc::new(model),
+            backups: vec![],
+            restores: vec![],
+        };
+        let cluster = Cluster {
+            notifiers: vec![notifier(json!({"firing": 0, "queued": 0}))],
+            ..empty()
+        };
+        let writes = plan(&desired, &cluster, &Written::default(), at(0));
+        assert_eq!(names(&writes), ["status Notifier ops"]);
+        let Write::Status { status, .. } = &writes[0] else {
+            panic!("a status write")
+        };
+        assert_eq!(status["firing"], 1);
     }
 
     #[tokio::test]

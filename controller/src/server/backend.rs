@@ -15,7 +15,8 @@ use protocol::{ResolvedRepo, SecretValue};
 use super::events::EventLog;
 use crate::compile::HostKey;
 use crate::decisions::Decision;
-use crate::resources::{Backup, Host, Repo, Restore, Schedule};
+use crate::notify::KeyError;
+use crate::resources::{Backup, Host, Notifier, Repo, Restore, Schedule};
 use crate::store::{AuthError, Enrolled, NoRandomness, Store, StoreError};
 
 /// Kubernetes mode's reflector stores of the desired state, as the cluster holds it.
@@ -26,6 +27,7 @@ pub struct Stores {
     pub schedules: Reflected<Schedule>,
     pub backups: Reflected<Backup>,
     pub restores: Reflected<Restore>,
+    pub notifiers: Reflected<Notifier>,
 }
 
 /// Why a backend could not answer. An agent is told only that the controller failed (what it
@@ -127,6 +129,16 @@ pub trait Backend: Send + Sync {
     fn record(&self, regarding: ObjectReference, decision: Decision);
     /// The Events the controller serves itself; `None` where the API server holds them.
     fn events(&self) -> Option<&EventLog>;
+    /// A key of a Secret a Notifier names (Kubernetes mode).
+    fn secret_key(&self, namespace: &str, name: &str, key: &str) -> Result<String, KeyError>;
+}
+
+/// Files mode reads no Secrets (validation refuses `secretKeyRef` there).
+fn no_secrets(namespace: &str, name: &str) -> KeyError {
+    KeyError::NoSecrets {
+        namespace: namespace.to_string(),
+        secret: name.to_string(),
+    }
 }
 
 /// Files mode: credentials in SQLite (a connection of their own, beside the controller's),
@@ -212,6 +224,10 @@ impl Backend for Files {
     fn events(&self) -> Option<&EventLog> {
         Some(&self.events)
     }
+
+    fn secret_key(&self, namespace: &str, name: &str, _: &str) -> Result<String, KeyError> {
+        Err(no_secrets(namespace, name))
+    }
 }
 
 /// Test support: reflector stores filled with fixtures, a backend that mirrors them, and a
@@ -243,6 +259,7 @@ pub(crate) mod testing {
             schedules: listed(vec![]),
             backups: listed(vec![]),
             restores: listed(vec![]),
+            notifiers: listed(vec![]),
         }
     }
 
@@ -299,6 +316,10 @@ pub(crate) mod testing {
         fn events(&self) -> Option<&EventLog> {
             Some(&self.events)
         }
+
+        fn secret_key(&self, namespace: &str, name: &str, _: &str) -> Result<String, KeyError> {
+            Err(no_secrets(namespace, name))
+        }
     }
 
     /// A controller with `backend` on a temporary data directory (kept while the guard lives).
@@ -314,6 +335,7 @@ pub(crate) mod testing {
             debounce: std::time::Duration::from_millis(100),
             tls: None,
             max_agents: 10_000,
+            external_url: None,
         };
         let controller =
             crate::server::Controller::open(config, backend).expect("the controller opens");

@@ -133,6 +133,8 @@ pub struct Metrics {
     reports_refused: Family<ReasonLabels, Counter>,
     store_write_errors: Counter,
     store_write_failing: Gauge,
+    /// What notifiers delivered, failed to deliver and dropped.
+    pub notifications: crate::notify::Counters,
 }
 
 impl Default for Metrics {
@@ -154,6 +156,7 @@ impl Default for Metrics {
             reports_refused,
             store_write_errors: Counter::default(),
             store_write_failing: Gauge::default(),
+            notifications: crate::notify::Counters::default(),
         }
     }
 }
@@ -426,6 +429,57 @@ impl Metrics {
             "config_errors",
             "Errors in the newest revision of the config directory, when it was rejected",
             errors,
+        );
+
+        let n = &self.notifications;
+        registry.register(
+            "notifications_sent",
+            "Notifications a receiver accepted, by notifier and status (firing, resolved)",
+            n.sent.clone(),
+        );
+        registry.register(
+            "notifications_failed",
+            "Attempts to deliver a notification that failed (each is retried with backoff)",
+            n.failed.clone(),
+        );
+        registry.register(
+            "notifications_dropped",
+            "Notifications dropped, oldest first, from an outbox holding its maximum",
+            n.dropped.clone(),
+        );
+        let firing = Family::<crate::notify::NotifierLabels, Gauge>::default();
+        let queued = Family::<crate::notify::NotifierLabels, Gauge>::default();
+        let failing = Family::<crate::notify::NotifierLabels, Gauge>::default();
+        for notifier in &model.notifiers {
+            let labels = crate::notify::NotifierLabels {
+                namespace: notifier.metadata.namespace.clone().unwrap_or_default(),
+                notifier: notifier.metadata.name.clone().unwrap_or_default(),
+            };
+            let status = notifier.status.clone().unwrap_or_default();
+            firing
+                .get_or_create(&labels)
+                .set(status.firing.unwrap_or(0) as i64);
+            queued
+                .get_or_create(&labels)
+                .set(status.queued.unwrap_or(0) as i64);
+            failing
+                .get_or_create(&labels)
+                .set(i64::from(status.last_error.is_some()));
+        }
+        registry.register(
+            "notifications_firing",
+            "Alerts the notifier fired that have not resolved",
+            firing,
+        );
+        registry.register(
+            "notifications_queued",
+            "Notifications waiting to be delivered",
+            queued,
+        );
+        registry.register(
+            "notifications_failing",
+            "1 while the notifier's last delivery attempt failed",
+            failing,
         );
 
         let mut text = String::new();

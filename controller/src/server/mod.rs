@@ -52,6 +52,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Agents served at once; more are refused with a reason until one disconnects.
     pub max_agents: usize,
+    /// Where people reach the controller's page, for the links in notifications.
+    pub external_url: Option<String>,
 }
 
 /// Something a run page follows live.
@@ -114,7 +116,7 @@ struct StoreFailure {
 pub struct Controller {
     pub config: Config,
     /// What differs between files mode and Kubernetes mode.
-    pub backend: Box<dyn Backend>,
+    pub backend: Arc<dyn Backend>,
     store: Mutex<Store>,
     /// A second connection for reading run records' objects, so that a long list does not
     /// hold up reports (WAL lets it read while the other writes).
@@ -123,7 +125,7 @@ pub struct Controller {
     records: Mutex<model::History>,
     state: Mutex<State>,
     model: RwLock<Arc<ReadModel>>,
-    dirty: Notify,
+    dirty: Arc<Notify>,
     runs: broadcast::Sender<RunEvent>,
     /// Recent changes of the read model, for watches.
     pub changes: changes::Changes,
@@ -132,14 +134,49 @@ pub struct Controller {
     pub metrics: metrics::Metrics,
     /// Set while writes to the database fail; cleared by the next write that works.
     store_failure: Mutex<Option<StoreFailure>>,
+    /// What each Notifier sends, and the tasks that deliver it.
+    alerting: crate::notify::Alerting,
+}
+
+/// Why the controller cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Notifications(#[from] crate::notify::OpenError),
+}
+
+/// Secret keys for notifications, from the backend.
+struct BackendKeys(Arc<dyn Backend>);
+
+impl crate::notify::SecretKeys for BackendKeys {
+    fn secret_key(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<String, crate::notify::KeyError> {
+        self.0.secret_key(namespace, name, key)
+    }
 }
 
 impl Controller {
-    pub fn open(config: Config, backend: Box<dyn Backend>) -> Result<Arc<Controller>, StoreError> {
+    pub fn open(config: Config, backend: Box<dyn Backend>) -> Result<Arc<Controller>, OpenError> {
         let store = Store::open(&config.data_dir)?;
         let agents = store.agents()?;
         let model = ReadModel::load(&store)?;
         let reader = Store::open(&config.data_dir)?;
+        let backend: Arc<dyn Backend> = Arc::from(backend);
+        let dirty = Arc::new(Notify::new());
+        let metrics = metrics::Metrics::default();
+        let alerting = crate::notify::Alerting::open(
+            &config.data_dir,
+            config.external_url.clone(),
+            Arc::new(BackendKeys(backend.clone())),
+            dirty.clone(),
+            metrics.notifications.clone(),
+        )?;
         Ok(Arc::new(Controller {
             config,
             backend,
@@ -152,12 +189,13 @@ impl Controller {
             }),
             changes: changes::Changes::new(model.resource_version),
             model: RwLock::new(Arc::new(model)),
-            dirty: Notify::new(),
+            dirty,
             runs: broadcast::channel(1024).0,
             ready: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
-            metrics: metrics::Metrics::default(),
+            metrics,
             store_failure: Mutex::new(None),
+            alerting,
         }))
     }
 

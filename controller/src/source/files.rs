@@ -16,7 +16,8 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::diagnostics::{Diagnostic, FieldPath, FilePosition, Finding, Severity};
 use crate::resources::{
-    API_VERSION, Backup, DEFAULT_NAMESPACE, Host, Kind, ObjectKey, Repo, Restore, Schedule,
+    API_VERSION, Backup, DEFAULT_NAMESPACE, Host, Kind, Notifier, ObjectKey, Repo, Restore,
+    Schedule,
 };
 use crate::revision::Revision;
 use crate::source::position::PositionIndex;
@@ -342,7 +343,7 @@ impl Loader {
             _ => {
                 return Err(DocError::at(
                     FieldPath::parse("kind"),
-                    "missing kind; expected one of Repo, Host, Schedule, Backup, Restore",
+                    "missing kind; expected one of Repo, Host, Schedule, Backup, Restore, Notifier",
                 ));
             }
         };
@@ -370,6 +371,7 @@ impl Loader {
             Kind::Schedule => add!(Schedule, schedules),
             Kind::Backup => add!(Backup, backups),
             Kind::Restore => add!(Restore, restores),
+            Kind::Notifier => add!(Notifier, notifiers),
         }
         Ok(())
     }

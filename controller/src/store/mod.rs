@@ -2,12 +2,14 @@
 //!
 //! It holds every host's schedule version, digest and plan (removed hosts included, so that
 //! versions never go backwards), enrollment tokens and agent credentials (hashes only), what each
-//! agent applied, run records with bounded logs, history for charts, the revisions read, and the
-//! read model: every resource's generation and last written status.
+//! agent applied, run records with bounded logs, history for charts, the revisions read, the
+//! read model (every resource's generation and last written status), and what notifiers fired
+//! and have still to deliver.
 
 mod agents;
 mod auth;
 mod model;
+mod notifications;
 pub mod retention;
 mod runs;
 
@@ -16,6 +18,7 @@ pub use auth::{AuthError, Enrolled, NoRandomness, hash as secret_hash, random_se
 pub use model::{
     ObjectId, ObjectMeta, ObjectWrite, RevisionEntry, RevisionRecord, Revisions, StoredObject,
 };
+pub use notifications::{Enqueue, NotifierId, Queued};
 pub use runs::{GroupSize, HistoryPoint, RepoHost, RunGroup, SizePoint};
 
 /// A random identifier shaped like a Kubernetes uid.
@@ -78,6 +81,36 @@ const MIGRATIONS: &[&str] = &[
     // on every host, newest first, for its page.
     "ALTER TABLE revisions ADD COLUMN changes TEXT;
      CREATE INDEX runs_by_schedule_created ON runs (namespace, schedule, created_at);",
+    // Notifiers: the alerts each fired and has not resolved, its messages not delivered yet
+    // (oldest first), and how its last delivery and failure went.
+    "CREATE TABLE notifier_fired (
+        namespace TEXT NOT NULL,
+        notifier TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fired TEXT NOT NULL,
+        PRIMARY KEY (namespace, notifier, key)
+     );
+     CREATE TABLE notifier_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        namespace TEXT NOT NULL,
+        notifier TEXT NOT NULL,
+        state TEXT NOT NULL,
+        alert TEXT NOT NULL,
+        at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt TEXT NOT NULL
+     );
+     CREATE INDEX notifier_outbox_order ON notifier_outbox (namespace, notifier, id);
+     CREATE TABLE notifier_deliveries (
+        namespace TEXT NOT NULL,
+        notifier TEXT NOT NULL,
+        delivered_at TEXT,
+        delivered TEXT,
+        failed_at TEXT,
+        error TEXT,
+        attempts INTEGER,
+        PRIMARY KEY (namespace, notifier)
+     );",
 ];
 
 #[derive(Debug, thiserror::Error)]

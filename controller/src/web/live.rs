@@ -97,6 +97,7 @@ impl Changed {
                         Kind::Host => host == name,
                         Kind::Backup | Kind::Restore => host_label == Some(host.as_str()),
                         Kind::Schedule | Kind::Repo => true,
+                        Kind::Notifier => false,
                     }
             }
         };
@@ -113,6 +114,8 @@ impl Changed {
             }
             Kind::Schedule => self.schedules = true,
             Kind::Repo => self.repos = true,
+            // The page shows no Notifiers.
+            Kind::Notifier => {}
         }
     }
 }

@@ -161,8 +161,9 @@ fn respond(
         "schedules" => select(&model.schedules, Kind::Schedule, wanted),
         "backups" => records(c, Kind::Backup, wanted),
         "restores" => records(c, Kind::Restore, wanted),
+        "notifiers" => select(&model.notifiers, Kind::Notifier, wanted),
         other => not_found(format!(
-            "no kind `{other}`; use repos, hosts, schedules, backups or restores"
+            "no kind `{other}`; use repos, hosts, schedules, backups, restores or notifiers"
         )),
     }
 }

@@ -101,6 +101,7 @@ pub const HOSTS: Kind = holdfast("hosts", "Host");
 pub const SCHEDULES: Kind = holdfast("schedules", "Schedule");
 pub const BACKUPS: Kind = holdfast("backups", "Backup");
 pub const RESTORES: Kind = holdfast("restores", "Restore");
+pub const NOTIFIERS: Kind = holdfast("notifiers", "Notifier");
 pub const SECRETS: Kind = Kind {
     group: "",
     version: "v1",
@@ -130,12 +131,13 @@ pub const CORE_EVENTS: Kind = Kind {
     status: false,
 };
 
-pub static KINDS: [&Kind; 9] = [
+pub static KINDS: [&Kind; 10] = [
     &REPOS,
     &HOSTS,
     &SCHEDULES,
     &BACKUPS,
     &RESTORES,
+    &NOTIFIERS,
     &SECRETS,
     &LEASES,
     &EVENTS,

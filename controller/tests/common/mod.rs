@@ -11,6 +11,8 @@ pub mod balancer;
 pub mod cross;
 /// The end-to-end harness: real controller, agent and restic processes (`tests/fleet.rs`).
 pub mod fleet;
+/// An HTTP receiver of notifications on loopback (`tests/notify.rs`, `tests/kube_e2e.rs`).
+pub mod receiver;
 
 use holdfast::source::files::{Loaded, SourceFile, load_sources};
 

@@ -24,8 +24,8 @@ pub struct SecretSource {
     /// A key of a Secret in the resource's namespace (Kubernetes mode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<SecretKeySelector>,
-    /// Path of a file on the controller's machine; the controller reads it and sends its contents
-    /// only to the agents that need it.
+    /// Path of a file on the controller's machine, which the controller reads; a repo's secret
+    /// goes only to the agents that need it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// Path of a file on the agent's host; its contents never leave that host.

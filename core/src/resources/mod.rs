@@ -1,9 +1,11 @@
-//! The five kinds of `holdfast.dev/v1alpha1`, shared by files mode and Kubernetes mode.
+//! The six kinds of `holdfast.dev/v1alpha1`, shared by files mode and Kubernetes mode.
 
 // Each kind repeats `printcolumn(name = …, type_ = …)`, which clippy mistakes for duplicates.
 mod common;
 #[allow(clippy::duplicated_attributes)]
 mod host;
+#[allow(clippy::duplicated_attributes)]
+mod notifier;
 #[allow(clippy::duplicated_attributes)]
 mod repo;
 #[allow(clippy::duplicated_attributes)]
@@ -15,6 +17,7 @@ use std::fmt;
 
 pub use common::*;
 pub use host::*;
+pub use notifier::*;
 pub use repo::*;
 pub use run::*;
 pub use schedule::*;
@@ -27,15 +30,17 @@ pub enum Kind {
     Schedule,
     Backup,
     Restore,
+    Notifier,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Repo,
         Kind::Host,
         Kind::Schedule,
         Kind::Backup,
         Kind::Restore,
+        Kind::Notifier,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +50,7 @@ impl Kind {
             Kind::Schedule => "Schedule",
             Kind::Backup => "Backup",
             Kind::Restore => "Restore",
+            Kind::Notifier => "Notifier",
         }
     }
 

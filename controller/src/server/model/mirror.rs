@@ -43,6 +43,7 @@ pub fn mirror(controller: &Controller, stores: &Stores) -> Result<(), StoreError
     let repos = all(&mut writer, Kind::Repo, &stores.repos);
     let hosts = all(&mut writer, Kind::Host, &stores.hosts);
     let schedules = all(&mut writer, Kind::Schedule, &stores.schedules);
+    let notifiers = all(&mut writer, Kind::Notifier, &stores.notifiers);
     // Nothing is computed from them while following.
     store.take_saved_runs();
     let mut seen = HashSet::new();
@@ -77,6 +78,7 @@ pub fn mirror(controller: &Controller, stores: &Stores) -> Result<(), StoreError
         repos,
         hosts,
         schedules,
+        notifiers,
         active,
         revision: Default::default(),
         host_status: Default::default(),

@@ -8,6 +8,7 @@
 //! (as many as the history) live in SQLite: a pass settles only the records that changed (see
 //! [`history`]) and readers page through the store.
 
+mod alerting;
 mod history;
 mod mirror;
 mod settle;
@@ -27,7 +28,7 @@ use super::Controller;
 use super::changes::ChangeType;
 use crate::compile::HostKey;
 use crate::records::{backup_object, restore_object};
-use crate::resources::{Backup, Host, Kind, Repo, Schedule};
+use crate::resources::{Backup, Host, Kind, Notifier, Repo, Schedule};
 use crate::revision::{name_of, namespace_of};
 use crate::runs::RunRecord;
 use crate::status::{self, Inputs};
@@ -55,6 +56,7 @@ pub struct ReadModel {
     pub repos: Vec<Repo>,
     pub hosts: Vec<Host>,
     pub schedules: Vec<Schedule>,
+    pub notifiers: Vec<Notifier>,
     /// Backups of runs going on, newest first (the fleet page's "running now").
     pub active: Vec<Backup>,
     stored: BTreeMap<ObjectId, Arc<StoredObject>>,
@@ -66,8 +68,8 @@ pub struct ReadModel {
 }
 
 impl ReadModel {
-    /// Every Repo, Host or Schedule as JSON, sorted by namespace and name (the API's list
-    /// order); Backups and Restores are not held here.
+    /// Every Repo, Host, Schedule or Notifier as JSON, sorted by namespace and name (the API's
+    /// list order); Backups and Restores are not held here.
     pub fn objects_json(&self, kind: Kind) -> Vec<serde_json::Value> {
         fn all<K: Serialize>(items: &[K]) -> Vec<serde_json::Value> {
             items
@@ -79,6 +81,7 @@ impl ReadModel {
             Kind::Repo => all(&self.repos),
             Kind::Host => all(&self.hosts),
             Kind::Schedule => all(&self.schedules),
+            Kind::Notifier => all(&self.notifiers),
             Kind::Backup | Kind::Restore => Vec::new(),
         };
         objects.sort_by(|a, b| {
@@ -99,8 +102,8 @@ impl ReadModel {
         objects
     }
 
-    /// What selectors read (namespace, name, labels) of the Repos, Hosts and Schedules among
-    /// `ids`, as `{"metadata": …}`.
+    /// What selectors read (namespace, name, labels) of the Repos, Hosts, Schedules and
+    /// Notifiers among `ids`, as `{"metadata": …}`.
     fn selection_metadata(
         &self,
         ids: &HashSet<(Kind, &str, &str)>,
@@ -128,10 +131,11 @@ impl ReadModel {
         some(Kind::Repo, &self.repos, ids, &mut out);
         some(Kind::Host, &self.hosts, ids, &mut out);
         some(Kind::Schedule, &self.schedules, ids, &mut out);
+        some(Kind::Notifier, &self.notifiers, ids, &mut out);
         out
     }
 
-    /// A Repo, Host or Schedule being deleted, as last written, at the deletion's
+    /// A Repo, Host, Schedule or Notifier being deleted, as last written, at the deletion's
     /// resourceVersion. After a restart the objects are not loaded yet: then the identity alone.
     fn object_json(&self, id: &ObjectId, resource_version: i64) -> serde_json::Value {
         let (kind, namespace, name) = id;
@@ -234,6 +238,7 @@ fn rebuild(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
     controller.save_agents();
     if let Some(observed) = controller.backend.observed() {
         if !controller.backend.is_leading() {
+            controller.alerting.stop();
             mirror::mirror(controller, observed)?;
             return Ok(None);
         }
@@ -324,7 +329,7 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
     );
     let same_revision = Arc::ptr_eq(&previous.revision, &revision);
     let mut computed_hosts = HashMap::with_capacity(revision.hosts.len());
-    let hosts = revision
+    let hosts: Vec<Host> = revision
         .hosts
         .iter()
         .enumerate()
@@ -369,10 +374,35 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         writer.delete_record(id, served);
     }
     active.sort_by_key(|b| std::cmp::Reverse(b.metadata.creation_timestamp.clone()));
+    let settled = alerting::Settled {
+        repos: &repos,
+        hosts: &hosts,
+        schedules: &schedules,
+        events: &writer.events,
+    };
+    let alerts_until =
+        alerting::observe(controller, &revision, &settled, &revisions, &rejected, now);
+    let deliveries = controller.alerting.deliveries()?;
+    let none = crate::notices::Deliveries::default();
+    let notifiers = settle_desired(
+        &mut writer,
+        &revision.notifiers,
+        |n| {
+            let id = (namespace_of(n).to_string(), name_of(n).to_string());
+            n.status = Some(crate::notices::status(deliveries.get(&id).unwrap_or(&none)));
+        },
+        &rejected,
+        stores.map(|s| &s.notifiers),
+    );
+    let until = match (until, alerts_until) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let objects = Objects {
         repos,
         hosts,
         schedules,
+        notifiers,
         active,
         revision,
         host_status: computed_hosts,
@@ -484,6 +514,7 @@ struct Objects {
     repos: Vec<Repo>,
     hosts: Vec<Host>,
     schedules: Vec<Schedule>,
+    notifiers: Vec<Notifier>,
     active: Vec<Backup>,
     /// What the hosts were settled from (see [`ReadModel`]); a follower settles none.
     revision: Arc<crate::revision::Revision>,
@@ -498,7 +529,7 @@ fn publish(
     revisions: Revisions,
     objects: Objects,
 ) -> Result<(), StoreError> {
-    // Repos, Hosts and Schedules no longer desired are deleted.
+    // Repos, Hosts, Schedules and Notifiers no longer desired are deleted.
     let gone: Vec<ObjectId> = previous
         .stored
         .keys()
@@ -529,13 +560,14 @@ fn publish(
         repos: objects.repos,
         hosts: objects.hosts,
         schedules: objects.schedules,
+        notifiers: objects.notifiers,
         active: objects.active,
         stored: writer.next,
         revision: objects.revision,
         host_status: objects.host_status,
     };
     let mut events = writer.events;
-    let fleet_kind = |k: Kind| matches!(k, Kind::Repo | Kind::Host | Kind::Schedule);
+    let fleet_kind = |k: Kind| !matches!(k, Kind::Backup | Kind::Restore);
     if events.iter().any(|e| fleet_kind(e.kind)) {
         let ids: HashSet<(Kind, &str, &str)> = events
             .iter()

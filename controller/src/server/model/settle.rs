@@ -16,14 +16,14 @@ use super::ReadModel;
 use crate::decisions::{self, Decision};
 use crate::records::RecordId;
 use crate::resources::{
-    Backup, Host, HostStatus, Kind, ObjectKey, Phase, Repo, Restore, RunStatus, Schedule,
+    Backup, Host, HostStatus, Kind, Notifier, ObjectKey, Phase, Repo, Restore, RunStatus, Schedule,
 };
 use crate::revision::{name_of, namespace_of};
 use crate::server::changes::{Change, ChangeType};
 use crate::status::finish_conditions;
 use crate::store::{ObjectId, ObjectMeta, ObjectWrite, StoredObject};
 
-/// A Repo or Schedule: desired state that a rejected revision can leave `Stalled`.
+/// A Repo, Schedule or Notifier: desired state that a rejected revision can leave `Stalled`.
 pub trait Desired: HasStatus + Resource<DynamicType = ()> + Clone + 'static {
     const KIND: Kind;
     /// The conditions of its status, which is created if it has none.
@@ -47,6 +47,7 @@ macro_rules! desired {
 
 desired!(Repo);
 desired!(Schedule);
+desired!(Notifier);
 
 /// The objects in force with the status `compute` gives them, each at fault for a rejected
 /// revision marked `Stalled` and not `Ready`; then (Kubernetes mode, from the cluster's `store`) those at fault
@@ -180,6 +181,8 @@ pub trait Decides {
 
 impl Decides for Repo {}
 impl Decides for Schedule {}
+// A Notifier's deliveries show in its status and metrics, not as Events.
+impl Decides for Notifier {}
 
 impl Decides for Host {
     fn decided(&self, before: Option<&str>) -> Vec<(Option<String>, Decision)> {
@@ -276,7 +279,7 @@ pub struct Writer<'a> {
     /// or are shown as read.
     computed: bool,
     pub previous: &'a BTreeMap<ObjectId, Arc<StoredObject>>,
-    /// The Repos, Hosts and Schedules of the next read model.
+    /// The Repos, Hosts, Schedules and Notifiers of the next read model.
     pub next: BTreeMap<ObjectId, Arc<StoredObject>>,
     pub changes: Vec<ObjectWrite>,
     /// The same changes as watch events.
@@ -339,6 +342,7 @@ impl Record for Restore {
 has_status!(Repo);
 has_status!(Host);
 has_status!(Schedule);
+has_status!(Notifier);
 has_status!(Backup, run);
 has_status!(Restore, run);
 

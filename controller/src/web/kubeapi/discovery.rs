@@ -129,7 +129,7 @@ pub fn group() -> APIGroup {
     }
 }
 
-/// `GET /apis/holdfast.dev/v1alpha1`: the five kinds, read-only, and their status subresources.
+/// `GET /apis/holdfast.dev/v1alpha1`: the six kinds, read-only, and their status subresources.
 pub fn resource_list() -> APIResourceList {
     let verbs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut resources = Vec::new();
@@ -204,8 +204,9 @@ mod tests {
             .iter()
             .filter_map(|r| r["name"].as_str())
             .collect();
-        assert_eq!(names.len(), 10);
+        assert_eq!(names.len(), 12);
         assert!(names.contains(&"restores/status"));
+        assert!(names.contains(&"notifiers/status"));
 
         let groups = serde_json::to_value(group_list()).expect("serialises");
         assert_eq!(groups["kind"], "APIGroupList");

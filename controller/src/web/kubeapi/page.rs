@@ -196,8 +196,8 @@ pub fn page<K: Resource + Serialize>(
     }
 }
 
-/// The page of Repos, Hosts or Schedules; no Backups or Restores, which the read model does
-/// not hold.
+/// The page of Repos, Hosts, Schedules or Notifiers; no Backups or Restores, which the read
+/// model does not hold.
 pub fn page_of_model(
     model: &ReadModel,
     kind: Kind,
@@ -209,6 +209,7 @@ pub fn page_of_model(
         Kind::Repo => page(&model.repos, kind, paging, rv, selects),
         Kind::Host => page(&model.hosts, kind, paging, rv, selects),
         Kind::Schedule => page(&model.schedules, kind, paging, rv, selects),
+        Kind::Notifier => page(&model.notifiers, kind, paging, rv, selects),
         Kind::Backup | Kind::Restore => Page {
             items: Vec::new(),
             next: None,
@@ -217,7 +218,7 @@ pub fn page_of_model(
     }
 }
 
-/// The page of `kind`: Repos, Hosts and Schedules from the read model, Backups and Restores
+/// The page of `kind`: Repos, Hosts, Schedules and Notifiers from the read model, Backups and Restores
 /// from the store. `namespace`: the one namespace listed, if any. `every`: `selects` keeps
 /// every object (of the namespace), so the store can count what remains after a page without
 /// reading it.
@@ -231,7 +232,9 @@ pub fn of_kind(
 ) -> Result<Page, StoreError> {
     let rv = model.resource_version;
     Ok(match kind {
-        Kind::Repo | Kind::Host | Kind::Schedule => page_of_model(model, kind, paging, selects),
+        Kind::Repo | Kind::Host | Kind::Schedule | Kind::Notifier => {
+            page_of_model(model, kind, paging, selects)
+        }
         Kind::Backup | Kind::Restore => {
             let after = paging
                 .after
