@@ -401,15 +401,19 @@ impl Alertmanager {
     }
 }
 
-/// An SMTP server from Debian's aiosmtpd that requires a login and writes every mail it takes
-/// to `<dir>/<n>.json` (sender, recipients, the user who logged in, the message).
+/// An SMTP server from Debian's aiosmtpd, on STARTTLS or implicit TLS with the given
+/// certificate, that requires a login and writes every mail it takes to `<dir>/<n>.json`
+/// (sender, recipients, the user who logged in, whether it came over TLS, the message).
 const SMTP_SERVER: &str = r#"
-import json, os, sys, time
+import json, os, ssl, sys, time
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 port, out, user, password_file = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+mode, cert, key = sys.argv[5], sys.argv[6], sys.argv[7]
 password = open(password_file).read().strip()
+context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+context.load_cert_chain(cert, key)
 
 class Keep:
     async def handle_DATA(self, server, session, envelope):
@@ -418,6 +422,7 @@ class Keep:
             "from": envelope.mail_from,
             "to": envelope.rcpt_tos,
             "user": session.login_data.decode() if session.login_data else None,
+            "tls": session.ssl is not None,
             "data": envelope.content.decode("utf-8", "replace"),
         }
         with open(os.path.join(out, f".{n}.tmp"), "w") as f:
@@ -430,8 +435,12 @@ def login(server, session, envelope, mechanism, auth_data):
           and auth_data.password == password.encode())
     return AuthResult(success=ok, auth_data=auth_data if ok else None)
 
-smtp = Controller(Keep(), hostname="127.0.0.1", port=port, authenticator=login,
-                  auth_required=True, auth_require_tls=False)
+if mode == "starttls":
+    smtp = Controller(Keep(), hostname="127.0.0.1", port=port, authenticator=login,
+                      auth_required=True, tls_context=context, require_starttls=True)
+else:
+    smtp = Controller(Keep(), hostname="127.0.0.1", port=port, authenticator=login,
+                      auth_required=True, auth_require_tls=False, ssl_context=context)
 smtp.start()
 while True:
     time.sleep(3600)
@@ -444,7 +453,7 @@ struct Smtp {
 }
 
 impl Smtp {
-    fn start(dir: &Path, user: &str, password_file: &Path) -> Smtp {
+    fn start(dir: &Path, mode: &str, user: &str, password_file: &Path) -> Smtp {
         require(PYTHON, "python3");
         let check = Command::new(PYTHON)
             .args(["-c", "import aiosmtpd"])
@@ -456,7 +465,8 @@ impl Smtp {
         );
         let script = dir.join("smtp_server.py");
         fs::write(&script, SMTP_SERVER).unwrap();
-        let mails = dir.join("mails");
+        let tls = test_certificates(dir);
+        let mails = dir.join(format!("mails-{mode}"));
         fs::create_dir_all(&mails).unwrap();
         let port = free_port();
         let mut command = Command::new(PYTHON);
@@ -465,10 +475,17 @@ impl Smtp {
             .arg(port.to_string())
             .arg(&mails)
             .arg(user)
-            .arg(password_file);
+            .arg(password_file)
+            .arg(mode)
+            .arg(&tls.cert)
+            .arg(&tls.key);
         Smtp {
             port,
-            _proc: Proc::spawn("smtp server", &mut command, &dir.join("smtp.log")),
+            _proc: Proc::spawn(
+                "smtp server",
+                &mut command,
+                &dir.join(format!("smtp-{mode}.log")),
+            ),
             mails,
         }
     }
@@ -492,13 +509,67 @@ impl Smtp {
     }
 }
 
+struct Certificates {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A certificate authority and a server certificate for 127.0.0.1 it signed (rustls refuses a
+/// self-signed authority as the server's own certificate), made once per directory with openssl.
+fn test_certificates(dir: &Path) -> Certificates {
+    let tls = dir.join("tls");
+    let c = Certificates {
+        ca: tls.join("ca.pem"),
+        cert: tls.join("server.pem"),
+        key: tls.join("server.key"),
+    };
+    if c.cert.exists() {
+        return c;
+    }
+    require("/usr/bin/openssl", "openssl");
+    fs::create_dir_all(&tls).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("/usr/bin/openssl")
+            .args(args)
+            .current_dir(&tls)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        "/CN=Holdfast test CA", "-keyout", "ca.key", "-out", "ca.pem",
+    ]);
+    openssl(&[
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout",
+        "server.key", "-out", "server.csr",
+    ]);
+    fs::write(
+        tls.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem",
+    ]);
+    c
+}
+
 #[test]
-fn a_stale_schedule_fires_and_resolves_in_alertmanager_and_by_mail() {
+fn a_stale_schedule_fires_and_resolves_in_alertmanager_and_by_mail_over_both_kinds_of_tls() {
     let mut fleet = fleet();
     let alertmanager = Alertmanager::start(&fleet.root);
     let password = fleet.root.join("smtp.password");
     fs::write(&password, "mail-password\n").unwrap();
-    let smtp = Smtp::start(&fleet.root, "holdfast", &password);
+    let starttls = Smtp::start(&fleet.root, "starttls", "holdfast", &password);
+    let implicit = Smtp::start(&fleet.root, "tls", "holdfast", &password);
+    let ca = test_certificates(&fleet.root).ca;
     // A backup every 10 seconds: staleAfter is twice that.
     fleet.write(
         "schedules/often.yaml",
@@ -525,17 +596,37 @@ spec:
   email:
     host: 127.0.0.1
     port: {}
-    tls: None
+    tls: StartTLS
+    caFile: {ca}
     from: Holdfast <holdfast@example.com>
     to: [ops@example.com]
     username: holdfast
     password:
-      file: {}
+      file: {password}
+  events: [ScheduleStale]
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: Notifier
+metadata:
+  name: mail-tls
+spec:
+  email:
+    host: 127.0.0.1
+    port: {}
+    tls: TLS
+    caFile: {ca}
+    from: Holdfast <holdfast@example.com>
+    to: [ops@example.com]
+    username: holdfast
+    password:
+      file: {password}
   events: [ScheduleStale]
 ",
             alertmanager.url,
-            smtp.port,
-            password.display()
+            starttls.port,
+            implicit.port,
+            ca = ca.display(),
+            password = password.display()
         ),
     );
     fleet.eventually(LONG, "a success of `often`", || {
@@ -576,6 +667,7 @@ spec:
         "{alert:#}"
     );
 
+    for smtp in [&starttls, &implicit] {
     let mails = fleet.eventually(SLOW, "the mail that it fired", || {
         let mails = smtp.mails();
         if mails.is_empty() {
@@ -586,6 +678,7 @@ spec:
     });
     let mail = &mails[0];
     assert_eq!(mail["user"], "holdfast", "it logged in: {mail:#}");
+    assert_eq!(mail["tls"], true, "over TLS: {mail:#}");
     assert_eq!(mail["from"], "holdfast@example.com", "{mail:#}");
     assert_eq!(
         mail["to"],
@@ -606,6 +699,7 @@ spec:
         "{data}"
     );
     assert!(!data.contains("mail-password"), "{data}");
+    }
 
     // The agent is back: the next run succeeds and the alert ends, in both.
     fleet.start_agent();
@@ -621,6 +715,7 @@ spec:
             }
         },
     );
+    for smtp in [&starttls, &implicit] {
     let mails = fleet.eventually(SLOW, "the mail that it resolved", || {
         let mails = smtp.mails();
         if mails.len() >= 2 {
@@ -636,4 +731,5 @@ spec:
         "{data}"
     );
     assert!(data.contains("Resolved: "), "{data}");
+    }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::Outgoing;
@@ -22,6 +23,18 @@ pub enum MailError {
     },
     #[error("cannot build the mail: {0}")]
     Build(#[source] lettre::error::Error),
+    #[error("cannot read the certificate authority file {path}: {source}")]
+    CaFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the certificate authority file {path} holds no PEM certificate: {source}")]
+    Certificate {
+        path: String,
+        #[source]
+        source: lettre::transport::smtp::Error,
+    },
     #[error("SMTP server {server}: {source}")]
     Smtp {
         server: String,
@@ -50,6 +63,28 @@ pub fn mail(receiver: &EmailReceiver, m: &Outgoing) -> Result<Message, MailError
         .map_err(MailError::Build)
 }
 
+/// The system's certificate authorities, and the Notifier's `caFile`.
+async fn tls(receiver: &EmailReceiver) -> Result<TlsParameters, MailError> {
+    let mut params = TlsParameters::builder(receiver.host.clone());
+    if let Some(path) = &receiver.ca_file {
+        let pem = tokio::fs::read(path)
+            .await
+            .map_err(|source| MailError::CaFile {
+                path: path.clone(),
+                source,
+            })?;
+        let ca = Certificate::from_pem(&pem).map_err(|source| MailError::Certificate {
+            path: path.clone(),
+            source,
+        })?;
+        params = params.add_root_certificate(ca);
+    }
+    params.build().map_err(|source| MailError::Smtp {
+        server: receiver.host.clone(),
+        source,
+    })
+}
+
 pub async fn send(
     receiver: &EmailReceiver,
     password: Option<String>,
@@ -63,14 +98,11 @@ pub async fn send(
         server: server.clone(),
         source,
     };
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&receiver.host);
     let builder = match receiver.tls {
-        SmtpTls::StartTls => {
-            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&receiver.host).map_err(smtp)?
-        }
-        SmtpTls::Tls => {
-            AsyncSmtpTransport::<Tokio1Executor>::relay(&receiver.host).map_err(smtp)?
-        }
-        SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&receiver.host),
+        SmtpTls::StartTls => builder.tls(Tls::Required(tls(receiver).await?)),
+        SmtpTls::Tls => builder.tls(Tls::Wrapper(tls(receiver).await?)),
+        SmtpTls::None => builder,
     };
     let mut builder = builder.port(port).timeout(Some(timeout));
     if let (Some(user), Some(password)) = (&receiver.username, password) {

@@ -115,6 +115,10 @@ pub struct EmailReceiver {
     /// server on the same machine).
     #[serde(default)]
     pub tls: SmtpTls,
+    /// A PEM file of a certificate authority to trust for this server besides the system's:
+    /// a path on the controller (in Kubernetes mode, mounted into its pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
     /// The sender, such as `Holdfast <holdfast@example.com>`.
     pub from: String,
     /// The recipients.
