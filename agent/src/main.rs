@@ -7,6 +7,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use holdfast_agent::agent::{self, AgentError};
 use holdfast_agent::config::{ConfigError, RunArgs};
 use holdfast_agent::enroll::{self, EnrollError};
+use holdfast_agent::logging::{self, LogFormat};
 use holdfast_agent::platform;
 use holdfast_agent::service_manager::{self, ServiceAction, ServiceError};
 use holdfast_agent::state::{StateDir, StateError};
@@ -21,6 +22,16 @@ use holdfast_agent::tls::{self, TlsError};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How to write the log on standard error: `text` (coloured only on a terminal) or `json`
+    /// (one object per line, for Loki or Elastic).
+    #[arg(
+        long,
+        global = true,
+        env = "HOLDFAST_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -76,17 +87,21 @@ enum CliError {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match main_inner(Cli::parse()) {
+    let cli = Cli::parse();
+    let format = cli.log_format;
+    logging::init(
+        format,
+        tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    );
+    match main_inner(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("holdfast-agent: {message}");
+        Err(e) => {
+            match format {
+                LogFormat::Text => eprintln!("holdfast-agent: {e}"),
+                // Every line of a JSON log is JSON, the last one too.
+                LogFormat::Json => tracing::error!("{e}"),
+            }
             ExitCode::FAILURE
         }
     }

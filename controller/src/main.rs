@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use holdfast::cluster::auth::CreateTokenError;
 use holdfast::compile::{CompileError, HostKey};
+use holdfast::data_lock::{DataLockError, lock_data_dir};
+use holdfast::logging::{self, LogFormat};
 use holdfast::resources::Kind;
 use holdfast::source::files::{self, LoadError, Loaded};
 use holdfast::store::{Store, StoreError};
@@ -36,6 +38,16 @@ static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_de
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How to write the log on standard error: `text` (coloured only on a terminal) or `json`
+    /// (one object per line, for Loki or Elastic).
+    #[arg(
+        long,
+        global = true,
+        env = "HOLDFAST_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -291,6 +303,8 @@ enum CliError {
     ReadHost { host: HostKey, source: kube::Error },
     #[error(transparent)]
     CreateToken(#[from] CreateTokenError),
+    #[error(transparent)]
+    DataLock(#[from] DataLockError),
 }
 
 /// `a, b`, or `none`.
@@ -303,14 +317,13 @@ fn or_none(names: &[String]) -> String {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    logging::init(
+        cli.log_format,
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    );
+    let result = match cli.command {
         Command::Crds { out_dir } => crds_command(out_dir.as_deref()),
         Command::Validate { dir, kube, format } => validate_command(&dir, kube, format),
         Command::Plan {
@@ -349,7 +362,11 @@ fn main() -> ExitCode {
         }
     };
     result.unwrap_or_else(|e| {
-        eprintln!("holdfast: {e}");
+        match cli.log_format {
+            LogFormat::Text => eprintln!("holdfast: {e}"),
+            // Every line of a JSON log is JSON, the last one too.
+            LogFormat::Json => tracing::error!("{e}"),
+        }
         ExitCode::FAILURE
     })
 }
@@ -482,6 +499,12 @@ fn pod_identity() -> String {
 const BLOCKING_THREADS: usize = 8;
 
 fn controller_command(args: ControllerArgs) -> Result<ExitCode, CliError> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/lib/holdfast"));
+    // Before anything opens the database: a second controller must leave it untouched.
+    let _lock = lock_data_dir(&data_dir, args.listen)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
@@ -498,13 +521,8 @@ fn controller_command(args: ControllerArgs) -> Result<ExitCode, CliError> {
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),
         max_agents,
     };
-    let (Some(config_dir), Some(data_dir)) = (args.config_dir.clone(), args.data_dir.clone())
-    else {
-        // clap requires both unless --kube.
-        let data_dir = args
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/var/lib/holdfast"));
+    let Some(config_dir) = args.config_dir.clone() else {
+        // clap requires it unless --kube.
         let config = holdfast::cluster::run::Config {
             namespace: args.namespace.clone(),
             secret_namespaces: args.secret_namespaces.clone(),
