@@ -7,7 +7,6 @@ pub mod connection;
 pub mod enroll;
 pub mod hooks;
 pub mod jobs;
-pub mod logging;
 pub mod outbox;
 pub mod platform;
 pub mod reporter;

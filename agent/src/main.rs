@@ -7,11 +7,11 @@ use clap::{CommandFactory, Parser, Subcommand};
 use holdfast_agent::agent::{self, AgentError};
 use holdfast_agent::config::{ConfigError, RunArgs};
 use holdfast_agent::enroll::{self, EnrollError};
-use holdfast_agent::logging::{self, LogFormat};
 use holdfast_agent::platform;
 use holdfast_agent::service_manager::{self, ServiceAction, ServiceError};
 use holdfast_agent::state::{StateDir, StateError};
 use holdfast_agent::tls::{self, TlsError};
+use holdfast_logging::{self as logging, LogFormat};
 
 #[derive(Parser)]
 #[command(

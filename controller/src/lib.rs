@@ -16,7 +16,6 @@ pub use holdfast_core::{
 pub mod cluster;
 pub mod data_lock;
 pub mod files;
-pub mod logging;
 pub mod plan;
 pub mod report;
 pub mod server;

@@ -7,11 +7,11 @@ use clap::{CommandFactory, Parser, Subcommand};
 use holdfast::cluster::auth::CreateTokenError;
 use holdfast::compile::{CompileError, HostKey};
 use holdfast::data_lock::{DataLockError, lock_data_dir};
-use holdfast::logging::{self, LogFormat};
 use holdfast::resources::Kind;
 use holdfast::source::files::{self, LoadError, Loaded};
 use holdfast::store::{Store, StoreError};
 use holdfast::{compile, crds, plan, report};
+use holdfast_logging::{self as logging, LogFormat};
 
 /// See the dependency's note in Cargo.toml: freed memory goes back to the system.
 #[cfg(all(unix, feature = "jemalloc"))]

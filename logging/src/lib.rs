@@ -1,5 +1,6 @@
-//! The log on standard error: text for people or JSON lines for Loki and Elastic, one line per
-//! event either way, and colour only when a person is watching.
+//! The log of both binaries (`holdfast` and `holdfast-agent`) on standard error: text for
+//! people or JSON lines for Loki and Elastic, one line per event either way, and colour only
+//! when a person is watching.
 
 use std::io::{IsTerminal, Write};
 
