@@ -499,6 +499,12 @@ fn pod_identity() -> String {
 const BLOCKING_THREADS: usize = 8;
 
 fn controller_command(args: ControllerArgs) -> Result<ExitCode, CliError> {
+    // A mistyped config directory must not leave a new data directory behind.
+    if let Some(config_dir) = &args.config_dir
+        && !config_dir.is_dir()
+    {
+        return Err(CliError::NotADirectory(config_dir.clone()));
+    }
     let data_dir = args
         .data_dir
         .clone()
@@ -532,9 +538,6 @@ fn controller_command(args: ControllerArgs) -> Result<ExitCode, CliError> {
         runtime.block_on(holdfast::cluster::run::run(config))?;
         return Ok(ExitCode::SUCCESS);
     };
-    if !config_dir.is_dir() {
-        return Err(CliError::NotADirectory(config_dir));
-    }
     runtime.block_on(holdfast::files::run(server(data_dir), config_dir))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -248,4 +248,8 @@ fn a_failure_to_start_is_a_json_record_too() {
             .is_some_and(|m| m.contains("is not a directory")),
         "{stderr}"
     );
+    assert!(
+        !dir.path().join("data").exists(),
+        "a data directory was created for a controller that did not start"
+    );
 }
