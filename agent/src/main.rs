@@ -97,11 +97,7 @@ fn main() -> ExitCode {
     match main_inner(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            match format {
-                LogFormat::Text => eprintln!("holdfast-agent: {e}"),
-                // Every line of a JSON log is JSON, the last one too.
-                LogFormat::Json => tracing::error!("{e}"),
-            }
+            logging::report_failure(format, "holdfast-agent", &e);
             ExitCode::FAILURE
         }
     }

@@ -362,11 +362,7 @@ fn main() -> ExitCode {
         }
     };
     result.unwrap_or_else(|e| {
-        match cli.log_format {
-            LogFormat::Text => eprintln!("holdfast: {e}"),
-            // Every line of a JSON log is JSON, the last one too.
-            LogFormat::Json => tracing::error!("{e}"),
-        }
+        logging::report_failure(cli.log_format, "holdfast", &e);
         ExitCode::FAILURE
     })
 }

@@ -6,13 +6,13 @@ use std::io::{IsTerminal, Write};
 
 use tracing_subscriber::EnvFilter;
 
-/// `--log-format`.
+/// `--log-format`: `text`, a line of text per event (coloured on a terminal), or `json`, an
+/// object per line with `timestamp`, `level`, `fields` (with `message`) and `target`. The
+/// variants carry no doc comments, so that `--help` lists them on one line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// A line of text per event; coloured on a terminal.
     #[default]
     Text,
-    /// A JSON object per line: `timestamp`, `level`, `fields` (with `message`), `target`.
     Json,
 }
 
@@ -25,6 +25,15 @@ pub fn init(format: LogFormat, filter: EnvFilter) {
         // Escape codes in a file or in journald are noise, not colour.
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}
+
+/// Reports the error that ends the program: `PROGRAM: error` in a text log, as the commands
+/// always printed it; an ERROR record in a JSON log, so that its last line is JSON too.
+pub fn report_failure(format: LogFormat, program: &str, error: &dyn std::fmt::Display) {
+    match format {
+        LogFormat::Text => eprintln!("{program}: {error}"),
+        LogFormat::Json => tracing::error!("{error}"),
     }
 }
 
