@@ -11,7 +11,7 @@ use holdfast_agent::platform;
 use holdfast_agent::service_manager::{self, ServiceAction, ServiceError};
 use holdfast_agent::state::{StateDir, StateError};
 use holdfast_agent::tls::{self, TlsError};
-use holdfast_logging::{self as logging, LogFormat};
+use holdfast_logging::{self as logging, LogArgs};
 
 #[derive(Parser)]
 #[command(
@@ -22,16 +22,8 @@ use holdfast_logging::{self as logging, LogFormat};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// How to write the log on standard error: `text` (coloured only on a terminal) or `json`
-    /// (one object per line, for Loki or Elastic).
-    #[arg(
-        long,
-        global = true,
-        env = "HOLDFAST_LOG_FORMAT",
-        value_enum,
-        default_value_t = LogFormat::Text
-    )]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -88,7 +80,7 @@ enum CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let format = cli.log_format;
+    let format = cli.log.log_format;
     logging::init(
         format,
         tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")

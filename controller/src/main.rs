@@ -11,7 +11,7 @@ use holdfast::resources::Kind;
 use holdfast::source::files::{self, LoadError, Loaded};
 use holdfast::store::{Store, StoreError};
 use holdfast::{compile, crds, plan, report};
-use holdfast_logging::{self as logging, LogFormat};
+use holdfast_logging::{self as logging, LogArgs};
 
 /// See the dependency's note in Cargo.toml: freed memory goes back to the system.
 #[cfg(all(unix, feature = "jemalloc"))]
@@ -38,16 +38,8 @@ static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_de
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// How to write the log on standard error: `text` (coloured only on a terminal) or `json`
-    /// (one object per line, for Loki or Elastic).
-    #[arg(
-        long,
-        global = true,
-        env = "HOLDFAST_LOG_FORMAT",
-        value_enum,
-        default_value_t = LogFormat::Text
-    )]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -319,7 +311,7 @@ fn or_none(names: &[String]) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(
-        cli.log_format,
+        cli.log.log_format,
         tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
     );
@@ -362,7 +354,7 @@ fn main() -> ExitCode {
         }
     };
     result.unwrap_or_else(|e| {
-        logging::report_failure(cli.log_format, "holdfast", &e);
+        logging::report_failure(cli.log.log_format, "holdfast", &e);
         ExitCode::FAILURE
     })
 }

@@ -84,23 +84,20 @@ fn a_second_controller_on_the_same_data_directory_exits_at_once_touching_nothing
 
     // Another port, so that nothing but the lock stands in its way.
     let other = free_port();
-    let started = Instant::now();
     let mut second = controller(&config, &data, other)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < LONG, "the second controller still runs");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut status = None;
+    wait_for("the second controller to exit", || {
+        status = second.try_wait().unwrap();
+        status.is_some()
+    });
     let out = second.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
     assert_eq!(
         stderr.trim_end(),
         format!(

@@ -16,6 +16,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// The `--log-format` flag, the same on both binaries: `#[command(flatten)]` it into the
+/// top-level arguments (it is global, so it may also follow the subcommand).
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct LogArgs {
+    /// How to write the log on standard error: `text` (coloured only on a terminal) or `json`
+    /// (one object per line, for Loki or Elastic).
+    #[arg(
+        long,
+        global = true,
+        env = "HOLDFAST_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+}
+
 /// Sends `tracing` events to standard error in `format`, filtered by `filter`.
 pub fn init(format: LogFormat, filter: EnvFilter) {
     let builder = tracing_subscriber::fmt()
