@@ -11,6 +11,7 @@ use holdfast_agent::platform;
 use holdfast_agent::service_manager::{self, ServiceAction, ServiceError};
 use holdfast_agent::state::{StateDir, StateError};
 use holdfast_agent::tls::{self, TlsError};
+use holdfast_logging::{self as logging, LogArgs};
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +22,8 @@ use holdfast_agent::tls::{self, TlsError};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -76,17 +79,17 @@ enum CliError {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match main_inner(Cli::parse()) {
+    let cli = Cli::parse();
+    let format = cli.log.log_format;
+    logging::init(
+        format,
+        tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    );
+    match main_inner(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("holdfast-agent: {message}");
+        Err(e) => {
+            logging::report_failure(format, "holdfast-agent", &e);
             ExitCode::FAILURE
         }
     }

@@ -15,6 +15,7 @@ pub use holdfast_core::{
 };
 
 pub mod cluster;
+pub mod data_lock;
 pub mod files;
 pub mod notify;
 pub mod plan;

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use holdfast::cluster::auth::CreateTokenError;
 use holdfast::compile::{CompileError, HostKey};
+use holdfast::data_lock::{DataLockError, lock_data_dir};
 use holdfast::resources::Kind;
 use holdfast::source::files::{self, LoadError, Loaded};
 use holdfast::store::{Store, StoreError};
 use holdfast::{compile, crds, plan, report};
+use holdfast_logging::{self as logging, LogArgs};
 
 /// See the dependency's note in Cargo.toml: freed memory goes back to the system.
 #[cfg(all(unix, feature = "jemalloc"))]
@@ -36,6 +38,8 @@ static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_de
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -309,6 +313,8 @@ enum CliError {
     ReadHost { host: HostKey, source: kube::Error },
     #[error(transparent)]
     CreateToken(#[from] CreateTokenError),
+    #[error(transparent)]
+    DataLock(#[from] DataLockError),
 }
 
 /// `a, b`, or `none`.
@@ -321,14 +327,13 @@ fn or_none(names: &[String]) -> String {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    logging::init(
+        cli.log.log_format,
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    );
+    let result = match cli.command {
         Command::Crds { out_dir } => crds_command(out_dir.as_deref()),
         Command::Validate { dir, kube, format } => validate_command(&dir, kube, format),
         Command::Plan {
@@ -367,7 +372,7 @@ fn main() -> ExitCode {
         }
     };
     result.unwrap_or_else(|e| {
-        eprintln!("holdfast: {e}");
+        logging::report_failure(cli.log.log_format, "holdfast", &e);
         ExitCode::FAILURE
     })
 }
@@ -500,6 +505,18 @@ fn pod_identity() -> String {
 const BLOCKING_THREADS: usize = 8;
 
 fn controller_command(args: ControllerArgs) -> Result<ExitCode, CliError> {
+    // A mistyped config directory must not leave a new data directory behind.
+    if let Some(config_dir) = &args.config_dir
+        && !config_dir.is_dir()
+    {
+        return Err(CliError::NotADirectory(config_dir.clone()));
+    }
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/lib/holdfast"));
+    // Before anything opens the database: a second controller must leave it untouched.
+    let _lock = lock_data_dir(&data_dir, args.listen)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
@@ -517,13 +534,8 @@ fn controller_command(args: ControllerArgs) -> Result<ExitCode, CliError> {
         max_agents,
         external_url: args.external_url.clone(),
     };
-    let (Some(config_dir), Some(data_dir)) = (args.config_dir.clone(), args.data_dir.clone())
-    else {
-        // clap requires both unless --kube.
-        let data_dir = args
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/var/lib/holdfast"));
+    let Some(config_dir) = args.config_dir.clone() else {
+        // clap requires it unless --kube.
         let config = holdfast::cluster::run::Config {
             namespace: args.namespace.clone(),
             secret_namespaces: args.secret_namespaces.clone(),
@@ -533,9 +545,6 @@ fn controller_command(args: ControllerArgs) -> Result<ExitCode, CliError> {
         runtime.block_on(holdfast::cluster::run::run(config))?;
         return Ok(ExitCode::SUCCESS);
     };
-    if !config_dir.is_dir() {
-        return Err(CliError::NotADirectory(config_dir));
-    }
     runtime.block_on(holdfast::files::run(server(data_dir), config_dir))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -205,8 +205,16 @@ fn symlinked_directories_are_not_followed() {
 
 #[test]
 fn kube_mode_without_a_cluster_says_where_it_looked_and_files_flags_do_not_mix() {
+    let data = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["controller", "--kube", "--listen", "127.0.0.1:0"])
+        .args([
+            "controller",
+            "--kube",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data.path())
         .env("KUBECONFIG", "/nonexistent/kubeconfig")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env_remove("KUBERNETES_SERVICE_PORT")

@@ -189,8 +189,8 @@ fn reject(
         revision = id,
         commit,
         uncommitted = git.uncommitted,
-        "rejected the config directory; the previous revision stays in force:\n  {}",
-        errors.join("\n  ")
+        "rejected the config directory; the previous revision stays in force: {}",
+        errors.join("; ")
     );
     Ok(())
 }

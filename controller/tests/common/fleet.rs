@@ -44,6 +44,8 @@ pub fn agent_bin() -> &'static Path {
             "agent/Cargo.toml",
             "protocol/src",
             "protocol/Cargo.toml",
+            "logging/src",
+            "logging/Cargo.toml",
             "Cargo.lock",
         ]
         .map(|p| workspace.join(p));
