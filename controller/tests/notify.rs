@@ -422,7 +422,7 @@ class Keep:
             "from": envelope.mail_from,
             "to": envelope.rcpt_tos,
             "user": session.login_data.decode() if session.login_data else None,
-            "tls": session.ssl is not None,
+            "tls": server.transport.get_extra_info("ssl_object") is not None,
             "data": envelope.content.decode("utf-8", "replace"),
         }
         with open(os.path.join(out, f".{n}.tmp"), "w") as f:
@@ -542,12 +542,31 @@ fn test_certificates(dir: &Path) -> Certificates {
         );
     };
     openssl(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-        "/CN=Holdfast test CA", "-keyout", "ca.key", "-out", "ca.pem",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Holdfast test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
     ]);
     openssl(&[
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout",
-        "server.key", "-out", "server.csr",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
     ]);
     fs::write(
         tls.join("san.ext"),
@@ -555,8 +574,21 @@ fn test_certificates(dir: &Path) -> Certificates {
     )
     .unwrap();
     openssl(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
     ]);
     c
 }
@@ -668,37 +700,37 @@ spec:
     );
 
     for smtp in [&starttls, &implicit] {
-    let mails = fleet.eventually(SLOW, "the mail that it fired", || {
-        let mails = smtp.mails();
-        if mails.is_empty() {
-            Err("no mail yet".into())
-        } else {
-            Ok(mails)
-        }
-    });
-    let mail = &mails[0];
-    assert_eq!(mail["user"], "holdfast", "it logged in: {mail:#}");
-    assert_eq!(mail["tls"], true, "over TLS: {mail:#}");
-    assert_eq!(mail["from"], "holdfast@example.com", "{mail:#}");
-    assert_eq!(
-        mail["to"],
-        serde_json::json!(["ops@example.com"]),
-        "{mail:#}"
-    );
-    let data = mail["data"].as_str().unwrap();
-    assert!(
-        data.contains("Subject: [FIRING] ScheduleStale: often on web-1"),
-        "{data}"
-    );
-    assert!(
-        data.contains("Schedule often is stale on host web-1"),
-        "{data}"
-    );
-    assert!(
-        data.contains(&format!("Details: {}", fleet.url("/hosts/default/web-1"))),
-        "{data}"
-    );
-    assert!(!data.contains("mail-password"), "{data}");
+        let mails = fleet.eventually(SLOW, "the mail that it fired", || {
+            let mails = smtp.mails();
+            if mails.is_empty() {
+                Err("no mail yet".into())
+            } else {
+                Ok(mails)
+            }
+        });
+        let mail = &mails[0];
+        assert_eq!(mail["user"], "holdfast", "it logged in: {mail:#}");
+        assert_eq!(mail["tls"], true, "over TLS: {mail:#}");
+        assert_eq!(mail["from"], "holdfast@example.com", "{mail:#}");
+        assert_eq!(
+            mail["to"],
+            serde_json::json!(["ops@example.com"]),
+            "{mail:#}"
+        );
+        let data = mail["data"].as_str().unwrap();
+        assert!(
+            data.contains("Subject: [FIRING] ScheduleStale: often on web-1"),
+            "{data}"
+        );
+        assert!(
+            data.contains("Schedule often is stale on host web-1"),
+            "{data}"
+        );
+        assert!(
+            data.contains(&format!("Details: {}", fleet.url("/hosts/default/web-1"))),
+            "{data}"
+        );
+        assert!(!data.contains("mail-password"), "{data}");
     }
 
     // The agent is back: the next run succeeds and the alert ends, in both.
@@ -716,20 +748,20 @@ spec:
         },
     );
     for smtp in [&starttls, &implicit] {
-    let mails = fleet.eventually(SLOW, "the mail that it resolved", || {
-        let mails = smtp.mails();
-        if mails.len() >= 2 {
-            Ok(mails)
-        } else {
-            Err(format!("{} mails", mails.len()))
-        }
-    });
-    assert_eq!(mails.len(), 2, "fired once and resolved once: {mails:#?}");
-    let data = mails[1]["data"].as_str().unwrap();
-    assert!(
-        data.contains("Subject: [RESOLVED] ScheduleStale: often on web-1"),
-        "{data}"
-    );
-    assert!(data.contains("Resolved: "), "{data}");
+        let mails = fleet.eventually(SLOW, "the mail that it resolved", || {
+            let mails = smtp.mails();
+            if mails.len() >= 2 {
+                Ok(mails)
+            } else {
+                Err(format!("{} mails", mails.len()))
+            }
+        });
+        assert_eq!(mails.len(), 2, "fired once and resolved once: {mails:#?}");
+        let data = mails[1]["data"].as_str().unwrap();
+        assert!(
+            data.contains("Subject: [RESOLVED] ScheduleStale: often on web-1"),
+            "{data}"
+        );
+        assert!(data.contains("Resolved: "), "{data}");
     }
 }
