@@ -1,6 +1,6 @@
-//! Records the commit the controller is built from, for `holdfast_build_info`: the
-//! `HOLDFAST_COMMIT` environment variable when set (an image built without `.git`), else
-//! `git rev-parse --short HEAD`, else `unknown`.
+// Records the commit a binary is built from, for `--version` and `holdfast_build_info`: the
+// `HOLDFAST_COMMIT` environment variable when set (an image built without `.git`), else
+// `git rev-parse --short HEAD`, else `unknown`. The agent's build script is this file too.
 
 use std::path::Path;
 use std::process::Command;

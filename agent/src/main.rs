@@ -13,10 +13,18 @@ use holdfast_agent::state::{StateDir, StateError};
 use holdfast_agent::tls::{self, TlsError};
 use holdfast_logging::{self as logging, LogArgs};
 
+/// `holdfast-agent --version`: the release and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HOLDFAST_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "holdfast-agent",
-    version,
+    version = VERSION,
     about = "Runs restic backups on the schedule a Holdfast controller pushes"
 )]
 struct Cli {

@@ -36,3 +36,19 @@ fn completions_and_the_man_page_cover_every_subcommand() {
         assert!(man.contains(sub), "the man page lacks {sub}");
     }
 }
+
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let out = agent(&["--version"]);
+    assert!(out.status.success());
+    let commit = env!("HOLDFAST_COMMIT");
+    assert_eq!(
+        stdout(&out).trim(),
+        format!(
+            "holdfast-agent {} (commit {commit})",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    // Built from a git checkout (as every test run is), the commit is known.
+    assert_ne!(commit, "unknown");
+}

@@ -29,10 +29,18 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[used]
 static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
 
+/// `holdfast --version`: the release and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HOLDFAST_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "holdfast",
-    version,
+    version = VERSION,
     about = "Declarative restic backups for a fleet of hosts"
 )]
 struct Cli {

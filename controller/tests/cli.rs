@@ -154,6 +154,19 @@ fn plan_against_a_data_directory_shows_versions_and_field_changes() {
 }
 
 #[test]
+fn version_names_the_release_and_the_commit() {
+    let out = holdfast(&["--version"]);
+    assert!(out.status.success());
+    let commit = env!("HOLDFAST_COMMIT");
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("holdfast {} (commit {commit})", env!("CARGO_PKG_VERSION"))
+    );
+    // Built from a git checkout (as every test run is), the commit is known.
+    assert_ne!(commit, "unknown");
+}
+
+#[test]
 fn crds_print_every_kind_and_match_the_checked_in_files() {
     let out = holdfast(&["crds"]);
     assert!(out.status.success());

@@ -299,7 +299,11 @@ fn the_windows_agent_under_wine_enrolls_backs_up_runs_hooks_keeps_its_reports_an
     let version = output_within(runner.command().arg("--version"), SLOW);
     assert_eq!(
         String::from_utf8_lossy(&version.stdout).trim(),
-        format!("holdfast-agent {}", env!("CARGO_PKG_VERSION")),
+        format!(
+            "holdfast-agent {} (commit {})",
+            env!("CARGO_PKG_VERSION"),
+            env!("HOLDFAST_COMMIT")
+        ),
         "{}",
         String::from_utf8_lossy(&version.stderr)
     );

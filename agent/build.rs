@@ -1,0 +1,2 @@
+// The commit for `--version`: the controller's build script, shared.
+include!("../controller/build.rs");
