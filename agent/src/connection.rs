@@ -257,6 +257,16 @@ fn handle(shared: &Shared, message: ControllerMessage) -> Result<Option<AgentMes
             return Ok(Some(AgentMessage::ScheduleAck(accept(shared, set))));
         }
         ControllerMessage::CommandRun(command) => command_run(shared, command),
+        ControllerMessage::ScrubCursor(cursor) => {
+            if !cursor.next.is_valid() {
+                tracing::warn!(repo = %cursor.repo, "ignored scrub cursor {}", cursor.next);
+            } else if let Err(e) = shared.state.store_scrub_next(&cursor.repo, cursor.next) {
+                tracing::warn!(
+                    "{e}; the next check of {} reads where this agent left off",
+                    cursor.repo
+                );
+            }
+        }
         ControllerMessage::CommandCancel(c) => {
             if !shared.jobs.cancel(&c.job) {
                 tracing::info!(job = %c.job, "cancel for a job that is not running");
@@ -380,6 +390,7 @@ fn command_run(shared: &Shared, command: CommandRun) {
                         exit_code: None,
                         snapshot_id: None,
                         summary: None,
+                        scrub_part: None,
                     };
                     shared.jobs.report_finished(finished);
                     return;
@@ -518,6 +529,7 @@ fn kind(message: &ControllerMessage) -> &'static str {
         ControllerMessage::ScheduleSet(_) => "schedule.set",
         ControllerMessage::CommandRun(_) => "command.run",
         ControllerMessage::CommandCancel(_) => "command.cancel",
+        ControllerMessage::ScrubCursor(_) => "scrub.cursor",
         ControllerMessage::Ack(_) => "ack",
         ControllerMessage::Error(_) => "error",
     }

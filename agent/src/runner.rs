@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, SecondsFormat, Utc};
 use protocol::{
     BackupParams, ForgetParams, JobFinished, JobId, JobOperation, JobPhase, JobProgress, RepoStats,
-    ReportBody, ResolvedRepo, ResolvedSchedule, RestoreRequest, SecretValue, SnapshotsReport,
-    Trigger,
+    ReportBody, ResolvedRepo, ResolvedSchedule, RestoreRequest, ScrubPart, SecretValue,
+    SnapshotsReport, Trigger,
 };
 use tokio::sync::watch;
 
@@ -94,6 +94,7 @@ impl JobSpec {
             exit_code: None,
             snapshot_id: None,
             summary: None,
+            scrub_part: None,
         }
     }
 }
@@ -214,9 +215,25 @@ impl<'a> Run<'a> {
                             spec.finished(outcome, Some(started_at))
                         }
                         (protocol::Operation::Check, _, _) => {
-                            let args = check_args(s, self.ctx.restic.capabilities.check_json);
-                            let outcome = self.plain(&access, args).await;
-                            spec.finished(outcome, Some(started_at))
+                            let part = s
+                                .check
+                                .as_ref()
+                                .and_then(|c| c.read_data_rotate)
+                                .map(|parts| self.ctx.state.scrub_next(&s.repo.name, parts));
+                            let json = self.ctx.restic.capabilities.check_json;
+                            let outcome = self.plain(&access, check_args(s, part, json)).await;
+                            if let Some(part) = part
+                                && outcome.phase == JobPhase::Succeeded
+                                && let Err(e) = self
+                                    .ctx
+                                    .state
+                                    .store_scrub_next(&s.repo.name, part.following())
+                            {
+                                tracing::warn!("{e}; the next check reads part {part} again");
+                            }
+                            let mut finished = spec.finished(outcome, Some(started_at));
+                            finished.scrub_part = part;
+                            finished
                         }
                         (op, _, _) => spec.finished(
                             failed(
@@ -727,16 +744,19 @@ pub fn forget_args(host: &str, params: &ForgetParams) -> Vec<String> {
     args
 }
 
-fn check_args(schedule: &ResolvedSchedule, json: bool) -> Vec<String> {
+/// `restic check`, reading `part` of the data when the schedule rotates through parts.
+fn check_args(schedule: &ResolvedSchedule, part: Option<ScrubPart>, json: bool) -> Vec<String> {
     let mut args: Vec<String> = vec!["check".into()];
     if json {
         args.push("--json".into());
     }
-    if let Some(subset) = schedule
-        .check
-        .as_ref()
-        .and_then(|c| c.read_data_subset.clone())
-    {
+    let subset = part.map(|p| p.to_string()).or_else(|| {
+        schedule
+            .check
+            .as_ref()
+            .and_then(|c| c.read_data_subset.clone())
+    });
+    if let Some(subset) = subset {
         args.extend(["--read-data-subset".into(), subset]);
     }
     args

@@ -5,6 +5,7 @@
 //! schedule.json   the last accepted plan, its version and secrets      (0600)
 //! marks.json      per schedule, the last run time handled (missed runs)
 //! commands.json   the job.finished of the last 1,000 command runs (run once)  (0600)
+//! scrub.json      per repo checked in parts, the part its next check reads
 //! outbox/         one file per report not yet acknowledged
 //! running/        one marker per job in progress (AgentRestarted)
 //! tmp/            password files of running jobs; emptied at start
@@ -20,7 +21,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use protocol::{JobFinished, JobStarted, ScheduleSet};
+use protocol::{JobFinished, JobStarted, ScheduleSet, ScrubPart};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
         source,
     }
 }
+
+/// `scrub.json` is read and written by the connection (`scrub.cursor`) and by check jobs.
+static SCRUB_FILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The state directory and the files in it.
 #[derive(Clone, Debug)]
@@ -118,6 +122,36 @@ impl StateDir {
 
     pub fn store_commands(&self, commands: &CommandRuns) -> Result<(), StateError> {
         write_json(&self.root.join("commands.json"), commands)
+    }
+
+    /// The part of `repo`'s data its next rotating check in `parts` parts reads: where the
+    /// controller (`scrub.cursor`) or this agent's last check left it, else the first. An
+    /// unreadable file starts the cycle again rather than stop the check.
+    pub fn scrub_next(&self, repo: &str, parts: u32) -> ScrubPart {
+        let _held = SCRUB_FILE.lock().unwrap_or_else(|e| e.into_inner());
+        let cursors: BTreeMap<String, ScrubPart> = self.load_scrub().unwrap_or_else(|e| {
+            tracing::warn!("{e}; the check reads the first part");
+            BTreeMap::new()
+        });
+        match cursors.get(repo) {
+            Some(next) if next.parts == parts && next.is_valid() => *next,
+            _ => ScrubPart { part: 1, parts },
+        }
+    }
+
+    /// Records the part `repo`'s next rotating check reads.
+    pub fn store_scrub_next(&self, repo: &str, next: ScrubPart) -> Result<(), StateError> {
+        let _held = SCRUB_FILE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cursors = self.load_scrub().unwrap_or_default();
+        if cursors.get(repo) == Some(&next) {
+            return Ok(());
+        }
+        cursors.insert(repo.to_string(), next);
+        write_json(&self.root.join("scrub.json"), &cursors)
+    }
+
+    fn load_scrub(&self) -> Result<BTreeMap<String, ScrubPart>, StateError> {
+        Ok(read_json(&self.root.join("scrub.json"))?.unwrap_or_default())
     }
 
     fn running_path(&self, job: &str) -> PathBuf {
@@ -382,6 +416,7 @@ mod tests {
             exit_code: None,
             snapshot_id: None,
             summary: None,
+            scrub_part: None,
         }
     }
 

@@ -307,6 +307,7 @@ async fn prune_check_and_unlock_run_against_a_real_repository() {
     let mut check = schedule("check", Operation::Check, repo.resolved("nas"));
     check.check = Some(CheckParams {
         read_data_subset: Some("1/2".into()),
+        ..CheckParams::default()
     });
     let reports = h.run("check-1", run_schedule(check)).await;
     assert_eq!(finished(&reports).phase, JobPhase::Succeeded);
@@ -328,6 +329,53 @@ async fn prune_check_and_unlock_run_against_a_real_repository() {
     assert_eq!(finished(&reports).phase, JobPhase::Succeeded, "{log}");
     assert!(log.contains("running `restic unlock`"), "{log}");
     assert_eq!(locks(&repo), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotating_check_reads_the_part_it_was_told_then_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::init(dir.path());
+    let data = dir.path().join("data");
+    tree(&data, 20, 64 * 1024, 1);
+    let h = Harness::new(dir.path(), "web-1").await;
+    let paths = vec![data.display().to_string()];
+    let made = h
+        .run(
+            "backup-1",
+            run_schedule(backup("nightly", repo.resolved("nas"), paths)),
+        )
+        .await;
+    assert_eq!(finished(&made).phase, JobPhase::Succeeded);
+
+    let mut check = schedule("scrub", Operation::Check, repo.resolved("nas"));
+    check.check = Some(CheckParams {
+        read_data_rotate: Some(3),
+        ..CheckParams::default()
+    });
+    let part = |part| Some(ScrubPart { part, parts: 3 });
+    let read = |reports: &[ReportBody], part: u32| {
+        let f = finished(reports);
+        let log = log_lines(reports).join("\n");
+        assert_eq!(f.phase, JobPhase::Succeeded, "{log}");
+        assert!(log.contains(&format!("read group #{part} of")), "{log}");
+        f.scrub_part
+    };
+    // Told nothing: the first part.
+    let first = h.run("scrub-1", run_schedule(check.clone())).await;
+    assert_eq!(read(&first, 1), part(1));
+    // The controller says where the cycle goes on (another host read part 2).
+    let state = StateDir::open(&dir.path().join("state-web-1")).unwrap();
+    state
+        .store_scrub_next("nas", ScrubPart { part: 3, parts: 3 })
+        .unwrap();
+    let told = h.run("scrub-2", run_schedule(check.clone())).await;
+    assert_eq!(read(&told, 3), part(3));
+    // After the last part, the first again, by itself.
+    let again = h.run("scrub-3", run_schedule(check.clone())).await;
+    assert_eq!(read(&again, 1), part(1));
+    assert_eq!(state.scrub_next("nas", 3), ScrubPart { part: 2, parts: 3 });
+    // A cursor for another number of parts (a plan since changed) starts the cycle again.
+    assert_eq!(state.scrub_next("nas", 5), ScrubPart { part: 1, parts: 5 });
 }
 
 fn locks(repo: &Repo) -> usize {

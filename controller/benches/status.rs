@@ -102,6 +102,7 @@ fn main() {
         runs: &summaries,
         repo_sizes: &sizes,
         snapshot_counts: &counts,
+        scrub: &BTreeMap::new(),
         schedule_created: &created,
     };
     let mut times: [Vec<Duration>; 3] = Default::default();

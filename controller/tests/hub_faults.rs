@@ -295,6 +295,7 @@ fn finished(job: &str, schedule: &str, started_at: &str, finished_at: &str) -> J
         exit_code: Some(0),
         snapshot_id: None,
         summary: None,
+        scrub_part: None,
     }
 }
 
@@ -403,6 +404,32 @@ fn reports_outside_the_senders_plan_are_refused_acked_and_not_stored() {
             ReportBody::JobStarted(started(&long_job, "db-nightly", "local", Trigger::Schedule)),
             "job is 257 bytes",
         ),
+        (
+            // Only a check reads parts of the data.
+            ReportBody::JobFinished(JobFinished {
+                scrub_part: Some(protocol::ScrubPart { part: 1, parts: 7 }),
+                ..finished(
+                    "db-nightly-29409153",
+                    "db-nightly",
+                    "2026-01-01T03:00:00Z",
+                    "2026-01-01T03:00:05Z",
+                )
+            }),
+            "a backup cannot have read part 1/7",
+        ),
+        (
+            ReportBody::JobFinished(JobFinished {
+                operation: JobOperation::Check,
+                scrub_part: Some(protocol::ScrubPart { part: 8, parts: 7 }),
+                ..finished(
+                    "db-nightly-29409154",
+                    "db-nightly",
+                    "2026-01-01T03:00:00Z",
+                    "2026-01-01T03:00:05Z",
+                )
+            }),
+            "a check cannot have read part 8/7",
+        ),
     ];
     for (body, why) in refused {
         seq += 1;
@@ -483,6 +510,7 @@ fn reports_outside_the_senders_plan_are_refused_acked_and_not_stored() {
         ("finished_before_started", 1.0),
         ("oversize", 1.0),
         ("unoffered_version", 1.0),
+        ("bad_scrub_part", 2.0),
     ] {
         assert_eq!(
             metric(
@@ -711,4 +739,61 @@ fn reports_that_cannot_be_stored_are_held_and_stored_once_the_disk_has_room_agai
         fleet.log_tails()
     );
     drop(mount);
+}
+
+#[test]
+fn a_plan_an_older_agent_cannot_read_is_not_offered_and_shows_why() {
+    let (fleet, desired) = fleet_with_raw_host();
+    fleet.write(
+        "schedules/scrub.yaml",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: scrub\nspec:\n  operation: check\n  cron: \"{QUIET_CRON}\"\n  hosts: [{RAW}]\n  repo: local\n  readDataRotate: 7\n"
+        ),
+    );
+    let rotating = fleet.eventually(LONG, "db-1's plan with the rotating check", || {
+        let (version, _) = fleet.versions(RAW)?;
+        (version > desired)
+            .then_some(version)
+            .ok_or_else(|| format!("desired version {version}"))
+    });
+    let credential = enroll_raw(&fleet);
+    let mut agent = RawAgent::connect(&fleet, &credential);
+    agent.hello(1);
+    let mut pushed = Vec::new();
+    assert!(
+        matches!(agent.reply(&mut pushed), ControllerMessage::Welcome(_)),
+        "a protocol 1 agent is still served"
+    );
+    let host = fleet.eventually(LONG, "db-1's drift to name the field", || {
+        let host = fleet.host(RAW)?;
+        let message = host["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Stalled"))
+            .and_then(|c| c["message"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        message
+            .contains("check.readDataRotate")
+            .then_some(host)
+            .ok_or(message)
+    });
+    let stalled = host["status"]["conditions"].to_string();
+    assert!(
+        stalled.contains(&format!("version {rotating}"))
+            && stalled.contains("upgrade holdfast-agent on"),
+        "{stalled}"
+    );
+    // The session goes on, and the plan was never sent.
+    agent.send(&AgentMessage::Report(Report {
+        seq: 1,
+        body: ReportBody::RepoStats(stats("local")),
+    }));
+    assert_eq!(
+        agent.reply(&mut pushed),
+        ControllerMessage::Ack(protocol::Ack { seq: 1 })
+    );
+    assert!(
+        pushed.is_empty(),
+        "no schedule.set for a protocol 1 agent: {pushed:?}"
+    );
 }

@@ -266,6 +266,39 @@ fn durations_hooks_and_subsets() {
 }
 
 #[test]
+fn a_rotating_check_takes_one_to_a_thousand_parts_and_no_subset() {
+    let s = schedule(
+        "  operation: check\n  cron: '0 2 * * *'\n  hosts: [web-1]\n  readDataRotate: 7\n",
+    );
+    check(&[("s.yaml", &s)], &[]);
+    let s = schedule(
+        "  operation: check\n  cron: '0 2 * * *'\n  hosts: [web-1]\n  readDataRotate: 0\n",
+    );
+    check(
+        &[("s.yaml", &s)],
+        &["s.yaml:9:3: Schedule/nightly: spec.readDataRotate: must be from 1 to 1000 parts, not 0"],
+    );
+    let s = schedule(
+        "  operation: check\n  cron: '0 2 * * *'\n  hosts: [web-1]\n  readDataRotate: 7\n  readDataSubset: 1/7\n",
+    );
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:9:3: Schedule/nightly: spec.readDataRotate: set readDataRotate or readDataSubset, not both: rotating chooses the subset of each run",
+        ],
+    );
+    let s = schedule(
+        "  operation: backup\n  cron: '0 2 * * *'\n  hosts: [web-1]\n  paths: [/etc]\n  readDataRotate: 7\n",
+    );
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:10:3: Schedule/nightly: spec.readDataRotate: only a check schedule takes readDataRotate; this one runs backup",
+        ],
+    );
+}
+
+#[test]
 fn secret_sources() {
     let r = "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata:\n  name: s3\nspec:\n  url: s3:x\n  password:\n    secretKeyRef: {name: s, key: k}\n  env:\n    - name: AWS_KEY\n    - name: 9LIVES\n      value: x\n      valueFrom: {file: relative}\n";
     check(

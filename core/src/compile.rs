@@ -298,6 +298,7 @@ impl Template {
         });
         let check = (spec.operation == Operation::Check).then(|| CheckParams {
             read_data_subset: spec.read_data_subset.clone(),
+            read_data_rotate: spec.read_data_rotate,
         });
         Ok(Template {
             cron,

@@ -19,6 +19,7 @@ pub mod retention;
 pub mod revision;
 pub mod routing;
 pub mod runs;
+pub mod scrub;
 pub mod secrets;
 pub mod select;
 pub mod status;

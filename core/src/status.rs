@@ -18,6 +18,7 @@ use crate::resources::{
     Host, HostStatus, Phase, RepoStatus, Schedule, ScheduleHostStatus, ScheduleStatus,
 };
 use crate::revision::{Revision, name_of, namespace_of};
+use crate::scrub::ScrubCycle;
 use crate::summaries::{RepoRuns, RunSummaries, ScheduleRuns};
 use crate::validate::parse_duration;
 use crate::versions::Versioned;
@@ -35,6 +36,8 @@ pub struct Inputs<'a> {
     pub runs: &'a RunSummaries,
     pub repo_sizes: &'a BTreeMap<(String, String), SizePoint>,
     pub snapshot_counts: &'a BTreeMap<(String, String), u64>,
+    /// Each repo's cycle of rotating checks.
+    pub scrub: &'a BTreeMap<(String, String), ScrubCycle>,
     /// When each Schedule was first seen, the start of its staleness clock.
     pub schedule_created: &'a dyn Fn(&str, &str) -> Option<DateTime<Utc>>,
 }
@@ -432,6 +435,7 @@ pub fn repos(inputs: &Inputs) -> BTreeMap<(String, String), RepoStatus> {
                 (s.total_size > 0).then(|| (raw / s.total_size as f64 * 100.0).round() / 100.0)
             }),
             last_check: runs.last_check.as_ref().map(|(_, check)| check.clone()),
+            scrub: inputs.scrub.get(&id).and_then(ScrubCycle::status),
             last_updated: size.map(|s| crate::time::k8s(s.at)),
             ..RepoStatus::default()
         };
@@ -606,6 +610,7 @@ mod tests {
             runs: &RunSummaries::of(&runs),
             repo_sizes: &sizes,
             snapshot_counts: &counts,
+            scrub: &BTreeMap::new(),
             schedule_created: &created,
         };
         let all = hosts(&inputs);
@@ -655,6 +660,7 @@ mod tests {
             runs: &runs,
             repo_sizes: &sizes,
             snapshot_counts: &counts,
+            scrub: &BTreeMap::new(),
             schedule_created: &created,
         };
         let (statuses, until) = schedules_until(&inputs);
@@ -709,6 +715,7 @@ mod tests {
                 runs: &runs,
                 repo_sizes: &sizes,
                 snapshot_counts: &counts,
+                scrub: &BTreeMap::new(),
                 schedule_created: &created,
             };
             host(&inputs, &revision.hosts[0])
@@ -753,6 +760,7 @@ mod tests {
             runs: &summaries,
             repo_sizes: &sizes,
             snapshot_counts: &counts,
+            scrub: &BTreeMap::new(),
             schedule_created: &created,
         };
         (schedules(&inputs), host(&inputs, &revision.hosts[0]))

@@ -220,6 +220,12 @@ impl<'a> Validator<'a> {
             "spec.readDataSubset",
             Operation::Check,
         );
+        only(
+            &mut s,
+            spec.read_data_rotate.is_some(),
+            "spec.readDataRotate",
+            Operation::Check,
+        );
         match op {
             Operation::Backup => {
                 if spec.paths.is_empty() {
@@ -262,6 +268,17 @@ impl<'a> Validator<'a> {
                         "spec.readDataSubset",
                         format!("`{subset}` is not `n/t`, a percentage such as `10%`, or a size such as `5G`"),
                     );
+                }
+                match spec.read_data_rotate {
+                    Some(_) if spec.read_data_subset.is_some() => s.error(
+                        "spec.readDataRotate",
+                        "set readDataRotate or readDataSubset, not both: rotating chooses the subset of each run",
+                    ),
+                    Some(parts) if !(1..=MAX_ROTATE_PARTS).contains(&parts) => s.error(
+                        "spec.readDataRotate",
+                        format!("must be from 1 to {MAX_ROTATE_PARTS} parts, not {parts}"),
+                    ),
+                    _ => {}
                 }
             }
             Operation::Prune => {}
@@ -822,6 +839,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         }),
     }
 }
+
+/// The most parts `readDataRotate` divides a repository's data into: a daily check then reads
+/// everything in under three years, and the Repo's status stays small.
+pub const MAX_ROTATE_PARTS: u32 = 1000;
 
 /// restic's `--read-data-subset`: `n/t`, `p%`, or a size such as `500M`.
 fn is_read_data_subset(text: &str) -> bool {

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::{HostPlan, Operation, ResolvedRepo, ResolvedSchedule, SecretRef};
 
-/// The protocol this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol this build speaks. 2 added `scrub.cursor`, `job.finished.scrubPart` and the
+/// plan field `check.readDataRotate` (see [`HostPlan::needs_protocol`]).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The oldest agent protocol a controller of this build accepts in `hello`.
 pub const MIN_AGENT_PROTOCOL: u32 = 1;
 /// The oldest controller protocol an agent of this build accepts in `welcome`.
@@ -149,6 +150,8 @@ pub enum ControllerMessage {
     CommandCancel(CommandCancel),
     #[serde(rename = "ack")]
     Ack(Ack),
+    #[serde(rename = "scrub.cursor")]
+    ScrubCursor(ScrubCursor),
     #[serde(rename = "error")]
     Error(ErrorMessage),
 }
@@ -348,6 +351,51 @@ pub struct JobFinished {
     pub snapshot_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<BackupSummary>,
+    /// The part of the repository's data a rotating check read (`readDataRotate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrub_part: Option<ScrubPart>,
+}
+
+/// One part of a repository's data: restic's `--read-data-subset part/parts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScrubPart {
+    /// From 1 to `parts`.
+    pub part: u32,
+    pub parts: u32,
+}
+
+impl ScrubPart {
+    /// The part after this one, back to the first after the last.
+    pub fn following(self) -> ScrubPart {
+        ScrubPart {
+            part: self.part % self.parts.max(1) + 1,
+            parts: self.parts,
+        }
+    }
+
+    /// Whether `part` lies in `1..=parts`.
+    pub fn is_valid(self) -> bool {
+        (1..=self.parts).contains(&self.part)
+    }
+}
+
+impl fmt::Display for ScrubPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.part, self.parts)
+    }
+}
+
+/// Where a repository is in its cycle of rotating checks: the part its next check reads. Sent
+/// after `welcome` for each repo of the host's plan checked in parts that the controller has a
+/// position for, and to each such host whenever a check advances the position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScrubCursor {
+    /// Name of the Repo resource.
+    pub repo: String,
+    /// The part the next check reads: from 1 to `parts`.
+    pub next: ScrubPart,
 }
 
 /// restic's backup summary.

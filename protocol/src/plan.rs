@@ -25,6 +25,20 @@ pub struct HostPlan {
     pub schedules: Vec<ResolvedSchedule>,
 }
 
+impl HostPlan {
+    /// The newest plan field this plan uses, with the agent protocol that first knows it.
+    /// Plans are strict (an agent refuses a plan with a field it does not know, and cannot even
+    /// say which), so the controller does not offer such a plan to an older agent.
+    pub fn needs_protocol(&self) -> Option<(u32, &'static str)> {
+        self.schedules.iter().find_map(|s| {
+            s.check
+                .as_ref()?
+                .read_data_rotate
+                .map(|_| (2, "check.readDataRotate"))
+        })
+    }
+}
+
 /// One schedule as a particular host runs it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -256,6 +270,11 @@ pub struct CheckParams {
     /// restic's `--read-data-subset` (`n/t`, a percentage or a size); none reads no data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_data_subset: Option<String>,
+    /// Read the repository's data in this many parts over successive runs, each run the next
+    /// part (`--read-data-subset n/parts`), which the controller tells the agent with
+    /// `scrub.cursor` so that hosts sharing the repo continue one cycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_data_rotate: Option<u32>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -150,6 +150,7 @@ fn every_agent_message() -> Vec<AgentMessage> {
                     total_duration_seconds: 1.5,
                     ..BackupSummary::default()
                 }),
+                scrub_part: None,
             }),
         ),
         report(

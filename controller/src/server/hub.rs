@@ -30,6 +30,7 @@ use crate::resources::{Kind, Phase};
 use crate::revision::{name_of, namespace_of};
 use crate::runs::{self, RunRecord};
 use crate::store::{SizePoint, StoreError};
+use crate::validate::MAX_ROTATE_PARTS;
 
 /// Read buffer of each agent's WebSocket: agents say little between pushes, and the buffer
 /// grows for a larger frame.
@@ -182,7 +183,7 @@ async fn send(
 }
 
 /// A message as the session sends it.
-fn encoded(message: &ControllerMessage) -> Utf8Bytes {
+pub(super) fn encoded(message: &ControllerMessage) -> Utf8Bytes {
     protocol::encode(message).into()
 }
 
@@ -364,6 +365,7 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
     let (c, h) = (controller.clone(), host.clone());
     let started = off_thread(move || {
         push(&c, &h);
+        super::scrub::send_cursors(&c, &h);
         dispatch(&c, &h);
         // Last: what the reconcile it triggers adopts comes after what was due already.
         c.agent_changed(&h);
@@ -754,6 +756,13 @@ enum Refusal {
     #[error("the run finished at {finished}, before it started at {started}")]
     FinishedBeforeStarted { started: String, finished: String },
     #[error(
+        "a {operation} cannot have read part {part} of the repository's data: only a check reads parts, from 1 to at most {MAX_ROTATE_PARTS}"
+    )]
+    BadScrubPart {
+        operation: &'static str,
+        part: protocol::ScrubPart,
+    },
+    #[error(
         "it says version {version} was applied, but this controller offered {host} at most version {highest}"
     )]
     UnofferedVersion {
@@ -767,7 +776,7 @@ enum Refusal {
 
 /// Every `reason` of [`Refusal::reason`]: `/metrics` shows each from the start, at 0, so that
 /// the first refusal is an increase an alert sees.
-pub const REFUSAL_REASONS: [&str; 7] = [
+pub const REFUSAL_REASONS: [&str; 8] = [
     "oversize",
     "repo_not_in_plan",
     "schedule_not_in_plan",
@@ -775,6 +784,7 @@ pub const REFUSAL_REASONS: [&str; 7] = [
     "bad_time",
     "finished_before_started",
     "unoffered_version",
+    "bad_scrub_part",
 ];
 
 impl Refusal {
@@ -788,6 +798,7 @@ impl Refusal {
             Refusal::BadTime { .. } => "bad_time",
             Refusal::FinishedBeforeStarted { .. } => "finished_before_started",
             Refusal::UnofferedVersion { .. } | Refusal::AckMismatch { .. } => "unoffered_version",
+            Refusal::BadScrubPart { .. } => "bad_scrub_part",
         }
     }
 }
@@ -879,6 +890,16 @@ fn check_report(body: &ReportBody) -> Result<(), Refusal> {
             limit_opt("reason", f.reason.as_ref(), MAX_NAME_BYTES)?;
             limit_opt("message", f.message.as_ref(), MAX_TEXT_BYTES)?;
             limit_opt("snapshotId", f.snapshot_id.as_ref(), MAX_NAME_BYTES)?;
+            if let Some(part) = f.scrub_part
+                && (f.operation != protocol::JobOperation::Check
+                    || !part.is_valid()
+                    || part.parts > MAX_ROTATE_PARTS)
+            {
+                return Err(Refusal::BadScrubPart {
+                    operation: f.operation.as_str(),
+                    part,
+                });
+            }
             if let Some(at) = &f.scheduled_at {
                 time("scheduledAt", at)?;
             }
@@ -1084,9 +1105,13 @@ fn ingest(
     check_report(body)?;
     // Checked against the plans before the database is locked (the state lock is never taken
     // while holding the database's); used only when the run is new.
-    let verdict = {
+    let (verdict, scrub_part) = {
         let state = controller.state();
-        match body {
+        let scrub_part = match body {
+            ReportBody::JobFinished(f) => super::scrub::counted_part(&state, host, f),
+            _ => None,
+        };
+        let verdict = match body {
             ReportBody::JobStarted(s) => check_new_run(
                 &state,
                 host,
@@ -1108,7 +1133,8 @@ fn ingest(
             ReportBody::SnapshotsReport(r) => check_repo(&state, host, &r.repo),
             ReportBody::RepoStats(s) => check_repo(&state, host, &s.repo),
             ReportBody::JobProgress(_) | ReportBody::JobLog(_) => Ok(()),
-        }
+        };
+        (verdict, scrub_part)
     };
     let now = Utc::now();
     let mut store = controller.store();
@@ -1118,6 +1144,8 @@ fn ingest(
     };
     // The repo of a recorded run: the host may report on it.
     let mut run_repo = None;
+    // A repo's cycle of rotating checks that this report moved on.
+    let mut scrubbed = None;
     let event = match body {
         ReportBody::JobStarted(started) => {
             let existing = store.run_by_job(host, &started.job)?;
@@ -1156,6 +1184,17 @@ fn ingest(
             match runs::finished(existing, host, finished, now) {
                 Some(run) => {
                     store.save_run(&run)?;
+                    if let Some(part) = scrub_part.filter(|_| run.phase == Phase::Succeeded) {
+                        let at = run.finished_at.unwrap_or(now);
+                        let cycle = store.record_scrub(
+                            &host.namespace,
+                            &finished.repo,
+                            &host.name,
+                            part,
+                            at,
+                        )?;
+                        scrubbed = Some((finished.repo.clone(), cycle));
+                    }
                     controller.metrics.job_finished(&run);
                     // The Host's last backup changed: in Kubernetes mode, its reconcile says so.
                     controller.host_changed(host);
@@ -1212,6 +1251,9 @@ fn ingest(
         if !scope.repos.contains(&repo) {
             scope.repos.insert(repo);
         }
+    }
+    if let Some((repo, cycle)) = scrubbed {
+        super::scrub::advanced(controller, &host.namespace, &repo, &cycle);
     }
     if let Some(event) = event {
         let _ = controller.runs.send(event);
@@ -1320,6 +1362,7 @@ pub fn push_reading(controller: &Controller, host: &HostKey, files: &mut FileSec
         // Whether or not it is sent now, the host may report on this plan from here on.
         remember_plan(&mut state, host, version.version, &compiled.plan);
         let applied = state.agents.get(host).and_then(|a| a.applied_version);
+        let speaks = state.agents.get(host).and_then(|a| a.protocol_version);
         let Some(session) = state.sessions.get_mut(host) else {
             return;
         };
@@ -1327,6 +1370,20 @@ pub fn push_reading(controller: &Controller, host: &HostKey, files: &mut FileSec
             || session.offered == Some(version.version)
             || !controller.backend.holds_version(host, version.version)
         {
+            return;
+        }
+        if let Some(((needed, field), speaks)) = compiled.plan.needs_protocol().zip(speaks)
+            && speaks < needed
+        {
+            // Shown as the agent's refusal: what it would say, had it been able to read it.
+            let why = format!(
+                "version {} uses {field}, which agents of protocol {needed} and later understand, and this agent speaks protocol {speaks}: upgrade holdfast-agent on {host}",
+                version.version
+            );
+            tracing::warn!(host = %host, "not pushing the schedule: {why}");
+            state.agents.entry(host.clone()).or_default().rejected = Some(why);
+            drop(state);
+            controller.agent_changed(host);
             return;
         }
         session.offered = Some(version.version);

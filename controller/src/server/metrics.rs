@@ -383,6 +383,7 @@ impl Metrics {
         let check_time = Family::<RepoLabels, Gauge>::default();
         let size = Family::<RepoLabels, Gauge>::default();
         let snapshots = Family::<RepoLabels, Gauge>::default();
+        let fully_read = Family::<RepoLabels, Gauge>::default();
         for repo in &model.repos {
             let labels = RepoLabels {
                 namespace: repo.metadata.namespace.clone().unwrap_or_default(),
@@ -403,6 +404,13 @@ impl Metrics {
                     .get_or_create(&labels)
                     .set(check.time.0.as_second());
             }
+            if let Some(since) = status
+                .scrub
+                .as_ref()
+                .and_then(|s| s.fully_read_since.as_ref())
+            {
+                fully_read.get_or_create(&labels).set(since.0.as_second());
+            }
         }
         registry.register("repo_size_bytes", "Stored size of the repository", size);
         registry.register("repo_snapshots", "Snapshots in the repository", snapshots);
@@ -415,6 +423,11 @@ impl Metrics {
             "repo_last_check_timestamp_seconds",
             "When the repository's last restic check finished",
             check_time,
+        );
+        registry.register(
+            "repo_fully_read_timestamp_seconds",
+            "Every pack of the repository has been read by a rotating check (readDataRotate) since this time",
+            fully_read,
         );
 
         let errors = Gauge::<i64>::default();

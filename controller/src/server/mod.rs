@@ -17,6 +17,7 @@ mod model;
 #[cfg(target_os = "linux")]
 mod process;
 pub mod reconciler;
+mod scrub;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;

@@ -12,6 +12,7 @@ mod model;
 mod notifications;
 pub mod retention;
 mod runs;
+mod scrub;
 
 pub use agents::AgentRecord;
 pub use auth::{AuthError, Enrolled, NoRandomness, hash as secret_hash, random_secret};
@@ -110,6 +111,16 @@ const MIGRATIONS: &[&str] = &[
         error TEXT,
         attempts INTEGER,
         PRIMARY KEY (namespace, notifier)
+     );",
+    // Rotating checks: when each part of a repo's data was last read (store/scrub.rs).
+    "CREATE TABLE scrub_parts (
+        namespace TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        parts INTEGER NOT NULL,
+        part INTEGER NOT NULL,
+        read_at TEXT NOT NULL,
+        host TEXT NOT NULL,
+        PRIMARY KEY (namespace, repo, part)
      );",
 ];
 

@@ -115,12 +115,33 @@ pub struct RepoStatus {
     /// The last `restic check`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check: Option<RepoCheck>,
+    /// Where its cycle of rotating checks (`readDataRotate`) is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrub: Option<RepoScrub>,
     /// Whether a lock was seen in the repository, and by whom.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<RepoLock>,
     /// When an agent last reported on this repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated: Option<Time>,
+}
+
+/// A repository read whole over a cycle of checks, one part per run (`readDataRotate`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoScrub {
+    /// How many parts the data is read in.
+    pub parts: u32,
+    /// The part the next check reads.
+    pub next_part: u32,
+    /// How many of the parts have been read.
+    pub parts_read: u32,
+    /// When a check last read a part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_read: Option<Time>,
+    /// Every pack has been read since this time; absent until each part has been read once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fully_read_since: Option<Time>,
 }
 
 /// The result of one `restic check`.

@@ -99,6 +99,13 @@ pub struct ScheduleSpec {
     /// Check only: restic's `--read-data-subset`, such as `10%` or `1/7`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_data_subset: Option<String>,
+    /// Check only: read the repository's whole data over this many runs, each run the next
+    /// part (`--read-data-subset n/N`), continuing across restarts and across the hosts that
+    /// check the repo; the Repo's status shows when every pack was last read. Not with
+    /// `readDataSubset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub read_data_rotate: Option<u32>,
     /// What to do when a run comes due while the last is still running (default `Forbid`).
     #[serde(default)]
     pub concurrency_policy: ConcurrencyPolicy,

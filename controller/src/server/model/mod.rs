@@ -290,6 +290,7 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
     let repo_sizes =
         store.latest_repo_sizes(revision.repos.iter().map(|r| (namespace_of(r), name_of(r))))?;
     let snapshot_counts = store.snapshot_counts()?;
+    let scrub = store.scrub_cycles()?;
     let revisions = store.revisions()?;
     drop(store);
 
@@ -311,6 +312,7 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         runs: &history.summaries,
         repo_sizes: &repo_sizes,
         snapshot_counts: &snapshot_counts,
+        scrub: &scrub,
         schedule_created: &schedule_created,
     };
     let mut host_status = status::hosts(&inputs);

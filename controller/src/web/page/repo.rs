@@ -1,7 +1,8 @@
 use super::*;
 
 /// One repo at `/repos/{namespace}/{name}`: size and snapshot count over the last 30 days,
-/// its last check, its lock as last seen, and the hosts that use it.
+/// its last check and where its cycle of rotating checks is, its lock as last seen, and the
+/// hosts that use it.
 pub fn repo(view: &RepoView) -> Markup {
     let now = view.now;
     let repo = view.repo;
@@ -69,6 +70,22 @@ pub fn repo(view: &RepoView) -> Markup {
                             @if let Some(message) = &check.message { div.note { (message) } }
                         }
                         None => { span.dim { "never checked" } }
+                    }
+                }
+                @if let Some(scrub) = status.and_then(|s| s.scrub.as_ref()) {
+                    dt { "Full read" }
+                    dd #scrub {
+                        @match &scrub.fully_read_since {
+                            Some(since) => { "every pack read since " (when(now, Some(since))) }
+                            None => {
+                                span.dim { (scrub.parts_read) " of " (scrub.parts) " parts read so far" }
+                            }
+                        }
+                        div.note {
+                            "checks read one of " (scrub.parts) " parts each; the next reads part "
+                            (scrub.next_part)
+                            @if let Some(last) = &scrub.last_read { ", the last read " (when(now, Some(last))) }
+                        }
                     }
                 }
                 dt { "Lock" }
