@@ -380,6 +380,7 @@ fn command_run(shared: &Shared, command: CommandRun) {
                         exit_code: None,
                         snapshot_id: None,
                         summary: None,
+                        drill: None,
                     };
                     shared.jobs.report_finished(finished);
                     return;

@@ -111,6 +111,7 @@ impl Jobs {
                 exit_code: None,
                 snapshot_id: None,
                 summary: None,
+                drill: None,
             };
             ctx.outbox.push(ReportBody::JobFinished(finished.clone()))?;
             self.remember(finished);
@@ -488,6 +489,7 @@ mod tests {
             exit_code: Some(0),
             snapshot_id: None,
             summary: None,
+            drill: None,
         };
         // Stored and remembered; killed before the marker went.
         first.report_finished(result.clone());

@@ -819,6 +819,7 @@ impl History {
             exit_code: Some(0),
             snapshot_id: None,
             summary: None,
+            drill: None,
         };
         if failed {
             let error = format!(

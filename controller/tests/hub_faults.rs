@@ -295,6 +295,7 @@ fn finished(job: &str, schedule: &str, started_at: &str, finished_at: &str) -> J
         exit_code: Some(0),
         snapshot_id: None,
         summary: None,
+        drill: None,
     }
 }
 

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::resources::{
-    Backup, BackupSpec, BackupStatus, BackupSummary, Kind, Phase, Progress, Restore, RestoreSpec,
-    RestoreStatus, RunStatus, Schedule,
+    Backup, BackupSpec, BackupStatus, BackupSummary, DrillDifference, DrillStatus, Kind, Phase,
+    Progress, Restore, RestoreSpec, RestoreStatus, RunStatus, Schedule,
 };
 use crate::revision::{name_of, namespace_of};
 use crate::runs::{RunRecord, is_final, operation_name};
@@ -113,6 +113,7 @@ pub fn backup_object(run: &RunRecord, file: Option<&Backup>, now: DateTime<Utc>)
             protocol::JobOperation::Forget => Some(protocol::Operation::Forget),
             protocol::JobOperation::Prune => Some(protocol::Operation::Prune),
             protocol::JobOperation::Check => Some(protocol::Operation::Check),
+            protocol::JobOperation::Drill => Some(protocol::Operation::Drill),
             protocol::JobOperation::Restore => None,
         };
         let mut b = Backup::new(
@@ -163,8 +164,29 @@ pub fn backup_object(run: &RunRecord, file: Option<&Backup>, now: DateTime<Utc>)
             total_files_processed: s.total_files_processed,
             total_bytes_processed: s.total_bytes_processed,
         }),
+        drill: run.drill.as_ref().map(drill_status),
     });
     backup
+}
+
+fn drill_status(d: &protocol::DrillResult) -> DrillStatus {
+    DrillStatus {
+        files_verified: d.files_verified,
+        bytes_verified: d.bytes_verified,
+        files_expected: d.files_expected,
+        seconds: d.seconds,
+        bytes_per_second: d.bytes_per_second,
+        rate: format!("{}/s", human_bytes(d.bytes_per_second)),
+        differences: d
+            .differences
+            .iter()
+            .map(|x| DrillDifference {
+                path: x.path.clone(),
+                reason: x.reason.clone(),
+            })
+            .collect(),
+        differences_total: Some(d.differences_total).filter(|n| *n > 0),
+    }
 }
 
 /// A Restore: the file, with the status of its run.

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use protocol::JobOperation;
 
 use crate::compile::HostKey;
-use crate::resources::{LastRun, Phase, RepoCheck};
+use crate::resources::{LastDrill, LastRun, Phase, RepoCheck};
 use crate::runs::RunRecord;
 
 /// The runs of one schedule on one host.
@@ -59,6 +59,8 @@ type Named = (String, String);
 #[derive(Clone, Debug, Default)]
 pub struct RunSummaries {
     last_backup: HashMap<HostKey, (DateTime<Utc>, LastRun)>,
+    last_drill: HashMap<HostKey, (DateTime<Utc>, LastDrill)>,
+    last_drill_success: HashMap<HostKey, DateTime<Utc>>,
     schedules: HashMap<(Named, String), ScheduleRuns>,
     repos: HashMap<Named, RepoRuns>,
 }
@@ -130,6 +132,32 @@ impl RunSummaries {
                 self.last_backup.insert(run.host_key(), (at, last));
             }
         }
+        if let Some(at) = run.finished_at
+            && run.operation == JobOperation::Drill
+            && ended(run.phase)
+        {
+            let key = run.host_key();
+            if run.phase == Phase::Succeeded {
+                let best = self.last_drill_success.get(&key).copied().max(Some(at));
+                self.last_drill_success
+                    .extend(best.map(|t| (key.clone(), t)));
+            }
+            let held = self.last_drill.get(&key).cloned();
+            if newer(&held, at) {
+                let d = run.drill.clone().unwrap_or_default();
+                let last = LastDrill {
+                    time: crate::time::k8s(at),
+                    phase: run.phase,
+                    backup: run.name.clone(),
+                    files_verified: d.files_verified,
+                    bytes_verified: d.bytes_verified,
+                    differences: Some(d.differences_total).filter(|n| *n > 0),
+                    bytes_per_second: d.bytes_per_second,
+                    last_success_time: None,
+                };
+                self.last_drill.insert(key, (at, last));
+            }
+        }
         if let Some(repo) = &run.repo {
             let r = self
                 .repos
@@ -166,6 +194,18 @@ impl RunSummaries {
     /// The newest backup of a host that ran to an end.
     pub fn last_backup(&self, host: &HostKey) -> Option<&LastRun> {
         self.last_backup.get(host).map(|(_, last)| last)
+    }
+
+    /// The newest drill on a host that ran to an end, with when one last succeeded.
+    pub fn last_drill(&self, host: &HostKey) -> Option<LastDrill> {
+        let (_, last) = self.last_drill.get(host)?;
+        Some(LastDrill {
+            last_success_time: self
+                .last_drill_success
+                .get(host)
+                .map(|t| crate::time::k8s(*t)),
+            ..last.clone()
+        })
     }
 
     /// The runs of a schedule on a host.

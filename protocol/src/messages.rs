@@ -230,6 +230,7 @@ pub enum JobOperation {
     Prune,
     Check,
     Restore,
+    Drill,
 }
 
 impl From<Operation> for JobOperation {
@@ -239,6 +240,7 @@ impl From<Operation> for JobOperation {
             Operation::Forget => JobOperation::Forget,
             Operation::Prune => JobOperation::Prune,
             Operation::Check => JobOperation::Check,
+            Operation::Drill => JobOperation::Drill,
         }
     }
 }
@@ -251,6 +253,7 @@ impl JobOperation {
             JobOperation::Prune => "prune",
             JobOperation::Check => "check",
             JobOperation::Restore => "restore",
+            JobOperation::Drill => "drill",
         }
     }
 }
@@ -343,11 +346,53 @@ pub struct JobFinished {
     pub finished_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    /// The full 64-character id of the snapshot a backup made.
+    /// The full 64-character id of the snapshot a backup made, or a drill restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<BackupSummary>,
+    /// What a drill restored and verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillResult>,
+}
+
+/// Longest list of differences a drill reports; `differences_total` counts them all.
+pub const MAX_DRILL_DIFFERENCES: usize = 20;
+
+/// A restore drill's result.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillResult {
+    /// Files restored whose content matched the snapshot's.
+    pub files_verified: u64,
+    /// Their bytes.
+    pub bytes_verified: u64,
+    /// Files the drill set out to restore.
+    pub files_expected: u64,
+    /// Seconds `restic restore` took.
+    pub seconds: f64,
+    /// Bytes restored per second of `restic restore`.
+    pub bytes_per_second: u64,
+    /// The first [`MAX_DRILL_DIFFERENCES`] files that did not verify, in path order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<DrillDifference>,
+    /// How many files did not verify.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub differences_total: u64,
+}
+
+/// A file a drill could not verify, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillDifference {
+    /// The path in the snapshot.
+    pub path: String,
+    /// One sentence, such as `restic dump failed: … ciphertext verification failed`.
+    pub reason: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// restic's backup summary.

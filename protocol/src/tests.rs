@@ -27,6 +27,7 @@ fn plan() -> HostPlan {
             }),
             forget: None,
             check: None,
+            drill: None,
             concurrency_policy: ConcurrencyPolicy::Forbid,
             missed_run_policy: MissedRunPolicy::Skip,
             suspend: false,
@@ -150,6 +151,7 @@ fn every_agent_message() -> Vec<AgentMessage> {
                     total_duration_seconds: 1.5,
                     ..BackupSummary::default()
                 }),
+                drill: None,
             }),
         ),
         report(

@@ -879,6 +879,17 @@ fn check_report(body: &ReportBody) -> Result<(), Refusal> {
             limit_opt("reason", f.reason.as_ref(), MAX_NAME_BYTES)?;
             limit_opt("message", f.message.as_ref(), MAX_TEXT_BYTES)?;
             limit_opt("snapshotId", f.snapshot_id.as_ref(), MAX_NAME_BYTES)?;
+            if let Some(d) = &f.drill {
+                count(
+                    "drill.differences",
+                    d.differences.len(),
+                    protocol::MAX_DRILL_DIFFERENCES,
+                )?;
+                for x in &d.differences {
+                    limit("drill.differences[].path", &x.path, MAX_PATH_BYTES)?;
+                    limit("drill.differences[].reason", &x.reason, MAX_LOG_LINE_BYTES)?;
+                }
+            }
             if let Some(at) = &f.scheduled_at {
                 time("scheduledAt", at)?;
             }

@@ -111,6 +111,8 @@ const MIGRATIONS: &[&str] = &[
         attempts INTEGER,
         PRIMARY KEY (namespace, notifier)
      );",
+    // What a drill restored and verified (JSON).
+    "ALTER TABLE runs ADD COLUMN drill TEXT",
 ];
 
 #[derive(Debug, thiserror::Error)]

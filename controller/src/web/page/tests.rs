@@ -59,6 +59,7 @@ fn schedule(name: &str, entries: Vec<ScheduleHostStatus>) -> Schedule {
             retention: None,
             prune: false,
             read_data_subset: None,
+            drill: None,
             concurrency_policy: Default::default(),
             missed_run_policy: Default::default(),
             jitter: None,
