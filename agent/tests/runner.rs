@@ -831,7 +831,7 @@ async fn a_drill_restores_a_sample_or_whole_paths_verifies_every_file_and_cleans
     assert_eq!(
         (f.phase, f.operation),
         (JobPhase::Succeeded, JobOperation::Drill),
-        "{:?}",
+        "{f:?} {:?}",
         log_lines(&reports)
     );
     assert_eq!(f.snapshot_id.as_deref(), Some(id.as_str()));
@@ -853,6 +853,7 @@ async fn a_drill_restores_a_sample_or_whole_paths_verifies_every_file_and_cleans
 
     // Whole paths: every file of one directory (files 1, 8, …, 36 are in d1).
     let whole = DrillParams {
+        paths: vec![data.display().to_string()],
         include: vec![data.join("d1").display().to_string()],
         ..drill_params("web-1")
     };
@@ -860,9 +861,29 @@ async fn a_drill_restores_a_sample_or_whole_paths_verifies_every_file_and_cleans
         .run("drill-2", drill("weekly", repo.resolved("nas"), whole))
         .await;
     let f = finished(&reports);
-    assert_eq!(f.phase, JobPhase::Succeeded, "{:?}", log_lines(&reports));
+    assert_eq!(
+        f.phase,
+        JobPhase::Succeeded,
+        "{f:?} {:?}",
+        log_lines(&reports)
+    );
     let result = f.drill.as_ref().unwrap();
     assert_eq!((result.files_verified, result.bytes_verified), (6, 60_000));
+
+    // The host's latest snapshot, whatever made it, is the other path's: nothing under d1.
+    let unscoped = DrillParams {
+        include: vec![data.join("d1").display().to_string()],
+        ..drill_params("web-1")
+    };
+    let reports = h
+        .run("drill-3", drill("weekly", repo.resolved("nas"), unscoped))
+        .await;
+    let f = finished(&reports);
+    assert_eq!(
+        (f.phase, f.reason.as_deref()),
+        (JobPhase::Failed, Some("NothingToVerify")),
+        "{f:?}"
+    );
     assert_eq!(drill_dirs(dir.path(), "web-1"), 0);
 }
 
