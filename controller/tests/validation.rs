@@ -582,24 +582,24 @@ fn a_drill_chooses_its_files_one_way_within_limits() {
     check(
         &[("d.yaml", &d)],
         &[
-            "d.yaml:10:5: Schedule/weekly: spec.drill.include[0]: `etc` is not an absolute path in the snapshot, such as `/etc`",
-            "d.yaml:12:5: Schedule/weekly: spec.drill.maxBytes: caps a random sample; with `include` the whole paths are restored, so drop it",
             "d.yaml:9:3: Schedule/weekly: spec.drill: set `include` (whole paths) or `sampleFiles` (a random sample), not both",
+            "d.yaml:10:15: Schedule/weekly: spec.drill.include[0]: `etc` is not an absolute path in the snapshot, such as `/etc`",
+            "d.yaml:12:5: Schedule/weekly: spec.drill.maxBytes: caps a random sample; with `include` the whole paths are restored, so drop it",
         ],
     );
     let d = drill("  drill: {sampleFiles: 0, maxBytes: 0}\n");
     check(
         &[("d.yaml", &d)],
         &[
-            "d.yaml:9:3: Schedule/weekly: spec.drill.maxBytes: must be at least 1 byte",
-            "d.yaml:9:3: Schedule/weekly: spec.drill.sampleFiles: must be at least 1",
+            "d.yaml:9:11: Schedule/weekly: spec.drill.sampleFiles: must be at least 1",
+            "d.yaml:9:27: Schedule/weekly: spec.drill.maxBytes: must be at least 1 byte",
         ],
     );
     let d = drill("  drill: {sampleFiles: 5000}\n");
     check(
         &[("d.yaml", &d)],
         &[
-            "d.yaml:9:3: Schedule/weekly: spec.drill.sampleFiles: 5000 is more than 1000 files; each is read back from the repository on its own",
+            "d.yaml:9:11: Schedule/weekly: spec.drill.sampleFiles: 5000 is more than 1000 files; each is read back from the repository on its own",
         ],
     );
 }
@@ -610,8 +610,8 @@ fn a_drill_names_a_backup_schedule_and_a_host_that_exist() {
     check(
         &[("d.yaml", &d)],
         &[
-            "d.yaml:9:3: Schedule/weekly: spec.drill.backupSchedule: no Schedule `hourly` in namespace `default`",
-            "d.yaml:9:3: Schedule/weekly: spec.drill.sourceHost: no Host `web-9` in namespace `default`",
+            "d.yaml:9:11: Schedule/weekly: spec.drill.backupSchedule: no Schedule `hourly` in namespace `default`",
+            "d.yaml:9:35: Schedule/weekly: spec.drill.sourceHost: no Host `web-9` in namespace `default`",
         ],
     );
     let prune = "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: tidy\nspec:\n  operation: prune\n  cron: '0 5 * * *'\n  hosts: [web-1]\n";
@@ -619,7 +619,7 @@ fn a_drill_names_a_backup_schedule_and_a_host_that_exist() {
     check(
         &[("p.yaml", prune), ("d.yaml", &d)],
         &[
-            "d.yaml:9:3: Schedule/weekly: spec.drill.backupSchedule: schedule `tidy` runs prune; a drill restores what a backup schedule made",
+            "d.yaml:9:11: Schedule/weekly: spec.drill.backupSchedule: schedule `tidy` runs prune; a drill restores what a backup schedule made",
         ],
     );
     // db-1 does not run nightly, so its drill would find nothing.
@@ -627,7 +627,7 @@ fn a_drill_names_a_backup_schedule_and_a_host_that_exist() {
     check(
         &[("s.yaml", SCHEDULE), ("d.yaml", &d)],
         &[
-            "d.yaml:9:3: warning: Schedule/weekly: spec.drill.backupSchedule: schedule `nightly` does not run on host `db-1`, so a drill finds no snapshot of it there",
+            "d.yaml:9:11: warning: Schedule/weekly: spec.drill.backupSchedule: schedule `nightly` does not run on host `db-1`, so a drill finds no snapshot of it there",
         ],
     );
 }
