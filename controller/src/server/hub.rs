@@ -1556,6 +1556,46 @@ mod tests {
     }
 
     #[test]
+    fn a_drill_result_is_bounded_like_every_report_field() {
+        let difference = |path: String| protocol::DrillDifference {
+            path,
+            reason: "not restored".into(),
+        };
+        let finished = |differences: Vec<protocol::DrillDifference>| {
+            ReportBody::JobFinished(protocol::JobFinished {
+                job: "weekly-drill-1".into(),
+                schedule: Some("weekly-drill".into()),
+                operation: protocol::JobOperation::Drill,
+                repo: "nas".into(),
+                trigger: protocol::Trigger::Schedule,
+                phase: protocol::JobPhase::Failed,
+                reason: Some("VerificationFailed".into()),
+                message: None,
+                scheduled_at: None,
+                started_at: None,
+                finished_at: "2026-01-01T00:00:00Z".into(),
+                exit_code: None,
+                snapshot_id: None,
+                summary: None,
+                drill: Some(protocol::DrillResult {
+                    differences,
+                    ..protocol::DrillResult::default()
+                }),
+            })
+        };
+        let most = protocol::MAX_DRILL_DIFFERENCES;
+        assert!(check_report(&finished(vec![difference("/a".into()); most])).is_ok());
+        assert!(matches!(
+            check_report(&finished(vec![difference("/a".into()); most + 1])),
+            Err(Refusal::TooMany { .. })
+        ));
+        assert!(matches!(
+            check_report(&finished(vec![difference("/".repeat(MAX_PATH_BYTES + 1))])),
+            Err(Refusal::TooLong { .. })
+        ));
+    }
+
+    #[test]
     fn every_refusal_reason_is_listed_for_metrics() {
         let host = HostKey::new("default", "web-1");
         let reasons: Vec<&str> = [
