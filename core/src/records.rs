@@ -295,6 +295,32 @@ mod tests {
     }
 
     #[test]
+    fn a_drill_record_shows_what_it_verified_and_its_rate() {
+        let mut drill = run("weekly-drill-web-1-1", Phase::Failed, 0);
+        drill.operation = protocol::JobOperation::Drill;
+        drill.summary = None;
+        drill.drill = Some(protocol::DrillResult {
+            files_verified: 19,
+            bytes_verified: 19_000,
+            files_expected: 20,
+            seconds: 2.0,
+            bytes_per_second: 3 << 20,
+            differences: vec![protocol::DrillDifference {
+                path: "/srv/a".into(),
+                reason: "not restored".into(),
+            }],
+            differences_total: 1,
+        });
+        let backup = backup_object(&drill, None, Utc::now());
+        assert_eq!(backup.spec.operation, Some(protocol::Operation::Drill));
+        let status = backup.status.unwrap().drill.unwrap();
+        assert_eq!((status.files_verified, status.files_expected), (19, 20));
+        assert_eq!(status.rate, "3.0 MiB/s");
+        assert_eq!(status.differences[0].path, "/srv/a");
+        assert_eq!(status.differences_total, Some(1));
+    }
+
+    #[test]
     fn history_limits_keep_the_newest_runs_of_each_outcome() {
         let mut runs: Vec<RunRecord> = (0..12)
             .map(|i| run(&format!("ok-{i}"), Phase::Succeeded, i))

@@ -247,6 +247,39 @@ mod tests {
     }
 
     #[test]
+    fn the_last_drill_keeps_its_result_and_when_one_last_succeeded() {
+        let drill = |name: &str, phase: Phase, minute: i64, rate: u64| {
+            let mut r = run(name, JobOperation::Drill, phase, Some(minute));
+            r.drill = Some(protocol::DrillResult {
+                files_verified: 20,
+                bytes_verified: 1000,
+                files_expected: 20,
+                seconds: 1.0,
+                bytes_per_second: rate,
+                differences: vec![],
+                differences_total: u64::from(phase != Phase::Succeeded),
+            });
+            r
+        };
+        let host = HostKey::new("default", "web-1");
+        assert_eq!(RunSummaries::default().last_drill(&host), None);
+        let runs = [
+            drill("d-1", Phase::Succeeded, 10, 500),
+            drill("d-2", Phase::Failed, 30, 400),
+            run("backup", JobOperation::Backup, Phase::Succeeded, Some(40)),
+            drill("d-3", Phase::Cancelled, 50, 0),
+        ];
+        let last = RunSummaries::of(&runs).last_drill(&host).unwrap();
+        assert_eq!(
+            (last.backup.as_str(), last.phase, last.bytes_per_second),
+            ("d-2", Phase::Failed, 400),
+            "a cancelled drill did not run to an end"
+        );
+        assert_eq!(last.differences, Some(1));
+        assert_eq!(last.last_success_time, Some(crate::time::k8s(at(10))));
+    }
+
+    #[test]
     fn a_summary_holds_the_newest_run_of_each_outcome() {
         let runs = [
             run("ok-1", JobOperation::Backup, Phase::Succeeded, Some(10)),
