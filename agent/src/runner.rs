@@ -729,9 +729,15 @@ impl<'a> Run<'a> {
             }
         }
         drop(scratch);
+        if *self.cancel.borrow() {
+            return end(cancelled());
+        }
 
+        // restic failing as a whole (a lock, a password) says more than every file missing; when
+        // it named the files it could not restore, the files say what failed.
+        let restic_failed = restored.phase != JobPhase::Succeeded && restore.item_errors.is_empty();
         let outcome = match tally.differences().first() {
-            Some(first) => failed(
+            Some(first) if !restic_failed => failed(
                 "VerificationFailed",
                 format!(
                     "{} of {} files did not verify against snapshot {}; first {}: {}",
@@ -742,7 +748,7 @@ impl<'a> Run<'a> {
                     first.reason
                 ),
             ),
-            None => restored,
+            _ => restored,
         };
         let result = tally.result(seconds, restored_bytes);
         self.reporter.line(
@@ -797,7 +803,26 @@ impl<'a> Run<'a> {
             let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
             text
         };
-        let (compared, errors) = tokio::join!(drill::compare(stdout, file), errors);
+        let mut cancel = self.cancel.clone();
+        let cancelled = async {
+            while !*cancel.borrow() {
+                if cancel.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let (compared, errors) = tokio::select! {
+            done = async { tokio::join!(drill::compare(stdout, file), errors) } => done,
+            () = cancelled => {
+                // As for every restic run: an interrupt so that it removes its lock.
+                crate::platform::interrupt(&child);
+                let grace = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait());
+                if grace.await.is_err() {
+                    let _ = crate::platform::kill(&mut child);
+                }
+                return Err("the run was cancelled".into());
+            }
+        };
         let status = child.wait().await;
         let code = status.as_ref().ok().and_then(|s| s.code());
         if code != Some(0) {
