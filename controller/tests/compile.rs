@@ -394,6 +394,23 @@ fn a_drill_takes_its_backup_schedules_tags_and_paths_and_defaults_its_sample() {
         !json.contains("sampleFiles") && !json.contains("maxBytes"),
         "{json}"
     );
+
+    // A drill reads the repo its backup schedule writes.
+    let files = edit(
+        &example_files(),
+        "schedules/weekly-drill.yaml",
+        "backupSchedule: nightly",
+        "backupSchedule: db-offsite",
+    );
+    let fleet = fleet_of(&files);
+    let db = &fleet.hosts[&HostKey::new("default", "db-1")].plan;
+    let drill = db
+        .schedules
+        .iter()
+        .find(|s| s.name == "weekly-drill")
+        .unwrap();
+    assert_eq!(drill.repo.name, "offsite");
+    assert_eq!(drill.drill.as_ref().unwrap().tags, ["postgresql"]);
 }
 
 #[test]

@@ -282,6 +282,8 @@ struct Template {
     check: Option<CheckParams>,
     /// Without its source host, which defaults to each host itself.
     drill: Option<DrillParams>,
+    /// A drill reads the repo its backup schedule writes, unless it names one.
+    backup_repo: Option<String>,
 }
 
 impl Template {
@@ -325,6 +327,13 @@ impl Template {
             ),
             _ => None,
         };
+        let backup_repo = spec
+            .drill
+            .as_ref()
+            .filter(|_| spec.operation == Operation::Drill)
+            .and_then(|d| d.backup_schedule.as_deref())
+            .and_then(|b| schedules.get(&(namespace_of(schedule), b)))
+            .and_then(|b| b.spec.repo.clone());
         Ok(Template {
             cron,
             time_zone,
@@ -332,6 +341,7 @@ impl Template {
             forget,
             check,
             drill,
+            backup_repo,
         })
     }
 
@@ -352,6 +362,7 @@ impl Template {
         let repo_name = spec
             .repo
             .as_deref()
+            .or(self.backup_repo.as_deref())
             .or(host.spec.default_repo.as_deref())
             .ok_or_else(|| fail(ResolveError::ScheduleWithoutRepo))?;
         let repo = repos

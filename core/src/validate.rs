@@ -296,7 +296,14 @@ impl<'a> Validator<'a> {
             }
         }
 
-        // The repo: the schedule's own, or each host's default.
+        // The repo: the schedule's own, a drill's backup schedule's (judged there), or each
+        // host's default.
+        let backup_repo = spec
+            .drill
+            .as_ref()
+            .and_then(|d| d.backup_schedule.as_deref())
+            .and_then(|b| index.schedules.get(&(s.namespace(), b)))
+            .and_then(|b| b.spec.repo.as_ref());
         match &spec.repo {
             Some(repo) => {
                 check_ref(&mut s, "spec.repo", Kind::Repo, repo, |ns, n| {
@@ -304,6 +311,7 @@ impl<'a> Validator<'a> {
                 });
                 check_can_delete(&mut s, index, op, repo, None);
             }
+            None if op == Operation::Drill && backup_repo.is_some() => {}
             None => {
                 let mut defaults = BTreeSet::new();
                 for host in hosts.select(schedule) {
