@@ -391,6 +391,7 @@ fn command_run(shared: &Shared, command: CommandRun) {
                         snapshot_id: None,
                         summary: None,
                         scrub_part: None,
+                        drill: None,
                     };
                     shared.jobs.report_finished(finished);
                     return;

@@ -112,6 +112,7 @@ impl Jobs {
                 snapshot_id: None,
                 summary: None,
                 scrub_part: None,
+                drill: None,
             };
             ctx.outbox.push(ReportBody::JobFinished(finished.clone()))?;
             self.remember(finished);
@@ -490,6 +491,7 @@ mod tests {
             snapshot_id: None,
             summary: None,
             scrub_part: None,
+            drill: None,
         };
         // Stored and remembered; killed before the marker went.
         first.report_finished(result.clone());

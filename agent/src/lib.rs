@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod config;
 pub mod connection;
+pub mod drill;
 pub mod enroll;
 pub mod hooks;
 pub mod jobs;

@@ -6,12 +6,14 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use protocol::{
-    BackupParams, ForgetParams, JobFinished, JobId, JobOperation, JobPhase, JobProgress, RepoStats,
-    ReportBody, ResolvedRepo, ResolvedSchedule, RestoreRequest, ScrubPart, SecretValue,
-    SnapshotsReport, Trigger,
+    BackupParams, DrillParams, ForgetParams, JobFinished, JobId, JobOperation, JobPhase,
+    JobProgress, RepoStats, ReportBody, ResolvedRepo, ResolvedSchedule, RestoreRequest, ScrubPart,
+    SecretValue, SnapshotsReport, Trigger,
 };
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
+use crate::drill;
 use crate::hooks;
 use crate::outbox::Outbox;
 use crate::reporter::Reporter;
@@ -95,6 +97,7 @@ impl JobSpec {
             snapshot_id: None,
             summary: None,
             scrub_part: None,
+            drill: None,
         }
     }
 }
@@ -144,7 +147,13 @@ struct ResticRun {
     tail: VecDeque<String>,
     /// The line that showed the repository refusing a delete, at which restic was stopped.
     refusal: Option<String>,
+    /// Files restic reported it could not handle, with its message (the first
+    /// [`MAX_ITEM_ERRORS`]).
+    item_errors: Vec<(String, String)>,
 }
+
+/// Files with errors kept from one restic run.
+const MAX_ITEM_ERRORS: usize = 1000;
 
 impl ResticRun {
     fn outcome(&self, op: JobOperation) -> Outcome {
@@ -153,11 +162,7 @@ impl ResticRun {
             return parse::outcome(op, self.exit.code, None, std::slice::from_ref(line));
         }
         if self.exit.cancelled {
-            return Outcome {
-                phase: JobPhase::Cancelled,
-                reason: Some("Cancelled".into()),
-                message: Some("the run was cancelled".into()),
-            };
+            return cancelled();
         }
         let tail: Vec<String> = self.tail.iter().cloned().collect();
         parse::outcome(op, self.exit.code, self.exit_error.as_deref(), &tail)
@@ -201,20 +206,23 @@ impl<'a> Run<'a> {
             Ok(()) => {
                 let spec = self.spec;
                 match &spec.work {
-                    Work::Schedule(s) => match (s.operation, &s.backup, &s.forget) {
-                        (protocol::Operation::Backup, Some(b), _) => {
+                    Work::Schedule(s) => match (s.operation, &s.backup, &s.forget, &s.drill) {
+                        (protocol::Operation::Backup, Some(b), _, _) => {
                             self.backup(s, b, &access, started_at).await
                         }
-                        (protocol::Operation::Forget, _, Some(f)) => {
+                        (protocol::Operation::Drill, _, _, Some(d)) => {
+                            self.drill(d, &access, started_at).await
+                        }
+                        (protocol::Operation::Forget, _, Some(f), _) => {
                             let args = forget_args(&self.ctx.host, f);
                             let outcome = self.forget(&access, args).await;
                             spec.finished(outcome, Some(started_at))
                         }
-                        (protocol::Operation::Prune, _, _) => {
+                        (protocol::Operation::Prune, _, _, _) => {
                             let outcome = self.plain(&access, vec!["prune".into()]).await;
                             spec.finished(outcome, Some(started_at))
                         }
-                        (protocol::Operation::Check, _, _) => {
+                        (protocol::Operation::Check, _, _, _) => {
                             let part = s
                                 .check
                                 .as_ref()
@@ -235,7 +243,7 @@ impl<'a> Run<'a> {
                             finished.scrub_part = part;
                             finished
                         }
-                        (op, _, _) => spec.finished(
+                        (op, _, _, _) => spec.finished(
                             failed(
                                 "InvalidPlan",
                                 format!("schedule {} is a {op} without its parameters", s.name),
@@ -306,6 +314,7 @@ impl<'a> Run<'a> {
         let mut tail = VecDeque::new();
         let mut exit_error = None;
         let mut refusal = None;
+        let mut item_errors = Vec::new();
         // A forget or prune through append-only access cannot delete, and restic would retry
         // each refused delete for about 45 s while holding its exclusive lock, keeping every
         // other host's backup out. The first refusal decides the run.
@@ -325,6 +334,11 @@ impl<'a> Run<'a> {
             Stream::Stderr => {
                 // What is kept or reported of a line is cut like a log line.
                 let line = crate::restic::bound(line);
+                if item_errors.len() < MAX_ITEM_ERRORS
+                    && let Some(error) = parse::item_error(&line)
+                {
+                    item_errors.push(error);
+                }
                 let line = match parse::backup_line(&line) {
                     BackupLine::Error { message, .. } => message,
                     BackupLine::ExitError { message, .. } => {
@@ -363,6 +377,7 @@ impl<'a> Run<'a> {
                 exit_error,
                 tail,
                 refusal,
+                item_errors,
             },
             Err(e) => ResticRun {
                 exit: crate::restic::Exit {
@@ -375,6 +390,7 @@ impl<'a> Run<'a> {
                 )),
                 tail,
                 refusal,
+                item_errors,
             },
         }
     }
@@ -568,30 +584,275 @@ impl<'a> Run<'a> {
         let job_id = self.spec.id.clone();
         let run = self
             .restic(access, &args, &mut |reporter, line| {
-                if !json {
-                    reporter.line("restic", line);
-                    return None;
-                }
-                match parse::restore_line(&line) {
-                    RestoreLine::Status(p) => reporter.progress(progress(&job_id, p)),
-                    RestoreLine::Summary {
-                        files_restored,
-                        bytes_restored,
-                    } => reporter.line(
-                        "restic",
-                        format!("restored {files_restored} files, {bytes_restored} bytes"),
-                    ),
-                    RestoreLine::Error { message, .. } => reporter.line("restic", message),
-                    RestoreLine::ExitError { message, .. } => {
-                        reporter.line("restic", message.clone());
-                        return Some(message);
-                    }
-                    RestoreLine::Other(text) => reporter.line("restic", text),
+                restore_output(json, &job_id, reporter, line)
+            })
+            .await;
+        run.outcome(JobOperation::Restore)
+    }
+
+    /// A restore drill: find the snapshot, choose its files, restore them into a private
+    /// directory, compare each with the snapshot's content, and remove the directory.
+    async fn drill(
+        &mut self,
+        params: &DrillParams,
+        access: &RepoAccess,
+        started_at: String,
+    ) -> JobFinished {
+        let spec = self.spec;
+        let end = |outcome: Outcome| spec.finished(outcome, Some(started_at.clone()));
+
+        // The snapshot.
+        let mut out = String::new();
+        let run = self
+            .restic(access, &drill::snapshots_args(params), &mut |_, line| {
+                out.push_str(&line);
+                None
+            })
+            .await;
+        let outcome = run.outcome(JobOperation::Drill);
+        if outcome.phase != JobPhase::Succeeded {
+            return end(outcome);
+        }
+        let snapshots = match parse::snapshots(&out) {
+            Ok(s) => s,
+            Err(e) => return end(failed("ResticFailed", e.to_string())),
+        };
+        let Some(snapshot) = drill::latest(&snapshots, &params.paths) else {
+            return end(failed("NoSnapshot", no_snapshot(params, &spec.repo().name)));
+        };
+        let id = snapshot.id.clone();
+        self.reporter.line(
+            "agent",
+            format!(
+                "drilling snapshot {} of host {} from {}",
+                short(&id),
+                params.source_host,
+                snapshot.time
+            ),
+        );
+
+        // Its files: the whole paths, or a sample.
+        let include = !params.include.is_empty();
+        let mut sampler =
+            drill::Sampler::new(params.sample_files, params.max_bytes, drill::seed(&spec.id));
+        let mut files = Vec::new();
+        let args: Vec<String> = vec!["ls".into(), "--json".into(), id.clone()];
+        let run = self
+            .restic(access, &args, &mut |_, line| {
+                match parse::ls_file(&line) {
+                    Some(f) if include && drill::under(&f.path, &params.include) => files.push(f),
+                    Some(f) if !include => sampler.offer(f),
+                    _ => {}
                 }
                 None
             })
             .await;
-        run.outcome(JobOperation::Restore)
+        let outcome = run.outcome(JobOperation::Drill);
+        if outcome.phase != JobPhase::Succeeded {
+            return end(outcome);
+        }
+        if !include {
+            files = sampler.finish();
+        }
+        if files.is_empty() {
+            return end(failed(
+                "NothingToVerify",
+                match include {
+                    true => format!(
+                        "snapshot {} has no files under {}",
+                        short(&id),
+                        params.include.join(", ")
+                    ),
+                    false => format!(
+                        "snapshot {} has no file of at most {} bytes to sample",
+                        short(&id),
+                        params.max_bytes
+                    ),
+                },
+            ));
+        }
+        self.reporter.line(
+            "agent",
+            format!("restoring and verifying {} files", files.len()),
+        );
+
+        // The restore, timed.
+        let scratch = match drill::Scratch::new(&self.ctx.state.tmp_dir()) {
+            Ok(s) => s,
+            Err(e) => {
+                return end(failed(
+                    "DrillDirectoryUnavailable",
+                    format!("cannot create a private directory for the drill: {e}"),
+                ));
+            }
+        };
+        let patterns: Vec<String> = match include {
+            true => params
+                .include
+                .iter()
+                .map(|p| drill::exact_pattern(p))
+                .collect(),
+            false => files
+                .iter()
+                .map(|f| drill::exact_pattern(&f.path))
+                .collect(),
+        };
+        let json = self.ctx.restic.capabilities.restore_json;
+        let args = drill::restore_args(&id, scratch.path(), &patterns, json);
+        let job_id = spec.id.clone();
+        let clock = std::time::Instant::now();
+        let restore = self
+            .restic(access, &args, &mut |reporter, line| {
+                restore_output(json, &job_id, reporter, line)
+            })
+            .await;
+        let seconds = clock.elapsed().as_secs_f64();
+        let restored = restore.outcome(JobOperation::Drill);
+        if restored.phase == JobPhase::Cancelled {
+            return end(restored);
+        }
+
+        // Every file against the snapshot.
+        let mut tally = drill::Tally::new(files.len());
+        let mut restored_bytes = 0u64;
+        for file in &files {
+            if *self.cancel.borrow() {
+                return end(cancelled());
+            }
+            let local = drill::restored_path(scratch.path(), &file.path);
+            let meta = std::fs::symlink_metadata(&local);
+            if let Ok(m) = &meta
+                && m.is_file()
+            {
+                restored_bytes += m.len();
+            }
+            let error = restore.item_errors.iter().find(|(p, _)| *p == file.path);
+            let problem = match (error, meta) {
+                (Some((_, message)), _) => Some(format!("restic could not restore it: {message}")),
+                (None, Err(_)) => Some("not restored".to_string()),
+                (None, Ok(m)) if !m.is_file() => {
+                    Some("restored as something other than a regular file".to_string())
+                }
+                (None, Ok(m)) if m.len() != file.size => Some(format!(
+                    "restored {} bytes; the snapshot has {}",
+                    m.len(),
+                    file.size
+                )),
+                (None, Ok(_)) => self.verify(access, &id, &file.path, &local).await.err(),
+            };
+            match problem {
+                None => tally.verified(file.size),
+                Some(reason) => tally.differs(&file.path, reason),
+            }
+        }
+        drop(scratch);
+        if *self.cancel.borrow() {
+            return end(cancelled());
+        }
+
+        // restic failing as a whole (a lock, a password) says more than every file missing; when
+        // it named the files it could not restore, the files say what failed.
+        let restic_failed = restored.phase != JobPhase::Succeeded && restore.item_errors.is_empty();
+        let outcome = match tally.differences().first() {
+            Some(first) if !restic_failed => failed(
+                "VerificationFailed",
+                format!(
+                    "{} of {} files did not verify against snapshot {}; first {}: {}",
+                    tally.differences_total(),
+                    files.len(),
+                    short(&id),
+                    first.path,
+                    first.reason
+                ),
+            ),
+            _ => restored,
+        };
+        let result = tally.result(seconds, restored_bytes);
+        self.reporter.line(
+            "agent",
+            format!(
+                "verified {} of {} files ({} bytes); restore took {:.1} s at {} bytes/s",
+                result.files_verified,
+                result.files_expected,
+                result.bytes_verified,
+                result.seconds,
+                result.bytes_per_second
+            ),
+        );
+        for d in &result.differences {
+            self.reporter
+                .line("agent", format!("differs: {}: {}", d.path, d.reason));
+        }
+        let mut finished = end(outcome);
+        finished.snapshot_id = Some(id);
+        finished.drill = Some(result);
+        finished
+    }
+
+    /// Compares a restored file with `restic dump` of its path, both streamed. The error is
+    /// why they differ, naming restic's own error when it could not read the snapshot.
+    async fn verify(
+        &self,
+        access: &RepoAccess,
+        snapshot: &str,
+        path: &str,
+        local: &std::path::Path,
+    ) -> Result<(), String> {
+        let args: Vec<String> = vec!["dump".into(), snapshot.into(), path.into()];
+        let mut cmd = self.ctx.restic.command(access, &args);
+        crate::platform::isolate(&mut cmd);
+        let mut child = cmd.spawn().map_err(|e| {
+            format!(
+                "cannot run restic at {}: {e}",
+                self.ctx.restic.binary.display()
+            )
+        })?;
+        let file = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| format!("cannot read the restored file: {e}"))?;
+        let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err("restic dump has no output to read".into());
+        };
+        let errors = async {
+            let mut text = String::new();
+            // Bounded: restic's message is one line; the rest is read and dropped.
+            let _ = (&mut stderr).take(8192).read_to_string(&mut text).await;
+            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+            text
+        };
+        let mut cancel = self.cancel.clone();
+        let cancelled = async {
+            while !*cancel.borrow() {
+                if cancel.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let (compared, errors) = tokio::select! {
+            done = async { tokio::join!(drill::compare(stdout, file), errors) } => done,
+            () = cancelled => {
+                // As for every restic run: an interrupt so that it removes its lock.
+                crate::platform::interrupt(&child);
+                let grace = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait());
+                if grace.await.is_err() {
+                    let _ = crate::platform::kill(&mut child);
+                }
+                return Err("the run was cancelled".into());
+            }
+        };
+        let status = child.wait().await;
+        let code = status.as_ref().ok().and_then(|s| s.code());
+        if code != Some(0) {
+            let line = errors
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message")
+                .trim()
+                .to_string();
+            return Err(format!("restic dump failed: {line}"));
+        }
+        compared.map(|_| ()).map_err(|m| m.to_string())
     }
 
     /// Sends `snapshots.report` for this host and returns the snapshots.
@@ -627,6 +888,60 @@ impl<'a> Run<'a> {
             }
         }
     }
+}
+
+/// A line of `restic restore`: progress and summary when restic writes JSON, else the text.
+fn restore_output(
+    json: bool,
+    job_id: &str,
+    reporter: &mut Reporter,
+    line: String,
+) -> Option<String> {
+    if !json {
+        reporter.line("restic", line);
+        return None;
+    }
+    match parse::restore_line(&line) {
+        RestoreLine::Status(p) => reporter.progress(progress(job_id, p)),
+        RestoreLine::Summary {
+            files_restored,
+            bytes_restored,
+        } => reporter.line(
+            "restic",
+            format!("restored {files_restored} files, {bytes_restored} bytes"),
+        ),
+        RestoreLine::Error { message, .. } => reporter.line("restic", message),
+        RestoreLine::ExitError { message, .. } => {
+            reporter.line("restic", message.clone());
+            return Some(message);
+        }
+        RestoreLine::Other(text) => reporter.line("restic", text),
+    }
+    None
+}
+
+fn cancelled() -> Outcome {
+    Outcome {
+        phase: JobPhase::Cancelled,
+        reason: Some("Cancelled".into()),
+        message: Some("the run was cancelled".into()),
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// Why no snapshot was found, naming what a snapshot had to match.
+fn no_snapshot(params: &DrillParams, repo: &str) -> String {
+    let mut scope = format!("host {}", params.source_host);
+    if !params.tags.is_empty() {
+        scope.push_str(&format!(", tags {}", params.tags.join(",")));
+    }
+    if !params.paths.is_empty() {
+        scope.push_str(&format!(", paths {}", params.paths.join(" ")));
+    }
+    format!("repo {repo} has no snapshot to drill ({scope})")
 }
 
 /// After a backup: `repo.stats` from `restic stats --mode raw-data`. Runs after `job.finished`

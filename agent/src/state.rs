@@ -82,12 +82,17 @@ impl StateDir {
         self.root.join("tmp")
     }
 
-    /// Removes password files left behind by a killed agent.
+    /// Removes password files and drill directories left behind by a killed agent.
     pub fn clear_tmp(&self) -> Result<(), StateError> {
         let dir = self.tmp_dir();
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let path = entry.map_err(io_err(&dir))?.path();
-            fs::remove_file(&path).map_err(io_err(&path))?;
+            // A drill's restored files are a directory.
+            let removed = match path.is_dir() {
+                true => crate::drill::remove_tree(&path),
+                false => fs::remove_file(&path),
+            };
+            removed.map_err(io_err(&path))?;
         }
         Ok(())
     }
@@ -417,6 +422,7 @@ mod tests {
             snapshot_id: None,
             summary: None,
             scrub_part: None,
+            drill: None,
         }
     }
 

@@ -802,3 +802,274 @@ async fn forget_and_prune_through_append_only_access_stop_at_the_refusal_and_lea
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+fn drill(name: &str, repo: ResolvedRepo, params: DrillParams) -> Work {
+    Work::Schedule(ResolvedSchedule {
+        drill: Some(params),
+        ..schedule(name, Operation::Drill, repo)
+    })
+}
+
+fn drill_params(source_host: &str) -> DrillParams {
+    DrillParams {
+        source_host: source_host.into(),
+        tags: vec![],
+        paths: vec![],
+        include: vec![],
+        sample_files: 0,
+        max_bytes: 0,
+    }
+}
+
+/// The drill directories left in the agent's temp directory: none once a drill has ended.
+fn drill_dirs(dir: &Path, host: &str) -> usize {
+    std::fs::read_dir(dir.join(format!("state-{host}")).join("tmp"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("drill-")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_restores_a_sample_or_whole_paths_verifies_every_file_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::init(dir.path());
+    let data = dir.path().join("data");
+    tree(&data, 40, 10_000, 5);
+    let h = Harness::new(dir.path(), "web-1").await;
+    let mut nightly = backup(
+        "nightly",
+        repo.resolved("nas"),
+        vec![data.display().to_string()],
+    );
+    if let Some(b) = nightly.backup.as_mut() {
+        b.tags = vec!["nightly".into()];
+    }
+    let b = h.run("nightly-1", run_schedule(nightly)).await;
+    let id = finished(&b).snapshot_id.clone().unwrap();
+    // A newer snapshot of another path and tag: the drill of the schedule's snapshots skips it.
+    let other = dir.path().join("other");
+    tree(&other, 3, 100, 6);
+    h.run(
+        "other-1",
+        run_schedule(backup(
+            "other",
+            repo.resolved("nas"),
+            vec![other.display().to_string()],
+        )),
+    )
+    .await;
+
+    let sample = DrillParams {
+        tags: vec!["nightly".into()],
+        paths: vec![data.display().to_string()],
+        sample_files: 5,
+        max_bytes: 1 << 20,
+        ..drill_params("web-1")
+    };
+    let reports = h
+        .run("drill-1", drill("weekly", repo.resolved("nas"), sample))
+        .await;
+    let f = finished(&reports);
+    assert_eq!(
+        (f.phase, f.operation),
+        (JobPhase::Succeeded, JobOperation::Drill),
+        "{f:?} {:?}",
+        log_lines(&reports)
+    );
+    assert_eq!(f.snapshot_id.as_deref(), Some(id.as_str()));
+    let result = f.drill.as_ref().unwrap();
+    assert_eq!(
+        (
+            result.files_expected,
+            result.files_verified,
+            result.bytes_verified
+        ),
+        (5, 5, 50_000)
+    );
+    assert!(result.differences.is_empty(), "{result:?}");
+    assert!(
+        result.bytes_per_second > 0 && result.seconds > 0.0,
+        "{result:?}"
+    );
+    assert_eq!(drill_dirs(dir.path(), "web-1"), 0);
+
+    // Whole paths: every file of one directory (files 1, 8, …, 36 are in d1).
+    let whole = DrillParams {
+        paths: vec![data.display().to_string()],
+        include: vec![data.join("d1").display().to_string()],
+        ..drill_params("web-1")
+    };
+    let reports = h
+        .run("drill-2", drill("weekly", repo.resolved("nas"), whole))
+        .await;
+    let f = finished(&reports);
+    assert_eq!(
+        f.phase,
+        JobPhase::Succeeded,
+        "{f:?} {:?}",
+        log_lines(&reports)
+    );
+    let result = f.drill.as_ref().unwrap();
+    assert_eq!((result.files_verified, result.bytes_verified), (6, 60_000));
+
+    // The host's latest snapshot, whatever made it, is the other path's: nothing under d1.
+    let unscoped = DrillParams {
+        include: vec![data.join("d1").display().to_string()],
+        ..drill_params("web-1")
+    };
+    let reports = h
+        .run("drill-3", drill("weekly", repo.resolved("nas"), unscoped))
+        .await;
+    let f = finished(&reports);
+    assert_eq!(
+        (f.phase, f.reason.as_deref()),
+        (JobPhase::Failed, Some("NothingToVerify")),
+        "{f:?}"
+    );
+    assert_eq!(drill_dirs(dir.path(), "web-1"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_pack_fails_the_drill_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::init(dir.path());
+    let data = dir.path().join("data");
+    tree(&data, 20, 50_000, 9);
+    let h = Harness::new(dir.path(), "web-1").await;
+    let b = h
+        .run(
+            "nightly-1",
+            run_schedule(backup(
+                "nightly",
+                repo.resolved("nas"),
+                vec![data.display().to_string()],
+            )),
+        )
+        .await;
+    assert_eq!(finished(&b).phase, JobPhase::Succeeded);
+
+    // Overwrite bytes in the middle of the data pack (the file contents; trees are in a small
+    // pack of their own), as a failing disk or a tampering hand would.
+    let mut packs: Vec<(u64, std::path::PathBuf)> = walk(&Path::new(&repo.url).join("data"))
+        .into_iter()
+        .map(|p| (std::fs::metadata(&p).unwrap().len(), p))
+        .collect();
+    packs.sort();
+    let (size, pack) = packs.pop().unwrap();
+    assert!(size > 500_000, "{packs:?}");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 64] {
+        *b ^= 0xff;
+    }
+    let mut perms = std::fs::metadata(&pack).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&pack, perms).unwrap();
+    std::fs::write(&pack, bytes).unwrap();
+
+    let whole = DrillParams {
+        include: vec![data.display().to_string()],
+        ..drill_params("web-1")
+    };
+    let reports = h
+        .run("drill-1", drill("weekly", repo.resolved("nas"), whole))
+        .await;
+    let f = finished(&reports);
+    let log = log_lines(&reports).join("\n");
+    assert_eq!(f.phase, JobPhase::Failed, "{log}");
+    assert_eq!(f.reason.as_deref(), Some("VerificationFailed"), "{log}");
+    let result = f.drill.as_ref().unwrap();
+    assert_eq!(result.files_expected, 20);
+    assert!(
+        (1..20).contains(&result.differences_total),
+        "one damaged blob spoils one file or two: {result:?}"
+    );
+    assert_eq!(
+        result.files_verified + result.differences_total,
+        20,
+        "{result:?}"
+    );
+    let first = &result.differences[0];
+    assert!(
+        first.path.starts_with(&data.display().to_string()) && first.path.ends_with(".bin"),
+        "{first:?}"
+    );
+    assert!(
+        first.reason.contains("ciphertext verification failed"),
+        "restic's error says what is wrong: {first:?}"
+    );
+    let message = f.message.as_deref().unwrap();
+    assert!(message.contains(&first.path), "{message}");
+    assert_eq!(drill_dirs(dir.path(), "web-1"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_host_drill_restores_another_hosts_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::init(dir.path());
+    let data = dir.path().join("data");
+    tree(&data, 10, 2_000, 3);
+    let source = Harness::new(dir.path(), "db-1").await;
+    let b = source
+        .run(
+            "nightly-1",
+            run_schedule(backup(
+                "nightly",
+                repo.resolved("nas"),
+                vec![data.display().to_string()],
+            )),
+        )
+        .await;
+    let id = finished(&b).snapshot_id.clone().unwrap();
+
+    let h = Harness::new(dir.path(), "standby-1").await;
+    let reports = h
+        .run(
+            "drill-1",
+            drill(
+                "weekly",
+                repo.resolved("nas"),
+                DrillParams {
+                    sample_files: 3,
+                    max_bytes: 1 << 20,
+                    ..drill_params("db-1")
+                },
+            ),
+        )
+        .await;
+    let f = finished(&reports);
+    assert_eq!(f.phase, JobPhase::Succeeded, "{:?}", log_lines(&reports));
+    assert_eq!(f.snapshot_id.as_deref(), Some(id.as_str()));
+    assert_eq!(f.drill.as_ref().map(|d| d.files_verified), Some(3));
+
+    // Its own snapshots: it has none.
+    let reports = h
+        .run(
+            "drill-2",
+            drill(
+                "weekly",
+                repo.resolved("nas"),
+                DrillParams {
+                    sample_files: 3,
+                    max_bytes: 1 << 20,
+                    ..drill_params("standby-1")
+                },
+            ),
+        )
+        .await;
+    let f = finished(&reports);
+    assert_eq!(
+        (f.phase, f.reason.as_deref()),
+        (JobPhase::Failed, Some("NoSnapshot"))
+    );
+    assert!(
+        f.message.as_deref().unwrap().contains("host standby-1"),
+        "{f:?}"
+    );
+}

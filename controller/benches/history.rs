@@ -820,6 +820,7 @@ impl History {
             snapshot_id: None,
             summary: None,
             scrub_part: None,
+            drill: None,
         };
         if failed {
             let error = format!(

@@ -63,7 +63,7 @@ fn validate_accepts_the_example_fleet_with_one_line() {
     assert!(out.status.success(), "{}", stdout(&out));
     assert_eq!(
         stdout(&out),
-        "examples/fleet: valid: 2 repos, 4 hosts, 5 schedules, 0 backups, 0 restores, 2 notifiers in 11 files\n"
+        "examples/fleet: valid: 2 repos, 4 hosts, 6 schedules, 0 backups, 0 restores, 2 notifiers in 12 files\n"
     );
 }
 
@@ -213,7 +213,7 @@ fn symlinked_directories_are_not_followed() {
     std::os::unix::fs::symlink("..", dir.path().join("up")).unwrap();
     let loaded = load_dir(dir.path()).unwrap();
     assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
-    assert_eq!(loaded.files, 11);
+    assert_eq!(loaded.files, 12);
 }
 
 #[test]
@@ -375,7 +375,7 @@ fn validate_kube_checks_the_kubernetes_manifests_and_leaves_other_kinds_out() {
     let out = holdfast(&["validate", "--kube", "examples/kubernetes"]);
     assert_eq!(
         stdout(&out),
-        "examples/kubernetes: valid: 2 repos, 4 hosts, 5 schedules, 0 backups, 0 restores, 1 notifier in 5 files\n"
+        "examples/kubernetes: valid: 2 repos, 4 hosts, 6 schedules, 0 backups, 0 restores, 1 notifier in 5 files\n"
     );
     assert!(out.status.success());
 

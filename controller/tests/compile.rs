@@ -90,7 +90,10 @@ fn the_example_fleet_compiles_for_every_host() {
     assert_eq!(names, ["build-1", "db-1", "web-1", "web-2"]);
     let db = &fleet.hosts[&HostKey::new("default", "db-1")].plan;
     let schedules: Vec<&str> = db.schedules.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(schedules, ["db-offsite", "nightly", "weekly-forget"]);
+    assert_eq!(
+        schedules,
+        ["db-offsite", "nightly", "weekly-drill", "weekly-forget"]
+    );
     // forget uses the repo's privileged access; backup the everyday one.
     let url = |name: &str| {
         db.schedules
@@ -341,4 +344,93 @@ fn a_run_request_agrees_with_the_schedules_on_who_initialises_and_a_restore_neve
         !restore.repo.initialize,
         "a restore never creates a repository"
     );
+}
+
+#[test]
+fn a_drill_takes_its_backup_schedules_tags_and_paths_and_defaults_its_sample() {
+    let fleet = fleet_of(&example_files());
+    let db = &fleet.hosts[&HostKey::new("default", "db-1")].plan;
+    let drill = db
+        .schedules
+        .iter()
+        .find(|s| s.name == "weekly-drill")
+        .unwrap();
+    assert_eq!(drill.operation, protocol::Operation::Drill);
+    assert_eq!(
+        drill.drill,
+        Some(protocol::DrillParams {
+            source_host: "db-1".into(),
+            tags: vec!["nightly".into()],
+            paths: ["/etc", "/home", "/srv", "/var/backups"]
+                .map(String::from)
+                .to_vec(),
+            include: vec![],
+            sample_files: 20,
+            max_bytes: 256 << 20,
+        })
+    );
+    assert_eq!((drill.backup.clone(), drill.forget.clone()), (None, None));
+
+    // Cross-host, whole paths: no sample fields in the plan.
+    let files = edit(
+        &example_files(),
+        "schedules/weekly-drill.yaml",
+        "    sampleFiles: 20\n",
+        "    sourceHost: db-1\n    include: [/srv]\n",
+    );
+    let fleet = fleet_of(&files);
+    let web = &fleet.hosts[&HostKey::new("default", "web-1")].plan;
+    let drill = web
+        .schedules
+        .iter()
+        .find(|s| s.name == "weekly-drill")
+        .unwrap();
+    let params = drill.drill.as_ref().unwrap();
+    assert_eq!(params.source_host, "db-1");
+    assert_eq!(params.include, ["/srv"]);
+    assert_eq!((params.sample_files, params.max_bytes), (0, 0));
+    let json = serde_json::to_string(params).unwrap();
+    assert!(
+        !json.contains("sampleFiles") && !json.contains("maxBytes"),
+        "{json}"
+    );
+
+    // A drill reads the repo its backup schedule writes.
+    let files = edit(
+        &example_files(),
+        "schedules/weekly-drill.yaml",
+        "backupSchedule: nightly",
+        "backupSchedule: db-offsite",
+    );
+    let fleet = fleet_of(&files);
+    let db = &fleet.hosts[&HostKey::new("default", "db-1")].plan;
+    let drill = db
+        .schedules
+        .iter()
+        .find(|s| s.name == "weekly-drill")
+        .unwrap();
+    assert_eq!(drill.repo.name, "offsite");
+    assert_eq!(drill.drill.as_ref().unwrap().tags, ["postgresql"]);
+}
+
+#[test]
+fn a_host_that_only_drills_never_initialises_a_shared_repo() {
+    let mut files = shared_repo_files("none");
+    files.push((
+        "hosts/0-standby.yaml".into(),
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: 0-standby\nspec:\n  defaultRepo: shared\n".into(),
+    ));
+    files.push((
+        "schedules/drill.yaml".into(),
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: drill\nspec:\n  operation: drill\n  cron: \"0 4 * * 0\"\n  hosts: [0-standby]\n  drill: {sourceHost: a}\n".into(),
+    ));
+    let fleet = fleet_of(&files);
+    let standby = &fleet.hosts[&HostKey::new("default", "0-standby")].plan;
+    let repo = &standby.schedules[0].repo;
+    assert_eq!(
+        (repo.initialize, repo.initialized_by.as_deref()),
+        (false, None)
+    );
+    let a = &fleet.hosts[&HostKey::new("default", "a")].plan;
+    assert!(a.schedules[0].repo.initialize, "a still initialises");
 }

@@ -355,6 +355,65 @@ fn a_run_now_backup_runs_exactly_once_even_across_a_controller_restart() {
 }
 
 #[test]
+fn a_drill_request_restores_verifies_and_shows_on_the_record_status_metrics_and_page() {
+    let fleet = Fleet::start();
+    fleet.write(
+        "requests/run-now-1.yaml",
+        &backup_request_yaml("run-now-1", "files"),
+    );
+    let backup = wait_succeeded(&fleet, "run-now-1", LONG);
+    // No schedule: the host's latest snapshot, 20 random files (all 3 here).
+    fleet.write(
+        "requests/drill-now.yaml",
+        &format!(
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Backup\nmetadata:\n  name: drill-now\nspec:\n  host: {HOST}\n  operation: drill\n"
+        ),
+    );
+    let drill = wait_succeeded(&fleet, "drill-now", LONG);
+    assert_eq!(drill.pointer("/spec/operation"), Some(&json!("drill")));
+    assert_eq!(
+        drill.pointer("/status/snapshotId"),
+        backup.pointer("/status/snapshotId"),
+        "the drill restored the latest snapshot: {drill:#}"
+    );
+    let result = &drill["status"]["drill"];
+    assert_eq!(result["filesVerified"], json!(DATA_FILES), "{drill:#}");
+    assert_eq!(result["filesExpected"], json!(DATA_FILES), "{drill:#}");
+    assert!(result["bytesPerSecond"].as_u64() > Some(0), "{drill:#}");
+    assert!(
+        result["rate"].as_str().is_some_and(|r| r.ends_with("/s")),
+        "{drill:#}"
+    );
+
+    let host = fleet.eventually(LONG, "the host's last drill", || {
+        let host = fleet.host(HOST)?;
+        match host.pointer("/status/lastDrill/backup") {
+            Some(name) if name == "drill-now" => Ok(host),
+            _ => Err(format!("status: {}", host["status"])),
+        }
+    });
+    let last = &host["status"]["lastDrill"];
+    assert_eq!(last["phase"], "Succeeded", "{host:#}");
+    assert_eq!(last["filesVerified"], json!(DATA_FILES), "{host:#}");
+    assert!(last["lastSuccessTime"].is_string(), "{host:#}");
+
+    let (_, metrics) = fleet.get("/metrics").unwrap();
+    let line = format!("holdfast_drill_last_succeeded{{namespace=\"default\",host=\"{HOST}\"}} 1");
+    assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    assert!(
+        metrics.contains("holdfast_drill_last_bytes_per_second{"),
+        "{metrics}"
+    );
+
+    let (_, page) = fleet.get(&format!("/hosts/default/{HOST}")).unwrap();
+    assert!(
+        page.contains("Restore drill") && page.contains("RTO estimate"),
+        "{page}"
+    );
+    assert!(page.contains("drill-now"), "{page}");
+}
+
+#[test]
 fn a_controller_killed_during_a_backup_ends_with_one_succeeded_record() {
     let mut fleet = Fleet::start();
     // 100 MB that does not compress or deduplicate, uploaded at 10 MiB/s: about ten seconds.

@@ -296,6 +296,7 @@ fn finished(job: &str, schedule: &str, started_at: &str, finished_at: &str) -> J
         snapshot_id: None,
         summary: None,
         scrub_part: None,
+        drill: None,
     }
 }
 

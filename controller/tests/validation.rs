@@ -589,3 +589,93 @@ fn notifier_urls_addresses_secrets_and_durations() {
         ],
     );
 }
+
+/// A drill schedule named `weekly` with the given `spec` body after its operation, cron and hosts.
+fn drill(rest: &str) -> String {
+    format!(
+        "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: weekly\nspec:\n  operation: drill\n  cron: '0 4 * * 0'\n  hosts: [web-1]\n{rest}"
+    )
+}
+
+#[test]
+fn a_drill_of_a_backup_schedule_with_a_sample_is_valid() {
+    let d = drill(
+        "  drill:\n    backupSchedule: nightly\n    sampleFiles: 10\n    maxBytes: 1000000\n",
+    );
+    check(&[("s.yaml", SCHEDULE), ("d.yaml", &d)], &[]);
+    // No drill section: the host's latest snapshot, the default sample.
+    check(&[("d.yaml", &drill(""))], &[]);
+    let cross = drill("  drill: {sourceHost: db-1, include: [/var/lib/postgresql]}\n");
+    check(&[("d.yaml", &cross)], &[]);
+}
+
+#[test]
+fn a_drill_chooses_its_files_one_way_within_limits() {
+    let d = drill("  drill:\n    include: [etc, /srv]\n    sampleFiles: 5\n    maxBytes: 10\n");
+    check(
+        &[("d.yaml", &d)],
+        &[
+            "d.yaml:9:3: Schedule/weekly: spec.drill: set `include` (whole paths) or `sampleFiles` (a random sample), not both",
+            "d.yaml:10:15: Schedule/weekly: spec.drill.include[0]: `etc` is not an absolute path in the snapshot, such as `/etc`",
+            "d.yaml:12:5: Schedule/weekly: spec.drill.maxBytes: caps a random sample; with `include` the whole paths are restored, so drop it",
+        ],
+    );
+    let d = drill("  drill: {sampleFiles: 0, maxBytes: 0}\n");
+    check(
+        &[("d.yaml", &d)],
+        &[
+            "d.yaml:9:11: Schedule/weekly: spec.drill.sampleFiles: must be at least 1",
+            "d.yaml:9:27: Schedule/weekly: spec.drill.maxBytes: must be at least 1 byte",
+        ],
+    );
+    let d = drill("  drill: {sampleFiles: 5000}\n");
+    check(
+        &[("d.yaml", &d)],
+        &[
+            "d.yaml:9:11: Schedule/weekly: spec.drill.sampleFiles: 5000 is more than 1000 files; each is read back from the repository on its own",
+        ],
+    );
+}
+
+#[test]
+fn a_drill_names_a_backup_schedule_and_a_host_that_exist() {
+    let d = drill("  drill: {backupSchedule: hourly, sourceHost: web-9}\n");
+    check(
+        &[("d.yaml", &d)],
+        &[
+            "d.yaml:9:11: Schedule/weekly: spec.drill.backupSchedule: no Schedule `hourly` in namespace `default`",
+            "d.yaml:9:35: Schedule/weekly: spec.drill.sourceHost: no Host `web-9` in namespace `default`",
+        ],
+    );
+    let prune = "apiVersion: holdfast.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: tidy\nspec:\n  operation: prune\n  cron: '0 5 * * *'\n  hosts: [web-1]\n";
+    let d = drill("  drill: {backupSchedule: tidy}\n");
+    check(
+        &[("p.yaml", prune), ("d.yaml", &d)],
+        &[
+            "d.yaml:9:11: Schedule/weekly: spec.drill.backupSchedule: schedule `tidy` runs prune; a drill restores what a backup schedule made",
+        ],
+    );
+    // db-1 does not run nightly, so its drill would find nothing.
+    let d = drill("  drill: {backupSchedule: nightly, sourceHost: db-1}\n");
+    check(
+        &[("s.yaml", SCHEDULE), ("d.yaml", &d)],
+        &[
+            "d.yaml:9:11: warning: Schedule/weekly: spec.drill.backupSchedule: schedule `nightly` does not run on host `db-1`, so a drill finds no snapshot of it there",
+        ],
+    );
+}
+
+#[test]
+fn only_a_drill_schedule_takes_drill_and_a_drill_request_needs_no_schedule() {
+    let s = schedule(
+        "  operation: backup\n  cron: '0 2 * * *'\n  hosts: [web-1]\n  paths: [/etc]\n  drill: {sampleFiles: 3}\n",
+    );
+    check(
+        &[("s.yaml", &s)],
+        &[
+            "s.yaml:10:3: Schedule/nightly: spec.drill: only a drill schedule takes drill; this one runs backup",
+        ],
+    );
+    let b = "apiVersion: holdfast.dev/v1alpha1\nkind: Backup\nmetadata:\n  name: now\nspec:\n  host: web-1\n  operation: drill\n";
+    check(&[("b.yaml", b)], &[]);
+}

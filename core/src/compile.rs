@@ -10,13 +10,16 @@ use std::fmt;
 
 use kube::ResourceExt;
 use protocol::{
-    BackupParams, CheckParams, EnvValue, ForgetParams, Hook, HostPlan, Operation, ResolvedEnv,
-    ResolvedRepo, ResolvedSchedule, RestoreRequest, SecretRef,
+    BackupParams, CheckParams, DrillParams, EnvValue, ForgetParams, Hook, HostPlan, Operation,
+    ResolvedEnv, ResolvedRepo, ResolvedSchedule, RestoreRequest, SecretRef,
 };
 use sha2::{Digest, Sha256};
 
 use crate::cronspec::{self, CronSpecError};
-use crate::resources::{Backup, EnvVar, HookSpec, Host, Repo, Restore, Schedule, SecretSource};
+use crate::resources::{
+    Backup, DEFAULT_DRILL_MAX_BYTES, DEFAULT_DRILL_SAMPLE_FILES, DrillSpec, EnvVar, HookSpec, Host,
+    Repo, Restore, Schedule, SecretSource,
+};
 use crate::revision::{Revision, name_of, namespace_of};
 use crate::select::HostIndex;
 use crate::validate::{DurationError, parse_duration};
@@ -153,10 +156,14 @@ pub fn compile(revision: &Revision) -> Result<Fleet, CompileError> {
     }
 
     // The host-independent part of each schedule, once.
+    let schedules = revision.index().schedules;
     let mut templates: HashMap<(&str, &str), Template> = HashMap::new();
     for schedule in &revision.schedules {
         let name = name_of(schedule);
-        templates.insert((namespace_of(schedule), name), Template::new(schedule)?);
+        templates.insert(
+            (namespace_of(schedule), name),
+            Template::new(schedule, &schedules)?,
+        );
     }
 
     let mut plans = Vec::with_capacity(assigned.len());
@@ -232,6 +239,9 @@ impl Initializers {
         let hosts = HostIndex::new(&revision.hosts);
         let mut uses = Vec::new();
         for schedule in &revision.schedules {
+            if schedule.spec.operation == Operation::Drill {
+                continue;
+            }
             let namespace = namespace_of(schedule);
             for host in hosts.select(schedule) {
                 let Some(repo) = schedule
@@ -270,10 +280,17 @@ struct Template {
     jitter_window_seconds: u64,
     forget: Option<ForgetParams>,
     check: Option<CheckParams>,
+    /// Without its source host, which defaults to each host itself.
+    drill: Option<DrillParams>,
+    /// A drill reads the repo its backup schedule writes, unless it names one.
+    backup_repo: Option<String>,
 }
 
 impl Template {
-    fn new(schedule: &Schedule) -> Result<Self, CompileError> {
+    fn new(
+        schedule: &Schedule,
+        schedules: &HashMap<(&str, &str), &Schedule>,
+    ) -> Result<Self, CompileError> {
         let spec = &schedule.spec;
         let fail = |reason: ResolveError| CompileError {
             schedule: schedule.name_any(),
@@ -300,12 +317,32 @@ impl Template {
             read_data_subset: spec.read_data_subset.clone(),
             read_data_rotate: spec.read_data_rotate,
         });
+        let drill = match spec.operation {
+            Operation::Drill => Some(
+                drill_params(
+                    namespace_of(schedule),
+                    spec.drill.as_ref().unwrap_or(&DrillSpec::default()),
+                    schedules,
+                )
+                .map_err(fail)?,
+            ),
+            _ => None,
+        };
+        let backup_repo = spec
+            .drill
+            .as_ref()
+            .filter(|_| spec.operation == Operation::Drill)
+            .and_then(|d| d.backup_schedule.as_deref())
+            .and_then(|b| schedules.get(&(namespace_of(schedule), b)))
+            .and_then(|b| b.spec.repo.clone());
         Ok(Template {
             cron,
             time_zone,
             jitter_window_seconds,
             forget,
             check,
+            drill,
+            backup_repo,
         })
     }
 
@@ -326,6 +363,7 @@ impl Template {
         let repo_name = spec
             .repo
             .as_deref()
+            .or(self.backup_repo.as_deref())
             .or(host.spec.default_repo.as_deref())
             .ok_or_else(|| fail(ResolveError::ScheduleWithoutRepo))?;
         let repo = repos
@@ -336,6 +374,13 @@ impl Template {
             Operation::Backup => Some(backup_params(schedule, host).map_err(fail)?),
             _ => None,
         };
+        let drill = self.drill.clone().map(|d| DrillParams {
+            source_host: match d.source_host.is_empty() {
+                true => key.name.clone(),
+                false => d.source_host,
+            },
+            ..d
+        });
         Ok(ResolvedSchedule {
             jitter_seconds: jitter(self.jitter_window_seconds, key, &name),
             name,
@@ -346,6 +391,7 @@ impl Template {
             backup,
             forget: self.forget.clone(),
             check: self.check.clone(),
+            drill,
             concurrency_policy: spec.concurrency_policy,
             missed_run_policy: spec.missed_run_policy,
             suspend: spec.suspend,
@@ -364,6 +410,39 @@ fn jitter(window_seconds: u64, host: &HostKey, schedule: &str) -> u32 {
     first.copy_from_slice(&seed[..8]);
     let offset = u64::from_be_bytes(first) % window_seconds;
     u32::try_from(offset).unwrap_or(u32::MAX)
+}
+
+/// A drill's parameters but for a default source host (left empty): the snapshots of a backup
+/// schedule are those with its tags and paths.
+fn drill_params(
+    namespace: &str,
+    drill: &DrillSpec,
+    schedules: &HashMap<(&str, &str), &Schedule>,
+) -> Result<DrillParams, ResolveError> {
+    let (tags, paths) = match &drill.backup_schedule {
+        Some(name) => {
+            let backup = schedules
+                .get(&(namespace, name.as_str()))
+                .ok_or_else(|| ResolveError::UnknownSchedule(name.clone()))?;
+            (backup.spec.tags.clone(), backup.spec.paths.clone())
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    let sample = drill.include.is_empty();
+    Ok(DrillParams {
+        source_host: drill.source_host.clone().unwrap_or_default(),
+        tags,
+        paths,
+        include: drill.include.clone(),
+        sample_files: match sample {
+            true => drill.sample_files.unwrap_or(DEFAULT_DRILL_SAMPLE_FILES),
+            false => 0,
+        },
+        max_bytes: match sample {
+            true => drill.max_bytes.unwrap_or(DEFAULT_DRILL_MAX_BYTES),
+            false => 0,
+        },
+    })
 }
 
 fn backup_params(schedule: &Schedule, host: &Host) -> Result<BackupParams, ResolveError> {
@@ -403,7 +482,7 @@ fn resolve_repo(repo: &Repo, operation: Operation) -> Result<ResolvedRepo, Resol
     let spec = &repo.spec;
     let admin = match operation {
         Operation::Forget | Operation::Prune => spec.admin.as_ref(),
-        Operation::Backup | Operation::Check => None,
+        Operation::Backup | Operation::Check | Operation::Drill => None,
     };
     let mut env: BTreeMap<&str, &EnvVar> = spec.env.iter().map(|e| (e.name.as_str(), e)).collect();
     if let Some(admin) = admin {
@@ -434,7 +513,8 @@ fn resolve_repo(repo: &Repo, operation: Operation) -> Result<ResolvedRepo, Resol
                 .unwrap_or(&spec.password),
         )?,
         env,
-        initialize: spec.initialize,
+        // A drill reads what exists: it never creates a repository.
+        initialize: spec.initialize && operation != Operation::Drill,
         initialized_by: None,
     })
 }
@@ -473,13 +553,16 @@ pub fn backup_request(
                 .schedules
                 .get(&(namespace, name.as_str()))
                 .ok_or_else(|| ResolveError::UnknownSchedule(name.clone()))?;
-            Template::new(schedule)
+            Template::new(schedule, &index.schedules)
                 .and_then(|t| t.for_host(schedule, host, &key, &repos))
                 .map_err(|e| e.reason)?
         }
         None => {
             let operation = spec.operation.unwrap_or(Operation::Check);
-            if !matches!(operation, Operation::Prune | Operation::Check) {
+            if !matches!(
+                operation,
+                Operation::Prune | Operation::Check | Operation::Drill
+            ) {
                 return Err(ResolveError::NeedsSchedule(operation));
             }
             let repo_name = spec
@@ -501,6 +584,14 @@ pub fn backup_request(
                 backup: None,
                 forget: None,
                 check: (operation == Operation::Check).then(CheckParams::default),
+                // The host's latest snapshot, with the default sample.
+                drill: match operation {
+                    Operation::Drill => Some(DrillParams {
+                        source_host: spec.host.clone(),
+                        ..drill_params(namespace, &DrillSpec::default(), &index.schedules)?
+                    }),
+                    _ => None,
+                },
                 concurrency_policy: Default::default(),
                 missed_run_policy: Default::default(),
                 suspend: false,

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::resources::{
-    Backup, BackupSpec, BackupStatus, BackupSummary, Kind, Phase, Progress, Restore, RestoreSpec,
-    RestoreStatus, RunStatus, Schedule,
+    Backup, BackupSpec, BackupStatus, BackupSummary, DrillDifference, DrillStatus, Kind, Phase,
+    Progress, Restore, RestoreSpec, RestoreStatus, RunStatus, Schedule,
 };
 use crate::revision::{name_of, namespace_of};
 use crate::runs::{RunRecord, is_final, operation_name};
@@ -113,6 +113,7 @@ pub fn backup_object(run: &RunRecord, file: Option<&Backup>, now: DateTime<Utc>)
             protocol::JobOperation::Forget => Some(protocol::Operation::Forget),
             protocol::JobOperation::Prune => Some(protocol::Operation::Prune),
             protocol::JobOperation::Check => Some(protocol::Operation::Check),
+            protocol::JobOperation::Drill => Some(protocol::Operation::Drill),
             protocol::JobOperation::Restore => None,
         };
         let mut b = Backup::new(
@@ -163,8 +164,29 @@ pub fn backup_object(run: &RunRecord, file: Option<&Backup>, now: DateTime<Utc>)
             total_files_processed: s.total_files_processed,
             total_bytes_processed: s.total_bytes_processed,
         }),
+        drill: run.drill.as_ref().map(drill_status),
     });
     backup
+}
+
+fn drill_status(d: &protocol::DrillResult) -> DrillStatus {
+    DrillStatus {
+        files_verified: d.files_verified,
+        bytes_verified: d.bytes_verified,
+        files_expected: d.files_expected,
+        seconds: d.seconds,
+        bytes_per_second: d.bytes_per_second,
+        rate: format!("{}/s", human_bytes(d.bytes_per_second)),
+        differences: d
+            .differences
+            .iter()
+            .map(|x| DrillDifference {
+                path: x.path.clone(),
+                reason: x.reason.clone(),
+            })
+            .collect(),
+        differences_total: Some(d.differences_total).filter(|n| *n > 0),
+    }
 }
 
 /// A Restore: the file, with the status of its run.
@@ -270,6 +292,32 @@ mod tests {
         record.started_at = Some(at - chrono::Duration::seconds(2));
         record.finished_at = Some(at);
         record
+    }
+
+    #[test]
+    fn a_drill_record_shows_what_it_verified_and_its_rate() {
+        let mut drill = run("weekly-drill-web-1-1", Phase::Failed, 0);
+        drill.operation = protocol::JobOperation::Drill;
+        drill.summary = None;
+        drill.drill = Some(protocol::DrillResult {
+            files_verified: 19,
+            bytes_verified: 19_000,
+            files_expected: 20,
+            seconds: 2.0,
+            bytes_per_second: 3 << 20,
+            differences: vec![protocol::DrillDifference {
+                path: "/srv/a".into(),
+                reason: "not restored".into(),
+            }],
+            differences_total: 1,
+        });
+        let backup = backup_object(&drill, None, Utc::now());
+        assert_eq!(backup.spec.operation, Some(protocol::Operation::Drill));
+        let status = backup.status.unwrap().drill.unwrap();
+        assert_eq!((status.files_verified, status.files_expected), (19, 20));
+        assert_eq!(status.rate, "3.0 MiB/s");
+        assert_eq!(status.differences[0].path, "/srv/a");
+        assert_eq!(status.differences_total, Some(1));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! and the first `job.finished` wins: an agent that crashed before seeing its ack resends it.
 
 use chrono::{DateTime, Utc};
-use protocol::{BackupSummary, JobFinished, JobOperation, JobPhase, JobProgress, JobStarted};
+use protocol::{
+    BackupSummary, DrillResult, JobFinished, JobOperation, JobPhase, JobProgress, JobStarted,
+};
 
 use crate::compile::HostKey;
 use crate::resources::{Kind, Phase};
@@ -34,6 +36,8 @@ pub struct RunRecord {
     pub exit_code: Option<i32>,
     pub snapshot_id: Option<String>,
     pub summary: Option<BackupSummary>,
+    /// What a drill restored and verified.
+    pub drill: Option<DrillResult>,
     pub progress: Option<JobProgress>,
     pub reason: Option<String>,
     pub message: Option<String>,
@@ -69,6 +73,7 @@ impl RunRecord {
             exit_code: None,
             snapshot_id: None,
             summary: None,
+            drill: None,
             progress: None,
             reason: None,
             message: None,
@@ -107,6 +112,7 @@ pub fn operation_name(op: JobOperation) -> &'static str {
         JobOperation::Prune => "prune",
         JobOperation::Check => "check",
         JobOperation::Restore => "restore",
+        JobOperation::Drill => "drill",
     }
 }
 
@@ -248,6 +254,7 @@ pub fn finished(
     record.exit_code = report.exit_code;
     record.snapshot_id = report.snapshot_id.clone();
     record.summary = report.summary.clone();
+    record.drill = report.drill.clone();
     record.reason = report.reason.clone();
     record.message = report.message.clone();
     record.progress = None;

@@ -193,6 +193,7 @@ pub fn host(inputs: &Inputs, host: &Host) -> HostStatus {
         applied_schedule_version: applied,
         drift_reason: drift.map(|(_, message)| message),
         last_backup: inputs.runs.last_backup(&key).cloned(),
+        last_drill: inputs.runs.last_drill(&key),
     }
 }
 
@@ -481,6 +482,13 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 /// `1m23s`.
+/// Seconds to restore `bytes` at a drill's rate: the recovery time a drill predicts. `None`
+/// without a rate.
+pub fn restore_estimate(bytes: u64, bytes_per_second: u64) -> Option<i64> {
+    (bytes_per_second > 0)
+        .then(|| i64::try_from(bytes.div_ceil(bytes_per_second)).unwrap_or(i64::MAX))
+}
+
 pub fn human_duration(seconds: i64) -> String {
     let s = seconds.max(0);
     match (s / 3600, s % 3600 / 60, s % 60) {
@@ -495,6 +503,13 @@ mod tests {
     use super::*;
     use crate::runs::RunRecord;
     use protocol::JobOperation;
+
+    #[test]
+    fn a_drill_rate_turns_a_data_size_into_a_restore_time() {
+        assert_eq!(restore_estimate(10 << 30, 100 << 20), Some(103));
+        assert_eq!(restore_estimate(1, 1000), Some(1));
+        assert_eq!(restore_estimate(1 << 30, 0), None);
+    }
 
     #[test]
     fn gaps_and_next_runs_follow_the_cron_and_jitter() {

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use protocol::JobOperation;
 
 use crate::compile::HostKey;
-use crate::resources::{LastRun, Phase, RepoCheck};
+use crate::resources::{LastDrill, LastRun, Phase, RepoCheck};
 use crate::runs::RunRecord;
 
 /// The runs of one schedule on one host.
@@ -59,6 +59,8 @@ type Named = (String, String);
 #[derive(Clone, Debug, Default)]
 pub struct RunSummaries {
     last_backup: HashMap<HostKey, (DateTime<Utc>, LastRun)>,
+    last_drill: HashMap<HostKey, (DateTime<Utc>, LastDrill)>,
+    last_drill_success: HashMap<HostKey, DateTime<Utc>>,
     schedules: HashMap<(Named, String), ScheduleRuns>,
     repos: HashMap<Named, RepoRuns>,
 }
@@ -130,6 +132,32 @@ impl RunSummaries {
                 self.last_backup.insert(run.host_key(), (at, last));
             }
         }
+        if let Some(at) = run.finished_at
+            && run.operation == JobOperation::Drill
+            && ended(run.phase)
+        {
+            let key = run.host_key();
+            if run.phase == Phase::Succeeded {
+                let best = self.last_drill_success.get(&key).copied().max(Some(at));
+                self.last_drill_success
+                    .extend(best.map(|t| (key.clone(), t)));
+            }
+            let held = self.last_drill.get(&key).cloned();
+            if newer(&held, at) {
+                let d = run.drill.clone().unwrap_or_default();
+                let last = LastDrill {
+                    time: crate::time::k8s(at),
+                    phase: run.phase,
+                    backup: run.name.clone(),
+                    files_verified: d.files_verified,
+                    bytes_verified: d.bytes_verified,
+                    differences: Some(d.differences_total).filter(|n| *n > 0),
+                    bytes_per_second: d.bytes_per_second,
+                    last_success_time: None,
+                };
+                self.last_drill.insert(key, (at, last));
+            }
+        }
         if let Some(repo) = &run.repo {
             let r = self
                 .repos
@@ -168,6 +196,18 @@ impl RunSummaries {
         self.last_backup.get(host).map(|(_, last)| last)
     }
 
+    /// The newest drill on a host that ran to an end, with when one last succeeded.
+    pub fn last_drill(&self, host: &HostKey) -> Option<LastDrill> {
+        let (_, last) = self.last_drill.get(host)?;
+        Some(LastDrill {
+            last_success_time: self
+                .last_drill_success
+                .get(host)
+                .map(|t| crate::time::k8s(*t)),
+            ..last.clone()
+        })
+    }
+
     /// The runs of a schedule on a host.
     pub fn schedule(&self, namespace: &str, schedule: &str, host: &str) -> Option<&ScheduleRuns> {
         self.schedules
@@ -204,6 +244,39 @@ mod tests {
         r.scheduled_at = finished.map(|m| at(m - 1));
         r.finished_at = finished.map(at);
         r
+    }
+
+    #[test]
+    fn the_last_drill_keeps_its_result_and_when_one_last_succeeded() {
+        let drill = |name: &str, phase: Phase, minute: i64, rate: u64| {
+            let mut r = run(name, JobOperation::Drill, phase, Some(minute));
+            r.drill = Some(protocol::DrillResult {
+                files_verified: 20,
+                bytes_verified: 1000,
+                files_expected: 20,
+                seconds: 1.0,
+                bytes_per_second: rate,
+                differences: vec![],
+                differences_total: u64::from(phase != Phase::Succeeded),
+            });
+            r
+        };
+        let host = HostKey::new("default", "web-1");
+        assert_eq!(RunSummaries::default().last_drill(&host), None);
+        let runs = [
+            drill("d-1", Phase::Succeeded, 10, 500),
+            drill("d-2", Phase::Failed, 30, 400),
+            run("backup", JobOperation::Backup, Phase::Succeeded, Some(40)),
+            drill("d-3", Phase::Cancelled, 50, 0),
+        ];
+        let last = RunSummaries::of(&runs).last_drill(&host).unwrap();
+        assert_eq!(
+            (last.backup.as_str(), last.phase, last.bytes_per_second),
+            ("d-2", Phase::Failed, 400),
+            "a cancelled drill did not run to an end"
+        );
+        assert_eq!(last.differences, Some(1));
+        assert_eq!(last.last_success_time, Some(crate::time::k8s(at(10))));
     }
 
     #[test]

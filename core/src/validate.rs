@@ -13,8 +13,8 @@ use protocol::Operation;
 use crate::cronspec;
 use crate::diagnostics::{FieldPath, Finding, Severity};
 use crate::resources::{
-    Backup, EnvVar, HookSpec, Hooks, Host, Kind, LabelSelector, Notifier, ObjectKey, Repo, Restore,
-    Schedule, SecretSource, SelectorOperator,
+    Backup, DrillSpec, EnvVar, HookSpec, Hooks, Host, Kind, LabelSelector, MAX_DRILL_SAMPLE_FILES,
+    Notifier, ObjectKey, Repo, Restore, Schedule, SecretSource, SelectorOperator,
 };
 use crate::revision::{Revision, RevisionIndex, key_of};
 use crate::select::HostIndex;
@@ -226,6 +226,7 @@ impl<'a> Validator<'a> {
             "spec.readDataRotate",
             Operation::Check,
         );
+        only(&mut s, spec.drill.is_some(), "spec.drill", Operation::Drill);
         match op {
             Operation::Backup => {
                 if spec.paths.is_empty() {
@@ -281,6 +282,11 @@ impl<'a> Validator<'a> {
                     _ => {}
                 }
             }
+            Operation::Drill => {
+                if let Some(drill) = &spec.drill {
+                    check_drill(&mut s, index, hosts, schedule, drill);
+                }
+            }
             Operation::Prune => {}
         }
 
@@ -307,7 +313,14 @@ impl<'a> Validator<'a> {
             }
         }
 
-        // The repo: the schedule's own, or each host's default.
+        // The repo: the schedule's own, a drill's backup schedule's (judged there), or each
+        // host's default.
+        let backup_repo = spec
+            .drill
+            .as_ref()
+            .and_then(|d| d.backup_schedule.as_deref())
+            .and_then(|b| index.schedules.get(&(s.namespace(), b)))
+            .and_then(|b| b.spec.repo.as_ref());
         match &spec.repo {
             Some(repo) => {
                 check_ref(&mut s, "spec.repo", Kind::Repo, repo, |ns, n| {
@@ -315,6 +328,7 @@ impl<'a> Validator<'a> {
                 });
                 check_can_delete(&mut s, index, op, repo, None);
             }
+            None if op == Operation::Drill && backup_repo.is_some() => {}
             None => {
                 let mut defaults = BTreeSet::new();
                 for host in hosts.select(schedule) {
@@ -360,7 +374,7 @@ impl<'a> Validator<'a> {
         match (spec.schedule.is_some(), schedule, spec.operation) {
             (false, _, None) => s.error(
                 "spec",
-                "names neither a schedule nor an operation; set `schedule` (or `operation: prune` / `check`)",
+                "names neither a schedule nor an operation; set `schedule` (or `operation: prune` / `check` / `drill`)",
             ),
             (false, _, Some(op @ (Operation::Backup | Operation::Forget))) => s.error(
                 "spec.operation",
@@ -672,6 +686,94 @@ fn check_can_delete(
              give Repo `{repo}` an `admin` access that may delete"
         ),
     );
+}
+
+/// A drill's sample and the snapshot it drills: one way to choose files, limits that make
+/// sense, and references to a backup schedule and a host that exist.
+fn check_drill(
+    s: &mut Scope,
+    index: &RevisionIndex,
+    hosts: &HostIndex,
+    schedule: &Schedule,
+    drill: &DrillSpec,
+) {
+    let ns = s.namespace().to_string();
+    if !drill.include.is_empty() && drill.sample_files.is_some() {
+        s.error(
+            "spec.drill",
+            "set `include` (whole paths) or `sampleFiles` (a random sample), not both",
+        );
+    }
+    if !drill.include.is_empty() && drill.max_bytes.is_some() {
+        s.error(
+            "spec.drill.maxBytes",
+            "caps a random sample; with `include` the whole paths are restored, so drop it",
+        );
+    }
+    for (i, path) in drill.include.iter().enumerate() {
+        if !path.starts_with('/') {
+            s.error_at(
+                FieldPath::parse("spec.drill.include").index(i),
+                format!("`{path}` is not an absolute path in the snapshot, such as `/etc`"),
+            );
+        }
+    }
+    match drill.sample_files {
+        Some(0) => s.error("spec.drill.sampleFiles", "must be at least 1"),
+        Some(n) if n > MAX_DRILL_SAMPLE_FILES => s.error(
+            "spec.drill.sampleFiles",
+            format!("{n} is more than {MAX_DRILL_SAMPLE_FILES} files; each is read back from the repository on its own"),
+        ),
+        _ => {}
+    }
+    if drill.max_bytes == Some(0) {
+        s.error("spec.drill.maxBytes", "must be at least 1 byte");
+    }
+    if let Some(source) = &drill.source_host {
+        check_ref(s, "spec.drill.sourceHost", Kind::Host, source, |ns, n| {
+            index.hosts.contains_key(&(ns, n))
+        });
+    }
+    let Some(name) = &drill.backup_schedule else {
+        return;
+    };
+    let Some(backup) = index.schedules.get(&(ns.as_str(), name.as_str())) else {
+        s.error(
+            "spec.drill.backupSchedule",
+            missing(Kind::Schedule, name, &ns),
+        );
+        return;
+    };
+    if backup.spec.operation != Operation::Backup {
+        s.error(
+            "spec.drill.backupSchedule",
+            format!(
+                "schedule `{name}` runs {}; a drill restores what a backup schedule made",
+                backup.spec.operation
+            ),
+        );
+        return;
+    }
+    // Each drilling host reads the snapshots of its source: that host must run the backup.
+    let backed_up: BTreeSet<String> = hosts
+        .select(backup)
+        .into_iter()
+        .map(|h| h.name_any())
+        .collect();
+    let sources: BTreeSet<String> = match &drill.source_host {
+        Some(source) => BTreeSet::from([source.clone()]),
+        None => hosts
+            .select(schedule)
+            .into_iter()
+            .map(|h| h.name_any())
+            .collect(),
+    };
+    for source in sources.difference(&backed_up) {
+        s.warning(
+            "spec.drill.backupSchedule",
+            format!("schedule `{name}` does not run on host `{source}`, so a drill finds no snapshot of it there"),
+        );
+    }
 }
 
 fn missing(kind: Kind, name: &str, namespace: &str) -> String {

@@ -7,12 +7,13 @@ use holdfast_agent::restic::{bound, parse};
 use libfuzzer_sys::fuzz_target;
 use protocol::{JobOperation, JobPhase};
 
-const OPERATIONS: [JobOperation; 5] = [
+const OPERATIONS: [JobOperation; 6] = [
     JobOperation::Backup,
     JobOperation::Forget,
     JobOperation::Prune,
     JobOperation::Check,
     JobOperation::Restore,
+    JobOperation::Drill,
 ];
 /// Exit codes that mean something to `outcome`, and some that do not.
 const EXIT_CODES: [Option<i32>; 10] = [
@@ -41,6 +42,8 @@ fuzz_target!(|data: &[u8]| {
     for line in text.lines() {
         let _ = parse::backup_line(line);
         let _ = parse::restore_line(line);
+        let _ = parse::ls_file(line);
+        let _ = parse::item_error(line);
         let _ = bound(line.to_string());
     }
 

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::{HostPlan, Operation, ResolvedRepo, ResolvedSchedule, SecretRef};
 
-/// The protocol this build speaks. 2 added `scrub.cursor`, `job.finished.scrubPart` and the
-/// plan field `check.readDataRotate` (see [`HostPlan::needs_protocol`]).
+/// The protocol this build speaks. 2 added `scrub.cursor`, `job.finished.scrubPart` and
+/// `job.finished.drill`, and to plans the field `check.readDataRotate` and the operation `drill`
+/// (see [`HostPlan::needs_protocol`]).
 pub const PROTOCOL_VERSION: u32 = 2;
 /// The oldest agent protocol a controller of this build accepts in `hello`.
 pub const MIN_AGENT_PROTOCOL: u32 = 1;
@@ -77,7 +78,9 @@ impl fmt::Debug for EnrollResponse {
     }
 }
 
-/// Everything an agent sends.
+/// Everything an agent sends. Messages live for one send; boxing the large report would only add
+/// an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum AgentMessage {
@@ -233,6 +236,7 @@ pub enum JobOperation {
     Prune,
     Check,
     Restore,
+    Drill,
 }
 
 impl From<Operation> for JobOperation {
@@ -242,6 +246,7 @@ impl From<Operation> for JobOperation {
             Operation::Forget => JobOperation::Forget,
             Operation::Prune => JobOperation::Prune,
             Operation::Check => JobOperation::Check,
+            Operation::Drill => JobOperation::Drill,
         }
     }
 }
@@ -254,6 +259,7 @@ impl JobOperation {
             JobOperation::Prune => "prune",
             JobOperation::Check => "check",
             JobOperation::Restore => "restore",
+            JobOperation::Drill => "drill",
         }
     }
 }
@@ -346,7 +352,7 @@ pub struct JobFinished {
     pub finished_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    /// The full 64-character id of the snapshot a backup made.
+    /// The full 64-character id of the snapshot a backup made, or a drill restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -354,6 +360,9 @@ pub struct JobFinished {
     /// The part of the repository's data a rotating check read (`readDataRotate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scrub_part: Option<ScrubPart>,
+    /// What a drill restored and verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillResult>,
 }
 
 /// One part of a repository's data: restic's `--read-data-subset part/parts`.
@@ -396,6 +405,45 @@ pub struct ScrubCursor {
     pub repo: String,
     /// The part the next check reads: from 1 to `parts`.
     pub next: ScrubPart,
+}
+
+/// Longest list of differences a drill reports; `differences_total` counts them all.
+pub const MAX_DRILL_DIFFERENCES: usize = 20;
+
+/// A restore drill's result.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillResult {
+    /// Files restored whose content matched the snapshot's.
+    pub files_verified: u64,
+    /// Their bytes.
+    pub bytes_verified: u64,
+    /// Files the drill set out to restore.
+    pub files_expected: u64,
+    /// Seconds `restic restore` took.
+    pub seconds: f64,
+    /// Bytes restored per second of `restic restore`.
+    pub bytes_per_second: u64,
+    /// The first [`MAX_DRILL_DIFFERENCES`] files that did not verify, in path order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<DrillDifference>,
+    /// How many files did not verify.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub differences_total: u64,
+}
+
+/// A file a drill could not verify, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillDifference {
+    /// The path in the snapshot.
+    pub path: String,
+    /// One sentence, such as `restic dump failed: … ciphertext verification failed`.
+    pub reason: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// restic's backup summary.

@@ -31,6 +31,9 @@ impl HostPlan {
     /// say which), so the controller does not offer such a plan to an older agent.
     pub fn needs_protocol(&self) -> Option<(u32, &'static str)> {
         self.schedules.iter().find_map(|s| {
+            if s.operation == Operation::Drill {
+                return Some((2, "operation drill"));
+            }
             s.check
                 .as_ref()?
                 .read_data_rotate
@@ -61,6 +64,8 @@ pub struct ResolvedSchedule {
     pub forget: Option<ForgetParams>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckParams>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillParams>,
     pub concurrency_policy: ConcurrencyPolicy,
     pub missed_run_policy: MissedRunPolicy,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -76,6 +81,8 @@ pub enum Operation {
     Forget,
     Prune,
     Check,
+    /// Restore a sample of a snapshot into a private directory and verify it.
+    Drill,
 }
 
 impl Operation {
@@ -85,6 +92,7 @@ impl Operation {
             Operation::Forget => "forget",
             Operation::Prune => "prune",
             Operation::Check => "check",
+            Operation::Drill => "drill",
         }
     }
 }
@@ -275,6 +283,34 @@ pub struct CheckParams {
     /// `scrub.cursor` so that hosts sharing the repo continue one cycle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_data_rotate: Option<u32>,
+}
+
+/// A restore drill: which snapshot, and which of its files to restore and verify.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DrillParams {
+    /// Only snapshots made by this host (restic's `--host`): the drilling host itself, or
+    /// another one for a cross-host drill.
+    pub source_host: String,
+    /// Only snapshots carrying all these tags (a backup schedule's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Only snapshots of exactly these paths (a backup schedule's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Whole paths to restore and verify; when empty, a random sample of files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// How many random files to sample when `include` is empty.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sample_files: u32,
+    /// The sample's files together stay under this many bytes.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub max_bytes: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_false(b: &bool) -> bool {

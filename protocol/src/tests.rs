@@ -27,6 +27,7 @@ fn plan() -> HostPlan {
             }),
             forget: None,
             check: None,
+            drill: None,
             concurrency_policy: ConcurrencyPolicy::Forbid,
             missed_run_policy: MissedRunPolicy::Skip,
             suspend: false,
@@ -151,6 +152,7 @@ fn every_agent_message() -> Vec<AgentMessage> {
                     ..BackupSummary::default()
                 }),
                 scrub_part: None,
+                drill: None,
             }),
         ),
         report(

@@ -27,7 +27,7 @@ use windows as os;
 
 pub use os::{
     create_private_dir, create_private_file, default_config_file, default_state_dir, interrupt,
-    isolate, kill, shutdown_signals, sync_dir,
+    isolate, kill, make_removable, shutdown_signals, sync_dir,
 };
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::fs::{self, File};
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::process::{Child, Command};
@@ -33,6 +33,14 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
         .truncate(true)
         .mode(0o600)
         .open(path)
+}
+
+/// Lets the owner remove what is in a directory restored with a read-only mode.
+pub fn make_removable(path: &Path, is_dir: bool) -> io::Result<()> {
+    if is_dir {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// Makes a rename or removal in `dir` durable.

@@ -462,6 +462,48 @@ pub fn snapshots(json: &str) -> Result<Vec<Snapshot>, ParseError> {
         .collect())
 }
 
+/// A file in a snapshot, from `restic ls --json`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileNode {
+    pub path: String,
+    pub size: u64,
+}
+
+#[derive(Deserialize)]
+struct NodeJson {
+    #[serde(rename = "type")]
+    kind: String,
+    path: String,
+    #[serde(default)]
+    size: u64,
+    struct_type: Option<String>,
+}
+
+/// A line of `restic ls --json <snapshot>`: the regular files; the snapshot line, directories,
+/// links and anything unreadable are `None`.
+pub fn ls_file(line: &str) -> Option<FileNode> {
+    let node: NodeJson = serde_json::from_str(line.trim()).ok()?;
+    (node.kind == "file" && node.struct_type.as_deref().is_none_or(|t| t == "node")).then_some(
+        FileNode {
+            path: node.path,
+            size: node.size,
+        },
+    )
+}
+
+/// A file that restic could not restore, from a line of its stderr: 0.14's text
+/// `ignoring error for /path: message`, or an `error` JSON line naming its item (0.17+).
+pub fn item_error(line: &str) -> Option<(String, String)> {
+    if let Some(rest) = line.trim().strip_prefix("ignoring error for ") {
+        let (item, message) = rest.split_once(": ")?;
+        return Some((item.to_string(), message.to_string()));
+    }
+    match classify(line) {
+        Line::Error { item, message } if !item.is_empty() => Some((item, message)),
+        _ => None,
+    }
+}
+
 /// Finds the full id for a short id from a 0.14 backup summary: a prefix of exactly one
 /// snapshot's id. A 64-character id is already full and is returned as is.
 pub fn resolve_snapshot_id(short: &str, snapshots: &[Snapshot]) -> Option<String> {
@@ -810,6 +852,53 @@ fn shorten(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ls_yields_the_regular_files_with_their_sizes() {
+        let lines = [
+            r#"{"time":"2026-12-02T15:13:23Z","tree":"19","paths":["/src"],"hostname":"h1","id":"a2","short_id":"a2958ce3","struct_type":"snapshot"}"#,
+            r#"{"name":"src","type":"dir","path":"/src","uid":0,"gid":0,"mode":2147484141,"struct_type":"node"}"#,
+            r#"{"name":"a.txt","type":"file","path":"/src/a.txt","uid":0,"gid":0,"size":6,"mode":420,"struct_type":"node"}"#,
+            r#"{"name":"empty","type":"file","path":"/src/empty","mode":420,"struct_type":"node"}"#,
+            r#"{"name":"l","type":"symlink","path":"/src/l","struct_type":"node"}"#,
+            "not json",
+        ];
+        let files: Vec<FileNode> = lines.iter().filter_map(|l| ls_file(l)).collect();
+        assert_eq!(
+            files,
+            vec![
+                FileNode {
+                    path: "/src/a.txt".into(),
+                    size: 6
+                },
+                FileNode {
+                    path: "/src/empty".into(),
+                    size: 0
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn restore_errors_name_their_file_in_text_and_json() {
+        assert_eq!(
+            item_error("ignoring error for /src/big.bin: ciphertext verification failed"),
+            Some((
+                "/src/big.bin".to_string(),
+                "ciphertext verification failed".to_string()
+            ))
+        );
+        assert_eq!(
+            item_error(
+                r#"{"message_type":"error","error":{"message":"decrypting blob 9f failed"},"during":"restore","item":"/src/x"}"#
+            ),
+            Some((
+                "/src/x".to_string(),
+                "decrypting blob 9f failed".to_string()
+            ))
+        );
+        assert_eq!(item_error("Fatal: There were 2 errors"), None);
+    }
 
     macro_rules! fixture {
         ($name:literal) => {

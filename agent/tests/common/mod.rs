@@ -109,6 +109,7 @@ pub fn schedule(name: &str, operation: Operation, repo: ResolvedRepo) -> Resolve
         backup: None,
         forget: None,
         check: None,
+        drill: None,
         concurrency_policy: ConcurrencyPolicy::Forbid,
         missed_run_policy: MissedRunPolicy::Skip,
         suspend: false,

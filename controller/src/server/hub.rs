@@ -900,6 +900,17 @@ fn check_report(body: &ReportBody) -> Result<(), Refusal> {
                     part,
                 });
             }
+            if let Some(d) = &f.drill {
+                count(
+                    "drill.differences",
+                    d.differences.len(),
+                    protocol::MAX_DRILL_DIFFERENCES,
+                )?;
+                for x in &d.differences {
+                    limit("drill.differences[].path", &x.path, MAX_PATH_BYTES)?;
+                    limit("drill.differences[].reason", &x.reason, MAX_LOG_LINE_BYTES)?;
+                }
+            }
             if let Some(at) = &f.scheduled_at {
                 time("scheduledAt", at)?;
             }
@@ -1599,6 +1610,47 @@ mod tests {
             .values([&repo].into_iter())
             .expect_err("a new round reads the file again");
         assert!(!error.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn a_drill_result_is_bounded_like_every_report_field() {
+        let difference = |path: String| protocol::DrillDifference {
+            path,
+            reason: "not restored".into(),
+        };
+        let finished = |differences: Vec<protocol::DrillDifference>| {
+            ReportBody::JobFinished(protocol::JobFinished {
+                job: "weekly-drill-1".into(),
+                schedule: Some("weekly-drill".into()),
+                operation: protocol::JobOperation::Drill,
+                repo: "nas".into(),
+                trigger: protocol::Trigger::Schedule,
+                phase: protocol::JobPhase::Failed,
+                reason: Some("VerificationFailed".into()),
+                message: None,
+                scheduled_at: None,
+                started_at: None,
+                finished_at: "2026-01-01T00:00:00Z".into(),
+                exit_code: None,
+                snapshot_id: None,
+                summary: None,
+                scrub_part: None,
+                drill: Some(protocol::DrillResult {
+                    differences,
+                    ..protocol::DrillResult::default()
+                }),
+            })
+        };
+        let most = protocol::MAX_DRILL_DIFFERENCES;
+        assert!(check_report(&finished(vec![difference("/a".into()); most])).is_ok());
+        assert!(matches!(
+            check_report(&finished(vec![difference("/a".into()); most + 1])),
+            Err(Refusal::TooMany { .. })
+        ));
+        assert!(matches!(
+            check_report(&finished(vec![difference("/".repeat(MAX_PATH_BYTES + 1))])),
+            Err(Refusal::TooLong { .. })
+        ));
     }
 
     #[test]

@@ -161,6 +161,80 @@ impl Default for Metrics {
     }
 }
 
+/// `holdfast_drill_*`: each host's latest restore drill, from its status.
+fn register_drills(registry: &mut Registry, model: &ReadModel) {
+    let succeeded = Family::<HostLabels, Gauge>::default();
+    let last = Family::<HostLabels, Gauge>::default();
+    let last_success = Family::<HostLabels, Gauge>::default();
+    let rate = Family::<HostLabels, Gauge>::default();
+    let files = Family::<HostLabels, Gauge>::default();
+    let bytes = Family::<HostLabels, Gauge>::default();
+    let differences = Family::<HostLabels, Gauge>::default();
+    for host in &model.hosts {
+        let Some(drill) = host.status.as_ref().and_then(|s| s.last_drill.as_ref()) else {
+            continue;
+        };
+        let labels = HostLabels {
+            namespace: host.metadata.namespace.clone().unwrap_or_default(),
+            host: host.metadata.name.clone().unwrap_or_default(),
+        };
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        succeeded
+            .get_or_create(&labels)
+            .set(i64::from(drill.phase == Phase::Succeeded));
+        last.get_or_create(&labels).set(drill.time.0.as_second());
+        if let Some(t) = &drill.last_success_time {
+            last_success.get_or_create(&labels).set(t.0.as_second());
+        }
+        rate.get_or_create(&labels)
+            .set(count(drill.bytes_per_second));
+        files
+            .get_or_create(&labels)
+            .set(count(drill.files_verified));
+        bytes
+            .get_or_create(&labels)
+            .set(count(drill.bytes_verified));
+        differences
+            .get_or_create(&labels)
+            .set(count(drill.differences.unwrap_or(0)));
+    }
+    registry.register(
+        "drill_last_succeeded",
+        "1 when the host's last restore drill verified every file",
+        succeeded,
+    );
+    registry.register(
+        "drill_last_timestamp_seconds",
+        "When the host's last restore drill finished",
+        last,
+    );
+    registry.register(
+        "drill_last_success_timestamp_seconds",
+        "When a restore drill on the host last succeeded (absent until one has)",
+        last_success,
+    );
+    registry.register(
+        "drill_last_bytes_per_second",
+        "Restore rate of the host's last drill",
+        rate,
+    );
+    registry.register(
+        "drill_last_verified_files",
+        "Files the host's last drill restored and verified",
+        files,
+    );
+    registry.register(
+        "drill_last_verified_bytes",
+        "Bytes the host's last drill restored and verified",
+        bytes,
+    );
+    registry.register(
+        "drill_last_differences",
+        "Files of the host's last drill that did not verify",
+        differences,
+    );
+}
+
 fn phase_word(phase: Phase) -> String {
     serde_json::to_value(phase)
         .ok()
@@ -275,6 +349,7 @@ impl Metrics {
             "1 when the host's agent is connected",
             online,
         );
+        register_drills(registry, model);
         registry.register(
             "host_desired_schedule_version",
             "The schedule version the host should run",

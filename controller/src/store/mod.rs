@@ -122,6 +122,8 @@ const MIGRATIONS: &[&str] = &[
         host TEXT NOT NULL,
         PRIMARY KEY (namespace, repo, part)
      );",
+    // What a drill restored and verified (JSON).
+    "ALTER TABLE runs ADD COLUMN drill TEXT",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -62,7 +62,7 @@ pub struct RepoHost {
 
 const RUN_COLUMNS: &str = "kind, namespace, name, host, job, schedule, operation, repo, phase,
     requested, created_at, scheduled_at, started_at, finished_at, exit_code, snapshot_id, summary,
-    progress, reason, message, log_tail";
+    progress, reason, message, log_tail, drill";
 
 fn phase_text(phase: Phase) -> String {
     serde_json::to_value(phase)
@@ -107,6 +107,9 @@ fn run_from_row(r: &Row) -> rusqlite::Result<RunRecord> {
             .get::<_, Option<String>>(20)?
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default(),
+        drill: r
+            .get::<_, Option<String>>(21)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
 
@@ -343,7 +346,7 @@ impl Store {
             &format!(
                 "INSERT OR REPLACE INTO runs ({RUN_COLUMNS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18, ?19, ?20, ?21)"
+                         ?17, ?18, ?19, ?20, ?21, ?22)"
             ),
             params![
                 run.kind.as_str(),
@@ -371,6 +374,9 @@ impl Store {
                 run.reason,
                 run.message,
                 serde_json::to_string(&run.log_tail).ok(),
+                run.drill
+                    .as_ref()
+                    .and_then(|d| serde_json::to_string(d).ok()),
             ],
         )
         .map_err(err)?;

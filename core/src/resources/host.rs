@@ -147,6 +147,33 @@ pub struct HostStatus {
     /// The host's most recent finished backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<LastRun>,
+    /// The host's most recent restore drill that ran to an end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<LastDrill>,
+}
+
+/// A host's latest restore drill: how it ended and how fast it restored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastDrill {
+    /// When it finished.
+    pub time: Time,
+    /// How it ended.
+    pub phase: Phase,
+    /// Name of its Backup record.
+    pub backup: String,
+    /// Files restored and verified against the snapshot.
+    pub files_verified: u64,
+    /// Their bytes.
+    pub bytes_verified: u64,
+    /// Files that did not verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differences: Option<u64>,
+    /// Bytes restored per second.
+    pub bytes_per_second: u64,
+    /// When a drill on the host last succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_time: Option<Time>,
 }
 
 /// A pointer to a finished run.

@@ -203,6 +203,43 @@ pub struct BackupStatus {
     /// restic's backup summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<BackupSummary>,
+    /// What a drill restored and verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillStatus>,
+}
+
+/// A restore drill's result: the snapshot is `snapshotId`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillStatus {
+    /// Files restored whose content matched the snapshot's.
+    pub files_verified: u64,
+    /// Their bytes.
+    pub bytes_verified: u64,
+    /// Files the drill set out to restore.
+    pub files_expected: u64,
+    /// Seconds `restic restore` took.
+    pub seconds: f64,
+    /// Bytes restored per second.
+    pub bytes_per_second: u64,
+    /// The restore rate for people, such as `42.0 MiB/s`.
+    pub rate: String,
+    /// The first files that did not verify, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<DrillDifference>,
+    /// How many files did not verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differences_total: Option<u64>,
+}
+
+/// A file a drill could not verify.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillDifference {
+    /// The path in the snapshot.
+    pub path: String,
+    /// Why it did not verify.
+    pub reason: String,
 }
 
 /// restic's summary of a backup.

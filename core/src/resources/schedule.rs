@@ -58,7 +58,7 @@ use super::common::{Hooks, LabelSelector, Phase, conditions_schema};
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScheduleSpec {
-    /// What to run: `backup`, `forget`, `prune` or `check`.
+    /// What to run: `backup`, `forget`, `prune`, `check` or `drill`.
     pub operation: Operation,
     /// When to run: five fields (`min hour day-of-month month day-of-week`), six with a leading
     /// seconds field, or a macro such as `@daily`.
@@ -106,6 +106,10 @@ pub struct ScheduleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub read_data_rotate: Option<u32>,
+    /// Drill only: which snapshot to restore a sample of, and which files (default: 20 random
+    /// files of the host's latest snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillSpec>,
     /// What to do when a run comes due while the last is still running (default `Forbid`).
     #[serde(default)]
     pub concurrency_policy: ConcurrencyPolicy,
@@ -129,6 +133,37 @@ pub struct ScheduleSpec {
     /// (default: twice the longest gap between runs of the cron).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_after: Option<String>,
+}
+
+/// Files a drill samples when it names neither `include` nor `sampleFiles`.
+pub const DEFAULT_DRILL_SAMPLE_FILES: u32 = 20;
+/// The most files a drill samples: each is read back from the repository on its own.
+pub const MAX_DRILL_SAMPLE_FILES: u32 = 1000;
+/// A drill's sample stays under this many bytes unless `maxBytes` says otherwise (256 MiB).
+pub const DEFAULT_DRILL_MAX_BYTES: u64 = 256 << 20;
+
+/// A restore drill: restore part of a snapshot into a private temporary directory, compare every
+/// restored file with the snapshot's content, measure the restore rate, and remove it all.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DrillSpec {
+    /// A backup Schedule (same namespace): drill the latest snapshot it made (its paths and
+    /// tags); default: the latest snapshot of the host, whatever made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_schedule: Option<String>,
+    /// Drill another Host's snapshots in the repo (a cross-host drill); default: the host's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_host: Option<String>,
+    /// Whole absolute paths of the snapshot to restore and verify, instead of a random sample.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// How many random files to restore and verify (default 20, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_files: Option<u32>,
+    /// The random sample's files together stay under this many bytes (default 268435456,
+    /// 256 MiB); larger files are passed over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
 }
 
 /// How the schedule is doing on each of its hosts.

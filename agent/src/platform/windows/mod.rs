@@ -96,6 +96,15 @@ impl Drop for Descriptor {
     }
 }
 
+/// Clears the read-only attribute, which a restored file may carry and which stops its removal.
+pub fn make_removable(path: &Path, _is_dir: bool) -> io::Result<()> {
+    let mut permissions = fs::metadata(path)?.permissions();
+    // On Windows this is the read-only attribute, not a mode open to everyone.
+    #[allow(clippy::permissions_set_readonly_false)]
+    permissions.set_readonly(false);
+    fs::set_permissions(path, permissions)
+}
+
 /// Creates `path` (and its missing parents, with their inherited ACLs) with the owner-only DACL
 /// set at creation, so there is no moment when others could open it. An existing directory is
 /// left as it is, as on Unix.

@@ -39,6 +39,10 @@ pub fn host(view: &HostView) -> Markup {
             }
             h2 { "Host" }
             (host_facts(now, view.release, host))
+            @if let Some(drill) = status.and_then(|s| s.last_drill.as_ref()) {
+                h2 { "Restore drill" }
+                (drill_facts(now, namespace, drill, &view.runs))
+            }
             @if let Some(status) = status.filter(|s| !s.conditions.is_empty()) {
                 h2 { "Conditions" }
                 (conditions_table(now, status))
@@ -113,6 +117,44 @@ pub(super) fn host_facts(now: DateTime<Utc>, release: &str, host: &Host) -> Mark
                 dt { "Labels" }
                 dd { @for (k, v) in labels { code.chip { (k) "=" (v) } " " } }
             }
+        }
+    }
+}
+
+/// The last drill, its restore rate, and what that rate means for restoring the host's data:
+/// the newest backup's bytes processed over the drill's bytes per second.
+fn drill_facts(now: DateTime<Utc>, namespace: &str, drill: &LastDrill, runs: &[&Backup]) -> Markup {
+    let data = runs.iter().find_map(|b| {
+        let summary = b.status.as_ref()?.summary.as_ref()?;
+        Some(summary.total_bytes_processed)
+    });
+    let estimate = data
+        .and_then(|d| crate::status::restore_estimate(d, drill.bytes_per_second).map(|s| (d, s)));
+    html! {
+        dl.facts #drill {
+            dt { "Last drill" }
+            dd {
+                a href=(run_url(namespace, &drill.backup)) { (drill.backup) } " "
+                (phase_badge(Some(drill.phase))) " " (when(now, Some(&drill.time)))
+            }
+            dt { "Verified" }
+            dd {
+                (drill.files_verified) " files, " (bytes(drill.bytes_verified))
+                @if let Some(n) = drill.differences { ", " strong { (n) " differed" } }
+            }
+            dt { "Restore rate" } dd { (bytes(drill.bytes_per_second)) "/s" }
+            dt { "RTO estimate" }
+            dd {
+                @match estimate {
+                    Some((data, seconds)) => {
+                        (crate::status::human_duration(seconds)) " to restore " (bytes(data))
+                        span.dim { " (the latest backup's size at this rate)" }
+                    }
+                    None => { span.dim { "no backup size or rate yet" } }
+                }
+            }
+            dt { "Last successful drill" }
+            dd { (when(now, drill.last_success_time.as_ref())) }
         }
     }
 }

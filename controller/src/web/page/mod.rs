@@ -33,8 +33,8 @@ use super::view::{
     RunView, ScheduleView,
 };
 use crate::resources::{
-    API_VERSION, Backup, BackupSummary, DEFAULT_NAMESPACE, Host, HostStatus, Phase, Progress, Repo,
-    Schedule, ScheduleHostStatus,
+    API_VERSION, Backup, BackupSummary, DEFAULT_NAMESPACE, Host, HostStatus, LastDrill, Phase,
+    Progress, Repo, Schedule, ScheduleHostStatus,
 };
 use crate::revision::{name_of, namespace_of};
 use crate::runs::is_final;

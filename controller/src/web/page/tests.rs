@@ -60,6 +60,7 @@ fn schedule(name: &str, entries: Vec<ScheduleHostStatus>) -> Schedule {
             prune: false,
             read_data_subset: None,
             read_data_rotate: None,
+            drill: None,
             concurrency_policy: Default::default(),
             missed_run_policy: Default::default(),
             jitter: None,
