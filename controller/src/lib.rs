@@ -10,7 +10,8 @@
 
 pub use holdfast_core::{
     alerts, compile, crds, cronspec, decisions, diagnostics, diff, facts, notices, records,
-    resources, retention, revision, routing, runs, secrets, select, status, suggest, summaries,
+    resources, retention, revision, routing, runs, secrets, select, snapshots, status, suggest,
+    summaries,
     time, validate, versions,
 };
 

@@ -20,6 +20,7 @@ pub mod revision;
 pub mod routing;
 pub mod runs;
 pub mod secrets;
+pub mod snapshots;
 pub mod select;
 pub mod status;
 pub mod suggest;

@@ -26,7 +26,9 @@ use super::reconcile::{MANAGED_BY, Stores};
 use super::sink::{Coalescer, Recorded, apply_status, record_run};
 use crate::compile::HostKey;
 use crate::records::RecordId;
-use crate::resources::{Backup, Host, Kind, Notifier, Phase, Repo, Restore, Schedule};
+use crate::resources::{
+    Backup, Host, Kind, Notifier, Phase, Repo, Restore, Schedule, Snapshot,
+};
 use crate::revision::{name_of, namespace_of};
 use crate::runs::RunRecord;
 use crate::server::changes::Change;
@@ -398,6 +400,7 @@ pub async fn execute(
                     Kind::Backup => apply::<Backup>(client, &namespace, &name, &status).await,
                     Kind::Restore => apply::<Restore>(client, &namespace, &name, &status).await,
                     Kind::Notifier => apply::<Notifier>(client, &namespace, &name, &status).await,
+                    Kind::Snapshot => apply::<Snapshot>(client, &namespace, &name, &status).await,
                 };
                 match applied {
                     Ok(()) => {

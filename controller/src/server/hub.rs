@@ -1191,6 +1191,12 @@ fn ingest(
                 report.snapshots.len() as u64,
                 latest,
             )?;
+            store.replace_snapshots(
+                &host.namespace,
+                &host.name,
+                &report.repo,
+                report.snapshots.clone(),
+            )?;
             None
         }
         ReportBody::RepoStats(stats) => {

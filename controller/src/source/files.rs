@@ -331,9 +331,19 @@ impl Loader {
         }
         let kind = match map.get("kind") {
             Some(serde_yaml::Value::String(k)) => match Kind::from_name(k) {
+                Some(Kind::Snapshot) => {
+                    return Err(DocError::at(
+                        FieldPath::parse("kind"),
+                        "Snapshot is read-only: the controller makes them from what agents report",
+                    ));
+                }
                 Some(kind) => kind,
                 None => {
-                    let names = Kind::ALL.map(Kind::as_str);
+                    let names = Kind::ALL
+                        .into_iter()
+                        .filter(|k| *k != Kind::Snapshot)
+                        .map(Kind::as_str)
+                        .collect::<Vec<_>>();
                     return Err(DocError::at(
                         FieldPath::parse("kind"),
                         unknown_name_message("kind", k, &names),
@@ -372,6 +382,8 @@ impl Loader {
             Kind::Backup => add!(Backup, backups),
             Kind::Restore => add!(Restore, restores),
             Kind::Notifier => add!(Notifier, notifiers),
+            // Refused above.
+            Kind::Snapshot => {}
         }
         Ok(())
     }

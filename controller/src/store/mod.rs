@@ -12,6 +12,7 @@ mod model;
 mod notifications;
 pub mod retention;
 mod runs;
+mod snapshots;
 
 pub use agents::AgentRecord;
 pub use auth::{AuthError, Enrolled, NoRandomness, hash as secret_hash, random_secret};
@@ -20,6 +21,7 @@ pub use model::{
 };
 pub use notifications::{Enqueue, NotifierId, Queued};
 pub use runs::{GroupSize, HistoryPoint, RepoHost, RunGroup, SizePoint};
+pub use snapshots::{SnapshotChanges, SnapshotSet};
 
 /// A random identifier shaped like a Kubernetes uid.
 pub fn new_uid() -> String {
@@ -162,6 +164,8 @@ pub struct Store {
     path: PathBuf,
     /// Run records saved since the status writer last asked ([`Store::take_saved_runs`]).
     saved: Vec<crate::runs::RunRecord>,
+    /// Snapshots changed since the status writer last asked ([`Store::take_snapshot_changes`]).
+    snapshot_changes: SnapshotChanges,
 }
 
 impl Store {
@@ -180,6 +184,7 @@ impl Store {
             conn,
             path,
             saved: Vec::new(),
+            snapshot_changes: SnapshotChanges::default(),
         };
         // WAL keeps readers (`holdfast plan`, `token create`) from blocking the controller.
         store
@@ -212,6 +217,7 @@ impl Store {
             conn,
             path,
             saved: Vec::new(),
+            snapshot_changes: SnapshotChanges::default(),
         };
         let (found, known) = (store.schema_version()?, MIGRATIONS.len());
         let path = store.path.display().to_string();

@@ -95,7 +95,9 @@ impl Changed {
                 ns == namespace
                     && match change.kind {
                         Kind::Host => host == name,
-                        Kind::Backup | Kind::Restore => host_label == Some(host.as_str()),
+                        Kind::Backup | Kind::Restore | Kind::Snapshot => {
+                            host_label == Some(host.as_str())
+                        }
                         Kind::Schedule | Kind::Repo => true,
                         Kind::Notifier => false,
                     }
@@ -114,6 +116,11 @@ impl Changed {
             }
             Kind::Schedule => self.schedules = true,
             Kind::Repo => self.repos = true,
+            Kind::Snapshot => {
+                if let Some(host) = host_label {
+                    self.host(namespace, host);
+                }
+            }
             // The page shows no Notifiers.
             Kind::Notifier => {}
         }

@@ -28,7 +28,7 @@ use super::Controller;
 use super::changes::ChangeType;
 use crate::compile::HostKey;
 use crate::records::{backup_object, restore_object};
-use crate::resources::{Backup, Host, Kind, Notifier, Repo, Schedule};
+use crate::resources::{Backup, Host, Kind, Notifier, Repo, Schedule, Snapshot};
 use crate::revision::{name_of, namespace_of};
 use crate::runs::RunRecord;
 use crate::status::{self, Inputs};
@@ -82,7 +82,7 @@ impl ReadModel {
             Kind::Host => all(&self.hosts),
             Kind::Schedule => all(&self.schedules),
             Kind::Notifier => all(&self.notifiers),
-            Kind::Backup | Kind::Restore => Vec::new(),
+            Kind::Backup | Kind::Restore | Kind::Snapshot => Vec::new(),
         };
         objects.sort_by(|a, b| {
             let key = |o: &serde_json::Value| {
@@ -273,6 +273,7 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
     if let Some(observed) = stores {
         hold_versions(&mut versions, &revision, &observed.hosts);
     }
+    let previous = controller.model();
     let mut history = controller.records();
     let mut store = controller.store();
     let pass = history.pass(&mut store, &revision)?;
@@ -287,13 +288,18 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         let served = store.stored_object(&id)?.and_then(|(_, served)| served);
         deleted.push((id, served));
     }
+    let snapshots = snapshots_to_settle(
+        &mut store,
+        &fleet,
+        !Arc::ptr_eq(&previous.revision, &revision),
+        now,
+    )?;
     let repo_sizes =
         store.latest_repo_sizes(revision.repos.iter().map(|r| (namespace_of(r), name_of(r))))?;
     let snapshot_counts = store.snapshot_counts()?;
     let revisions = store.revisions()?;
     drop(store);
 
-    let previous = controller.model();
     let schedule_created = |ns: &str, name: &str| {
         previous
             .stored
@@ -371,6 +377,12 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         settle_record(&mut writer, &revision, run, before.as_ref(), &mut active);
     }
     for (id, served) in deleted {
+        writer.delete_record(id, served);
+    }
+    for (snapshot, before) in snapshots.settle {
+        writer.settle_record(Kind::Snapshot, snapshot, before.as_ref());
+    }
+    for (id, served) in snapshots.deleted {
         writer.delete_record(id, served);
     }
     active.sort_by_key(|b| std::cmp::Reverse(b.metadata.creation_timestamp.clone()));
@@ -509,6 +521,50 @@ fn settle_record(
     }
 }
 
+/// The Snapshot objects a pass writes, each with its stored copy, and those it deletes.
+#[derive(Default)]
+struct SnapshotWrites {
+    settle: Vec<(Snapshot, Option<(StoredObject, Option<serde_json::Value>)>)>,
+    deleted: Vec<(ObjectId, Option<serde_json::Value>)>,
+}
+
+/// The Snapshot objects of the snapshot lists that changed, or of every list when the fleet
+/// may have changed (`everything`: a new revision, or the first pass), since when each goes
+/// follows the plans' forget schedules; and the objects of forgotten snapshots.
+fn snapshots_to_settle(
+    store: &mut Store,
+    fleet: &crate::compile::Fleet,
+    everything: bool,
+    now: chrono::DateTime<Utc>,
+) -> Result<SnapshotWrites, StoreError> {
+    let changes = store.take_snapshot_changes();
+    let mut sets = changes.sets;
+    let mut forgotten = changes.forgotten;
+    if everything {
+        sets.extend(store.snapshot_sets()?);
+        forgotten.extend(store.orphaned_snapshot_objects()?);
+    }
+    let mut out = SnapshotWrites::default();
+    for (namespace, host, repo) in sets {
+        let known = store.snapshots(&namespace, &host, &repo)?;
+        let plan = fleet
+            .hosts
+            .get(&HostKey::new(&namespace, &host))
+            .map(|c| &c.plan);
+        for snapshot in crate::snapshots::objects(&namespace, &host, &repo, &known, plan, now) {
+            let id = (Kind::Snapshot, namespace.clone(), name_of(&snapshot).to_string());
+            let before = store.stored_object(&id)?;
+            out.settle.push((snapshot, before));
+        }
+    }
+    for id in forgotten {
+        if let Some((_, served)) = store.stored_object(&id)? {
+            out.deleted.push((id, served));
+        }
+    }
+    Ok(out)
+}
+
 /// The objects of the next read model.
 struct Objects {
     repos: Vec<Repo>,
@@ -567,7 +623,7 @@ fn publish(
         host_status: objects.host_status,
     };
     let mut events = writer.events;
-    let fleet_kind = |k: Kind| !matches!(k, Kind::Backup | Kind::Restore);
+    let fleet_kind = |k: Kind| !matches!(k, Kind::Backup | Kind::Restore | Kind::Snapshot);
     if events.iter().any(|e| fleet_kind(e.kind)) {
         let ids: HashSet<(Kind, &str, &str)> = events
             .iter()

@@ -330,6 +330,7 @@ fn timeline_marks_each_run_of_the_last_30_days() {
         schedules: vec![],
         runs: old,
         repo_sizes: vec![],
+        snapshots: vec![],
         declared_schedules: &[],
         repos: &[],
     })
@@ -463,6 +464,7 @@ fn every_page_is_standalone_and_read_only() {
             schedules: vec![],
             runs: vec![&b],
             repo_sizes: vec![],
+            snapshots: vec![],
             declared_schedules: &[],
             repos: &[],
         })
@@ -708,6 +710,7 @@ fn an_offline_host_shows_when_it_was_seen_and_that_its_schedule_runs_regardless(
         schedules: schedules.iter().collect(),
         runs: vec![],
         repo_sizes: vec![],
+        snapshots: vec![],
         declared_schedules: &[],
         repos: &[],
     })
@@ -873,6 +876,7 @@ fn a_schedule_that_never_ran_counts_as_pending_first_run() {
         schedules: vec![&forget],
         runs: vec![],
         repo_sizes: vec![],
+        snapshots: vec![],
         declared_schedules: &[],
         repos: &[],
     })
