@@ -113,6 +113,24 @@ const MIGRATIONS: &[&str] = &[
         attempts INTEGER,
         PRIMARY KEY (namespace, notifier)
      );",
+    // Each host's snapshots per repo as last reported (bounded), and what made each; found by
+    // object name when their objects are checked for orphans.
+    "CREATE TABLE snapshots (
+        namespace TEXT NOT NULL,
+        host TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        time TEXT NOT NULL,
+        hostname TEXT NOT NULL,
+        paths TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        backup TEXT,
+        schedule TEXT,
+        size INTEGER,
+        PRIMARY KEY (namespace, host, repo, id)
+     );
+     CREATE INDEX snapshots_by_name ON snapshots (namespace, name);",
 ];
 
 #[derive(Debug, thiserror::Error)]
