@@ -11,8 +11,7 @@
 pub use holdfast_core::{
     alerts, compile, crds, cronspec, decisions, diagnostics, diff, facts, notices, records,
     resources, retention, revision, routing, runs, secrets, select, snapshots, status, suggest,
-    summaries,
-    time, validate, versions,
+    summaries, time, validate, versions,
 };
 
 pub mod cluster;

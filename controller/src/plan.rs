@@ -106,7 +106,10 @@ pub fn retention(
             let refs = |ids: &mut dyn Iterator<Item = &String>| -> Vec<SnapshotRef> {
                 ids.map(|id| SnapshotRef {
                     short_id: crate::snapshots::short_id(id),
-                    time: by_id.get(id.as_str()).map(|s| s.time.clone()).unwrap_or_default(),
+                    time: by_id
+                        .get(id.as_str())
+                        .map(|s| s.time.clone())
+                        .unwrap_or_default(),
                 })
                 .collect()
             };
@@ -431,7 +434,11 @@ impl Plan {
         }
         let retention = self.retention_text();
         if !retention.is_empty() {
-            let warned = self.retention.iter().map(|r| r.warnings.len()).sum::<usize>();
+            let warned = self
+                .retention
+                .iter()
+                .map(|r| r.warnings.len())
+                .sum::<usize>();
             let fence = "`".repeat(longest_backtick_run(&retention).max(2) + 1);
             let _ = write!(
                 out,

@@ -209,7 +209,9 @@ fn snapshots_are_listed_previewed_and_gone_once_forgotten() {
         };
         match (goes(&first), goes(&second)) {
             (Some(true), Some(false)) => Ok(()),
-            other => Err(format!("forgetAt of first and second: {other:?} in {items:?}")),
+            other => Err(format!(
+                "forgetAt of first and second: {other:?} in {items:?}"
+            )),
         }
     });
 

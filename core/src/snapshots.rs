@@ -350,7 +350,11 @@ mod tests {
     #[test]
     fn the_object_carries_the_snapshot_its_origin_labels_and_when_it_goes() {
         let known = Known {
-            snapshot: snap("0123456789abcdef", "2026-12-01T02:00:00+01:00", &["nightly"]),
+            snapshot: snap(
+                "0123456789abcdef",
+                "2026-12-01T02:00:00+01:00",
+                &["nightly"],
+            ),
             origin: Origin {
                 backup: Some("nightly-web-1-20261201-010000".into()),
                 schedule: Some("nightly".into()),
@@ -367,7 +371,10 @@ mod tests {
         assert_eq!(json["metadata"]["namespace"], "fleet");
         assert_eq!(json["metadata"]["labels"]["holdfast.dev/host"], "web-1");
         assert_eq!(json["metadata"]["labels"]["holdfast.dev/repo"], "nas");
-        assert_eq!(json["metadata"]["labels"]["holdfast.dev/schedule"], "nightly");
+        assert_eq!(
+            json["metadata"]["labels"]["holdfast.dev/schedule"],
+            "nightly"
+        );
         assert_eq!(json["spec"]["shortId"], "01234567");
         assert_eq!(json["spec"]["time"], "2026-12-01T02:00:00+01:00");
         assert_eq!(json["spec"]["size"], 4096);
@@ -381,7 +388,11 @@ mod tests {
             ..known
         };
         let json = serde_json::to_value(object("fleet", "web-1", "nas", &unknown, None)).unwrap();
-        assert!(json["metadata"]["labels"].get("holdfast.dev/schedule").is_none());
+        assert!(
+            json["metadata"]["labels"]
+                .get("holdfast.dev/schedule")
+                .is_none()
+        );
         assert!(json["spec"].get("size").is_none());
         assert!(json["status"].get("forgetAt").is_none());
     }
@@ -490,8 +501,18 @@ mod tests {
             Some(at("2026-12-05T03:00:00Z"))
         );
         assert_eq!(first.forget_schedule.as_deref(), Some("daily"));
-        let none = super::objects("fleet", "web-1", "nas", &known, None, at("2026-12-05T00:00:00Z"));
-        assert!(none.iter().all(|o| o.status.as_ref().unwrap().forget_at.is_none()));
+        let none = super::objects(
+            "fleet",
+            "web-1",
+            "nas",
+            &known,
+            None,
+            at("2026-12-05T00:00:00Z"),
+        );
+        assert!(
+            none.iter()
+                .all(|o| o.status.as_ref().unwrap().forget_at.is_none())
+        );
     }
 
     #[test]
@@ -503,9 +524,13 @@ mod tests {
 
         // The last run finished after the third snapshot: it kept three.
         let last = Some(at("2026-12-03T12:00:00Z"));
-        let (groups, warnings) = check_policy(&snapshots, "web-1", &keep_last(2), now, last).unwrap();
+        let (groups, warnings) =
+            check_policy(&snapshots, "web-1", &keep_last(2), now, last).unwrap();
         assert_eq!(groups[0].keep.len(), 2);
-        assert_eq!(warnings, vec![PolicyWarning::KeepsFewer { keeps: 2, kept: 3 }]);
+        assert_eq!(
+            warnings,
+            vec![PolicyWarning::KeepsFewer { keeps: 2, kept: 3 }]
+        );
         assert_eq!(
             warnings[0].to_string(),
             "the policy keeps 2 snapshots, fewer than the 3 its last successful run kept"

@@ -54,8 +54,12 @@ pub enum Recorded {
     AlreadyRecorded,
 }
 
-/// Creates the Backup of a run; its status is applied afterwards with [`apply_status`].
-pub async fn record_run(api: &Api<Backup>, backup: &Backup) -> Result<Recorded, kube::Error> {
+/// Creates the Backup of a run (or a Snapshot); its status is applied afterwards with
+/// [`apply_status`].
+pub async fn record_run<K>(api: &Api<K>, backup: &K) -> Result<Recorded, kube::Error>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()

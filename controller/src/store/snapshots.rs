@@ -135,9 +135,7 @@ impl Store {
                 id,
                 run.name,
                 run.schedule,
-                run.summary
-                    .as_ref()
-                    .map(|s| s.total_bytes_processed as i64),
+                run.summary.as_ref().map(|s| s.total_bytes_processed as i64),
             ],
         )?;
         Ok((changed > 0).then(|| (run.namespace.clone(), run.host.clone(), repo.clone())))
@@ -192,9 +190,7 @@ impl Store {
         let rows = stmt
             .query_map(params![namespace, host, repo], |r| known_from_row(r, 0))
             .map_err(|e| self.sqlite(e))?;
-        let known: Vec<Known> = rows
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.sqlite(e))?;
+        let known: Vec<Known> = rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))?;
         Ok(newest_first(known))
     }
 

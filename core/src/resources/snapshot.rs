@@ -29,7 +29,12 @@ use serde::{Deserialize, Serialize};
         json_path = ".status.forgetAt",
         priority = 1
     ),
-    printcolumn(name = "Backup", type_ = "string", json_path = ".spec.backup", priority = 1),
+    printcolumn(
+        name = "Backup",
+        type_ = "string",
+        json_path = ".spec.backup",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".spec.time")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

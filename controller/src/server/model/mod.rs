@@ -552,7 +552,11 @@ fn snapshots_to_settle(
             .get(&HostKey::new(&namespace, &host))
             .map(|c| &c.plan);
         for snapshot in crate::snapshots::objects(&namespace, &host, &repo, &known, plan, now) {
-            let id = (Kind::Snapshot, namespace.clone(), name_of(&snapshot).to_string());
+            let id = (
+                Kind::Snapshot,
+                namespace.clone(),
+                name_of(&snapshot).to_string(),
+            );
             let before = store.stored_object(&id)?;
             out.settle.push((snapshot, before));
         }

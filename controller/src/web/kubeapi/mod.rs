@@ -443,10 +443,12 @@ async fn item(
     let model = c.model();
     // Only the object asked for is serialized.
     let found = match served.kind {
-        Kind::Backup | Kind::Restore | Kind::Snapshot => match c.record(served.kind, &namespace, &name) {
-            Ok(found) => found,
-            Err(e) => return internal_error(&e),
-        },
+        Kind::Backup | Kind::Restore | Kind::Snapshot => {
+            match c.record(served.kind, &namespace, &name) {
+                Ok(found) => found,
+                Err(e) => return internal_error(&e),
+            }
+        }
         kind => page::page_of_model(&model, kind, &page::Paging::default(), |m| {
             m.namespace.as_deref() == Some(namespace.as_str()) && m.name.as_deref() == Some(&name)
         })

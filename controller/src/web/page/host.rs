@@ -272,7 +272,12 @@ pub(super) fn snapshots_section(
     let next_forget = schedules
         .iter()
         .filter(|s| s.spec.operation == protocol::Operation::Forget && !s.spec.suspend)
-        .filter_map(|s| Some((host_entry(s, host)?.next_schedule_time.as_ref()?, name_of(*s))))
+        .filter_map(|s| {
+            Some((
+                host_entry(s, host)?.next_schedule_time.as_ref()?,
+                name_of(*s),
+            ))
+        })
         .min_by_key(|(t, _)| t.0);
     let mut by_repo: BTreeMap<&str, Vec<&Snapshot>> = BTreeMap::new();
     for s in snapshots {
