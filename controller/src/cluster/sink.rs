@@ -14,8 +14,6 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::resources::Backup;
-
 /// The field manager of everything Holdfast writes.
 pub const FIELD_MANAGER: &str = "holdfast";
 
@@ -135,7 +133,7 @@ impl Coalescer {
 mod tests {
     use super::*;
     use crate::cluster::scripted::{self, status};
-    use crate::resources::{BackupSpec, Host};
+    use crate::resources::{Backup, BackupSpec, Host};
 
     #[tokio::test]
     async fn status_is_server_side_applied_by_holdfast_on_the_status_subresource() {

@@ -322,6 +322,10 @@ pub fn plan(
     out
 }
 
+/// The status write of an object (kind, namespace, name, computed status, the cluster's), if
+/// one is due.
+type StatusWrite<'a> = dyn Fn(Kind, &str, &str, Option<Value>, Option<Value>) -> Option<Write> + 'a;
+
 /// Snapshots: created (owned by their Host, so that deleting the Host removes them) with their
 /// status, and deleted once the store no longer has them.
 fn snapshots(
@@ -329,7 +333,7 @@ fn snapshots(
     cluster: &Cluster,
     written: &Written,
     hosts: &Index<Host>,
-    status: &dyn Fn(Kind, &str, &str, Option<Value>, Option<Value>) -> Option<Write>,
+    status: &StatusWrite,
 ) -> Vec<Write> {
     let mut out = Vec::new();
     let in_cluster = Index::of(&cluster.snapshots);

@@ -521,10 +521,13 @@ fn settle_record(
     }
 }
 
+/// An object as stored, and as last served.
+type Stored = (StoredObject, Option<serde_json::Value>);
+
 /// The Snapshot objects a pass writes, each with its stored copy, and those it deletes.
 #[derive(Default)]
 struct SnapshotWrites {
-    settle: Vec<(Snapshot, Option<(StoredObject, Option<serde_json::Value>)>)>,
+    settle: Vec<(Snapshot, Option<Stored>)>,
     deleted: Vec<(ObjectId, Option<serde_json::Value>)>,
 }
 
