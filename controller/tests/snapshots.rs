@@ -170,27 +170,35 @@ fn snapshots_are_listed_previewed_and_gone_once_forgotten() {
         );
     }
 
-    // The forget schedule, and what its next run would do.
-    fleet.write("schedules/keep-one.yaml", FORGET);
-    fleet.wait_in_sync(HOST);
-    let plan = Command::new(holdfast_bin())
-        .arg("plan")
+    // The forget schedule, and what its next run would do: shown while it is new in the plan,
+    // and once applied only with --retention.
+    // A proposed change, in a copy of the config directory the controller does not read.
+    let proposed = fleet.root.join("proposed");
+    let copied = Command::new("cp")
+        .arg("-r")
         .arg(&fleet.config)
-        .arg("--data-dir")
-        .arg(&fleet.controller_data)
-        .args(["--retention", "--output", "json"])
-        .output()
+        .arg(&proposed)
+        .status()
         .unwrap();
-    assert!(
-        plan.status.success(),
-        "holdfast plan: {}",
-        String::from_utf8_lossy(&plan.stderr)
-    );
-    let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
-    let preview = plan["retention"]
+    assert!(copied.success());
+    std::fs::write(proposed.join("schedules/keep-one.yaml"), FORGET).unwrap();
+    let fresh = plan(&fleet, &proposed, &[]);
+    assert_eq!(fresh["retention"][0]["schedule"], "keep-one", "{fresh:#}");
+    fleet.write("schedules/keep-one.yaml", FORGET);
+    fleet.eventually(LONG, "keep-one applied", || {
+        match plan(&fleet, &fleet.config, &[])["retention"].is_null() {
+            true => Ok(()),
+            false => Err(
+                "an applied policy that does not change is previewed only with --retention".into(),
+            ),
+        }
+    });
+    fleet.wait_in_sync(HOST);
+    let planned = plan(&fleet, &fleet.config, &["--retention"]);
+    let preview = planned["retention"]
         .as_array()
         .and_then(|r| r.iter().find(|p| p["schedule"] == "keep-one"))
-        .unwrap_or_else(|| panic!("no preview of keep-one: {plan:#}"));
+        .unwrap_or_else(|| panic!("no preview of keep-one: {planned:#}"));
     assert_eq!(preview["host"], HOST);
     assert_eq!(preview["remove"][0]["shortId"], old.as_str(), "{preview:#}");
     assert_eq!(preview["keep"][0]["shortId"], new.as_str(), "{preview:#}");
@@ -246,6 +254,25 @@ fn snapshots_are_listed_previewed_and_gone_once_forgotten() {
         page.contains(&row(&second)) && !page.contains(&row(&first)),
         "the host page lists the snapshot left"
     );
+}
+
+/// `holdfast plan DIR --data-dir … --output json ARGS` against the fleet's data directory.
+fn plan(fleet: &Fleet, dir: &std::path::Path, args: &[&str]) -> Value {
+    let out = Command::new(holdfast_bin())
+        .arg("plan")
+        .arg(dir)
+        .arg("--data-dir")
+        .arg(&fleet.controller_data)
+        .args(["--output", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "holdfast plan: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Runs the `keep-one` forget once and waits for it to succeed.

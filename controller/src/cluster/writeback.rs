@@ -370,12 +370,19 @@ fn snapshots(
         .iter()
         .map(|s| (namespace_of(s), name_of(s)))
         .collect();
+    // A pass over everything deletes only in the lists this database holds: a new leader has
+    // not heard every agent yet, and the Snapshots of the others stay until it has.
+    let lists: HashSet<(&str, &str, &str)> = desired
+        .snapshots
+        .iter()
+        .map(|s| (namespace_of(s), s.spec.host.as_str(), s.spec.repo.as_str()))
+        .collect();
     for s in &cluster.snapshots {
         let (ns, name) = (namespace_of(&**s), name_of(&**s));
-        let examined = desired
-            .snapshot_scope
-            .as_ref()
-            .is_none_or(|scope| scope.contains(&(ns.to_string(), name.to_string())));
+        let examined = match &desired.snapshot_scope {
+            Some(scope) => scope.contains(&(ns.to_string(), name.to_string())),
+            None => lists.contains(&(ns, s.spec.host.as_str(), s.spec.repo.as_str())),
+        };
         if examined && !wanted.contains(&(ns, name)) {
             out.push(Write::DeleteSnapshot {
                 namespace: ns.into(),
@@ -774,12 +781,16 @@ mod tests {
     }
 
     fn snapshot(short: &str, forget_at: Option<&str>) -> Snapshot {
+        snapshot_in("nas", short, forget_at)
+    }
+
+    fn snapshot_in(repo: &str, short: &str, forget_at: Option<&str>) -> Snapshot {
         object(json!({
             "apiVersion": "holdfast.dev/v1alpha1", "kind": "Snapshot",
-            "metadata": {"name": format!("web-1-nas-{short}"), "namespace": "fleet",
+            "metadata": {"name": format!("web-1-{repo}-{short}"), "namespace": "fleet",
                          "uid": format!("u-{short}"), "generation": 1,
                          "labels": {"holdfast.dev/host": "web-1"}},
-            "spec": {"host": "web-1", "repo": "nas", "id": format!("{short}00000000"),
+            "spec": {"host": "web-1", "repo": repo, "id": format!("{short}00000000"),
                      "shortId": short, "time": "2026-12-01T01:00:00Z", "hostname": "web-1"},
             "status": {"forgetAt": forget_at},
         }))
@@ -793,7 +804,11 @@ mod tests {
         };
         let cluster = Cluster {
             hosts: vec![Arc::new(host(json!({})))],
-            snapshots: vec![Arc::new(snapshot("bbbbbbbb", None))],
+            // One forgotten from the list the database holds, one of a list it has not heard.
+            snapshots: vec![
+                Arc::new(snapshot("bbbbbbbb", None)),
+                Arc::new(snapshot_in("offsite", "cccccccc", None)),
+            ],
             ..empty()
         };
         let mut written = Written::default();
