@@ -283,3 +283,130 @@ fn newest_first(known: Vec<Known>) -> Vec<Known> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::HostKey;
+    use crate::runs::RunRecord;
+
+    fn snap(id: &str, hour: u32) -> protocol::Snapshot {
+        protocol::Snapshot {
+            id: id.to_string(),
+            time: format!("2026-12-01T{hour:02}:00:00Z"),
+            hostname: "web-1".into(),
+            paths: vec!["/srv".into()],
+            tags: vec![],
+        }
+    }
+
+    #[test]
+    fn a_report_replaces_the_list_keeps_origins_and_names_what_was_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        // The backup that made `b…` finished before the report came.
+        let mut run = RunRecord::pending(
+            Kind::Backup,
+            &HostKey::new("fleet", "web-1"),
+            "nightly-web-1-1".into(),
+            "job-1".into(),
+            protocol::JobOperation::Backup,
+            chrono::Utc::now(),
+        );
+        run.repo = Some("nas".into());
+        run.schedule = Some("nightly".into());
+        run.snapshot_id = Some("bbbbbbbb1111".into());
+        store.save_run(&run).unwrap();
+        store
+            .replace_snapshots(
+                "fleet",
+                "web-1",
+                "nas",
+                vec![snap("aaaaaaaa1111", 1), snap("bbbbbbbb1111", 2)],
+            )
+            .unwrap();
+        let known = store.snapshots("fleet", "web-1", "nas").unwrap();
+        let ids: Vec<&str> = known.iter().map(|k| k.snapshot.id.as_str()).collect();
+        assert_eq!(ids, ["bbbbbbbb1111", "aaaaaaaa1111"], "newest first");
+        assert_eq!(known[0].origin.backup.as_deref(), Some("nightly-web-1-1"));
+        assert_eq!(known[0].origin.schedule.as_deref(), Some("nightly"));
+        assert_eq!(known[1].origin, Origin::default());
+        let changes = store.take_snapshot_changes();
+        assert!(
+            changes
+                .sets
+                .contains(&("fleet".into(), "web-1".into(), "nas".into()))
+        );
+        assert!(changes.forgotten.is_empty());
+
+        // A forget removed `a…`; the record of `b…` is gone, what it said stays.
+        store.conn.execute("DELETE FROM runs", []).unwrap();
+        store
+            .replace_snapshots(
+                "fleet",
+                "web-1",
+                "nas",
+                vec![snap("bbbbbbbb1111", 2), snap("cccccccc1111", 3)],
+            )
+            .unwrap();
+        let known = store.snapshots("fleet", "web-1", "nas").unwrap();
+        assert_eq!(known.len(), 2);
+        assert_eq!(known[1].origin.backup.as_deref(), Some("nightly-web-1-1"));
+        let changes = store.take_snapshot_changes();
+        assert_eq!(
+            changes.forgotten,
+            vec![(
+                Kind::Snapshot,
+                "fleet".to_string(),
+                "web-1-nas-aaaaaaaa".to_string()
+            )]
+        );
+        assert_eq!(
+            store.host_snapshots("fleet", "web-1").unwrap()["nas"].len(),
+            2
+        );
+        assert_eq!(store.snapshot_sets().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_backup_recorded_after_the_report_fills_in_its_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store
+            .replace_snapshots("fleet", "web-1", "nas", vec![snap("aaaaaaaa1111", 1)])
+            .unwrap();
+        store.take_snapshot_changes();
+        let mut run = RunRecord::pending(
+            Kind::Backup,
+            &HostKey::new("fleet", "web-1"),
+            "nightly-web-1-1".into(),
+            "job-1".into(),
+            protocol::JobOperation::Backup,
+            chrono::Utc::now(),
+        );
+        run.repo = Some("nas".into());
+        run.snapshot_id = Some("aaaaaaaa1111".into());
+        store.save_run(&run).unwrap();
+        let known = store.snapshots("fleet", "web-1", "nas").unwrap();
+        assert_eq!(known[0].origin.backup.as_deref(), Some("nightly-web-1-1"));
+        assert_eq!(store.take_snapshot_changes().sets.len(), 1);
+    }
+
+    #[test]
+    fn a_report_keeps_the_newest_thousand() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let many: Vec<protocol::Snapshot> = (0..1005)
+            .map(|i| protocol::Snapshot {
+                time: (chrono::DateTime::UNIX_EPOCH + chrono::Duration::hours(i)).to_rfc3339(),
+                ..snap(&format!("{i:012}"), 0)
+            })
+            .collect();
+        store
+            .replace_snapshots("fleet", "web-1", "nas", many)
+            .unwrap();
+        let known = store.snapshots("fleet", "web-1", "nas").unwrap();
+        assert_eq!(known.len(), crate::snapshots::MAX_PER_HOST_REPO);
+        assert_eq!(known[0].snapshot.id, format!("{:012}", 1004));
+    }
+}

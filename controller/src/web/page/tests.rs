@@ -1268,3 +1268,81 @@ fn the_revisions_page_shows_each_revision_its_errors_and_what_it_changed() {
     assert!(page.contains(r#"<a href="/revisions?before=7" rel="next">"#));
     assert!(!page.contains(r#"<a href="/revisions">Newest</a>"#));
 }
+
+#[test]
+fn a_host_page_lists_its_snapshots_per_repo_and_what_the_next_forget_removes() {
+    let next = now() + Duration::hours(5);
+    let mut forget = schedule(
+        "thin-out",
+        vec![ScheduleHostStatus {
+            host: "web-1".into(),
+            next_schedule_time: Some(time::k8s(next)),
+            ..ScheduleHostStatus::default()
+        }],
+    );
+    forget.spec.operation = Operation::Forget;
+    let known = |id: &str, repo: &str| crate::snapshots::Known {
+        snapshot: protocol::Snapshot {
+            id: format!("{id}0000000000"),
+            time: "2025-06-15T01:00:00Z".into(),
+            hostname: "web-1".into(),
+            paths: vec!["/etc".into()],
+            tags: vec!["nightly".into()],
+        },
+        origin: crate::snapshots::Origin {
+            backup: Some(format!("nightly-{id}")),
+            schedule: Some("nightly".into()),
+            size: Some(2048),
+        },
+    };
+    let going = crate::snapshots::Removal {
+        at: next,
+        schedule: "thin-out".into(),
+    };
+    let snapshots = vec![
+        crate::snapshots::object(
+            "default",
+            "web-1",
+            "nas",
+            &known("aaaaaaaa", "nas"),
+            Some(&going),
+        ),
+        crate::snapshots::object("default", "web-1", "nas", &known("bbbbbbbb", "nas"), None),
+        crate::snapshots::object(
+            "default",
+            "web-1",
+            "s3",
+            &known("cccccccc", "s3"),
+            Some(&going),
+        ),
+    ];
+    let page = host(&HostView {
+        now: now(),
+        host: &host_named("web-1", Some(true)),
+        release: RELEASE,
+        schedules: vec![&forget],
+        runs: vec![],
+        repo_sizes: vec![],
+        snapshots,
+        declared_schedules: &[],
+        repos: &[],
+    })
+    .into_string();
+    assert!(page.contains("Repo nas — 2 snapshots"), "{page}");
+    assert!(page.contains("Repo s3 — 1 snapshot"));
+    assert!(page.contains(r#"data-snapshot="aaaaaaaa0000000000""#));
+    assert!(page.contains(r#"href="/runs/default/nightly-bbbbbbbb""#));
+    assert!(
+        page.contains("2.0 KiB"),
+        "the size of the backup that made it"
+    );
+    let projection = page
+        .split(r#"id="forget-projection""#)
+        .nth(1)
+        .expect("the projection line");
+    assert!(
+        projection.contains("thin-out") && projection.contains("removes 2 snapshots"),
+        "{projection}"
+    );
+    assert_eq!(page.matches(">kept<").count(), 1, "one snapshot stays");
+}
