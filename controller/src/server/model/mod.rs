@@ -65,6 +65,9 @@ pub struct ReadModel {
     /// as it is, so a pass settles only the hosts that changed.
     revision: Arc<crate::revision::Revision>,
     host_status: HashMap<HostKey, u64>,
+    /// A hash of each host's forget schedules as its Snapshots were projected with: a new
+    /// revision settles again only the Snapshots of the hosts whose hash changed.
+    forgets: HashMap<HostKey, u64>,
 }
 
 impl ReadModel {
@@ -288,12 +291,8 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         let served = store.stored_object(&id)?.and_then(|(_, served)| served);
         deleted.push((id, served));
     }
-    let snapshots = snapshots_to_settle(
-        &mut store,
-        &fleet,
-        !Arc::ptr_eq(&previous.revision, &revision),
-        now,
-    )?;
+    let forgets = forget_hashes(&fleet);
+    let snapshots = snapshots_to_settle(&mut store, &fleet, &previous, &forgets, now)?;
     let repo_sizes =
         store.latest_repo_sizes(revision.repos.iter().map(|r| (namespace_of(r), name_of(r))))?;
     let snapshot_counts = store.snapshot_counts()?;
@@ -418,6 +417,7 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         active,
         revision,
         host_status: computed_hosts,
+        forgets,
     };
     let decided = std::mem::take(&mut writer.decided);
     publish(controller, &previous, writer, revisions, objects)?;
@@ -531,21 +531,63 @@ struct SnapshotWrites {
     deleted: Vec<(ObjectId, Option<serde_json::Value>)>,
 }
 
-/// The Snapshot objects of the snapshot lists that changed, or of every list when the fleet
-/// may have changed (`everything`: a new revision, or the first pass), since when each goes
-/// follows the plans' forget schedules; and the objects of forgotten snapshots.
+/// A hash of each host's forget schedules, as far as they decide when its snapshots go.
+fn forget_hashes(fleet: &crate::compile::Fleet) -> HashMap<HostKey, u64> {
+    fleet
+        .hosts
+        .iter()
+        .map(|(key, compiled)| {
+            let plan = &compiled.plan;
+            let forgets: Vec<_> = plan
+                .schedules
+                .iter()
+                .filter(|s| s.operation == protocol::Operation::Forget)
+                .map(|s| {
+                    (
+                        &s.name,
+                        &s.cron,
+                        &s.time_zone,
+                        s.jitter_seconds,
+                        &s.repo.name,
+                        &s.forget,
+                        s.suspend,
+                    )
+                })
+                .collect();
+            (key.clone(), hash_of(&(plan.paused, forgets)))
+        })
+        .collect()
+}
+
+/// The Snapshot objects of the snapshot lists that changed, and of every list of a host whose
+/// forget schedules changed (all of them on the first pass), since when each goes follows
+/// them; and the objects of forgotten snapshots (on the first pass, also those left without
+/// a snapshot while the controller was not running).
 fn snapshots_to_settle(
     store: &mut Store,
     fleet: &crate::compile::Fleet,
-    everything: bool,
+    previous: &ReadModel,
+    forgets: &HashMap<HostKey, u64>,
     now: chrono::DateTime<Utc>,
 ) -> Result<SnapshotWrites, StoreError> {
     let changes = store.take_snapshot_changes();
     let mut sets = changes.sets;
     let mut forgotten = changes.forgotten;
-    if everything {
-        sets.extend(store.snapshot_sets()?);
+    let first = previous.forgets.is_empty();
+    if first {
         forgotten.extend(store.orphaned_snapshot_objects()?);
+    }
+    if first || previous.forgets != *forgets {
+        let moved = |namespace: &str, host: &str| {
+            let key = HostKey::new(namespace, host);
+            first || previous.forgets.get(&key) != forgets.get(&key)
+        };
+        sets.extend(
+            store
+                .snapshot_sets()?
+                .into_iter()
+                .filter(|(namespace, host, _)| moved(namespace, host)),
+        );
     }
     let mut out = SnapshotWrites::default();
     for (namespace, host, repo) in sets {
@@ -582,6 +624,8 @@ struct Objects {
     /// What the hosts were settled from (see [`ReadModel`]); a follower settles none.
     revision: Arc<crate::revision::Revision>,
     host_status: HashMap<HostKey, u64>,
+    /// What each host's Snapshots were projected with (see [`ReadModel`]); none on a follower.
+    forgets: HashMap<HostKey, u64>,
 }
 
 /// Deletes what is gone, stores what changed, swaps the model and tells the watches.
@@ -628,6 +672,7 @@ fn publish(
         stored: writer.next,
         revision: objects.revision,
         host_status: objects.host_status,
+        forgets: objects.forgets,
     };
     let mut events = writer.events;
     let fleet_kind = |k: Kind| !matches!(k, Kind::Backup | Kind::Restore | Kind::Snapshot);

@@ -1281,7 +1281,7 @@ fn a_host_page_lists_its_snapshots_per_repo_and_what_the_next_forget_removes() {
         }],
     );
     forget.spec.operation = Operation::Forget;
-    let known = |id: &str, repo: &str| crate::snapshots::Known {
+    let known = |id: &str| crate::snapshots::Known {
         snapshot: protocol::Snapshot {
             id: format!("{id}0000000000"),
             time: "2025-06-15T01:00:00Z".into(),
@@ -1300,21 +1300,9 @@ fn a_host_page_lists_its_snapshots_per_repo_and_what_the_next_forget_removes() {
         schedule: "thin-out".into(),
     };
     let snapshots = vec![
-        crate::snapshots::object(
-            "default",
-            "web-1",
-            "nas",
-            &known("aaaaaaaa", "nas"),
-            Some(&going),
-        ),
-        crate::snapshots::object("default", "web-1", "nas", &known("bbbbbbbb", "nas"), None),
-        crate::snapshots::object(
-            "default",
-            "web-1",
-            "s3",
-            &known("cccccccc", "s3"),
-            Some(&going),
-        ),
+        crate::snapshots::object("default", "web-1", "nas", &known("aaaaaaaa"), Some(&going)),
+        crate::snapshots::object("default", "web-1", "nas", &known("bbbbbbbb"), None),
+        crate::snapshots::object("default", "web-1", "s3", &known("cccccccc"), Some(&going)),
     ];
     let page = host(&HostView {
         now: now(),
