@@ -695,3 +695,63 @@ fn html_escape(text: &str) -> String {
 fn longest_backtick_run(text: &str) -> usize {
     text.split(|c| c != '`').map(str::len).max().unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(short_id: &str, time: &str) -> SnapshotRef {
+        SnapshotRef {
+            short_id: short_id.into(),
+            time: time.into(),
+        }
+    }
+
+    fn planned() -> Plan {
+        let mut plan = Plan::new(
+            &Fleet::default(),
+            &BTreeMap::new(),
+            &WrittenCrons::default(),
+            &WrittenCrons::default(),
+        );
+        plan.retention = vec![RetentionPreview {
+            namespace: "default".into(),
+            host: "web-1".into(),
+            schedule: "keep-one".into(),
+            repo: "nas".into(),
+            at: "2026-12-06T04:00:00Z".into(),
+            remove: vec![snapshot("0b1c2d3e", "2026-11-20T01:31:07+01:00")],
+            keep: vec![snapshot("1a2b3c4d", "2026-12-01T01:34:12+01:00")],
+            warnings: vec!["the policy removes every snapshot but one (1 removed, 1 kept)".into()],
+        }];
+        plan
+    }
+
+    #[test]
+    fn the_retention_preview_reads_in_text_and_markdown() {
+        let text = planned().text();
+        assert!(
+            text.ends_with(
+                "\nRetention (the next forget run, on the snapshots the controller knows):\n  \
+                 web-1 keep-one (repo nas) at 2026-12-06T04:00:00Z: removes 1, keeps 1\n    \
+                 - 0b1c2d3e 2026-11-20T01:31:07+01:00\n    \
+                 = 1a2b3c4d 2026-12-01T01:34:12+01:00\n    \
+                 warning: the policy removes every snapshot but one (1 removed, 1 kept)\n"
+            ),
+            "{text}"
+        );
+        let markdown = planned().markdown();
+        assert!(
+            markdown.contains("\n#### Retention\n\n**1 warning**\n"),
+            "{markdown}"
+        );
+        assert!(markdown.contains("```text\nRetention"), "{markdown}");
+        assert!(markdown.contains("- 0b1c2d3e"), "{markdown}");
+        // Without previews, nothing about retention.
+        let mut none = planned();
+        none.retention.clear();
+        assert!(!none.text().contains("Retention"));
+        assert!(!none.markdown().contains("Retention"));
+        assert!(!none.json().unwrap().contains("retention"));
+    }
+}
