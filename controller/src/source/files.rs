@@ -764,6 +764,31 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_in_a_file_is_refused_as_read_only() {
+        let loaded = load_sources(vec![SourceFile::new(
+            "fleet/snapshot.yaml",
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Snapshot\nmetadata:\n  name: web-1-nas-1a2b3c4d\nspec: {}\n",
+        )]);
+        let errors: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
+        assert_eq!(
+            errors,
+            [
+                "fleet/snapshot.yaml:2:1: kind: Snapshot is read-only: the controller makes them from what agents report"
+            ],
+        );
+        // Nor is it offered for a kind that is misspelt.
+        let loaded = load_sources(vec![SourceFile::new(
+            "fleet/x.yaml",
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Snapshoot\nmetadata:\n  name: x\n",
+        )]);
+        let errors: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
+        assert!(
+            errors[0].ends_with("`Backup`, `Restore`, `Notifier`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn serde_positions_are_stripped() {
         assert_eq!(
             strip_location("did not find expected key at line 3 column 5"),
