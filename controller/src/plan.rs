@@ -4,6 +4,8 @@
 //!
 //! [`Plan`] is computed once and rendered as text (for people), JSON (for tools; its shape is
 //! documented in the user guide, §13, and only ever grows) or Markdown (a pull request comment).
+//! The retention preview ([`retention`]) is the exception: it reads the snapshots the store
+//! holds and previews each forget at its next run, so it moves with the store and the clock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
