@@ -606,6 +606,14 @@ fn snapshots_to_settle(
             out.settle.push((snapshot, before));
         }
     }
+    // Reported again since it was forgotten (a list replaced twice in one pass): it stays.
+    let settled: HashSet<(&str, &str)> = out
+        .settle
+        .iter()
+        .map(|(s, _)| (namespace_of(s), name_of(s)))
+        .collect();
+    forgotten
+        .retain(|(_, namespace, name)| !settled.contains(&(namespace.as_str(), name.as_str())));
     for id in forgotten {
         if let Some((_, served)) = store.stored_object(&id)? {
             out.deleted.push((id, served));
