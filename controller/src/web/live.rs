@@ -116,8 +116,9 @@ impl Changed {
             }
             Kind::Schedule => self.schedules = true,
             Kind::Repo => self.repos = true,
+            // Only a host's page shows its snapshots; the fleet's rows do not.
             Kind::Snapshot => {
-                if let Some(host) = host_label {
+                if let (Scope::Host { .. }, Some(host)) = (scope, host_label) {
                     self.host(namespace, host);
                 }
             }
