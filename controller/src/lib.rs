@@ -10,8 +10,8 @@
 
 pub use holdfast_core::{
     alerts, compile, crds, cronspec, decisions, diagnostics, diff, facts, notices, records,
-    resources, retention, revision, routing, runs, scrub, secrets, select, status, suggest,
-    summaries, time, validate, versions,
+    resources, retention, revision, routing, runs, scrub, secrets, select, snapshots, status,
+    suggest, summaries, time, validate, versions,
 };
 
 pub mod cluster;

@@ -81,6 +81,10 @@ enum Command {
         /// `text` for people, `json` for tools, `markdown` for a pull request comment.
         #[arg(long, value_enum, default_value_t = PlanOutput::Text, visible_alias = "format")]
         output: PlanOutput,
+        /// With --data-dir: preview the next run of every forget schedule on every host
+        /// (without it, only of those whose policy changes).
+        #[arg(long, requires = "data_dir")]
+        retention: bool,
     },
     /// Run the controller: watch the config directory, push schedules to agents, serve status.
     Controller(ControllerArgs),
@@ -277,6 +281,8 @@ enum CliError {
     Compile(#[from] CompileError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot preview retention: {0}")]
+    Retention(#[from] plan::RetentionError),
     #[error(
         "{} holds no Holdfast database; leave out --data-dir to plan every host from version 1",
         .0.display()
@@ -348,7 +354,8 @@ fn main() -> ExitCode {
             dir,
             data_dir,
             output,
-        } => plan_command(&dir, data_dir.as_deref(), output),
+            retention,
+        } => plan_command(&dir, data_dir.as_deref(), output, retention),
         Command::Controller(args) => controller_command(args),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -460,6 +467,7 @@ fn plan_command(
     dir: &Path,
     data_dir: Option<&Path>,
     output: PlanOutput,
+    all_retention: bool,
 ) -> Result<ExitCode, CliError> {
     let loaded = load(dir, holdfast::validate::Mode::Files)?;
     // Findings as `validate` prints them; on stderr when stdout is for a tool or a comment.
@@ -473,10 +481,10 @@ fn plan_command(
         return Ok(ExitCode::FAILURE);
     }
     let fleet = compile::compile(&loaded.revision)?;
-    let (stored, applied) = match data_dir {
+    let (stored, applied, store) = match data_dir {
         // A mistyped data directory must not pass for a fleet where every host is new.
         Some(data_dir) => match Store::open_read_only(data_dir)? {
-            Some(store) => (store.host_plans()?, store.applied_revision()?),
+            Some(store) => (store.host_plans()?, store.applied_revision()?, Some(store)),
             None => return Err(CliError::NoDatabase(data_dir.to_path_buf())),
         },
         None => Default::default(),
@@ -486,7 +494,11 @@ fn plan_command(
         .map(plan::WrittenCrons::of)
         .unwrap_or_default();
     let after = plan::WrittenCrons::of(&loaded.revision);
-    let plan = plan::Plan::new(&fleet, &stored, &before, &after);
+    let mut plan = plan::Plan::new(&fleet, &stored, &before, &after);
+    if let Some(store) = &store {
+        plan.retention =
+            plan::retention(&fleet, &stored, store, all_retention, chrono::Utc::now())?;
+    }
     match output {
         PlanOutput::Text => print!("{}", plan.text()),
         PlanOutput::Json => print!("{}", plan.json()?),

@@ -4,6 +4,8 @@
 //!
 //! [`Plan`] is computed once and rendered as text (for people), JSON (for tools; its shape is
 //! documented in the user guide, §13, and only ever grows) or Markdown (a pull request comment).
+//! The retention preview ([`retention`]) is the exception: it reads the snapshots the store
+//! holds and previews each forget at its next run, so it moves with the store and the clock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
@@ -15,7 +17,7 @@ use serde_json::Value;
 use crate::compile::{Fleet, HostKey};
 use crate::cronspec;
 use crate::revision::{Revision, plural};
-use crate::store::StoredPlan;
+use crate::store::{Store, StoreError, StoredPlan};
 use crate::versions::{self, Versioned};
 
 /// Bumped only if a field of the JSON form changes meaning or goes away.
@@ -29,6 +31,127 @@ pub struct Plan {
     /// Hosts of the fleet by namespace and name, then hosts it no longer declares.
     pub hosts: Vec<HostChange>,
     pub summary: Summary,
+    /// With a data directory: what the next run of each forget schedule would remove and keep
+    /// of the snapshots the controller knows, per host (every forget schedule with
+    /// `--retention`, else those whose policy changes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<RetentionPreview>,
+}
+
+/// One forget schedule's next run on one host.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionPreview {
+    pub namespace: String,
+    pub host: String,
+    pub schedule: String,
+    pub repo: String,
+    /// When the preview is taken: the schedule's next run (RFC 3339), or now when it has none.
+    pub at: String,
+    pub remove: Vec<SnapshotRef>,
+    pub keep: Vec<SnapshotRef>,
+    /// Why the policy deserves a second look (it still applies).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// A snapshot as a plan names it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRef {
+    pub short_id: String,
+    pub time: String,
+}
+
+/// Why a retention preview cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Policy(#[from] crate::retention::RetentionError),
+}
+
+/// The preview of each forget schedule of `fleet` on each host: every one (`all`), or those
+/// whose forget parameters differ from the stored plan's (new ones included).
+pub fn retention(
+    fleet: &Fleet,
+    stored: &BTreeMap<HostKey, StoredPlan>,
+    store: &Store,
+    all: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<RetentionPreview>, RetentionError> {
+    let mut out = Vec::new();
+    for (key, compiled) in &fleet.hosts {
+        let before = stored.get(key).and_then(|s| s.plan.as_ref());
+        for schedule in &compiled.plan.schedules {
+            let Some(params) = schedule.forget.as_ref() else {
+                continue;
+            };
+            let was = before
+                .and_then(|b| b.schedules.iter().find(|s| s.name == schedule.name))
+                .and_then(|s| s.forget.as_ref());
+            if !all && was == Some(params) {
+                continue;
+            }
+            let at = crate::status::next_run(schedule, now).unwrap_or(now);
+            let snapshots: Vec<protocol::Snapshot> = store
+                .snapshots(&key.namespace, &key.name, &schedule.repo.name)?
+                .into_iter()
+                .map(|k| k.snapshot)
+                .collect();
+            let last = store.last_success(&key.namespace, &key.name, &schedule.name)?;
+            let (groups, warnings) =
+                crate::snapshots::check_policy(&snapshots, &key.name, params, at, last)?;
+            let by_id: HashMap<&str, &protocol::Snapshot> =
+                snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
+            let refs = |ids: &mut dyn Iterator<Item = &String>| -> Vec<SnapshotRef> {
+                ids.map(|id| SnapshotRef {
+                    short_id: crate::snapshots::short_id(id),
+                    time: by_id
+                        .get(id.as_str())
+                        .map(|s| s.time.clone())
+                        .unwrap_or_default(),
+                })
+                .collect()
+            };
+            out.push(RetentionPreview {
+                namespace: key.namespace.clone(),
+                host: key.name.clone(),
+                schedule: schedule.name.clone(),
+                repo: schedule.repo.name.clone(),
+                at: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                remove: refs(&mut groups.iter().flat_map(|g| g.remove.iter())),
+                keep: refs(&mut groups.iter().flat_map(|g| g.keep.iter().map(|k| &k.id))),
+                warnings: warnings.iter().map(ToString::to_string).collect(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+impl RetentionPreview {
+    /// `web-1 forget-daily (repo nas) at …: removes 2, keeps 3`, then each snapshot and warning.
+    fn text(&self) -> String {
+        let mut out = format!(
+            "  {} {} (repo {}) at {}: removes {}, keeps {}\n",
+            HostKey::new(&self.namespace, &self.host),
+            self.schedule,
+            self.repo,
+            self.at,
+            self.remove.len(),
+            self.keep.len()
+        );
+        for (mark, list) in [("-", &self.remove), ("=", &self.keep)] {
+            for s in list {
+                let _ = writeln!(out, "    {mark} {} {}", s.short_id, s.time);
+            }
+        }
+        for w in &self.warnings {
+            let _ = writeln!(out, "    warning: {w}");
+        }
+        out
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -231,6 +354,7 @@ impl Plan {
             format_version: FORMAT_VERSION,
             hosts,
             summary,
+            retention: Vec::new(),
         }
     }
 
@@ -242,6 +366,20 @@ impl Plan {
             out.push_str(&host.details());
         }
         let _ = writeln!(out, "\n{}", self.summary_line());
+        out.push_str(&self.retention_text());
+        out
+    }
+
+    /// The retention previews (`-` removed, `=` kept), after a heading; nothing without any.
+    fn retention_text(&self) -> String {
+        if self.retention.is_empty() {
+            return String::new();
+        }
+        let mut out = "\nRetention (the next forget run, on the snapshots the controller knows):\n"
+            .to_string();
+        for preview in &self.retention {
+            out.push_str(&preview.text());
+        }
         out
     }
 
@@ -294,6 +432,23 @@ impl Plan {
                 "\n<details>\n<summary>{}: {}</summary>\n\n{fence}text\n{details}{fence}\n\n</details>\n",
                 html_escape(&host.display_name()),
                 html_escape(&host.version_text()),
+            );
+        }
+        let retention = self.retention_text();
+        if !retention.is_empty() {
+            let warned = self
+                .retention
+                .iter()
+                .map(|r| r.warnings.len())
+                .sum::<usize>();
+            let fence = "`".repeat(longest_backtick_run(&retention).max(2) + 1);
+            let _ = write!(
+                out,
+                "\n#### Retention\n\n{}\n\n{fence}text{retention}{fence}\n",
+                match warned {
+                    0 => "No warnings.".to_string(),
+                    n => format!("**{}**", plural(n, "warning")),
+                }
             );
         }
         out
@@ -541,4 +696,64 @@ fn html_escape(text: &str) -> String {
 /// The longest run of backticks, so that a code fence around `text` is longer.
 fn longest_backtick_run(text: &str) -> usize {
     text.split(|c| c != '`').map(str::len).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(short_id: &str, time: &str) -> SnapshotRef {
+        SnapshotRef {
+            short_id: short_id.into(),
+            time: time.into(),
+        }
+    }
+
+    fn planned() -> Plan {
+        let mut plan = Plan::new(
+            &Fleet::default(),
+            &BTreeMap::new(),
+            &WrittenCrons::default(),
+            &WrittenCrons::default(),
+        );
+        plan.retention = vec![RetentionPreview {
+            namespace: "default".into(),
+            host: "web-1".into(),
+            schedule: "keep-one".into(),
+            repo: "nas".into(),
+            at: "2026-12-06T04:00:00Z".into(),
+            remove: vec![snapshot("0b1c2d3e", "2026-11-20T01:31:07+01:00")],
+            keep: vec![snapshot("1a2b3c4d", "2026-12-01T01:34:12+01:00")],
+            warnings: vec!["the policy removes every snapshot but one (1 removed, 1 kept)".into()],
+        }];
+        plan
+    }
+
+    #[test]
+    fn the_retention_preview_reads_in_text_and_markdown() {
+        let text = planned().text();
+        assert!(
+            text.ends_with(
+                "\nRetention (the next forget run, on the snapshots the controller knows):\n  \
+                 web-1 keep-one (repo nas) at 2026-12-06T04:00:00Z: removes 1, keeps 1\n    \
+                 - 0b1c2d3e 2026-11-20T01:31:07+01:00\n    \
+                 = 1a2b3c4d 2026-12-01T01:34:12+01:00\n    \
+                 warning: the policy removes every snapshot but one (1 removed, 1 kept)\n"
+            ),
+            "{text}"
+        );
+        let markdown = planned().markdown();
+        assert!(
+            markdown.contains("\n#### Retention\n\n**1 warning**\n"),
+            "{markdown}"
+        );
+        assert!(markdown.contains("```text\nRetention"), "{markdown}");
+        assert!(markdown.contains("- 0b1c2d3e"), "{markdown}");
+        // Without previews, nothing about retention.
+        let mut none = planned();
+        none.retention.clear();
+        assert!(!none.text().contains("Retention"));
+        assert!(!none.markdown().contains("Retention"));
+        assert!(!none.json().unwrap().contains("retention"));
+    }
 }

@@ -101,9 +101,11 @@ fn every_printer_column_path_exists_with_its_type() {
                     column.name, column.json_path
                 )
             });
-            let expected = match column.type_.as_str() {
-                "date" => "string",
-                other => other,
+            let expected = match (column.type_.as_str(), field.get("type")) {
+                ("date", _) => "string",
+                // A list in a string column: the API server prints it as JSON (`["/etc"]`).
+                ("string", Some(t)) if t == "array" => "array",
+                (other, _) => other,
             };
             assert_eq!(
                 field.get("type").and_then(Value::as_str),
@@ -135,6 +137,10 @@ fn kinds_are_namespaced_in_the_holdfast_category_with_status() {
                 .and_then(|s| s.status.as_ref())
                 .is_some()
         );
+        // A Snapshot's status says only when it goes: no conditions.
+        if kind == Kind::Snapshot {
+            continue;
+        }
         let schema = schema(kind);
         let conditions = resolve(&schema, ".status.conditions").unwrap();
         assert_eq!(conditions["x-kubernetes-list-type"], "map");

@@ -204,6 +204,12 @@ fn check(examples: &[Example]) -> Report {
                 Kind::Backup => typed(&place, &value, &mut revision.backups, kind),
                 Kind::Restore => typed(&place, &value, &mut revision.restores, kind),
                 Kind::Notifier => typed(&place, &value, &mut revision.notifiers, kind),
+                Kind::Snapshot => {
+                    report.problems.push(format!(
+                        "{place}: Snapshot is read-only: the controller makes them"
+                    ));
+                    continue;
+                }
             };
             match key {
                 Ok(key) => {

@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::apiserver::{
-    ApiServer, BACKUPS, EVENTS, HOSTS, LEASES, NOTIFIERS, REPOS, SCHEDULES, SECRETS,
+    ApiServer, BACKUPS, EVENTS, HOSTS, LEASES, NOTIFIERS, REPOS, SCHEDULES, SECRETS, SNAPSHOTS,
 };
 use common::balancer::Balancer;
 use common::fleet::{PASSWORD, Proc, QUIET_CRON, RESTIC, agent_bin, free_port, holdfast_bin, tail};
@@ -793,6 +793,28 @@ spec:
     c.server.create_yaml(&request("now", "files"));
     let now = c.wait_succeeded("now");
     assert!(!text(&now, "/status/snapshotId").is_empty(), "{now}");
+    // Its snapshot, as a Snapshot owned by the Host.
+    let id = text(&now, "/status/snapshotId").to_string();
+    let name = format!("{HOST}-local-{}", &id[..8]);
+    let snapshot = c.eventually(LONG, "the backup's Snapshot", || c.get(&SNAPSHOTS, &name));
+    assert_eq!(text(&snapshot, "/spec/id"), id, "{snapshot}");
+    assert_eq!(text(&snapshot, "/spec/backup"), "now", "{snapshot}");
+    assert_eq!(
+        text(&snapshot, "/metadata/labels/holdfast.dev~1host"),
+        HOST,
+        "{snapshot}"
+    );
+    let owner = &snapshot["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["name"].as_str()),
+        (Some("Host"), Some(HOST)),
+        "{snapshot}"
+    );
+    assert_eq!(
+        owner["uid"],
+        c.get(&HOSTS, HOST).unwrap()["metadata"]["uid"],
+        "{snapshot}"
+    );
     let host = c.eventually(LONG, "web-1's lastBackup", || {
         let h = c.get(&HOSTS, HOST)?;
         h.pointer("/status/lastBackup")

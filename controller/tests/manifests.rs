@@ -9,13 +9,14 @@ use serde_json::{Value, json};
 
 const NAMESPACE: &str = "holdfast-system";
 
-const CRDS: [&str; 6] = [
+const CRDS: [&str; 7] = [
     "repos.holdfast.dev",
     "hosts.holdfast.dev",
     "schedules.holdfast.dev",
     "backups.holdfast.dev",
     "restores.holdfast.dev",
     "notifiers.holdfast.dev",
+    "snapshots.holdfast.dev",
 ];
 
 /// Kinds that have no namespace.

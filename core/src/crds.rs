@@ -1,10 +1,10 @@
-//! The CustomResourceDefinitions of the six kinds, as `holdfast crds` prints them and `crds/`
+//! The CustomResourceDefinitions of the seven kinds, as `holdfast crds` prints them and `crds/`
 //! holds them.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::resources::{Backup, Host, Kind, Notifier, Repo, Restore, Schedule};
+use crate::resources::{Backup, Host, Kind, Notifier, Repo, Restore, Schedule, Snapshot};
 
 /// The CRD of one kind.
 pub fn crd(kind: Kind) -> CustomResourceDefinition {
@@ -15,6 +15,7 @@ pub fn crd(kind: Kind) -> CustomResourceDefinition {
         Kind::Backup => Backup::crd(),
         Kind::Restore => Restore::crd(),
         Kind::Notifier => Notifier::crd(),
+        Kind::Snapshot => Snapshot::crd(),
     }
 }
 

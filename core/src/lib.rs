@@ -22,6 +22,7 @@ pub mod runs;
 pub mod scrub;
 pub mod secrets;
 pub mod select;
+pub mod snapshots;
 pub mod status;
 pub mod suggest;
 pub mod summaries;

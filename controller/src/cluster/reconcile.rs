@@ -372,6 +372,9 @@ mod tests {
             list(&mut backup_writer, vec![]);
             list(&mut restore_writer, vec![]);
             list(&mut notifier_writer, vec![]);
+            let (snapshot_store, mut snapshot_writer) =
+                reflector::store::<crate::resources::Snapshot>();
+            list(&mut snapshot_writer, vec![]);
             list(&mut repos, vec![from_yaml(REPO)]);
             list(&mut host_writer, hosts);
             list(
@@ -389,6 +392,7 @@ mod tests {
                 backups: backup_store,
                 restores: restore_store,
                 notifiers: notifier_store,
+                snapshots: snapshot_store,
             };
             let ctx = Arc::new(Context::new(stores, hub.clone()));
             World {

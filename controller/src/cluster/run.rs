@@ -23,7 +23,7 @@ use super::lease::Election;
 use super::reconcile::{
     Context, Stores, backup_inputs, desired_inputs, error_policy, reconcile, restore_inputs,
 };
-use crate::resources::{Backup, Host, Notifier, Repo, Restore, Schedule};
+use crate::resources::{Backup, Host, Notifier, Repo, Restore, Schedule, Snapshot};
 use crate::server::Controller;
 use crate::store::StoreError;
 use crate::web::ServeError;
@@ -71,6 +71,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let (backups, backup_writer) = reflector::store::<Backup>();
     let (restores, restore_writer) = reflector::store::<Restore>();
     let (notifiers, notifier_writer) = reflector::store::<Notifier>();
+    let (snapshots, snapshot_writer) = reflector::store::<Snapshot>();
     let stores = Stores {
         repos,
         hosts: hosts.clone(),
@@ -78,6 +79,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         backups,
         restores,
         notifiers,
+        snapshots,
     };
     let queue: Queue = Arc::new(Mutex::new(None));
 
@@ -145,6 +147,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         desired_inputs::<Notifier>,
         move |_| all(),
     ));
+    // Snapshots are the leader's own writes: what it compares with, never a reconcile's input.
+    tokio::spawn(follow(
+        Api::all(client.clone()),
+        snapshot_writer,
+        |_: &Snapshot| None,
+        |_| {},
+    ));
     let mut secrets = Vec::new();
     let mut namespaces = vec![config.namespace.clone()];
     namespaces.extend(config.secret_namespaces.iter().cloned());
@@ -193,8 +202,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         stores.backups.wait_until_ready(),
         stores.restores.wait_until_ready(),
         stores.notifiers.wait_until_ready(),
+        stores.snapshots.wait_until_ready(),
     );
-    tracing::info!("watching repos, hosts, schedules, backups, restores and notifiers");
+    tracing::info!("watching repos, hosts, schedules, backups, restores, notifiers and snapshots");
     crate::server::start_model(controller.clone());
     let ctx = Arc::new(Context::new(stores.clone(), controller.clone()));
     let identity = config.identity.clone();

@@ -14,8 +14,6 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::resources::Backup;
-
 /// The field manager of everything Holdfast writes.
 pub const FIELD_MANAGER: &str = "holdfast";
 
@@ -54,8 +52,12 @@ pub enum Recorded {
     AlreadyRecorded,
 }
 
-/// Creates the Backup of a run; its status is applied afterwards with [`apply_status`].
-pub async fn record_run(api: &Api<Backup>, backup: &Backup) -> Result<Recorded, kube::Error> {
+/// Creates the Backup of a run (or a Snapshot); its status is applied afterwards with
+/// [`apply_status`].
+pub async fn record_run<K>(api: &Api<K>, backup: &K) -> Result<Recorded, kube::Error>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
@@ -131,7 +133,7 @@ impl Coalescer {
 mod tests {
     use super::*;
     use crate::cluster::scripted::{self, status};
-    use crate::resources::{BackupSpec, Host};
+    use crate::resources::{Backup, BackupSpec, Host};
 
     #[tokio::test]
     async fn status_is_server_side_applied_by_holdfast_on_the_status_subresource() {

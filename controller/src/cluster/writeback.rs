@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams};
 use kube::{Client, Resource};
 use serde_json::Value;
@@ -26,7 +27,7 @@ use super::reconcile::{MANAGED_BY, Stores};
 use super::sink::{Coalescer, Recorded, apply_status, record_run};
 use crate::compile::HostKey;
 use crate::records::RecordId;
-use crate::resources::{Backup, Host, Kind, Notifier, Phase, Repo, Restore, Schedule};
+use crate::resources::{Backup, Host, Kind, Notifier, Phase, Repo, Restore, Schedule, Snapshot};
 use crate::revision::{name_of, namespace_of};
 use crate::runs::RunRecord;
 use crate::server::changes::Change;
@@ -50,6 +51,11 @@ pub enum Write {
     },
     /// Delete a Backup record beyond its schedule's history limits.
     Delete { namespace: String, name: String },
+    /// Create the Snapshot of a snapshot an agent reported, owned by its Host (its status
+    /// follows in a [`Write::Status`]).
+    CreateSnapshot(Box<Snapshot>),
+    /// Delete the Snapshot of a snapshot no longer reported.
+    DeleteSnapshot { namespace: String, name: String },
 }
 
 /// What the cluster holds now, from the reflector stores.
@@ -60,6 +66,7 @@ pub struct Cluster {
     pub backups: Vec<Arc<Backup>>,
     pub restores: Vec<Arc<Restore>>,
     pub notifiers: Vec<Arc<Notifier>>,
+    pub snapshots: Vec<Arc<Snapshot>>,
 }
 
 impl Cluster {
@@ -71,6 +78,7 @@ impl Cluster {
             backups: stores.backups.state(),
             restores: stores.restores.state(),
             notifiers: stores.notifiers.state(),
+            snapshots: stores.snapshots.state(),
         }
     }
 }
@@ -81,6 +89,10 @@ pub struct Desired {
     pub model: Arc<ReadModel>,
     pub backups: Vec<Backup>,
     pub restores: Vec<Restore>,
+    pub snapshots: Vec<Snapshot>,
+    /// The Snapshots (namespace, name) this pass compares, whether the store has them or not;
+    /// `None`: every one, so that any in the cluster the store lacks is deleted.
+    pub snapshot_scope: Option<HashSet<(String, String)>>,
 }
 
 impl Desired {
@@ -113,6 +125,13 @@ impl Desired {
             model: controller.model(),
             backups: typed(read(Kind::Backup)?),
             restores: typed(read(Kind::Restore)?),
+            snapshots: typed(read(Kind::Snapshot)?),
+            snapshot_scope: records.map(|ids| {
+                ids.iter()
+                    .filter(|(k, _, _)| *k == Kind::Snapshot)
+                    .map(|(_, namespace, name)| (namespace.clone(), name.clone()))
+                    .collect()
+            }),
         })
     }
 }
@@ -122,6 +141,7 @@ impl Desired {
 pub struct Written {
     pub statuses: Coalescer,
     pub created: HashSet<(String, String)>,
+    pub created_snapshots: HashSet<(String, String)>,
 }
 
 fn key(kind: Kind, namespace: &str, name: &str) -> String {
@@ -297,8 +317,91 @@ pub fn plan(
             status_of(&in_cluster.status),
         ));
     }
+    out.extend(snapshots(desired, cluster, written, &hosts, &status));
     out.extend(pruned(cluster, now));
     out
+}
+
+/// The status write of an object (kind, namespace, name, computed status, the cluster's), if
+/// one is due.
+type StatusWrite<'a> = dyn Fn(Kind, &str, &str, Option<Value>, Option<Value>) -> Option<Write> + 'a;
+
+/// Snapshots: created (owned by their Host, so that deleting the Host removes them) with their
+/// status, and deleted once the store no longer has them.
+fn snapshots(
+    desired: &Desired,
+    cluster: &Cluster,
+    written: &Written,
+    hosts: &Index<Host>,
+    status: &StatusWrite,
+) -> Vec<Write> {
+    let mut out = Vec::new();
+    let in_cluster = Index::of(&cluster.snapshots);
+    for s in &desired.snapshots {
+        let (ns, name) = (namespace_of(s), name_of(s));
+        let found = in_cluster.find(ns, name);
+        let created = written
+            .created_snapshots
+            .contains(&(ns.to_string(), name.to_string()));
+        if found.is_none() && !created {
+            // Without its Host in the cluster there is no owner yet: a later pass creates it.
+            let Some(owner) = hosts.find(ns, &s.spec.host).and_then(owned_by) else {
+                continue;
+            };
+            let mut object = s.clone();
+            object.status = None;
+            object.metadata.uid = None;
+            object.metadata.resource_version = None;
+            object.metadata.generation = None;
+            object.metadata.creation_timestamp = None;
+            object.metadata.owner_references = Some(vec![owner]);
+            out.push(Write::CreateSnapshot(Box::new(object)));
+        }
+        out.extend(status(
+            Kind::Snapshot,
+            ns,
+            name,
+            status_of(&s.status),
+            found.and_then(|o| status_of(&o.status)),
+        ));
+    }
+    let wanted: HashSet<(&str, &str)> = desired
+        .snapshots
+        .iter()
+        .map(|s| (namespace_of(s), name_of(s)))
+        .collect();
+    // A pass over everything deletes only in the lists this database holds: a new leader has
+    // not heard every agent yet, and the Snapshots of the others stay until it has.
+    let lists: HashSet<(&str, &str, &str)> = desired
+        .snapshots
+        .iter()
+        .map(|s| (namespace_of(s), s.spec.host.as_str(), s.spec.repo.as_str()))
+        .collect();
+    for s in &cluster.snapshots {
+        let (ns, name) = (namespace_of(&**s), name_of(&**s));
+        let examined = match &desired.snapshot_scope {
+            Some(scope) => scope.contains(&(ns.to_string(), name.to_string())),
+            None => lists.contains(&(ns, s.spec.host.as_str(), s.spec.repo.as_str())),
+        };
+        if examined && !wanted.contains(&(ns, name)) {
+            out.push(Write::DeleteSnapshot {
+                namespace: ns.into(),
+                name: name.into(),
+            });
+        }
+    }
+    out
+}
+
+/// A reference to `host` as the owner of what the controller makes for it.
+fn owned_by(host: &Host) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: crate::resources::API_VERSION.into(),
+        kind: Kind::Host.as_str().into(),
+        name: host.metadata.name.clone()?,
+        uid: host.metadata.uid.clone()?,
+        ..OwnerReference::default()
+    })
 }
 
 /// How far a run has come: no phase, Pending, Dispatched, Running, finished.
@@ -398,6 +501,7 @@ pub async fn execute(
                     Kind::Backup => apply::<Backup>(client, &namespace, &name, &status).await,
                     Kind::Restore => apply::<Restore>(client, &namespace, &name, &status).await,
                     Kind::Notifier => apply::<Notifier>(client, &namespace, &name, &status).await,
+                    Kind::Snapshot => apply::<Snapshot>(client, &namespace, &name, &status).await,
                 };
                 match applied {
                     Ok(()) => {
@@ -417,11 +521,43 @@ pub async fn execute(
                             object = %key(kind, &namespace, &name),
                             "cannot write status: {e}"
                         );
-                        if matches!(kind, Kind::Backup | Kind::Restore) {
+                        if matches!(kind, Kind::Backup | Kind::Restore | Kind::Snapshot) {
                             failed.insert((kind, namespace, name));
                         }
                     }
                 }
+            }
+            Write::CreateSnapshot(snapshot) => {
+                let (ns, name) = (
+                    namespace_of(&*snapshot).to_string(),
+                    name_of(&*snapshot).to_string(),
+                );
+                let api: Api<Snapshot> = Api::namespaced(client.clone(), &ns);
+                match record_run(&api, &snapshot).await {
+                    Ok(Recorded::Created | Recorded::AlreadyRecorded) => {
+                        written.created_snapshots.insert((ns, name));
+                    }
+                    Err(e) => {
+                        tracing::warn!(snapshot = %name, namespace = %ns, "cannot create a Snapshot: {e}");
+                        failed.insert((Kind::Snapshot, ns, name));
+                    }
+                }
+            }
+            Write::DeleteSnapshot { namespace, name } => {
+                let api: Api<Snapshot> = Api::namespaced(client.clone(), &namespace);
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => {
+                        tracing::warn!(snapshot = %name, namespace = %namespace, "cannot delete a forgotten Snapshot: {e}");
+                        failed.insert((Kind::Snapshot, namespace, name));
+                        continue;
+                    }
+                }
+                written
+                    .statuses
+                    .forget(&key(Kind::Snapshot, &namespace, &name));
+                written.created_snapshots.remove(&(namespace, name));
             }
             Write::Delete { namespace, name } => {
                 let api: Api<Backup> = Api::namespaced(client.clone(), &namespace);
@@ -541,7 +677,7 @@ fn note(
     records: &mut Option<HashSet<RecordId>>,
 ) {
     match change {
-        Ok(change) if matches!(change.kind, Kind::Backup | Kind::Restore) => {
+        Ok(change) if matches!(change.kind, Kind::Backup | Kind::Restore | Kind::Snapshot) => {
             if let Some(records) = records {
                 let (namespace, name) = change.key();
                 records.insert((change.kind, namespace.into(), name.into()));
@@ -596,6 +732,7 @@ mod tests {
             backups: vec![],
             restores: vec![],
             notifiers: vec![],
+            snapshots: vec![],
         }
     }
 
@@ -606,6 +743,8 @@ mod tests {
             model: Arc::new(model),
             backups,
             restores: vec![],
+            snapshots: vec![],
+            snapshot_scope: None,
         }
     }
 
@@ -631,9 +770,83 @@ mod tests {
                 } => written
                     .statuses
                     .applied(&key(*kind, namespace, name), status.clone(), now),
-                Write::Delete { .. } => {}
+                Write::CreateSnapshot(s) => {
+                    written
+                        .created_snapshots
+                        .insert((namespace_of(&**s).into(), name_of(&**s).into()));
+                }
+                Write::Delete { .. } | Write::DeleteSnapshot { .. } => {}
             }
         }
+    }
+
+    fn snapshot(short: &str, forget_at: Option<&str>) -> Snapshot {
+        snapshot_in("nas", short, forget_at)
+    }
+
+    fn snapshot_in(repo: &str, short: &str, forget_at: Option<&str>) -> Snapshot {
+        object(json!({
+            "apiVersion": "holdfast.dev/v1alpha1", "kind": "Snapshot",
+            "metadata": {"name": format!("web-1-{repo}-{short}"), "namespace": "fleet",
+                         "uid": format!("u-{short}"), "generation": 1,
+                         "labels": {"holdfast.dev/host": "web-1"}},
+            "spec": {"host": "web-1", "repo": repo, "id": format!("{short}00000000"),
+                     "shortId": short, "time": "2026-12-01T01:00:00Z", "hostname": "web-1"},
+            "status": {"forgetAt": forget_at},
+        }))
+    }
+
+    #[test]
+    fn snapshots_are_created_owned_by_their_host_and_deleted_once_forgotten() {
+        let desired = Desired {
+            snapshots: vec![snapshot("aaaaaaaa", Some("2026-12-06T04:00:00Z"))],
+            ..model(vec![])
+        };
+        let cluster = Cluster {
+            hosts: vec![Arc::new(host(json!({})))],
+            // One forgotten from the list the database holds, one of a list it has not heard.
+            snapshots: vec![
+                Arc::new(snapshot("bbbbbbbb", None)),
+                Arc::new(snapshot_in("offsite", "cccccccc", None)),
+            ],
+            ..empty()
+        };
+        let mut written = Written::default();
+        let writes = plan(&desired, &cluster, &written, at(0));
+        assert_eq!(
+            names(&writes),
+            [
+                "create snapshot web-1-nas-aaaaaaaa",
+                "status Snapshot web-1-nas-aaaaaaaa",
+                "delete snapshot web-1-nas-bbbbbbbb",
+            ]
+        );
+        let Write::CreateSnapshot(created) = &writes[0] else {
+            panic!("a create")
+        };
+        let owner = &created
+            .metadata
+            .owner_references
+            .as_ref()
+            .expect("an owner")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("Host", "web-1")
+        );
+        assert_eq!(owner.uid, "u-web-1");
+        assert!(created.status.is_none() && created.metadata.uid.is_none());
+        succeed(&mut written, &writes, at(0));
+        // Written: the next pass creates nothing again; a pass over other Snapshots deletes
+        // none that it did not look at.
+        let scoped = Desired {
+            snapshot_scope: Some(HashSet::new()),
+            ..model(vec![])
+        };
+        let writes = plan(&scoped, &cluster, &written, at(1));
+        assert!(names(&writes).is_empty(), "{:?}", names(&writes));
+        // Without the Host there is no owner: nothing is written yet.
+        let writes = plan(&desired, &empty(), &Written::default(), at(0));
+        assert!(names(&writes).is_empty(), "{:?}", names(&writes));
     }
 
     fn names(writes: &[Write]) -> Vec<String> {
@@ -643,6 +856,8 @@ mod tests {
                 Write::Create(b) => format!("create {}", name_of(&**b)),
                 Write::Status { kind, name, .. } => format!("status {} {name}", kind.as_str()),
                 Write::Delete { name, .. } => format!("delete {name}"),
+                Write::CreateSnapshot(s) => format!("create snapshot {}", name_of(&**s)),
+                Write::DeleteSnapshot { name, .. } => format!("delete snapshot {name}"),
             })
             .collect()
     }
@@ -764,6 +979,8 @@ mod tests {
             model: Arc::new(ReadModel::default()),
             backups: vec![],
             restores: vec![],
+            snapshots: vec![],
+            snapshot_scope: None,
         };
         let mut deleted = names(&plan(&nothing, &cluster, &Written::default(), at(5)));
         deleted.sort();
@@ -843,6 +1060,8 @@ mod tests {
             model: Arc::new(model),
             backups: vec![],
             restores: vec![],
+            snapshots: vec![],
+            snapshot_scope: None,
         };
         let cluster = Cluster {
             hosts: vec![Arc::new(host(cluster_status))],
@@ -888,6 +1107,8 @@ mod tests {
             model: Arc::new(model),
             backups: vec![],
             restores: vec![],
+            snapshots: vec![],
+            snapshot_scope: None,
         };
         let cluster = Cluster {
             notifiers: vec![notifier(json!({"firing": 0, "queued": 0}))],

@@ -16,7 +16,7 @@ use super::events::EventLog;
 use crate::compile::HostKey;
 use crate::decisions::Decision;
 use crate::notify::KeyError;
-use crate::resources::{Backup, Host, Notifier, Repo, Restore, Schedule};
+use crate::resources::{Backup, Host, Notifier, Repo, Restore, Schedule, Snapshot};
 use crate::store::{AuthError, Enrolled, NoRandomness, Store, StoreError};
 
 /// Kubernetes mode's reflector stores of the desired state, as the cluster holds it.
@@ -28,6 +28,8 @@ pub struct Stores {
     pub backups: Reflected<Backup>,
     pub restores: Reflected<Restore>,
     pub notifiers: Reflected<Notifier>,
+    /// The Snapshots the leader keeps in step with the store; nothing reconciles on them.
+    pub snapshots: Reflected<Snapshot>,
 }
 
 /// Why a backend could not answer. An agent is told only that the controller failed (what it
@@ -260,6 +262,7 @@ pub(crate) mod testing {
             backups: listed(vec![]),
             restores: listed(vec![]),
             notifiers: listed(vec![]),
+            snapshots: listed(vec![]),
         }
     }
 

@@ -1241,6 +1241,12 @@ fn ingest(
                 report.snapshots.len() as u64,
                 latest,
             )?;
+            store.replace_snapshots(
+                &host.namespace,
+                &host.name,
+                &report.repo,
+                report.snapshots.clone(),
+            )?;
             None
         }
         ReportBody::RepoStats(stats) => {

@@ -249,6 +249,15 @@ impl Controller {
         self.reader().object_json(kind, namespace, name)
     }
 
+    /// One host's Snapshot objects as served, by repo, newest first.
+    pub fn host_snapshots(
+        &self,
+        namespace: &str,
+        host: &str,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.reader().host_snapshot_objects(namespace, host)
+    }
+
     /// The Backups of one host's runs, as served.
     pub fn host_backups(
         &self,

@@ -331,9 +331,19 @@ impl Loader {
         }
         let kind = match map.get("kind") {
             Some(serde_yaml::Value::String(k)) => match Kind::from_name(k) {
+                Some(Kind::Snapshot) => {
+                    return Err(DocError::at(
+                        FieldPath::parse("kind"),
+                        "Snapshot is read-only: the controller makes them from what agents report",
+                    ));
+                }
                 Some(kind) => kind,
                 None => {
-                    let names = Kind::ALL.map(Kind::as_str);
+                    let names = Kind::ALL
+                        .into_iter()
+                        .filter(|k| *k != Kind::Snapshot)
+                        .map(Kind::as_str)
+                        .collect::<Vec<_>>();
                     return Err(DocError::at(
                         FieldPath::parse("kind"),
                         unknown_name_message("kind", k, &names),
@@ -372,6 +382,8 @@ impl Loader {
             Kind::Backup => add!(Backup, backups),
             Kind::Restore => add!(Restore, restores),
             Kind::Notifier => add!(Notifier, notifiers),
+            // Refused above.
+            Kind::Snapshot => {}
         }
         Ok(())
     }
@@ -747,6 +759,31 @@ mod tests {
         );
         assert!(
             errors[0].ends_with("spec.retention.keepLast: expected a whole number, got `ten`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_in_a_file_is_refused_as_read_only() {
+        let loaded = load_sources(vec![SourceFile::new(
+            "fleet/snapshot.yaml",
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Snapshot\nmetadata:\n  name: web-1-nas-1a2b3c4d\nspec: {}\n",
+        )]);
+        let errors: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
+        assert_eq!(
+            errors,
+            [
+                "fleet/snapshot.yaml:2:1: kind: Snapshot is read-only: the controller makes them from what agents report"
+            ],
+        );
+        // Nor is it offered for a kind that is misspelt.
+        let loaded = load_sources(vec![SourceFile::new(
+            "fleet/x.yaml",
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Snapshoot\nmetadata:\n  name: x\n",
+        )]);
+        let errors: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
+        assert!(
+            errors[0].ends_with("`Backup`, `Restore`, `Notifier`"),
             "{errors:?}"
         );
     }

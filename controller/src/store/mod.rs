@@ -13,6 +13,7 @@ mod notifications;
 pub mod retention;
 mod runs;
 mod scrub;
+mod snapshots;
 
 pub use agents::AgentRecord;
 pub use auth::{AuthError, Enrolled, NoRandomness, hash as secret_hash, random_secret};
@@ -21,6 +22,7 @@ pub use model::{
 };
 pub use notifications::{Enqueue, NotifierId, Queued};
 pub use runs::{GroupSize, HistoryPoint, RepoHost, RunGroup, SizePoint};
+pub use snapshots::{SnapshotChanges, SnapshotSet};
 
 /// A random identifier shaped like a Kubernetes uid.
 pub fn new_uid() -> String {
@@ -124,6 +126,24 @@ const MIGRATIONS: &[&str] = &[
      );",
     // What a drill restored and verified (JSON).
     "ALTER TABLE runs ADD COLUMN drill TEXT",
+    // Each host's snapshots per repo as last reported (bounded), and what made each; found by
+    // object name when their objects are checked for orphans.
+    "CREATE TABLE snapshots (
+        namespace TEXT NOT NULL,
+        host TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        time TEXT NOT NULL,
+        hostname TEXT NOT NULL,
+        paths TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        backup TEXT,
+        schedule TEXT,
+        size INTEGER,
+        PRIMARY KEY (namespace, host, repo, id)
+     );
+     CREATE INDEX snapshots_by_name ON snapshots (namespace, name);",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +195,8 @@ pub struct Store {
     path: PathBuf,
     /// Run records saved since the status writer last asked ([`Store::take_saved_runs`]).
     saved: Vec<crate::runs::RunRecord>,
+    /// Snapshots changed since the status writer last asked ([`Store::take_snapshot_changes`]).
+    snapshot_changes: SnapshotChanges,
 }
 
 impl Store {
@@ -193,6 +215,7 @@ impl Store {
             conn,
             path,
             saved: Vec::new(),
+            snapshot_changes: SnapshotChanges::default(),
         };
         // WAL keeps readers (`holdfast plan`, `token create`) from blocking the controller.
         store
@@ -225,6 +248,7 @@ impl Store {
             conn,
             path,
             saved: Vec::new(),
+            snapshot_changes: SnapshotChanges::default(),
         };
         let (found, known) = (store.schema_version()?, MIGRATIONS.len());
         let path = store.path.display().to_string();

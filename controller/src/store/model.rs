@@ -257,7 +257,7 @@ impl Store {
         self.ids("SELECT kind, namespace, name FROM objects WHERE kind IN ('Backup', 'Restore')")
     }
 
-    fn ids(&self, sql: &str) -> Result<Vec<ObjectId>, StoreError> {
+    pub(super) fn ids(&self, sql: &str) -> Result<Vec<ObjectId>, StoreError> {
         let mut stmt = self.conn.prepare(sql).map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -296,6 +296,22 @@ impl Store {
                ON o.kind = r.kind AND o.namespace = r.namespace AND o.name = r.name
              WHERE r.namespace = ?1 AND r.host = ?2 AND r.kind = 'Backup'
                AND o.object IS NOT NULL",
+            params![namespace, host],
+        )
+    }
+
+    /// One host's Snapshot objects as served, through the snapshots' (namespace, host) key,
+    /// by repo and newest first.
+    pub fn host_snapshot_objects(
+        &self,
+        namespace: &str,
+        host: &str,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.served(
+            "SELECT o.object FROM snapshots s JOIN objects o
+               ON o.kind = 'Snapshot' AND o.namespace = s.namespace AND o.name = s.name
+             WHERE s.namespace = ?1 AND s.host = ?2 AND o.object IS NOT NULL
+             ORDER BY s.repo, s.time DESC",
             params![namespace, host],
         )
     }

@@ -400,8 +400,12 @@ impl Store {
             )
             .map_err(err)?;
         }
+        let origin_noted = Store::note_snapshot_origin(&tx, run).map_err(err)?;
         tx.commit().map_err(err)?;
         self.saved.push(run.clone());
+        if let Some(set) = origin_noted {
+            self.snapshot_changes.sets.insert(set);
+        }
         Ok(())
     }
 

@@ -95,7 +95,9 @@ impl Changed {
                 ns == namespace
                     && match change.kind {
                         Kind::Host => host == name,
-                        Kind::Backup | Kind::Restore => host_label == Some(host.as_str()),
+                        Kind::Backup | Kind::Restore | Kind::Snapshot => {
+                            host_label == Some(host.as_str())
+                        }
                         Kind::Schedule | Kind::Repo => true,
                         Kind::Notifier => false,
                     }
@@ -114,6 +116,12 @@ impl Changed {
             }
             Kind::Schedule => self.schedules = true,
             Kind::Repo => self.repos = true,
+            // Only a host's page shows its snapshots; the fleet's rows do not.
+            Kind::Snapshot => {
+                if let (Scope::Host { .. }, Some(host)) = (scope, host_label) {
+                    self.host(namespace, host);
+                }
+            }
             // The page shows no Notifiers.
             Kind::Notifier => {}
         }

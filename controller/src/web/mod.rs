@@ -129,7 +129,7 @@ fn select<K: Resource + Serialize>(
     }
 }
 
-/// Backups or Restores from the store: every one, or one of them.
+/// Backups, Restores or Snapshots from the store: every one, or one of them.
 fn records(c: &Controller, kind: Kind, wanted: Option<(&str, &str)>) -> Response {
     let read = match wanted {
         None => c
@@ -162,8 +162,9 @@ fn respond(
         "backups" => records(c, Kind::Backup, wanted),
         "restores" => records(c, Kind::Restore, wanted),
         "notifiers" => select(&model.notifiers, Kind::Notifier, wanted),
+        "snapshots" => records(c, Kind::Snapshot, wanted),
         other => not_found(format!(
-            "no kind `{other}`; use repos, hosts, schedules, backups, restores or notifiers"
+            "no kind `{other}`; use repos, hosts, schedules, backups, restores, notifiers or snapshots"
         )),
     }
 }

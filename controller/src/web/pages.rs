@@ -157,6 +157,16 @@ pub(super) async fn host_page(
             repo,
         })
         .collect();
+    let snapshots = match c.host_snapshots(&namespace, &name) {
+        Ok(objects) => objects
+            .into_iter()
+            .filter_map(|o| serde_json::from_value(o).ok())
+            .collect(),
+        Err(e) => {
+            tracing::error!("cannot read snapshots: {e}");
+            Vec::new()
+        }
+    };
     page::host(&HostView {
         now,
         host,
@@ -164,6 +174,7 @@ pub(super) async fn host_page(
         schedules,
         runs,
         repo_sizes,
+        snapshots,
         declared_schedules: &model.schedules,
         repos: &model.repos,
     })

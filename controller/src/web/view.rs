@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::resources::{Backup, Host, Repo, Schedule};
+use crate::resources::{Backup, Host, Repo, Schedule, Snapshot};
 pub use crate::store::{RevisionEntry, RevisionRecord, Revisions, SizePoint};
 
 /// The fleet overview at `/`.
@@ -106,6 +106,8 @@ pub struct HostView<'a> {
     pub runs: Vec<&'a Backup>,
     /// Size of each repo this host uses over the last 30 days, oldest point first.
     pub repo_sizes: Vec<RepoSeries>,
+    /// The host's Snapshot objects, by repo, newest first.
+    pub snapshots: Vec<Snapshot>,
     /// The schedules and repos in force, which names on the page link to.
     pub declared_schedules: &'a [Schedule],
     pub repos: &'a [Repo],

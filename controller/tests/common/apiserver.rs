@@ -102,6 +102,7 @@ pub const SCHEDULES: Kind = holdfast("schedules", "Schedule");
 pub const BACKUPS: Kind = holdfast("backups", "Backup");
 pub const RESTORES: Kind = holdfast("restores", "Restore");
 pub const NOTIFIERS: Kind = holdfast("notifiers", "Notifier");
+pub const SNAPSHOTS: Kind = holdfast("snapshots", "Snapshot");
 pub const SECRETS: Kind = Kind {
     group: "",
     version: "v1",
@@ -131,13 +132,14 @@ pub const CORE_EVENTS: Kind = Kind {
     status: false,
 };
 
-pub static KINDS: [&Kind; 10] = [
+pub static KINDS: [&Kind; 11] = [
     &REPOS,
     &HOSTS,
     &SCHEDULES,
     &BACKUPS,
     &RESTORES,
     &NOTIFIERS,
+    &SNAPSHOTS,
     &SECRETS,
     &LEASES,
     &EVENTS,

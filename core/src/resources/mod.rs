@@ -1,4 +1,4 @@
-//! The six kinds of `holdfast.dev/v1alpha1`, shared by files mode and Kubernetes mode.
+//! The seven kinds of `holdfast.dev/v1alpha1`, shared by files mode and Kubernetes mode.
 
 // Each kind repeats `printcolumn(name = …, type_ = …)`, which clippy mistakes for duplicates.
 mod common;
@@ -12,6 +12,8 @@ mod repo;
 mod run;
 #[allow(clippy::duplicated_attributes)]
 mod schedule;
+#[allow(clippy::duplicated_attributes)]
+mod snapshot;
 
 use std::fmt;
 
@@ -21,6 +23,7 @@ pub use notifier::*;
 pub use repo::*;
 pub use run::*;
 pub use schedule::*;
+pub use snapshot::*;
 
 /// The kinds Holdfast defines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,16 +34,19 @@ pub enum Kind {
     Backup,
     Restore,
     Notifier,
+    /// Read-only: made from what agents report, never read from files.
+    Snapshot,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Repo,
         Kind::Host,
         Kind::Schedule,
         Kind::Backup,
         Kind::Restore,
         Kind::Notifier,
+        Kind::Snapshot,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +57,7 @@ impl Kind {
             Kind::Backup => "Backup",
             Kind::Restore => "Restore",
             Kind::Notifier => "Notifier",
+            Kind::Snapshot => "Snapshot",
         }
     }
 

@@ -82,6 +82,7 @@ pub fn mirror(controller: &Controller, stores: &Stores) -> Result<(), StoreError
         active,
         revision: Default::default(),
         host_status: Default::default(),
+        forgets: Default::default(),
     };
     publish(controller, &previous, writer, revisions, objects)
 }

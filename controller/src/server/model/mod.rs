@@ -28,7 +28,7 @@ use super::Controller;
 use super::changes::ChangeType;
 use crate::compile::HostKey;
 use crate::records::{backup_object, restore_object};
-use crate::resources::{Backup, Host, Kind, Notifier, Repo, Schedule};
+use crate::resources::{Backup, Host, Kind, Notifier, Repo, Schedule, Snapshot};
 use crate::revision::{name_of, namespace_of};
 use crate::runs::RunRecord;
 use crate::status::{self, Inputs};
@@ -65,6 +65,9 @@ pub struct ReadModel {
     /// as it is, so a pass settles only the hosts that changed.
     revision: Arc<crate::revision::Revision>,
     host_status: HashMap<HostKey, u64>,
+    /// A hash of each host's forget schedules as its Snapshots were projected with: a new
+    /// revision settles again only the Snapshots of the hosts whose hash changed.
+    forgets: HashMap<HostKey, u64>,
 }
 
 impl ReadModel {
@@ -82,7 +85,7 @@ impl ReadModel {
             Kind::Host => all(&self.hosts),
             Kind::Schedule => all(&self.schedules),
             Kind::Notifier => all(&self.notifiers),
-            Kind::Backup | Kind::Restore => Vec::new(),
+            Kind::Backup | Kind::Restore | Kind::Snapshot => Vec::new(),
         };
         objects.sort_by(|a, b| {
             let key = |o: &serde_json::Value| {
@@ -273,6 +276,7 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
     if let Some(observed) = stores {
         hold_versions(&mut versions, &revision, &observed.hosts);
     }
+    let previous = controller.model();
     let mut history = controller.records();
     let mut store = controller.store();
     let pass = history.pass(&mut store, &revision)?;
@@ -287,6 +291,8 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         let served = store.stored_object(&id)?.and_then(|(_, served)| served);
         deleted.push((id, served));
     }
+    let forgets = forget_hashes(&fleet);
+    let snapshots = snapshots_to_settle(&mut store, &fleet, &previous, &forgets, now)?;
     let repo_sizes =
         store.latest_repo_sizes(revision.repos.iter().map(|r| (namespace_of(r), name_of(r))))?;
     let snapshot_counts = store.snapshot_counts()?;
@@ -294,7 +300,6 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
     let revisions = store.revisions()?;
     drop(store);
 
-    let previous = controller.model();
     let schedule_created = |ns: &str, name: &str| {
         previous
             .stored
@@ -375,6 +380,12 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
     for (id, served) in deleted {
         writer.delete_record(id, served);
     }
+    for (snapshot, before) in snapshots.settle {
+        writer.settle_record(Kind::Snapshot, snapshot, before.as_ref());
+    }
+    for (id, served) in snapshots.deleted {
+        writer.delete_record(id, served);
+    }
     active.sort_by_key(|b| std::cmp::Reverse(b.metadata.creation_timestamp.clone()));
     let settled = alerting::Settled {
         repos: &repos,
@@ -408,6 +419,7 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         active,
         revision,
         host_status: computed_hosts,
+        forgets,
     };
     let decided = std::mem::take(&mut writer.decided);
     publish(controller, &previous, writer, revisions, objects)?;
@@ -511,6 +523,107 @@ fn settle_record(
     }
 }
 
+/// An object as stored, and as last served.
+type Stored = (StoredObject, Option<serde_json::Value>);
+
+/// The Snapshot objects a pass writes, each with its stored copy, and those it deletes.
+#[derive(Default)]
+struct SnapshotWrites {
+    settle: Vec<(Snapshot, Option<Stored>)>,
+    deleted: Vec<(ObjectId, Option<serde_json::Value>)>,
+}
+
+/// A hash of each host's forget schedules, as far as they decide when its snapshots go.
+fn forget_hashes(fleet: &crate::compile::Fleet) -> HashMap<HostKey, u64> {
+    fleet
+        .hosts
+        .iter()
+        .map(|(key, compiled)| {
+            let plan = &compiled.plan;
+            let forgets: Vec<_> = plan
+                .schedules
+                .iter()
+                .filter(|s| s.operation == protocol::Operation::Forget)
+                .map(|s| {
+                    (
+                        &s.name,
+                        &s.cron,
+                        &s.time_zone,
+                        s.jitter_seconds,
+                        &s.repo.name,
+                        &s.forget,
+                        s.suspend,
+                    )
+                })
+                .collect();
+            (key.clone(), hash_of(&(plan.paused, forgets)))
+        })
+        .collect()
+}
+
+/// The Snapshot objects of the snapshot lists that changed, and of every list of a host whose
+/// forget schedules changed (all of them on the first pass), since when each goes follows
+/// them; and the objects of forgotten snapshots (on the first pass, also those left without
+/// a snapshot while the controller was not running).
+fn snapshots_to_settle(
+    store: &mut Store,
+    fleet: &crate::compile::Fleet,
+    previous: &ReadModel,
+    forgets: &HashMap<HostKey, u64>,
+    now: chrono::DateTime<Utc>,
+) -> Result<SnapshotWrites, StoreError> {
+    let changes = store.take_snapshot_changes();
+    let mut sets = changes.sets;
+    let mut forgotten = changes.forgotten;
+    let first = previous.forgets.is_empty();
+    if first {
+        forgotten.extend(store.orphaned_snapshot_objects()?);
+    }
+    if first || previous.forgets != *forgets {
+        let moved = |namespace: &str, host: &str| {
+            let key = HostKey::new(namespace, host);
+            first || previous.forgets.get(&key) != forgets.get(&key)
+        };
+        sets.extend(
+            store
+                .snapshot_sets()?
+                .into_iter()
+                .filter(|(namespace, host, _)| moved(namespace, host)),
+        );
+    }
+    let mut out = SnapshotWrites::default();
+    for (namespace, host, repo) in sets {
+        let known = store.snapshots(&namespace, &host, &repo)?;
+        let plan = fleet
+            .hosts
+            .get(&HostKey::new(&namespace, &host))
+            .map(|c| &c.plan);
+        for snapshot in crate::snapshots::objects(&namespace, &host, &repo, &known, plan, now) {
+            let id = (
+                Kind::Snapshot,
+                namespace.clone(),
+                name_of(&snapshot).to_string(),
+            );
+            let before = store.stored_object(&id)?;
+            out.settle.push((snapshot, before));
+        }
+    }
+    // Reported again since it was forgotten (a list replaced twice in one pass): it stays.
+    let settled: HashSet<(&str, &str)> = out
+        .settle
+        .iter()
+        .map(|(s, _)| (namespace_of(s), name_of(s)))
+        .collect();
+    forgotten
+        .retain(|(_, namespace, name)| !settled.contains(&(namespace.as_str(), name.as_str())));
+    for id in forgotten {
+        if let Some((_, served)) = store.stored_object(&id)? {
+            out.deleted.push((id, served));
+        }
+    }
+    Ok(out)
+}
+
 /// The objects of the next read model.
 struct Objects {
     repos: Vec<Repo>,
@@ -521,6 +634,8 @@ struct Objects {
     /// What the hosts were settled from (see [`ReadModel`]); a follower settles none.
     revision: Arc<crate::revision::Revision>,
     host_status: HashMap<HostKey, u64>,
+    /// What each host's Snapshots were projected with (see [`ReadModel`]); none on a follower.
+    forgets: HashMap<HostKey, u64>,
 }
 
 /// Deletes what is gone, stores what changed, swaps the model and tells the watches.
@@ -567,9 +682,10 @@ fn publish(
         stored: writer.next,
         revision: objects.revision,
         host_status: objects.host_status,
+        forgets: objects.forgets,
     };
     let mut events = writer.events;
-    let fleet_kind = |k: Kind| !matches!(k, Kind::Backup | Kind::Restore);
+    let fleet_kind = |k: Kind| !matches!(k, Kind::Backup | Kind::Restore | Kind::Snapshot);
     if events.iter().any(|e| fleet_kind(e.kind)) {
         let ids: HashSet<(Kind, &str, &str)> = events
             .iter()

@@ -17,6 +17,7 @@ use crate::decisions::{self, Decision};
 use crate::records::RecordId;
 use crate::resources::{
     Backup, Host, HostStatus, Kind, Notifier, ObjectKey, Phase, Repo, Restore, RunStatus, Schedule,
+    Snapshot,
 };
 use crate::revision::{name_of, namespace_of};
 use crate::server::changes::{Change, ChangeType};
@@ -183,6 +184,7 @@ impl Decides for Repo {}
 impl Decides for Schedule {}
 // A Notifier's deliveries show in its status and metrics, not as Events.
 impl Decides for Notifier {}
+impl Decides for Snapshot {}
 
 impl Decides for Host {
     fn decided(&self, before: Option<&str>) -> Vec<(Option<String>, Decision)> {
@@ -345,6 +347,23 @@ has_status!(Schedule);
 has_status!(Notifier);
 has_status!(Backup, run);
 has_status!(Restore, run);
+
+/// A Snapshot's status has no conditions: it says only when retention removes it.
+impl HasStatus for Snapshot {
+    fn spec_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.spec).unwrap_or_default()
+    }
+    fn status_text(&self) -> Option<Box<str>> {
+        self.status
+            .as_ref()
+            .and_then(|s| serde_json::to_string(s).ok())
+            .map(String::into_boxed_str)
+    }
+    fn finish(&mut self, _: &[Condition], _: i64, _: DateTime<Utc>) {}
+    fn conditions(&self) -> Vec<Condition> {
+        Vec::new()
+    }
+}
 
 impl<'a> Writer<'a> {
     pub fn new(previous: &'a ReadModel, now: DateTime<Utc>, computed: bool) -> Writer<'a> {

@@ -204,8 +204,9 @@ mod tests {
             .iter()
             .filter_map(|r| r["name"].as_str())
             .collect();
-        assert_eq!(names.len(), 12);
+        assert_eq!(names.len(), 14);
         assert!(names.contains(&"restores/status"));
+        assert!(names.contains(&"snapshots/status"));
         assert!(names.contains(&"notifiers/status"));
 
         let groups = serde_json::to_value(group_list()).expect("serialises");

@@ -443,10 +443,12 @@ async fn item(
     let model = c.model();
     // Only the object asked for is serialized.
     let found = match served.kind {
-        Kind::Backup | Kind::Restore => match c.record(served.kind, &namespace, &name) {
-            Ok(found) => found,
-            Err(e) => return internal_error(&e),
-        },
+        Kind::Backup | Kind::Restore | Kind::Snapshot => {
+            match c.record(served.kind, &namespace, &name) {
+                Ok(found) => found,
+                Err(e) => return internal_error(&e),
+            }
+        }
         kind => page::page_of_model(&model, kind, &page::Paging::default(), |m| {
             m.namespace.as_deref() == Some(namespace.as_str()) && m.name.as_deref() == Some(&name)
         })
@@ -535,7 +537,7 @@ fn watch(c: &Controller, served: &'static Served, request: Request) -> Response 
     };
     if matches!(watching.request.resource_version, None | Some(0)) {
         let objects = match served.kind {
-            Kind::Backup | Kind::Restore => {
+            Kind::Backup | Kind::Restore | Kind::Snapshot => {
                 let selects = &mut |o: &Value| watching.request.selects(o);
                 let namespace = watching.request.namespace.clone();
                 match c.records_page(served.kind, namespace.as_deref(), None, None, selects) {

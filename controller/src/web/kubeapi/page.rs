@@ -210,7 +210,7 @@ pub fn page_of_model(
         Kind::Host => page(&model.hosts, kind, paging, rv, selects),
         Kind::Schedule => page(&model.schedules, kind, paging, rv, selects),
         Kind::Notifier => page(&model.notifiers, kind, paging, rv, selects),
-        Kind::Backup | Kind::Restore => Page {
+        Kind::Backup | Kind::Restore | Kind::Snapshot => Page {
             items: Vec::new(),
             next: None,
             remaining: Some(0),
@@ -235,7 +235,7 @@ pub fn of_kind(
         Kind::Repo | Kind::Host | Kind::Schedule | Kind::Notifier => {
             page_of_model(model, kind, paging, selects)
         }
-        Kind::Backup | Kind::Restore => {
+        Kind::Backup | Kind::Restore | Kind::Snapshot => {
             let after = paging
                 .after
                 .as_ref()

@@ -61,6 +61,8 @@ pub fn host(view: &HostView) -> Markup {
             }
             h2 { "Recent runs" }
             (runs_table(now, &view.runs, &declared))
+            h2 #snapshots { "Snapshots" }
+            (snapshots_section(now, name, &view.schedules, &view.snapshots))
         },
     )
 }
@@ -296,4 +298,83 @@ pub(super) fn legend() -> Markup {
             }
         }
     }
+}
+
+/// The host's snapshots per repo, newest first, each with when retention removes it; above
+/// them what the next forget run removes.
+pub(super) fn snapshots_section(
+    now: DateTime<Utc>,
+    host: &str,
+    schedules: &[&Schedule],
+    snapshots: &[Snapshot],
+) -> Markup {
+    if snapshots.is_empty() {
+        return html! { p.empty { "No snapshots reported yet." } };
+    }
+    let next_forget = schedules
+        .iter()
+        .filter(|s| s.spec.operation == protocol::Operation::Forget && !s.spec.suspend)
+        .filter_map(|s| {
+            Some((
+                host_entry(s, host)?.next_schedule_time.as_ref()?,
+                name_of(*s),
+            ))
+        })
+        .min_by_key(|(t, _)| t.0);
+    let mut by_repo: BTreeMap<&str, Vec<&Snapshot>> = BTreeMap::new();
+    for s in snapshots {
+        by_repo.entry(s.spec.repo.as_str()).or_default().push(s);
+    }
+    html! {
+        @if let Some((at, schedule)) = next_forget {
+            @let removes = snapshots.iter().filter(|s| forget_at(s).is_some_and(|t| t.0 == at.0)).count();
+            p #forget-projection {
+                "Next forget (" (schedule) ") on "
+                time datetime=(time::chrono(at).to_rfc3339_opts(SecondsFormat::Secs, true)) {
+                    (time::chrono(at).format("%a %d %b %H:%M UTC"))
+                }
+                " removes " (crate::revision::plural(removes, "snapshot")) "."
+            }
+        }
+        @for (repo, list) in &by_repo {
+            h3 { "Repo " (repo) " — " (crate::revision::plural(list.len(), "snapshot")) }
+            table.snapshots {
+                thead { tr {
+                    th { "Short ID" } th { "Time" } th { "Tags" } th { "Paths" }
+                    th.num { "Size" } th { "Backup" } th { "Goes" }
+                } }
+                tbody {
+                    @for s in list {
+                        tr data-snapshot=(s.spec.id) {
+                            td data-label="Short ID" { code { (s.spec.short_id) } }
+                            td data-label="Time" { (s.spec.time) }
+                            td data-label="Tags" {
+                                @for t in &s.spec.tags { code.chip { (t) } " " }
+                            }
+                            td data-label="Paths" { (s.spec.paths.join(", ")) }
+                            td.num data-label="Size" {
+                                (opt_text(s.spec.size.map(crate::status::human_bytes).as_deref()))
+                            }
+                            td data-label="Backup" {
+                                @match &s.spec.backup {
+                                    Some(b) => { a href=(run_url(namespace_of(*s), b)) { (b) } }
+                                    None => { (dash()) }
+                                }
+                            }
+                            td data-label="Goes" {
+                                @match forget_at(s) {
+                                    Some(t) => { (when(now, Some(t))) }
+                                    None => { span.dim { "kept" } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn forget_at(snapshot: &Snapshot) -> Option<&Time> {
+    snapshot.status.as_ref()?.forget_at.as_ref()
 }

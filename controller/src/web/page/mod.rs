@@ -34,7 +34,7 @@ use super::view::{
 };
 use crate::resources::{
     API_VERSION, Backup, BackupSummary, DEFAULT_NAMESPACE, Host, HostStatus, LastDrill, Phase,
-    Progress, Repo, Schedule, ScheduleHostStatus,
+    Progress, Repo, Schedule, ScheduleHostStatus, Snapshot,
 };
 use crate::revision::{name_of, namespace_of};
 use crate::runs::is_final;

@@ -332,6 +332,7 @@ fn timeline_marks_each_run_of_the_last_30_days() {
         schedules: vec![],
         runs: old,
         repo_sizes: vec![],
+        snapshots: vec![],
         declared_schedules: &[],
         repos: &[],
     })
@@ -465,6 +466,7 @@ fn every_page_is_standalone_and_read_only() {
             schedules: vec![],
             runs: vec![&b],
             repo_sizes: vec![],
+            snapshots: vec![],
             declared_schedules: &[],
             repos: &[],
         })
@@ -710,6 +712,7 @@ fn an_offline_host_shows_when_it_was_seen_and_that_its_schedule_runs_regardless(
         schedules: schedules.iter().collect(),
         runs: vec![],
         repo_sizes: vec![],
+        snapshots: vec![],
         declared_schedules: &[],
         repos: &[],
     })
@@ -875,6 +878,7 @@ fn a_schedule_that_never_ran_counts_as_pending_first_run() {
         schedules: vec![&forget],
         runs: vec![],
         repo_sizes: vec![],
+        snapshots: vec![],
         declared_schedules: &[],
         repos: &[],
     })
@@ -1265,4 +1269,70 @@ fn the_revisions_page_shows_each_revision_its_errors_and_what_it_changed() {
     assert!(older.contains(">applied</span>") && older.contains("was not recorded"));
     assert!(page.contains(r#"<a href="/revisions?before=7" rel="next">"#));
     assert!(!page.contains(r#"<a href="/revisions">Newest</a>"#));
+}
+
+#[test]
+fn a_host_page_lists_its_snapshots_per_repo_and_what_the_next_forget_removes() {
+    let next = now() + Duration::hours(5);
+    let mut forget = schedule(
+        "thin-out",
+        vec![ScheduleHostStatus {
+            host: "web-1".into(),
+            next_schedule_time: Some(time::k8s(next)),
+            ..ScheduleHostStatus::default()
+        }],
+    );
+    forget.spec.operation = Operation::Forget;
+    let known = |id: &str| crate::snapshots::Known {
+        snapshot: protocol::Snapshot {
+            id: format!("{id}0000000000"),
+            time: "2025-06-15T01:00:00Z".into(),
+            hostname: "web-1".into(),
+            paths: vec!["/etc".into()],
+            tags: vec!["nightly".into()],
+        },
+        origin: crate::snapshots::Origin {
+            backup: Some(format!("nightly-{id}")),
+            schedule: Some("nightly".into()),
+            size: Some(2048),
+        },
+    };
+    let going = crate::snapshots::Removal {
+        at: next,
+        schedule: "thin-out".into(),
+    };
+    let snapshots = vec![
+        crate::snapshots::object("default", "web-1", "nas", &known("aaaaaaaa"), Some(&going)),
+        crate::snapshots::object("default", "web-1", "nas", &known("bbbbbbbb"), None),
+        crate::snapshots::object("default", "web-1", "s3", &known("cccccccc"), Some(&going)),
+    ];
+    let page = host(&HostView {
+        now: now(),
+        host: &host_named("web-1", Some(true)),
+        release: RELEASE,
+        schedules: vec![&forget],
+        runs: vec![],
+        repo_sizes: vec![],
+        snapshots,
+        declared_schedules: &[],
+        repos: &[],
+    })
+    .into_string();
+    assert!(page.contains("Repo nas — 2 snapshots"), "{page}");
+    assert!(page.contains("Repo s3 — 1 snapshot"));
+    assert!(page.contains(r#"data-snapshot="aaaaaaaa0000000000""#));
+    assert!(page.contains(r#"href="/runs/default/nightly-bbbbbbbb""#));
+    assert!(
+        page.contains("2.0 KiB"),
+        "the size of the backup that made it"
+    );
+    let projection = page
+        .split(r#"id="forget-projection""#)
+        .nth(1)
+        .expect("the projection line");
+    assert!(
+        projection.contains("thin-out") && projection.contains("removes 2 snapshots"),
+        "{projection}"
+    );
+    assert_eq!(page.matches(">kept<").count(), 1, "one snapshot stays");
 }
