@@ -163,6 +163,12 @@ fn snapshots_are_listed_previewed_and_gone_once_forgotten() {
             assert!(header.contains(column), "no {column} in:\n{table}");
         }
         assert!(table.contains(&old) && table.contains(&new), "{table}");
+        let field =
+            |selector: &str| kubectl_get(bin, &fleet, &["snapshots", "--field-selector", selector]);
+        let mine = field(&format!("spec.host={HOST},spec.repo=local"));
+        assert!(mine.contains(&old) && mine.contains(&new), "{mine}");
+        let other = field("spec.repo=other");
+        assert!(!other.contains(&new), "{other}");
         let holdfast = kubectl_get(bin, &fleet, &["holdfast"]);
         assert!(
             holdfast.contains(&format!("snapshot.holdfast.dev/{HOST}-local-{new}")),

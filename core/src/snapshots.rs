@@ -37,6 +37,17 @@ pub struct Known {
 }
 
 /// restic's short id: the first eight characters.
+/// The label a Snapshot carries with the value of one of its selectable fields (`spec.host`,
+/// `spec.repo`, `spec.schedule`), so that a field selector is answered as a label selector.
+pub fn label_of_field(field: &str) -> Option<&'static str> {
+    match field {
+        "spec.host" => Some(HOST_LABEL),
+        "spec.repo" => Some(REPO_LABEL),
+        "spec.schedule" => Some(SCHEDULE_LABEL),
+        _ => None,
+    }
+}
+
 pub fn short_id(id: &str) -> String {
     id.chars().take(8).collect()
 }

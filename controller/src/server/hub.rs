@@ -1685,6 +1685,10 @@ mod tests {
                 version: 2,
                 applied: 1,
             },
+            Refusal::BadScrubPart {
+                operation: "backup",
+                part: protocol::ScrubPart { part: 1, parts: 7 },
+            },
         ]
         .iter()
         .map(Refusal::reason)

@@ -35,7 +35,10 @@ use serde::{Deserialize, Serialize};
         json_path = ".spec.backup",
         priority = 1
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".spec.time")
+    printcolumn(name = "Age", type_ = "date", json_path = ".spec.time"),
+    selectable = ".spec.host",
+    selectable = ".spec.repo",
+    selectable = ".spec.schedule"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SnapshotSpec {

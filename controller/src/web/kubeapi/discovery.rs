@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     APIGroup, APIGroupList, APIResource, APIResourceList, APIVersions, GroupVersionForDiscovery,
 };
 
+use super::selector;
 use super::table::Column;
 use crate::crds::crd;
 use crate::resources::Kind;
@@ -53,6 +54,8 @@ pub struct Served {
     pub categories: Vec<String>,
     /// `Name`, then the CRD's printer columns.
     pub columns: Vec<Column>,
+    /// What a field selector may name: the name, the namespace, and the CRD's selectable fields.
+    pub fields: Vec<String>,
 }
 
 /// Every kind, in the order of [`Kind::ALL`].
@@ -64,11 +67,12 @@ pub fn served() -> &'static [Served] {
             .map(|kind| {
                 let crd = crd(kind);
                 let names = crd.spec.names;
-                let printer = crd
-                    .spec
-                    .versions
-                    .into_iter()
-                    .find(|v| v.name == VERSION)
+                let version = crd.spec.versions.into_iter().find(|v| v.name == VERSION);
+                let selectable = version
+                    .as_ref()
+                    .and_then(|v| v.selectable_fields.clone())
+                    .unwrap_or_default();
+                let printer = version
                     .and_then(|v| v.additional_printer_columns)
                     .unwrap_or_default();
                 Served {
@@ -81,6 +85,15 @@ pub fn served() -> &'static [Served] {
                     categories: names.categories.unwrap_or_default(),
                     columns: std::iter::once(Column::name())
                         .chain(printer.iter().map(Column::from_crd))
+                        .collect(),
+                    fields: selector::NAME_AND_NAMESPACE
+                        .iter()
+                        .map(|f| f.to_string())
+                        .chain(
+                            selectable
+                                .into_iter()
+                                .map(|f| f.json_path.trim_start_matches('.').to_string()),
+                        )
                         .collect(),
                 }
             })

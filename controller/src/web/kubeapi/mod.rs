@@ -272,10 +272,13 @@ impl Request {
                     .map_err(|_| RequestError::TimeoutSeconds(text.to_string()))?,
             )),
         };
+        let mut labels = selector::labels(param("labelSelector"))?;
+        let mut fields = selector::fields(param("fieldSelector"), fields)?;
+        labels.extend(fields.take_labelled(crate::snapshots::label_of_field));
         Ok(Request {
             namespace,
-            labels: selector::labels(param("labelSelector"))?,
-            fields: selector::fields(param("fieldSelector"), fields)?,
+            labels,
+            fields,
             table: table_version(headers),
             include,
             watch: matches!(param("watch"), "true" | "1"),
@@ -375,7 +378,8 @@ fn collection(
     let Some(served) = discovery::by_plural(plural) else {
         return unknown_kind(plural);
     };
-    let request = match Request::parse(namespace, params, headers, selector::NAME_AND_NAMESPACE) {
+    let fields: Vec<&str> = served.fields.iter().map(String::as_str).collect();
+    let request = match Request::parse(namespace, params, headers, &fields) {
         Ok(r) => r,
         Err(e) => return bad_request(e.to_string()),
     };
@@ -738,6 +742,49 @@ mod tests {
         assert!(!r.selects(&object("default", "old", "web-1")));
         assert!(!r.selects(&object("default", "new", "web-2")));
         assert!(!r.selects(&object("prod", "new", "web-1")));
+    }
+
+    #[test]
+    fn snapshots_are_selected_by_their_selectable_fields_and_backups_are_not() {
+        let served = discovery::of(Kind::Snapshot);
+        assert_eq!(
+            served.fields,
+            [
+                "metadata.name",
+                "metadata.namespace",
+                "spec.host",
+                "spec.repo",
+                "spec.schedule"
+            ]
+        );
+        let fields: Vec<&str> = served.fields.iter().map(String::as_str).collect();
+        let params = BTreeMap::from([(
+            "fieldSelector".to_string(),
+            "spec.host=web-1,spec.schedule!=hourly".to_string(),
+        )]);
+        let r = Request::parse(None, &params, &HeaderMap::new(), &fields).expect("parses");
+        let object = |host: &str, schedule: Option<&str>| {
+            let mut labels = json!({"holdfast.dev/host": host});
+            if let Some(s) = schedule {
+                labels["holdfast.dev/schedule"] = json!(s);
+            }
+            json!({"metadata": {"namespace": "default", "name": "x", "labels": labels}})
+        };
+        assert!(r.selects(&object("web-1", Some("nightly"))));
+        assert!(
+            r.selects(&object("web-1", None)),
+            "no schedule is not `hourly`"
+        );
+        assert!(!r.selects(&object("web-1", Some("hourly"))));
+        assert!(!r.selects(&object("web-2", Some("nightly"))));
+
+        let backups: Vec<&str> = discovery::of(Kind::Backup)
+            .fields
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let params = BTreeMap::from([("fieldSelector".to_string(), "spec.host=web-1".to_string())]);
+        assert!(Request::parse(None, &params, &HeaderMap::new(), &backups).is_err());
     }
 
     #[test]

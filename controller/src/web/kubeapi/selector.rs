@@ -230,6 +230,28 @@ impl Fields {
             .all(|r| (value_of(&r.field) == r.value) == r.equal)
     }
 
+    /// Takes out the requirements on fields that objects also carry as labels (`label_of`), as
+    /// label requirements: `!=` matches an object without the label, as it matches one without
+    /// the field.
+    pub fn take_labelled(
+        &mut self,
+        label_of: impl Fn(&str) -> Option<&'static str>,
+    ) -> Vec<Expression> {
+        let mut labelled = Vec::new();
+        self.0.retain(|r| match label_of(&r.field) {
+            Some(label) => {
+                let (key, value) = (label.to_string(), r.value.clone());
+                labelled.push(match r.equal {
+                    true => Expression::Equal(key, value),
+                    false => Expression::NotEqual(key, value),
+                });
+                false
+            }
+            None => true,
+        });
+        labelled
+    }
+
     /// [`Fields::matches_with`] for the name and namespace alone.
     pub fn matches(&self, namespace: &str, name: &str) -> bool {
         self.matches_with(|field| match field {
