@@ -255,7 +255,13 @@ sc qc: {query}"
     fleet.eventually(SLOW, "the service's agent online", || {
         match online(fleet)? {
             true => Ok(()),
-            false => Err(format!("offline; sc start said: {start:?}")),
+            false => {
+                let log = fs::read_to_string(fleet.agent_state.join("agent.log"));
+                Err(format!(
+                    "offline; sc start said: {start:?}; the service's agent.log:\n{}",
+                    log.unwrap_or_else(|e| e.to_string())
+                ))
+            }
         }
     });
     fleet.write(
