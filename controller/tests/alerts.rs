@@ -280,9 +280,13 @@ fn metrics_pass_promtool_in_the_text_format_and_openmetrics_is_well_formed() {
             _ => Err(format!("status: {}", backup["status"])),
         }
     });
-    let (_, text) = fleet.eventually(LONG, "the run counted in /metrics", || {
+    // The repo's size comes in its own report after the run's: both, so that the scrapes
+    // compared below see the same series.
+    let (_, text) = fleet.eventually(LONG, "the run and the repo's size in /metrics", || {
         let (content_type, text) = scrape(&fleet, None);
-        if text.contains("holdfast_jobs_total{operation=\"backup\",phase=\"Succeeded\"} 1") {
+        if text.contains("holdfast_jobs_total{operation=\"backup\",phase=\"Succeeded\"} 1")
+            && text.contains("holdfast_repo_size_bytes{")
+        {
             Ok((content_type, text))
         } else {
             Err(text)
