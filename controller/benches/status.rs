@@ -5,7 +5,9 @@
 //! Status reads the records' summaries (folded once, then one record per report), not the
 //! records. Run: `cargo bench -p holdfast --bench status`. Prints the time to fold the
 //! summaries, then the fastest and the median of the timed runs of `status::hosts`,
-//! `status::schedules` and `status::repos`, after one warm-up.
+//! `status::schedules` and `status::repos`, after one warm-up. Then what a pass that recomputes
+//! only what an event touched computes: the index of which hosts run each Schedule (once per
+//! revision), one host's status (an ack) and one Schedule's (a run), each the median of 1,000.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -148,4 +150,32 @@ fn main() {
             all[RUNS / 2]
         );
     }
+
+    let indexing = Instant::now();
+    let runners = status::Runners::of(&fleet);
+    println!(
+        "status::Runners::of (once per revision): {:?}",
+        indexing.elapsed()
+    );
+    let host = &revision.hosts[generated::HOSTS / 2];
+    let schedule = &revision.schedules[revision.schedules.len() / 2];
+    let median = |mut one: Box<dyn FnMut() -> usize + '_>| {
+        let mut all: Vec<Duration> = (0..1_000)
+            .map(|_| {
+                let started = Instant::now();
+                assert!(one() > 0);
+                started.elapsed()
+            })
+            .collect();
+        all.sort();
+        all[all.len() / 2]
+    };
+    let one_host = median(Box::new(|| status::host(&inputs, host).conditions.len()));
+    let one_schedule = median(Box::new(|| {
+        let mut crons = status::CronCache::default();
+        let (status, _) = status::schedule_until(&inputs, &runners, &mut crons, schedule);
+        status.hosts.len()
+    }));
+    println!("status::host, one host: median {one_host:?} over 1,000");
+    println!("status::schedule_until, one schedule: median {one_schedule:?} over 1,000");
 }

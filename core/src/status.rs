@@ -88,6 +88,12 @@ pub fn last_seen_step(online: bool) -> chrono::Duration {
     chrono::Duration::minutes(if online { 5 } else { 1 })
 }
 
+/// Whether an online host's `lastSeen` as status shows it moves when it is heard at `now`.
+pub fn last_seen_moved(before: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    let step = last_seen_step(true);
+    before.is_none_or(|t| t.duration_trunc(step).ok() != now.duration_trunc(step).ok())
+}
+
 /// Status of one Host.
 pub fn host(inputs: &Inputs, host: &Host) -> HostStatus {
     let key = HostKey::new(namespace_of(host), name_of(host));
@@ -288,9 +294,26 @@ impl Crons {
     }
 }
 
-/// One host running a schedule: its key, whether it is paused, and the schedule as resolved
-/// for it.
-type Running<'a> = (&'a HostKey, bool, &'a ResolvedSchedule);
+/// Which hosts run each Schedule, in host order, with the index of the schedule in each host's
+/// plan: made once per compiled fleet, so that one Schedule's status is computed from its own
+/// hosts without reading every plan.
+#[derive(Default)]
+pub struct Runners(HashMap<(String, String), Vec<(HostKey, usize)>>);
+
+impl Runners {
+    pub fn of(fleet: &Fleet) -> Runners {
+        let mut runners: HashMap<(String, String), Vec<(HostKey, usize)>> = HashMap::new();
+        for (key, compiled) in &fleet.hosts {
+            for (i, resolved) in compiled.plan.schedules.iter().enumerate() {
+                runners
+                    .entry((key.namespace.clone(), resolved.name.clone()))
+                    .or_default()
+                    .push((key.clone(), i));
+            }
+        }
+        Runners(runners)
+    }
+}
 
 /// Schedule statuses by `(namespace, name)`.
 pub type ScheduleStatuses = BTreeMap<(String, String), ScheduleStatus>;
@@ -304,111 +327,130 @@ pub fn schedules(inputs: &Inputs) -> ScheduleStatuses {
 /// one: a host's next run comes, or a host turns stale. Until then, with nothing else
 /// changed, the statuses stay as they are.
 pub fn schedules_until(inputs: &Inputs) -> (ScheduleStatuses, Option<DateTime<Utc>>) {
+    let runners = Runners::of(inputs.fleet);
+    let mut crons = CronCache::default();
     let mut out = BTreeMap::new();
+    let mut until: Option<DateTime<Utc>> = None;
+    for schedule in &inputs.revision.schedules {
+        let (status, at) = schedule_until(inputs, &runners, &mut crons, schedule);
+        until = [until, at].into_iter().flatten().min();
+        out.insert(
+            (namespace_of(schedule).into(), name_of(schedule).into()),
+            status,
+        );
+    }
+    (out, until)
+}
+
+/// Cron work shared by the Schedules of one pass (see [`Crons`]).
+#[derive(Default)]
+pub struct CronCache(Crons);
+
+/// Status of one Schedule, and the first time after `now` at which the clock alone changes
+/// it.
+pub fn schedule_until(
+    inputs: &Inputs,
+    runners: &Runners,
+    crons: &mut CronCache,
+    schedule: &Schedule,
+) -> (ScheduleStatus, Option<DateTime<Utc>>) {
+    let crons = &mut crons.0;
+    let (namespace, name) = (namespace_of(schedule), name_of(schedule));
     let mut until: Option<DateTime<Utc>> = None;
     let mut upto = |at: DateTime<Utc>| {
         until = Some(until.map_or(at, |u| u.min(at)));
     };
-    // Which hosts run each schedule, in host order, from one pass over the plans.
-    let mut running: HashMap<(&str, &str), Vec<Running>> = HashMap::new();
-    for (key, compiled) in &inputs.fleet.hosts {
-        for resolved in &compiled.plan.schedules {
-            running
-                .entry((&key.namespace, &resolved.name))
-                .or_default()
-                .push((key, compiled.plan.paused, resolved));
+    let created = (inputs.schedule_created)(namespace, name).unwrap_or(inputs.now);
+    let mut status = ScheduleStatus::default();
+    let mut stale_hosts = Vec::new();
+    let hosts = runners
+        .0
+        .get(&(namespace.to_string(), name.to_string()))
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (key, i) in hosts {
+        let Some(compiled) = inputs.fleet.hosts.get(key) else {
+            continue;
+        };
+        let Some(resolved) = compiled.plan.schedules.get(*i) else {
+            continue;
+        };
+        let paused = compiled.plan.paused;
+        let none = ScheduleRuns::default();
+        let mine = inputs
+            .runs
+            .schedule(namespace, name, &key.name)
+            .unwrap_or(&none);
+        let idle = schedule.spec.suspend || paused;
+        let stale_at = (!idle)
+            .then(|| crons.stale_after(schedule, resolved))
+            .flatten()
+            .and_then(|limit| chrono::Duration::from_std(limit).ok())
+            .map(|limit| mine.last_success.unwrap_or(created) + limit);
+        let stale = stale_at.is_some_and(|at| at < inputs.now);
+        if let Some(at) = stale_at.filter(|_| !stale) {
+            upto(at);
         }
-    }
-    let mut crons = Crons::default();
-    for schedule in &inputs.revision.schedules {
-        let (namespace, name) = (namespace_of(schedule), name_of(schedule));
-        let created = (inputs.schedule_created)(namespace, name).unwrap_or(inputs.now);
-        let mut status = ScheduleStatus::default();
-        let mut stale_hosts = Vec::new();
-        let hosts = running
-            .get(&(namespace, name))
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        for &(key, paused, resolved) in hosts {
-            let none = ScheduleRuns::default();
-            let mine = inputs
-                .runs
-                .schedule(namespace, name, &key.name)
-                .unwrap_or(&none);
-            let idle = schedule.spec.suspend || paused;
-            let stale_at = (!idle)
-                .then(|| crons.stale_after(schedule, resolved))
-                .flatten()
-                .and_then(|limit| chrono::Duration::from_std(limit).ok())
-                .map(|limit| mine.last_success.unwrap_or(created) + limit);
-            let stale = stale_at.is_some_and(|at| at < inputs.now);
-            if let Some(at) = stale_at.filter(|_| !stale) {
-                upto(at);
-            }
-            let next_run = (!idle)
-                .then(|| crons.next_run(resolved, inputs.now))
-                .flatten();
-            if let Some(at) = next_run {
-                upto(at);
-            }
-            if stale {
-                stale_hosts.push(key.name.clone());
-            }
-            // Missed and skipped runs did no work: they neither make a host healthy nor end
-            // its wait for a first run.
-            let pending = !stale && mine.last_ended.is_none();
-            let healthy = !stale
-                && mine
-                    .last_ended
-                    .is_some_and(|(_, phase)| phase == Phase::Succeeded);
-            status.host_count = Some(status.host_count.unwrap_or_default() + 1);
-            status.healthy_hosts =
-                Some(status.healthy_hosts.unwrap_or_default() + u32::from(healthy));
-            status.pending_hosts =
-                Some(status.pending_hosts.unwrap_or_default() + u32::from(pending));
-            status.stale_hosts = Some(status.stale_hosts.unwrap_or_default() + u32::from(stale));
-            let last_success_time = mine.last_success;
-            let last_scheduled = mine.last_scheduled;
-            status.last_schedule_time = status
-                .last_schedule_time
-                .max(last_scheduled.map(crate::time::k8s));
-            status.last_successful_time = status
-                .last_successful_time
-                .max(last_success_time.map(crate::time::k8s));
-            if let Some(at) = next_run.map(crate::time::k8s) {
-                status.next_schedule_time = Some(match status.next_schedule_time.take() {
-                    Some(earlier) => earlier.min(at),
-                    None => at,
-                });
-            }
-            status.hosts.push(ScheduleHostStatus {
-                host: key.name.clone(),
-                last_schedule_time: last_scheduled.map(crate::time::k8s),
-                last_successful_time: last_success_time.map(crate::time::k8s),
-                next_schedule_time: next_run.map(crate::time::k8s),
-                last_result: mine.last.map(|(_, phase)| phase),
-                last_missed_time: mine.last_missed.map(crate::time::k8s),
-                stale,
-                pending_first_run: pending,
+        let next_run = (!idle)
+            .then(|| crons.next_run(resolved, inputs.now))
+            .flatten();
+        if let Some(at) = next_run {
+            upto(at);
+        }
+        if stale {
+            stale_hosts.push(key.name.clone());
+        }
+        // Missed and skipped runs did no work: they neither make a host healthy nor end
+        // its wait for a first run.
+        let pending = !stale && mine.last_ended.is_none();
+        let healthy = !stale
+            && mine
+                .last_ended
+                .is_some_and(|(_, phase)| phase == Phase::Succeeded);
+        status.host_count = Some(status.host_count.unwrap_or_default() + 1);
+        status.healthy_hosts = Some(status.healthy_hosts.unwrap_or_default() + u32::from(healthy));
+        status.pending_hosts = Some(status.pending_hosts.unwrap_or_default() + u32::from(pending));
+        status.stale_hosts = Some(status.stale_hosts.unwrap_or_default() + u32::from(stale));
+        let last_success_time = mine.last_success;
+        let last_scheduled = mine.last_scheduled;
+        status.last_schedule_time = status
+            .last_schedule_time
+            .max(last_scheduled.map(crate::time::k8s));
+        status.last_successful_time = status
+            .last_successful_time
+            .max(last_success_time.map(crate::time::k8s));
+        if let Some(at) = next_run.map(crate::time::k8s) {
+            status.next_schedule_time = Some(match status.next_schedule_time.take() {
+                Some(earlier) => earlier.min(at),
+                None => at,
             });
         }
-        let ready = stale_hosts.is_empty();
-        status.conditions.push(condition(
-            "Ready",
-            ready,
-            if ready { "Healthy" } else { "HostsStale" },
-            if ready {
-                "every host has succeeded within staleAfter".to_string()
-            } else {
-                format!(
-                    "no successful run within staleAfter on {}",
-                    stale_hosts.join(", ")
-                )
-            },
-        ));
-        out.insert((namespace.to_string(), name.to_string()), status);
+        status.hosts.push(ScheduleHostStatus {
+            host: key.name.clone(),
+            last_schedule_time: last_scheduled.map(crate::time::k8s),
+            last_successful_time: last_success_time.map(crate::time::k8s),
+            next_schedule_time: next_run.map(crate::time::k8s),
+            last_result: mine.last.map(|(_, phase)| phase),
+            last_missed_time: mine.last_missed.map(crate::time::k8s),
+            stale,
+            pending_first_run: pending,
+        });
     }
-    (out, until)
+    let ready = stale_hosts.is_empty();
+    status.conditions.push(condition(
+        "Ready",
+        ready,
+        if ready { "Healthy" } else { "HostsStale" },
+        if ready {
+            "every host has succeeded within staleAfter".to_string()
+        } else {
+            format!(
+                "no successful run within staleAfter on {}",
+                stale_hosts.join(", ")
+            )
+        },
+    ));
+    (status, until)
 }
 
 /// Status of every Repo, by `(namespace, name)`.
@@ -679,6 +721,18 @@ mod tests {
             schedule_created: &created,
         };
         let (statuses, until) = schedules_until(&inputs);
+        // One schedule alone, as an incremental pass computes it, is the same.
+        let (alone, alone_until) = schedule_until(
+            &inputs,
+            &Runners::of(&fleet),
+            &mut CronCache::default(),
+            &revision.schedules[0],
+        );
+        assert_eq!(
+            serde_json::to_value(&alone).unwrap(),
+            serde_json::to_value(&statuses[&("default".into(), "nightly".into())]).unwrap()
+        );
+        assert_eq!(alone_until, until);
         // Created 10 minutes ago with staleAfter 30m: stale in 20 minutes, before 01:00.
         assert_eq!(until, Some(now + chrono::Duration::minutes(20)));
         assert!(!statuses[&("default".into(), "nightly".into())].hosts[0].stale);
@@ -739,6 +793,17 @@ mod tests {
         };
         assert_eq!(last_seen(true).as_deref(), Some("2026-11-20T10:05:00Z"));
         assert_eq!(last_seen(false).as_deref(), Some("2026-11-20T10:08:00Z"));
+        // What tells the status writer to recompute a heard host: a heartbeat that moves it.
+        let at = |m: i64| heard + chrono::Duration::seconds(m);
+        assert!(
+            !last_seen_moved(Some(heard), at(30)),
+            "10:09:12, the same step"
+        );
+        assert!(
+            last_seen_moved(Some(heard), at(78)),
+            "10:10:00, the next step"
+        );
+        assert!(last_seen_moved(None, heard), "never heard before");
     }
 
     /// A host `web-1` running a nightly backup and a weekly forget, with `runs` recorded.

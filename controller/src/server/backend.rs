@@ -330,6 +330,22 @@ pub(crate) mod testing {
         backend: Box<dyn Backend>,
     ) -> (std::sync::Arc<crate::server::Controller>, tempfile::TempDir) {
         let data = tempfile::tempdir().expect("a temporary directory");
+        let controller = on(&data, backend);
+        (controller, data)
+    }
+
+    /// A files-mode controller on a temporary data directory.
+    pub fn files_controller() -> (std::sync::Arc<crate::server::Controller>, tempfile::TempDir) {
+        let data = tempfile::tempdir().expect("a temporary directory");
+        let files = super::Files::open(data.path()).expect("the credentials open");
+        let controller = on(&data, Box::new(files));
+        (controller, data)
+    }
+
+    fn on(
+        data: &tempfile::TempDir,
+        backend: Box<dyn Backend>,
+    ) -> std::sync::Arc<crate::server::Controller> {
         let config = crate::server::Config {
             data_dir: data.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().expect("an address"),
@@ -340,8 +356,6 @@ pub(crate) mod testing {
             max_agents: 10_000,
             external_url: None,
         };
-        let controller =
-            crate::server::Controller::open(config, backend).expect("the controller opens");
-        (controller, data)
+        crate::server::Controller::open(config, backend).expect("the controller opens")
     }
 }

@@ -476,8 +476,17 @@ fn heard(controller: &Controller, host: &HostKey, id: u64) {
     if let Some(session) = state.sessions.get_mut(host).filter(|s| s.id == id) {
         session.last_heard = Instant::now();
     }
-    if let Some(agent) = state.agents.get_mut(host) {
-        agent.last_seen = Some(Utc::now());
+    let now = Utc::now();
+    let Some(agent) = state.agents.get_mut(host) else {
+        return;
+    };
+    let stepped = crate::status::last_seen_moved(agent.last_seen, now);
+    agent.last_seen = Some(now);
+    // Host status shows lastSeen to a step: the host is recomputed when that moves.
+    if stepped {
+        state.restatus.hosts.insert(host.clone());
+        drop(state);
+        controller.touch();
     }
 }
 
@@ -1558,6 +1567,7 @@ impl super::reconciler::Hub for Controller {
                 state.rejected.clear();
             }
             state.versions.insert(host.clone(), version);
+            state.restatus.hosts.insert(host.clone());
             let connected: Vec<HostKey> = state.sessions.keys().cloned().collect();
             (new_revision, connected)
         };

@@ -103,6 +103,8 @@ struct State {
     /// together each pass (one transaction, not one per ack when a fleet acks a change).
     /// Losing them to a crash loses nothing an agent does not say again in its hello.
     unsaved: BTreeSet<HostKey>,
+    /// What the status writer's next pass recomputes besides what the run records touched.
+    restatus: model::Touched,
 }
 
 /// Since when, and why, the database cannot be written.
@@ -124,6 +126,8 @@ pub struct Controller {
     reader: Mutex<Store>,
     /// What the status writer keeps of the run records between passes.
     records: Mutex<model::History>,
+    /// What the status writer keeps between passes to recompute only what changed.
+    index: Mutex<model::Index>,
     state: Mutex<State>,
     model: RwLock<Arc<ReadModel>>,
     dirty: Arc<Notify>,
@@ -184,6 +188,7 @@ impl Controller {
             store: Mutex::new(store),
             reader: Mutex::new(reader),
             records: Mutex::new(model::History::default()),
+            index: Mutex::new(model::Index::default()),
             state: Mutex::new(State {
                 agents,
                 ..State::default()
@@ -211,6 +216,10 @@ impl Controller {
 
     fn records(&self) -> MutexGuard<'_, model::History> {
         self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn index(&self) -> MutexGuard<'_, model::Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Backups or Restores as served (of one namespace, or all), in (namespace, name) order
@@ -301,6 +310,7 @@ impl Controller {
 
     /// What status shows of `host` changed, but not its agent's record (a run finished).
     fn host_changed(&self, host: &HostKey) {
+        self.state().restatus.hosts.insert(host.clone());
         self.touch();
         self.backend.agent_changed(host);
     }
@@ -357,7 +367,11 @@ impl Controller {
     /// the Lease must not take reports it will not write to the cluster. Agents reconnect
     /// and reach the new leader.
     pub fn disconnect_agents(&self) {
-        let ended = std::mem::take(&mut self.state().sessions);
+        let ended = {
+            let mut state = self.state();
+            state.restatus.all = true;
+            std::mem::take(&mut state.sessions)
+        };
         if !ended.is_empty() {
             tracing::warn!(agents = ended.len(), "disconnected every agent");
         }

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::compile::HostKey;
 use crate::records::{RecordId, history_limits};
 use crate::resources::Schedule;
 use crate::revision::Revision;
@@ -40,6 +41,11 @@ pub struct Pass {
     /// Objects left from records that are gone (after an upgrade, or objects mirrored from the
     /// cluster while following).
     pub orphans: Vec<RecordId>,
+    /// The host and schedule of each record saved since the last pass: what their status
+    /// reads changed.
+    pub observed: Vec<(HostKey, Option<String>)>,
+    /// The summaries were read from the store again: every status reads them anew.
+    pub reloaded: bool,
 }
 
 impl History {
@@ -63,6 +69,7 @@ impl History {
                 pass.settle.insert(id(&run), run);
             }
             pass.orphans = store.orphaned_run_objects()?;
+            pass.reloaded = true;
             self.loaded = true;
         }
         let revised = self
@@ -87,6 +94,10 @@ impl History {
         }
         for run in store.take_saved_runs() {
             self.observe(&run);
+            pass.observed.push((
+                HostKey::new(&run.namespace, &run.host),
+                run.schedule.clone(),
+            ));
             if run.is_final() && !run.requested {
                 groups.insert(RunGroup::of(&run));
             }

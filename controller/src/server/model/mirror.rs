@@ -36,6 +36,8 @@ pub fn mirror(controller: &Controller, stores: &Stores) -> Result<(), StoreError
             .collect()
     }
     let previous = controller.model();
+    // Becoming the leader again, it computes everything anew.
+    controller.index().reset();
     let mut history = controller.records();
     let mut store = controller.store();
     history.follow(&store)?;
@@ -80,9 +82,6 @@ pub fn mirror(controller: &Controller, stores: &Stores) -> Result<(), StoreError
         schedules,
         notifiers,
         active,
-        revision: Default::default(),
-        host_status: Default::default(),
-        forgets: Default::default(),
     };
     publish(controller, &previous, writer, revisions, objects)
 }

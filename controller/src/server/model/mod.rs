@@ -10,6 +10,7 @@
 
 mod alerting;
 mod history;
+mod index;
 mod mirror;
 mod settle;
 
@@ -22,6 +23,7 @@ use kube::Resource;
 use serde::Serialize;
 
 pub use history::History;
+pub use index::{Index, Touched};
 pub use settle::event_reference;
 
 use super::Controller;
@@ -33,6 +35,7 @@ use crate::revision::{name_of, namespace_of};
 use crate::runs::RunRecord;
 use crate::status::{self, Inputs};
 use crate::store::{ObjectId, Revisions, Store, StoreError, StoredObject};
+use index::{Found, Scope};
 use settle::{HasStatus, Writer, settle_desired};
 
 /// Changes that arrive together are written together.
@@ -60,14 +63,6 @@ pub struct ReadModel {
     /// Backups of runs going on, newest first (the fleet page's "running now").
     pub active: Vec<Backup>,
     stored: BTreeMap<ObjectId, Arc<StoredObject>>,
-    /// The revision the hosts were settled from, and a hash of each host's status as computed
-    /// (before settling): a host whose status hashes the same under the same revision is kept
-    /// as it is, so a pass settles only the hosts that changed.
-    revision: Arc<crate::revision::Revision>,
-    host_status: HashMap<HostKey, u64>,
-    /// A hash of each host's forget schedules as its Snapshots were projected with: a new
-    /// revision settles again only the Snapshots of the hosts whose hash changed.
-    forgets: HashMap<HostKey, u64>,
 }
 
 impl ReadModel {
@@ -209,30 +204,19 @@ pub async fn writer(controller: Arc<Controller>) {
     }
 }
 
-/// When the clock alone next changes a status computed at `now`: the schedules' own time
-/// (`schedules`, rounded up to a [`SCHEDULE_STEP`]) and while an agent is connected the next
-/// step of its `lastSeen` ([`status::last_seen_step`]). A run going on is not on the clock: its
-/// record moves with its reports.
-fn recompute_at(
-    now: chrono::DateTime<Utc>,
-    schedules: Option<chrono::DateTime<Utc>>,
-    connected: bool,
-) -> Option<chrono::DateTime<Utc>> {
+/// When the clock alone next changes a status: the schedules' own time (`schedules`), rounded
+/// up to a [`SCHEDULE_STEP`]. An agent's `lastSeen` moves with its heartbeats, and a run going
+/// on with its reports.
+fn recompute_at(schedules: Option<chrono::DateTime<Utc>>) -> Option<chrono::DateTime<Utc>> {
     use chrono::DurationRound;
-    let step = status::last_seen_step(true);
-    let next_step = connected
-        .then(|| now.duration_trunc(step).ok())
-        .flatten()
-        .map(|m| m + step);
-    let schedules = schedules.and_then(|at| {
+    schedules.and_then(|at| {
         let start = at.duration_trunc(SCHEDULE_STEP).ok()?;
         Some(if start == at {
             at
         } else {
             start + SCHEDULE_STEP
         })
-    });
-    [schedules, next_step].into_iter().flatten().min()
+    })
 }
 
 /// Recomputes the fleet's statuses, settles the run records that changed, and writes what
@@ -253,33 +237,88 @@ fn rebuild(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
 }
 
 fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
-    let now = Utc::now();
-    let (revision, fleet, mut versions, agents, online, rejected) = {
+    let touched = std::mem::take(&mut controller.state().restatus);
+    let result = compute_touched(controller, &touched);
+    if result.is_err() {
+        // What this pass took was not written: the next one starts over.
+        controller.index().reset();
+    }
+    result
+}
+
+/// What the status of the hosts a pass recomputes is made from.
+struct HostInputs {
+    versions: BTreeMap<HostKey, crate::versions::Versioned>,
+    agents: BTreeMap<HostKey, crate::store::AgentRecord>,
+    online: BTreeSet<HostKey>,
+}
+
+impl HostInputs {
+    /// Of every host, or of the hosts `scope` names.
+    fn read(controller: &Controller, scope: &Scope) -> HostInputs {
         let state = controller.state();
         let grace = controller.config.offline_after;
-        let online: BTreeSet<HostKey> = state
-            .sessions
-            .keys()
-            .filter(|k| Controller::online(&state, k, grace))
-            .cloned()
-            .collect();
-        (
-            state.revision.clone(),
-            state.fleet.clone(),
-            state.versions.clone(),
-            state.agents.clone(),
-            online,
-            state.rejected.clone(),
-        )
+        let online = |k: &&HostKey| Controller::online(&state, k, grace);
+        match scope {
+            Scope::Everything => HostInputs {
+                versions: state.versions.clone(),
+                agents: state.agents.clone(),
+                online: state.sessions.keys().filter(online).cloned().collect(),
+            },
+            Scope::Touched { hosts, .. } => {
+                fn pick<V: Clone>(
+                    map: &BTreeMap<HostKey, V>,
+                    hosts: &BTreeSet<HostKey>,
+                ) -> BTreeMap<HostKey, V> {
+                    hosts
+                        .iter()
+                        .filter_map(|k| Some((k.clone(), map.get(k)?.clone())))
+                        .collect()
+                }
+                HostInputs {
+                    versions: pick(&state.versions, hosts),
+                    agents: pick(&state.agents, hosts),
+                    online: hosts.iter().filter(online).cloned().collect(),
+                }
+            }
+        }
+    }
+}
+
+fn compute_touched(
+    controller: &Controller,
+    touched: &Touched,
+) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
+    let now = Utc::now();
+    let (revision, fleet, rejected) = {
+        let state = controller.state();
+        let rejected = state.rejected.clone();
+        (state.revision.clone(), state.fleet.clone(), rejected)
     };
     let stores = controller.backend.observed();
-    if let Some(observed) = stores {
-        hold_versions(&mut versions, &revision, &observed.hosts);
-    }
     let previous = controller.model();
+    let mut index = controller.index();
+    let first = index.is_new();
     let mut history = controller.records();
     let mut store = controller.store();
     let pass = history.pass(&mut store, &revision)?;
+    let found = Found {
+        runs: &pass.observed,
+        observed: stores.is_some(),
+        reloaded: pass.reloaded,
+    };
+    let scope = index.scope(&revision, &fleet, &rejected, touched, found, now);
+    // The hub locks the state, then the store: the state is read without the store locked.
+    drop(store);
+    let HostInputs {
+        mut versions,
+        agents,
+        online,
+    } = HostInputs::read(controller, &scope);
+    let mut store = controller.store();
+    if let Some(observed) = stores {
+        hold_versions(&mut versions, &revision, &observed.hosts);
+    }
     // Each record with its object as stored: what settling compares with.
     let mut records = Vec::with_capacity(pass.settle.len());
     for (id, run) in pass.settle {
@@ -291,8 +330,13 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         let served = store.stored_object(&id)?.and_then(|(_, served)| served);
         deleted.push((id, served));
     }
-    let forgets = forget_hashes(&fleet);
-    let snapshots = snapshots_to_settle(&mut store, &fleet, &previous, &forgets, now)?;
+    // Only a new revision moves when snapshots go.
+    let forgets = scope.everything().then(|| forget_hashes(&fleet));
+    let moved = forgets.as_ref().map(|after| (&index.forgets, after));
+    let snapshots = snapshots_to_settle(&mut store, &fleet, first, moved, now)?;
+    if let Some(forgets) = forgets {
+        index.forgets = forgets;
+    }
     let repo_sizes =
         store.latest_repo_sizes(revision.repos.iter().map(|r| (namespace_of(r), name_of(r))))?;
     let snapshot_counts = store.snapshot_counts()?;
@@ -320,13 +364,45 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         scrub: &scrub,
         schedule_created: &schedule_created,
     };
-    let mut host_status = status::hosts(&inputs);
-    let (mut schedule_status, schedules_until) = status::schedules_until(&inputs);
+    let mut host_status = match &scope {
+        Scope::Everything => status::hosts(&inputs),
+        Scope::Touched { hosts, .. } => hosts
+            .iter()
+            .filter_map(|k| {
+                let host = revision.hosts.get(index.place(k)?)?;
+                Some((k.clone(), status::host(&inputs, host)))
+            })
+            .collect(),
+    };
+    let mut crons = status::CronCache::default();
+    let mut schedule_status = BTreeMap::new();
+    for schedule in &revision.schedules {
+        let (namespace, name) = (namespace_of(schedule), name_of(schedule));
+        if !scope.has_schedule(namespace, name) {
+            continue;
+        }
+        let id = (namespace.to_string(), name.to_string());
+        let (status, at) = status::schedule_until(&inputs, &index.runners, &mut crons, schedule);
+        index.set_until(id.clone(), at);
+        schedule_status.insert(id, status);
+    }
+    index.recomputed = index::Recomputed {
+        hosts: host_status.len(),
+        schedules: schedule_status.len(),
+    };
+    tracing::debug!(
+        hosts = host_status.len(),
+        schedules = schedule_status.len(),
+        "status recomputed"
+    );
     let mut repo_status = status::repos(&inputs);
-    let until = recompute_at(now, schedules_until, !online.is_empty());
+    let until = recompute_at(index.until());
     drop(history);
 
     let mut writer = Writer::new(&previous, now, true);
+    if !scope.everything() {
+        writer.keep_all();
+    }
     let repos = settle_desired(
         &mut writer,
         &revision.repos,
@@ -334,45 +410,44 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         &rejected,
         stores.map(|s| &s.repos),
     );
-    let same_revision = Arc::ptr_eq(&previous.revision, &revision);
-    let mut computed_hosts = HashMap::with_capacity(revision.hosts.len());
-    let hosts: Vec<Host> = revision
-        .hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let key = HostKey::new(namespace_of(h), name_of(h));
-            let mut status = host_status.remove(&key);
-            if let (Some(status), Some(observed)) = (&mut status, stores) {
-                keep_last_backup(status, &observed.hosts, &key);
-            }
-            let hash = hash_of(&status);
-            computed_hosts.insert(key.clone(), hash);
-            // Under the same revision the model holds the hosts in the same order.
-            let held = previous.hosts.get(i).filter(|p| {
-                same_revision
-                    && previous.host_status.get(&key) == Some(&hash)
-                    && name_of(*p) == key.name
-                    && namespace_of(*p) == key.namespace
-            });
-            if let Some(held) = held
-                && writer.keep((Kind::Host, key.namespace, key.name))
-            {
-                return held.clone();
-            }
-            let mut h = h.clone();
-            let held = h.conditions();
-            h.status = status;
-            writer.settle(Kind::Host, h, held)
-        })
-        .collect();
-    let schedules = settle_desired(
+    let hosts = settle_hosts(
         &mut writer,
-        &revision.schedules,
-        |s| s.status = schedule_status.remove(&(namespace_of(s).into(), name_of(s).into())),
-        &rejected,
-        stores.map(|s| &s.schedules),
+        &mut index,
+        &revision,
+        &previous,
+        &scope,
+        &mut host_status,
+        stores,
     );
+    let schedules = match &scope {
+        Scope::Everything => settle_desired(
+            &mut writer,
+            &revision.schedules,
+            |s| s.status = schedule_status.remove(&(namespace_of(s).into(), name_of(s).into())),
+            &rejected,
+            stores.map(|s| &s.schedules),
+        ),
+        Scope::Touched { .. } => {
+            let mut schedules = previous.schedules.clone();
+            for (i, s) in revision.schedules.iter().enumerate() {
+                let id = (namespace_of(s).to_string(), name_of(s).to_string());
+                let Some(status) = schedule_status.remove(&id) else {
+                    continue;
+                };
+                let settled = settle::settle_one(
+                    &mut writer,
+                    s,
+                    |s: &mut Schedule| s.status = Some(status),
+                    &rejected,
+                );
+                if let Some(slot) = schedules.get_mut(i) {
+                    *slot = settled;
+                }
+            }
+            schedules
+        }
+    };
+    drop(index);
     let mut active = Vec::new();
     for (run, before) in &records {
         settle_record(&mut writer, &revision, run, before.as_ref(), &mut active);
@@ -417,9 +492,6 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         schedules,
         notifiers,
         active,
-        revision,
-        host_status: computed_hosts,
-        forgets,
     };
     let decided = std::mem::take(&mut writer.decided);
     publish(controller, &previous, writer, revisions, objects)?;
@@ -428,6 +500,74 @@ fn compute(controller: &Controller) -> Result<Option<chrono::DateTime<Utc>>, Sto
         controller.backend.record(regarding, decision);
     }
     Ok(until)
+}
+
+/// The Hosts of the next read model: every host settled with its status as computed, or, for
+/// a pass that recomputed some, the model's hosts with those settled again.
+fn settle_hosts(
+    writer: &mut Writer,
+    index: &mut Index,
+    revision: &crate::revision::Revision,
+    previous: &ReadModel,
+    scope: &Scope,
+    computed: &mut BTreeMap<HostKey, crate::resources::HostStatus>,
+    stores: Option<&crate::server::backend::Stores>,
+) -> Vec<Host> {
+    match scope {
+        Scope::Everything => revision
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let key = HostKey::new(namespace_of(h), name_of(h));
+                let status = computed.remove(&key);
+                settle_host(writer, index, previous, (i, h), key, status, stores)
+            })
+            .collect(),
+        Scope::Touched { hosts, .. } => {
+            let mut out = previous.hosts.clone();
+            for key in hosts {
+                let Some(i) = index.place(key) else { continue };
+                let (Some(h), true) = (revision.hosts.get(i), i < out.len()) else {
+                    continue;
+                };
+                let status = computed.remove(key);
+                out[i] = settle_host(writer, index, previous, (i, h), key.clone(), status, stores);
+            }
+            out
+        }
+    }
+}
+
+/// One Host with its status: as the model holds it when its status hashes as before (under
+/// the same revision, the model holds the hosts in the revision's order), else settled anew.
+fn settle_host(
+    writer: &mut Writer,
+    index: &mut Index,
+    previous: &ReadModel,
+    (i, host): (usize, &Host),
+    key: HostKey,
+    mut status: Option<crate::resources::HostStatus>,
+    stores: Option<&crate::server::backend::Stores>,
+) -> Host {
+    if let (Some(status), Some(observed)) = (&mut status, stores) {
+        keep_last_backup(status, &observed.hosts, &key);
+    }
+    let hash = hash_of(&status);
+    let unchanged = index.host_status.insert(key.clone(), hash) == Some(hash);
+    let held = previous
+        .hosts
+        .get(i)
+        .filter(|p| unchanged && name_of(*p) == key.name && namespace_of(*p) == key.namespace);
+    if let Some(held) = held
+        && writer.keep((Kind::Host, key.namespace, key.name))
+    {
+        return held.clone();
+    }
+    let mut h = host.clone();
+    let held = h.conditions();
+    h.status = status;
+    writer.settle(Kind::Host, h, held)
 }
 
 /// The version each host's status holds in the source, for the hosts this process has handed
@@ -534,7 +674,10 @@ struct SnapshotWrites {
 }
 
 /// A hash of each host's forget schedules, as far as they decide when its snapshots go.
-fn forget_hashes(fleet: &crate::compile::Fleet) -> HashMap<HostKey, u64> {
+type Forgets = HashMap<HostKey, u64>;
+
+/// Each host's [`Forgets`] hash.
+fn forget_hashes(fleet: &crate::compile::Fleet) -> Forgets {
     fleet
         .hosts
         .iter()
@@ -568,21 +711,21 @@ fn forget_hashes(fleet: &crate::compile::Fleet) -> HashMap<HostKey, u64> {
 fn snapshots_to_settle(
     store: &mut Store,
     fleet: &crate::compile::Fleet,
-    previous: &ReadModel,
-    forgets: &HashMap<HostKey, u64>,
+    first: bool,
+    forgets: Option<(&Forgets, &Forgets)>,
     now: chrono::DateTime<Utc>,
 ) -> Result<SnapshotWrites, StoreError> {
     let changes = store.take_snapshot_changes();
     let mut sets = changes.sets;
     let mut forgotten = changes.forgotten;
-    let first = previous.forgets.is_empty();
     if first {
         forgotten.extend(store.orphaned_snapshot_objects()?);
     }
-    if first || previous.forgets != *forgets {
+    let forgets = forgets.filter(|(before, after)| first || before != after);
+    if let Some((before, after)) = forgets {
         let moved = |namespace: &str, host: &str| {
             let key = HostKey::new(namespace, host);
-            first || previous.forgets.get(&key) != forgets.get(&key)
+            first || before.get(&key) != after.get(&key)
         };
         sets.extend(
             store
@@ -631,11 +774,6 @@ struct Objects {
     schedules: Vec<Schedule>,
     notifiers: Vec<Notifier>,
     active: Vec<Backup>,
-    /// What the hosts were settled from (see [`ReadModel`]); a follower settles none.
-    revision: Arc<crate::revision::Revision>,
-    host_status: HashMap<HostKey, u64>,
-    /// What each host's Snapshots were projected with (see [`ReadModel`]); none on a follower.
-    forgets: HashMap<HostKey, u64>,
 }
 
 /// Deletes what is gone, stores what changed, swaps the model and tells the watches.
@@ -680,9 +818,6 @@ fn publish(
         notifiers: objects.notifiers,
         active: objects.active,
         stored: writer.next,
-        revision: objects.revision,
-        host_status: objects.host_status,
-        forgets: objects.forgets,
     };
     let mut events = writer.events;
     let fleet_kind = |k: Kind| !matches!(k, Kind::Backup | Kind::Restore | Kind::Snapshot);
@@ -728,25 +863,19 @@ mod tests {
     }
 
     #[test]
-    fn the_clock_wakes_the_writer_at_schedule_steps_and_at_each_last_seen_step() {
+    fn the_clock_wakes_the_writer_at_schedule_steps() {
         let at = |t: &str| {
             chrono::DateTime::parse_from_rfc3339(t)
                 .expect("a time")
                 .to_utc()
         };
-        let now = at("2026-12-01T10:02:30Z");
-        assert_eq!(recompute_at(now, None, false), None, "nothing to wait for");
+        assert_eq!(recompute_at(None), None, "nothing to wait for");
         assert_eq!(
-            recompute_at(now, None, true),
-            Some(at("2026-12-01T10:05:00Z")),
-            "connected agents: the next lastSeen step, not every minute"
-        );
-        assert_eq!(
-            recompute_at(now, Some(at("2026-12-01T10:03:00Z")), true),
+            recompute_at(Some(at("2026-12-01T10:03:00Z"))),
             Some(at("2026-12-01T10:03:00Z"))
         );
         assert_eq!(
-            recompute_at(now, Some(at("2026-12-01T10:03:07Z")), true),
+            recompute_at(Some(at("2026-12-01T10:03:07Z"))),
             Some(at("2026-12-01T10:03:30Z")),
             "a schedule's time waits for the end of its step"
         );
@@ -1014,6 +1143,129 @@ mod tests {
         rebuild(&controller).expect("rebuilt");
         assert!(host_changes(&mut changes).is_empty());
         assert_eq!(json(&controller.model().hosts), json(&second.hosts));
+    }
+
+    #[tokio::test]
+    async fn a_pass_recomputes_the_hosts_and_schedules_something_touched() {
+        let (controller, _data) = crate::server::backend::testing::files_controller();
+        use crate::source::files::{SourceFile, load_sources};
+        let loaded = load_sources(vec![SourceFile::new(
+            "fleet.yaml",
+            "apiVersion: holdfast.dev/v1alpha1
+kind: Repo
+metadata: {name: nas, namespace: fleet}
+spec: {url: /srv/restic, password: {hostFile: /etc/holdfast/nas.password}}
+---
+apiVersion: holdfast.dev/v1alpha1
+kind: Schedule
+metadata: {name: nightly, namespace: fleet}
+spec: {operation: backup, cron: '0 1 * * *', hosts: [web-1, web-2, web-3], paths: [/srv]}
+"
+            .to_string()
+                + &["web-1", "web-2", "web-3"]
+                    .iter()
+                    .map(|h| {
+                        format!(
+                            "---
+apiVersion: holdfast.dev/v1alpha1
+kind: Host
+metadata: {{name: {h}, namespace: fleet}}
+spec: {{defaultRepo: nas}}
+"
+                        )
+                    })
+                    .collect::<String>(),
+        )]);
+        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+        let revision = loaded.revision;
+        let fleet = crate::compile::compile(&revision).expect("compiles");
+        let version = |key: &HostKey| crate::versions::Versioned {
+            version: 1,
+            digest: fleet.hosts[key].digest.clone(),
+        };
+        let [web_1, web_2, web_3] = ["web-1", "web-2", "web-3"].map(|h| HostKey::new("fleet", h));
+        {
+            let mut state = controller.state();
+            for key in [&web_1, &web_2, &web_3] {
+                state.versions.insert(key.clone(), version(key));
+            }
+            state.revision = Arc::new(revision);
+            state.fleet = Arc::new(fleet.clone());
+        }
+        let recomputed = |hosts, schedules| index::Recomputed { hosts, schedules };
+        let pass = |controller: &Controller| {
+            rebuild(controller).expect("rebuilt");
+            controller.index().recomputed
+        };
+        assert_eq!(pass(&controller), recomputed(3, 1), "the first pass");
+        assert_eq!(pass(&controller), recomputed(0, 0), "nothing changed");
+
+        // web-2's agent applied version 1, as the hub says it; web-3's record changes without
+        // a word (nothing in the controller does that): only what was touched is recomputed.
+        let applied = |controller: &Controller, key: &HostKey| {
+            let mut state = controller.state();
+            state.agents.insert(
+                key.clone(),
+                crate::store::AgentRecord {
+                    applied_version: Some(1),
+                    applied_digest: Some(version(key).digest),
+                    ..Default::default()
+                },
+            );
+        };
+        applied(&controller, &web_2);
+        controller.agent_changed(&web_2);
+        applied(&controller, &web_3);
+        assert_eq!(pass(&controller), recomputed(1, 0));
+        let applied_version = |i: usize| {
+            let model = controller.model();
+            model.hosts[i]
+                .status
+                .as_ref()
+                .and_then(|s| s.applied_schedule_version)
+        };
+        assert_eq!(applied_version(1), Some(1), "web-2");
+        assert_eq!(applied_version(2), None, "web-3, untouched");
+
+        // A run of nightly on web-1: web-1 and nightly are recomputed.
+        let now = Utc::now();
+        let mut run = RunRecord::pending(
+            Kind::Backup,
+            &web_1,
+            "nightly-web-1-1".into(),
+            "job-1".into(),
+            protocol::JobOperation::Backup,
+            now,
+        );
+        run.schedule = Some("nightly".into());
+        run.repo = Some("nas".into());
+        run.phase = crate::resources::Phase::Succeeded;
+        run.finished_at = Some(now);
+        controller.store().save_run(&run).expect("saved");
+        assert_eq!(pass(&controller), recomputed(1, 1));
+        let model = controller.model();
+        let nightly = model.schedules[0].status.as_ref().expect("a status");
+        assert_eq!(
+            nightly.hosts[0].last_result,
+            Some(crate::resources::Phase::Succeeded),
+            "{nightly:?}"
+        );
+        assert_eq!(nightly.healthy_hosts, Some(1));
+        let web_1_status = model.hosts[0].status.as_ref().expect("a status");
+        assert_eq!(
+            web_1_status.last_backup.as_ref().map(|l| l.backup.as_str()),
+            Some("nightly-web-1-1")
+        );
+        drop(model);
+        assert_eq!(pass(&controller), recomputed(0, 0));
+
+        // A new revision recomputes everything: web-3 shows what its agent said.
+        {
+            let mut state = controller.state();
+            state.revision = Arc::new((*state.revision).clone());
+        }
+        assert_eq!(pass(&controller), recomputed(3, 1));
+        assert_eq!(applied_version(2), Some(1), "web-3");
     }
 
     #[tokio::test]

@@ -64,16 +64,7 @@ pub fn settle_desired<K: Desired>(
     let key = |o: &K| ObjectKey::new(K::KIND, namespace_of(o), name_of(o));
     let mut out: Vec<K> = in_force
         .iter()
-        .map(|o| {
-            let mut o = o.clone();
-            let held = o.conditions();
-            compute(&mut o);
-            if let Some(problems) = rejected.get(&key(&o)) {
-                stall(o.conditions_mut(), problems, now);
-                held_back(o.conditions_mut(), now);
-            }
-            writer.settle(K::KIND, o, held)
-        })
+        .map(|o| settle_one(writer, o, &mut compute, rejected))
         .collect();
     for mut o in store.map_or_else(Vec::new, |s| not_in_force(s, K::KIND, rejected, in_force)) {
         let Some(problems) = rejected.get(&key(&o)) else {
@@ -86,6 +77,24 @@ pub fn settle_desired<K: Desired>(
         out.push(writer.settle(K::KIND, o, held));
     }
     out
+}
+
+/// One object in force with the status `compute` gives it, marked `Stalled` and not `Ready`
+/// when a rejected revision has it at fault.
+pub fn settle_one<K: Desired>(
+    writer: &mut Writer,
+    in_force: &K,
+    compute: impl FnOnce(&mut K),
+    rejected: &BTreeMap<ObjectKey, Vec<String>>,
+) -> K {
+    let mut o = in_force.clone();
+    let held = o.conditions();
+    compute(&mut o);
+    if let Some(problems) = rejected.get(&ObjectKey::new(K::KIND, namespace_of(&o), name_of(&o))) {
+        stall(o.conditions_mut(), problems, writer.now);
+        held_back(o.conditions_mut(), writer.now);
+    }
+    writer.settle(K::KIND, o, held)
 }
 
 /// Kubernetes mode: objects at fault for a rejected revision that are not in force at all
@@ -387,6 +396,12 @@ impl<'a> Writer<'a> {
         let (object, stored) = self.write(id.clone(), object, held, before, None);
         self.next.insert(id, Arc::new(stored));
         object
+    }
+
+    /// Keeps every Repo, Host, Schedule and Notifier the read model holds; those settled
+    /// after replace theirs. For a pass under the same revision, whose objects are the same.
+    pub fn keep_all(&mut self) {
+        self.next = self.previous.clone();
     }
 
     /// Keeps a Repo, Host or Schedule as the read model holds it, when what its object and
