@@ -482,11 +482,11 @@ fn heard(controller: &Controller, host: &HostKey, id: u64) {
     };
     let stepped = crate::status::last_seen_moved(agent.last_seen, now);
     agent.last_seen = Some(now);
-    // Host status shows lastSeen to a step: the host is recomputed when that moves.
+    // Host status shows lastSeen to a step: the host is recomputed when that moves, with the
+    // next pass (at most a minute away) rather than one pass per heartbeat, as a fleet's
+    // heartbeats cross the step within one interval.
     if stepped {
         state.restatus.hosts.insert(host.clone());
-        drop(state);
-        controller.touch();
     }
 }
 
