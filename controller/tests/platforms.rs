@@ -197,6 +197,7 @@ fn sc(wine: &Wine, args: &[&str]) -> (bool, String) {
 /// removes it.
 fn windows_service(fleet: &mut Fleet, wine: &Wine, agent: &Path) {
     let r = fleet.runner.clone();
+    let _session = wine.hold_session();
     fleet.kill_agent();
     fleet.eventually(SLOW, "the host offline", || match online(fleet)? {
         false => Ok(()),

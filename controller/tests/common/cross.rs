@@ -185,6 +185,22 @@ impl Wine {
         command
     }
 
+    /// Keeps wine's session in this prefix running until dropped. Wine ends a session a
+    /// moment after its last program exits, and with it the SCM and every service (a
+    /// Windows machine does not): a service started by `sc start` would die with `sc.exe`.
+    /// The program held is `cmd`, waiting on a standard input that stays open.
+    pub fn hold_session(&self) -> Session {
+        let child = self
+            .command()
+            .arg("cmd")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wine64 cmd starts");
+        Session(child)
+    }
+
     /// A runner for `exe` (a Windows program) in this prefix.
     pub fn runner(&self, exe: &Path, restic: &Path) -> AgentRunner {
         let mut runner = AgentRunner {
@@ -245,4 +261,14 @@ pub fn arm64_restic() -> PathBuf {
     .unwrap();
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
     wrapper
+}
+
+/// A program that keeps a wine session running; killed when dropped.
+pub struct Session(std::process::Child);
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
