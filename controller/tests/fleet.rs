@@ -511,6 +511,31 @@ fn a_stopped_agent_goes_offline_shows_drift_and_catches_up_when_back() {
 }
 
 #[test]
+fn an_agent_back_at_the_version_it_applied_is_online_again() {
+    let mut fleet = Fleet::start();
+    let applied = fleet.wait_in_sync(HOST);
+    // Twice: the second time the host's status is as the first return left it.
+    for round in 1..=2 {
+        fleet.kill_agent();
+        fleet.eventually(LONG, &format!("web-1 offline ({round})"), || {
+            let h = fleet.host(HOST)?;
+            match online(&h) {
+                false => Ok(()),
+                true => Err(format!("status: {}", h["status"])),
+            }
+        });
+        fleet.start_agent();
+        fleet.eventually(LONG, &format!("web-1 online again ({round})"), || {
+            let h = fleet.host(HOST)?;
+            match online(&h) && versions_of(&h)? == (applied, applied) {
+                true => Ok(()),
+                false => Err(format!("status: {}", h["status"])),
+            }
+        });
+    }
+}
+
+#[test]
 fn refused_enrollments_and_credentials_change_nothing() {
     let fleet = Fleet::with_hosts(&[HOST, "web-2"]);
     let enroll = |token: &str| {
