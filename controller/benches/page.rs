@@ -5,6 +5,7 @@
 //! Run: `cargo bench -p holdfast --bench page`. Prints the fastest and the median of the timed
 //! renders, after one warm-up, and the page's size.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -52,7 +53,7 @@ fn main() {
             h
         })
         .collect();
-    let schedules: Vec<Schedule> = SCHEDULES
+    let schedules: Vec<Arc<Schedule>> = SCHEDULES
         .iter()
         .enumerate()
         .map(|(n, name)| {
@@ -79,9 +80,11 @@ fn main() {
                     .collect(),
                 ..ScheduleStatus::default()
             });
-            s
+            Arc::new(s)
         })
         .collect();
+    // As the read model holds them.
+    let hosts: Vec<Arc<Host>> = hosts.into_iter().map(Arc::new).collect();
     let active: Vec<Backup> = (0..20)
         .map(|i| {
             let mut b = Backup::new(

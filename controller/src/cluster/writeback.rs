@@ -219,7 +219,7 @@ pub fn plan(
     let model = &*desired.model;
     let (repos, schedules) = (Index::of(&cluster.repos), Index::of(&cluster.schedules));
     let (backups, restores) = (Index::of(&cluster.backups), Index::of(&cluster.restores));
-    for r in &model.repos {
+    for r in model.repos.iter().map(Arc::as_ref) {
         let (ns, name) = (namespace_of(r), name_of(r));
         let cluster_status = repos.find(ns, name).and_then(|o| status_of(&o.status));
         out.extend(status(
@@ -231,7 +231,7 @@ pub fn plan(
         ));
     }
     let hosts = Index::of(&cluster.hosts);
-    for h in &model.hosts {
+    for h in model.hosts.iter().map(Arc::as_ref) {
         let (ns, name) = (namespace_of(h), name_of(h));
         let cluster_status = hosts.find(ns, name).and_then(|o| status_of(&o.status));
         out.extend(status(
@@ -242,7 +242,7 @@ pub fn plan(
             cluster_status,
         ));
     }
-    for s in &model.schedules {
+    for s in model.schedules.iter().map(Arc::as_ref) {
         let (ns, name) = (namespace_of(s), name_of(s));
         let cluster_status = schedules.find(ns, name).and_then(|o| status_of(&o.status));
         out.extend(status(
@@ -254,7 +254,7 @@ pub fn plan(
         ));
     }
     let notifiers = Index::of(&cluster.notifiers);
-    for n in &model.notifiers {
+    for n in model.notifiers.iter().map(Arc::as_ref) {
         let (ns, name) = (namespace_of(n), name_of(n));
         let cluster_status = notifiers.find(ns, name).and_then(|o| status_of(&o.status));
         out.extend(status(
@@ -738,7 +738,7 @@ mod tests {
 
     fn model(backups: Vec<Backup>) -> Desired {
         let mut model = ReadModel::default();
-        model.schedules = vec![schedule(10)];
+        model.schedules = vec![Arc::new(schedule(10))];
         Desired {
             model: Arc::new(model),
             backups,
@@ -1055,7 +1055,7 @@ mod tests {
 
     fn hosts(model_status: Value, cluster_status: Value) -> (Desired, Cluster) {
         let mut model = ReadModel::default();
-        model.hosts = vec![host(model_status)];
+        model.hosts = vec![Arc::new(host(model_status))];
         let desired = Desired {
             model: Arc::new(model),
             backups: vec![],
@@ -1102,7 +1102,7 @@ mod tests {
             })))
         };
         let mut model = ReadModel::default();
-        model.notifiers = vec![(*notifier(json!({"firing": 1, "queued": 0}))).clone()];
+        model.notifiers = vec![notifier(json!({"firing": 1, "queued": 0}))];
         let desired = Desired {
             model: Arc::new(model),
             backups: vec![],

@@ -11,7 +11,7 @@
 //! watch resumes from a list's version, and learns (410) when that version is older than
 //! what the log still holds or from before a restart.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -48,6 +48,35 @@ pub struct RecordedEvent {
     pub created: i64,
 }
 
+/// What makes two decisions one Event: the same reason, note and kind about the same object.
+#[derive(PartialEq, Eq, Hash)]
+struct Same {
+    reason: String,
+    note: String,
+    warning: bool,
+    regarding: [Option<String>; 7],
+}
+
+impl Same {
+    fn new(r: &ObjectReference, reason: &str, note: &str, warning: bool) -> Same {
+        Same {
+            reason: reason.into(),
+            note: note.into(),
+            warning,
+            regarding: [
+                &r.api_version,
+                &r.field_path,
+                &r.kind,
+                &r.name,
+                &r.namespace,
+                &r.resource_version,
+                &r.uid,
+            ]
+            .map(Clone::clone),
+        }
+    }
+}
+
 /// What a watch of the log has missed, and a receiver for what comes next.
 pub type EventResume = (
     Vec<Arc<RecordedEvent>>,
@@ -61,8 +90,11 @@ pub struct EventLog {
 
 #[derive(Default)]
 struct Inner {
-    /// In resourceVersion order (a repeat moves its Event to the end).
-    events: VecDeque<Arc<RecordedEvent>>,
+    /// By resourceVersion (a repeat moves its Event to the end).
+    events: BTreeMap<i64, Arc<RecordedEvent>>,
+    /// Where each decision about an object is, so that a repeat finds its Event without
+    /// reading the log (a fleet-wide change records one Event per host).
+    index: HashMap<Same, i64>,
     resource_version: i64,
     /// The newest resourceVersion dropped from the log: a watch from before it may have
     /// missed a change.
@@ -88,14 +120,14 @@ impl EventLog {
         let mut inner = self.inner();
         inner.resource_version += 1;
         let resource_version = inner.resource_version;
-        // The reason first: it tells most Events apart at the cost of a short comparison.
-        let same = inner.events.iter().position(|e| {
-            e.reason == decision.reason
-                && e.regarding == regarding
-                && e.note == decision.note
-                && e.warning == decision.warning
-        });
-        let event = match same.and_then(|i| inner.events.remove(i)) {
+        let same = Same::new(
+            &regarding,
+            decision.reason,
+            &decision.note,
+            decision.warning,
+        );
+        let before = inner.index.remove(&same);
+        let event = match before.and_then(|rv| inner.events.remove(&rv)) {
             Some(before) => RecordedEvent {
                 count: before.count.saturating_add(1),
                 last: now,
@@ -122,13 +154,22 @@ impl EventLog {
             }
         };
         let event = Arc::new(event);
-        inner.events.push_back(event.clone());
-        while let Some(oldest) = inner.events.front() {
+        inner.events.insert(resource_version, event.clone());
+        inner.index.insert(same, resource_version);
+        while let Some(oldest) = inner.events.values().next() {
             if inner.events.len() <= KEEP_EVENTS && oldest.last + EVENT_TTL > now {
                 break;
             }
-            let dropped = oldest.resource_version;
-            inner.events.pop_front();
+            let Some((dropped, oldest)) = inner.events.pop_first() else {
+                break;
+            };
+            let same = Same::new(
+                &oldest.regarding,
+                &oldest.reason,
+                &oldest.note,
+                oldest.warning,
+            );
+            inner.index.remove(&same);
             inner.dropped = inner.dropped.max(dropped);
         }
         // Sent under the lock, so a watch that subscribed under it sees each change once.
@@ -140,7 +181,7 @@ impl EventLog {
         let inner = self.inner();
         let kept = inner
             .events
-            .iter()
+            .values()
             .filter(|e| e.last + EVENT_TTL > now)
             .cloned()
             .collect();
@@ -161,12 +202,10 @@ impl EventLog {
         if resource_version.is_some_and(|rv| rv < inner.dropped || rv > inner.resource_version) {
             return None;
         }
-        let missed = inner
-            .events
-            .iter()
-            .filter(|e| e.resource_version > after)
-            .cloned()
-            .collect();
+        let missed = match after.checked_add(1) {
+            Some(next) => inner.events.range(next..).map(|(_, e)| e.clone()).collect(),
+            None => Vec::new(),
+        };
         Some((missed, self.tx.subscribe()))
     }
 }
@@ -245,6 +284,35 @@ mod tests {
         assert_eq!(events.len(), 1);
         let (listed, _) = log.list(at(KEEP_EVENTS as i64 + 3600 * 4));
         assert!(listed.is_empty(), "expired events are not listed");
+    }
+
+    #[test]
+    fn a_repeat_counts_on_its_event_while_kept_and_starts_a_new_one_once_dropped() {
+        let log = EventLog::default();
+        for i in 0..KEEP_EVENTS as i64 {
+            log.record(host(&format!("h-{i}")), offline(), at(i));
+        }
+        log.record(host("h-1"), offline(), at(2000));
+        // The log is full: each new Event drops the oldest (h-0, then h-2).
+        log.record(host("h-new"), offline(), at(2001));
+        log.record(host("h-0"), offline(), at(2002));
+        let (events, rv) = log.list(at(2003));
+        assert_eq!((events.len(), rv), (KEEP_EVENTS, KEEP_EVENTS as i64 + 3));
+        let count = |name: &str| {
+            events
+                .iter()
+                .filter(|e| e.regarding.name.as_deref() == Some(name))
+                .map(|e| e.count)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(count("h-1"), [2]);
+        assert_eq!(count("h-0"), [1], "dropped, then new");
+        assert_eq!(count("h-2"), Vec::<u32>::new());
+        let last: Vec<_> = events[KEEP_EVENTS - 3..]
+            .iter()
+            .map(|e| e.regarding.name.as_deref().unwrap_or_default())
+            .collect();
+        assert_eq!(last, ["h-1", "h-new", "h-0"], "in the order they last changed");
     }
 
     #[test]

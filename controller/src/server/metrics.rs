@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -582,7 +583,10 @@ impl Metrics {
 
 /// Each host's `staleAfter` for each schedule it runs, as the Schedule's status counts it
 /// (jitter included), except where nothing is due: a suspended schedule, a paused host.
-fn stale_after_seconds(schedules: &[Schedule], fleet: &Fleet) -> Family<ScheduleHostLabels, Gauge> {
+fn stale_after_seconds(
+    schedules: &[Arc<Schedule>],
+    fleet: &Fleet,
+) -> Family<ScheduleHostLabels, Gauge> {
     let by_name: HashMap<(&str, &str), &Schedule> = schedules
         .iter()
         .map(|s| {
@@ -592,7 +596,7 @@ fn stale_after_seconds(schedules: &[Schedule], fleet: &Fleet) -> Family<Schedule
                     m.namespace.as_deref().unwrap_or_default(),
                     m.name.as_deref().unwrap_or_default(),
                 ),
-                s,
+                s.as_ref(),
             )
         })
         .collect();
@@ -831,7 +835,16 @@ spec: {operation: backup, cron: '0 4 * * *', suspend: true, hosts: [web-1], path
             i64::from(daily.jitter_seconds)
         };
         let two_days = 2 * 24 * 3600;
-        let seen = by_schedule_and_host(stale_after_seconds(&loaded.revision.schedules, &fleet));
+        let seen = by_schedule_and_host(stale_after_seconds(
+            &loaded
+                .revision
+                .schedules
+                .iter()
+                .cloned()
+                .map(Arc::new)
+                .collect::<Vec<_>>(),
+            &fleet,
+        ));
         let expected: std::collections::BTreeMap<(String, String), i64> = [
             (("daily", "web-1"), two_days + jitter("web-1")),
             (("daily", "web-2"), two_days + jitter("web-2")),

@@ -197,7 +197,12 @@ pub struct Store {
     saved: Vec<crate::runs::RunRecord>,
     /// Snapshots changed since the status writer last asked ([`Store::take_snapshot_changes`]).
     snapshot_changes: SnapshotChanges,
+    /// Each repo's snapshots summed over hosts, once read ([`Store::snapshot_counts`]).
+    snapshot_totals: Option<SnapshotTotals>,
 }
+
+/// Snapshot counts per `(namespace, repo)`.
+pub type SnapshotTotals = std::collections::BTreeMap<(String, String), u64>;
 
 impl Store {
     /// Opens the store in `data_dir`, creating both when missing.
@@ -216,6 +221,7 @@ impl Store {
             path,
             saved: Vec::new(),
             snapshot_changes: SnapshotChanges::default(),
+            snapshot_totals: None,
         };
         // WAL keeps readers (`holdfast plan`, `token create`) from blocking the controller.
         store
@@ -249,6 +255,7 @@ impl Store {
             path,
             saved: Vec::new(),
             snapshot_changes: SnapshotChanges::default(),
+            snapshot_totals: None,
         };
         let (found, known) = (store.schema_version()?, MIGRATIONS.len());
         let path = store.path.display().to_string();

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{Store, StoreError};
+use super::{SnapshotTotals, Store, StoreError};
 use crate::compile::HostKey;
 use crate::resources::{Kind, Phase};
 use crate::runs::{RunRecord, is_final, operation_name, parse_operation};
@@ -595,23 +595,44 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
     }
 
-    /// Records how many snapshots one host has in a repo (`snapshots.report`).
+    /// Records how many snapshots one host has in a repo (`snapshots.report`), and keeps the
+    /// repo's total (once [`Store::snapshot_counts`] has read them) by the difference.
     pub fn record_snapshots(
-        &self,
+        &mut self,
         namespace: &str,
         repo: &str,
         host: &str,
         count: u64,
         latest: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
+        let before: Option<i64> = match self.snapshot_totals {
+            Some(_) => self
+                .conn
+                .prepare_cached(
+                    "SELECT count FROM repo_snapshots
+                     WHERE namespace = ?1 AND repo = ?2 AND host = ?3",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![namespace, repo, host], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(|e| self.sqlite(e))?,
+            None => None,
+        };
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO repo_snapshots (namespace, repo, host, count, latest)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![namespace, repo, host, count as i64, latest],
             )
-            .map(|_| ())
-            .map_err(|e| self.sqlite(e))
+            .map_err(|e| self.sqlite(e))?;
+        if let Some(totals) = &mut self.snapshot_totals {
+            let total = totals
+                .entry((namespace.to_string(), repo.to_string()))
+                .or_default();
+            *total = total.saturating_sub(before.unwrap_or(0).max(0) as u64) + count;
+        }
+        Ok(())
     }
 
     /// The hosts with snapshots in one repo: each host's count and newest snapshot time, as
@@ -636,10 +657,12 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
     }
 
-    /// Snapshot counts per `(namespace, repo)`, summed over hosts.
-    pub fn snapshot_counts(
-        &self,
-    ) -> Result<std::collections::BTreeMap<(String, String), u64>, StoreError> {
+    /// Snapshot counts per `(namespace, repo)`, summed over hosts: grouped from the table
+    /// once, then kept by [`Store::record_snapshots`] (the status writer asks on every pass).
+    pub fn snapshot_counts(&mut self) -> Result<SnapshotTotals, StoreError> {
+        if let Some(totals) = &self.snapshot_totals {
+            return Ok(totals.clone());
+        }
         let mut stmt = self
             .conn
             .prepare(
@@ -654,7 +677,10 @@ impl Store {
                 ))
             })
             .map_err(|e| self.sqlite(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+        let totals: SnapshotTotals = rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))?;
+        drop(stmt);
+        self.snapshot_totals = Some(totals.clone());
+        Ok(totals)
     }
 
     /// The newest size of each of `repos` (namespace, name) that has one: one look-up in the
@@ -787,6 +813,35 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["going-on", "no-object", "object-behind"]);
+    }
+
+    #[test]
+    fn snapshot_counts_read_once_follow_every_report_as_the_table_sums_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store
+            .record_snapshots("fleet", "nas", "web-1", 5, None)
+            .unwrap();
+        store
+            .record_snapshots("fleet", "nas", "web-2", 3, None)
+            .unwrap();
+        let key = |repo: &str| ("fleet".to_string(), repo.to_string());
+        assert_eq!(store.snapshot_counts().unwrap().get(&key("nas")), Some(&8));
+        // After the first read: a host's count replaced, a new host, a new repo.
+        store
+            .record_snapshots("fleet", "nas", "web-1", 2, None)
+            .unwrap();
+        store
+            .record_snapshots("fleet", "nas", "web-3", 4, None)
+            .unwrap();
+        store
+            .record_snapshots("fleet", "s3", "web-1", 7, None)
+            .unwrap();
+        let kept = store.snapshot_counts().unwrap();
+        assert_eq!(kept.get(&key("nas")), Some(&9));
+        assert_eq!(kept.get(&key("s3")), Some(&7));
+        let summed = Store::open(dir.path()).unwrap().snapshot_counts().unwrap();
+        assert_eq!(kept, summed, "the kept totals are what the table sums");
     }
 
     #[test]

@@ -106,7 +106,7 @@ fn named<K: Resource>(object: &K, namespace: &str, name: &str) -> bool {
 
 /// A list as JSON, or one item of it.
 fn select<K: Resource + Serialize>(
-    items: &[K],
+    items: &[Arc<K>],
     kind: Kind,
     wanted: Option<(&str, &str)>,
 ) -> Response {
@@ -122,10 +122,12 @@ fn select<K: Resource + Serialize>(
             items,
         })
         .into_response(),
-        Some((namespace, name)) => match items.iter().find(|o| named(*o, namespace, name)) {
-            Some(object) => Json(object).into_response(),
-            None => not_found(format!("{kind} {namespace}/{name} not found")),
-        },
+        Some((namespace, name)) => {
+            match items.iter().find(|o| named(o.as_ref(), namespace, name)) {
+                Some(object) => Json(object).into_response(),
+                None => not_found(format!("{kind} {namespace}/{name} not found")),
+            }
+        }
     }
 }
 

@@ -64,7 +64,11 @@ pub(super) async fn host_page(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
     let model = c.model();
-    let Some(host) = model.hosts.iter().find(|h| named(*h, &namespace, &name)) else {
+    let Some(host) = model
+        .hosts
+        .iter()
+        .find(|h| named(h.as_ref(), &namespace, &name))
+    else {
         return missing(&format!("host {namespace}/{name}"));
     };
     let now = Utc::now();
@@ -125,13 +129,14 @@ pub(super) async fn host_page(
     let schedules = model
         .schedules
         .iter()
-        .filter(|s| namespace_of(*s) == namespace)
+        .filter(|s| namespace_of(s.as_ref()) == namespace)
         .filter(|s| {
             s.status
                 .iter()
                 .flat_map(|st| &st.hosts)
                 .any(|h| h.host == name)
         })
+        .map(|s| s.as_ref())
         .collect();
     let mut repo_names: Vec<String> = runs
         .iter()
@@ -231,7 +236,7 @@ pub(super) async fn schedule_page(
     let Some(schedule) = model
         .schedules
         .iter()
-        .find(|s| named(*s, &namespace, &name))
+        .find(|s| named(s.as_ref(), &namespace, &name))
     else {
         return missing(&format!("schedule {namespace}/{name}"));
     };
@@ -258,7 +263,11 @@ pub(super) async fn repo_page(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
     let model = c.model();
-    let Some(repo) = model.repos.iter().find(|r| named(*r, &namespace, &name)) else {
+    let Some(repo) = model
+        .repos
+        .iter()
+        .find(|r| named(r.as_ref(), &namespace, &name))
+    else {
         return missing(&format!("repo {namespace}/{name}"));
     };
     let now = Utc::now();
@@ -290,7 +299,10 @@ pub(super) async fn repo_page(
     let users = users
         .into_iter()
         .map(|(host, user)| RepoUser {
-            declared: model.hosts.iter().any(|h| named(h, &namespace, &host)),
+            declared: model
+                .hosts
+                .iter()
+                .any(|h| named(h.as_ref(), &namespace, &host)),
             host,
             ..user
         })
@@ -340,7 +352,11 @@ pub(super) async fn host_row(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
     let model = c.model();
-    let Some(host) = model.hosts.iter().find(|h| named(*h, &namespace, &name)) else {
+    let Some(host) = model
+        .hosts
+        .iter()
+        .find(|h| named(h.as_ref(), &namespace, &name))
+    else {
         return missing(&format!("host {namespace}/{name}"));
     };
     page::host_row_fragment(Utc::now(), RELEASE, host, &model.schedules).into_response()

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use std::sync::Arc;
 
 use crate::resources::{Backup, Host, Repo, Schedule, Snapshot};
 pub use crate::store::{RevisionEntry, RevisionRecord, Revisions, SizePoint};
@@ -13,9 +14,9 @@ pub use crate::store::{RevisionEntry, RevisionRecord, Revisions, SizePoint};
 pub struct FleetView<'a> {
     pub now: DateTime<Utc>,
     pub revisions: &'a Revisions,
-    pub hosts: &'a [Host],
-    pub schedules: &'a [Schedule],
-    pub repos: &'a [Repo],
+    pub hosts: &'a [Arc<Host>],
+    pub schedules: &'a [Arc<Schedule>],
+    pub repos: &'a [Arc<Repo>],
     /// Runs in phase Running, Dispatched or Pending, newest first.
     pub active: Vec<&'a Backup>,
     /// Why the controller cannot write its database, while it cannot.
@@ -109,8 +110,8 @@ pub struct HostView<'a> {
     /// The host's Snapshot objects, by repo, newest first.
     pub snapshots: Vec<Snapshot>,
     /// The schedules and repos in force, which names on the page link to.
-    pub declared_schedules: &'a [Schedule],
-    pub repos: &'a [Repo],
+    pub declared_schedules: &'a [Arc<Schedule>],
+    pub repos: &'a [Arc<Repo>],
 }
 
 /// A repo's size over time.
@@ -127,9 +128,9 @@ pub struct RunView<'a> {
     pub log: &'a [String],
     pub events_url: String,
     /// The hosts, schedules and repos in force, which names on the page link to.
-    pub hosts: &'a [Host],
-    pub schedules: &'a [Schedule],
-    pub repos: &'a [Repo],
+    pub hosts: &'a [Arc<Host>],
+    pub schedules: &'a [Arc<Schedule>],
+    pub repos: &'a [Arc<Repo>],
 }
 
 /// A page of a long list: which page is asked for (from 1; past the last shows the last).
@@ -154,9 +155,9 @@ pub struct ScheduleView<'a> {
     pub now: DateTime<Utc>,
     pub schedule: &'a Schedule,
     /// The fleet's hosts: whether each of the schedule's hosts is online.
-    pub hosts: &'a [Host],
+    pub hosts: &'a [Arc<Host>],
     /// The repos in force, which its repo links to.
-    pub repos: &'a [Repo],
+    pub repos: &'a [Arc<Repo>],
     /// Its newest runs on any host, newest first.
     pub runs: Vec<&'a Backup>,
     /// The page of its hosts table, from 1.
@@ -198,9 +199,9 @@ pub struct RevisionsView<'a> {
     /// Whether older revisions may follow the last one shown.
     pub more: bool,
     /// The objects in force, which the names of changes link to.
-    pub hosts: &'a [Host],
-    pub schedules: &'a [Schedule],
-    pub repos: &'a [Repo],
+    pub hosts: &'a [Arc<Host>],
+    pub schedules: &'a [Arc<Schedule>],
+    pub repos: &'a [Arc<Repo>],
 }
 
 /// The query of `/revisions`.

@@ -23,9 +23,9 @@ const SIZES: chrono::TimeDelta = chrono::TimeDelta::days(2);
 
 /// The objects a pass settled.
 pub struct Settled<'a> {
-    pub repos: &'a [Repo],
-    pub hosts: &'a [Host],
-    pub schedules: &'a [Schedule],
+    pub repos: &'a [Arc<Repo>],
+    pub hosts: &'a [Arc<Host>],
+    pub schedules: &'a [Arc<Schedule>],
     /// What the pass wrote; its Repos, Hosts and Schedules are the ones to look at.
     pub events: &'a [Change],
 }
@@ -59,20 +59,20 @@ pub fn observe(
     };
     let mut subjects = vec![(Subject::Revision, rejections(revisions, rejected, now))];
     if complete || !changed.is_empty() {
-        for host in settled.hosts {
+        for host in settled.hosts.iter().map(Arc::as_ref) {
             if looks_at(Kind::Host, names(host)) {
                 subjects.push((subject(Kind::Host, host), alerts::of_host(host)));
             }
         }
         let runs = controller.records();
-        for schedule in settled.schedules {
+        for schedule in settled.schedules.iter().map(Arc::as_ref) {
             if looks_at(Kind::Schedule, names(schedule)) {
                 let holding = alerts::of_schedule(schedule, &runs.summaries, now);
                 subjects.push((subject(Kind::Schedule, schedule), holding));
             }
         }
         drop(runs);
-        for repo in settled.repos {
+        for repo in settled.repos.iter().map(Arc::as_ref) {
             if looks_at(Kind::Repo, names(repo)) {
                 let (namespace, name) = names(repo);
                 let sizes = controller

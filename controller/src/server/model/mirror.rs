@@ -21,7 +21,7 @@ use crate::server::backend::Stores;
 use crate::store::{Store, StoreError};
 
 pub fn mirror(controller: &Controller, stores: &Stores) -> Result<(), StoreError> {
-    fn all<K>(writer: &mut Writer, kind: Kind, reflector: &Reflector<K>) -> Vec<K>
+    fn all<K>(writer: &mut Writer, kind: Kind, reflector: &Reflector<K>) -> Vec<Arc<K>>
     where
         K: HasStatus + Resource<DynamicType = ()> + Clone + 'static,
     {
@@ -31,7 +31,7 @@ pub fn mirror(controller: &Controller, stores: &Stores) -> Result<(), StoreError
             .map(|o| {
                 let object = (**o).clone();
                 let held = object.conditions();
-                writer.settle(kind, object, held)
+                Arc::new(writer.settle(kind, object, held))
             })
             .collect()
     }

@@ -56,10 +56,11 @@ const SCHEDULE_STEP: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 pub struct ReadModel {
     pub resource_version: i64,
     pub revisions: Revisions,
-    pub repos: Vec<Repo>,
-    pub hosts: Vec<Host>,
-    pub schedules: Vec<Schedule>,
-    pub notifiers: Vec<Notifier>,
+    /// Each object by pointer: a pass that recomputes a few carries the others over as they are.
+    pub repos: Vec<Arc<Repo>>,
+    pub hosts: Vec<Arc<Host>>,
+    pub schedules: Vec<Arc<Schedule>>,
+    pub notifiers: Vec<Arc<Notifier>>,
     /// Backups of runs going on, newest first (the fleet page's "running now").
     pub active: Vec<Backup>,
     stored: BTreeMap<ObjectId, Arc<StoredObject>>,
@@ -108,7 +109,7 @@ impl ReadModel {
     ) -> HashMap<ObjectId, serde_json::Value> {
         fn some<K: Resource>(
             kind: Kind,
-            items: &[K],
+            items: &[Arc<K>],
             ids: &HashSet<(Kind, &str, &str)>,
             out: &mut HashMap<ObjectId, serde_json::Value>,
         ) {
@@ -441,7 +442,7 @@ fn compute_touched(
                     &rejected,
                 );
                 if let Some(slot) = schedules.get_mut(i) {
-                    *slot = settled;
+                    *slot = Arc::new(settled);
                 }
             }
             schedules
@@ -512,7 +513,7 @@ fn settle_hosts(
     scope: &Scope,
     computed: &mut BTreeMap<HostKey, crate::resources::HostStatus>,
     stores: Option<&crate::server::backend::Stores>,
-) -> Vec<Host> {
+) -> Vec<Arc<Host>> {
     match scope {
         Scope::Everything => revision
             .hosts
@@ -549,16 +550,15 @@ fn settle_host(
     key: HostKey,
     mut status: Option<crate::resources::HostStatus>,
     stores: Option<&crate::server::backend::Stores>,
-) -> Host {
+) -> Arc<Host> {
     if let (Some(status), Some(observed)) = (&mut status, stores) {
         keep_last_backup(status, &observed.hosts, &key);
     }
     let hash = hash_of(&status);
     let unchanged = index.host_status.insert(key.clone(), hash) == Some(hash);
-    let held = previous
-        .hosts
-        .get(i)
-        .filter(|p| unchanged && name_of(*p) == key.name && namespace_of(*p) == key.namespace);
+    let held = previous.hosts.get(i).filter(|p| {
+        unchanged && name_of(p.as_ref()) == key.name && namespace_of(p.as_ref()) == key.namespace
+    });
     if let Some(held) = held
         && writer.keep((Kind::Host, key.namespace, key.name))
     {
@@ -567,7 +567,7 @@ fn settle_host(
     let mut h = host.clone();
     let held = h.conditions();
     h.status = status;
-    writer.settle(Kind::Host, h, held)
+    Arc::new(writer.settle(Kind::Host, h, held))
 }
 
 /// The version each host's status holds in the source, for the hosts this process has handed
@@ -769,10 +769,10 @@ fn snapshots_to_settle(
 
 /// The objects of the next read model.
 struct Objects {
-    repos: Vec<Repo>,
-    hosts: Vec<Host>,
-    schedules: Vec<Schedule>,
-    notifiers: Vec<Notifier>,
+    repos: Vec<Arc<Repo>>,
+    hosts: Vec<Arc<Host>>,
+    schedules: Vec<Arc<Schedule>>,
+    notifiers: Vec<Arc<Notifier>>,
     active: Vec<Backup>,
 }
 
@@ -1081,7 +1081,7 @@ mod tests {
         rebuild(&controller).expect("rebuilt");
         let first = controller.model();
         let mut changes = controller.changes.subscribe();
-        let json = |hosts: &[Host]| serde_json::to_value(hosts).expect("serialises");
+        let json = |hosts: &[Arc<Host>]| serde_json::to_value(hosts).expect("serialises");
         let host_changes = |changes: &mut tokio::sync::broadcast::Receiver<
             Arc<crate::server::changes::Change>,
         >| {
@@ -1306,7 +1306,7 @@ spec: {{defaultRepo: nas}}
             let s = model
                 .schedules
                 .iter()
-                .find(|s| name_of(*s) == name)
+                .find(|s| name_of(s.as_ref()) == name)
                 .unwrap_or_else(|| panic!("{name} is in the model"));
             let status = s.status.as_ref().expect("a status");
             status
@@ -1335,7 +1335,7 @@ spec: {{defaultRepo: nas}}
         let nightly = model
             .schedules
             .iter()
-            .find(|s| name_of(*s) == "nightly")
+            .find(|s| name_of(s.as_ref()) == "nightly")
             .expect("in the model");
         assert_eq!(
             nightly.status.as_ref().and_then(|s| s.observed_generation),
@@ -1357,7 +1357,10 @@ spec: {{defaultRepo: nas}}
         rebuild(&controller).expect("rebuilt");
         let model = controller.model();
         assert!(
-            model.schedules.iter().all(|s| name_of(s) != "hourly"),
+            model
+                .schedules
+                .iter()
+                .all(|s| name_of(s.as_ref()) != "hourly"),
             "not in force, no longer rejected"
         );
         assert!(

@@ -59,12 +59,12 @@ pub fn settle_desired<K: Desired>(
     mut compute: impl FnMut(&mut K),
     rejected: &BTreeMap<ObjectKey, Vec<String>>,
     store: Option<&kube::runtime::reflector::Store<K>>,
-) -> Vec<K> {
+) -> Vec<Arc<K>> {
     let now = writer.now;
     let key = |o: &K| ObjectKey::new(K::KIND, namespace_of(o), name_of(o));
-    let mut out: Vec<K> = in_force
+    let mut out: Vec<Arc<K>> = in_force
         .iter()
-        .map(|o| settle_one(writer, o, &mut compute, rejected))
+        .map(|o| Arc::new(settle_one(writer, o, &mut compute, rejected)))
         .collect();
     for mut o in store.map_or_else(Vec::new, |s| not_in_force(s, K::KIND, rejected, in_force)) {
         let Some(problems) = rejected.get(&key(&o)) else {
@@ -74,7 +74,7 @@ pub fn settle_desired<K: Desired>(
         o.clear_status();
         stall(o.conditions_mut(), problems, now);
         never_ready(o.conditions_mut(), now);
-        out.push(writer.settle(K::KIND, o, held));
+        out.push(Arc::new(writer.settle(K::KIND, o, held)));
     }
     out
 }

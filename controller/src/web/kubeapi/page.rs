@@ -16,6 +16,7 @@
 //! Backups and Restores are read from the store in key order, as far as the page goes.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -149,7 +150,7 @@ fn key(meta: &ObjectMeta) -> (&str, &str) {
 /// The page of `items` that `paging` asks for, among those `selects` keeps. `resource_version`
 /// is the read model's, for the token of a first page.
 pub fn page<K: Resource + Serialize>(
-    items: &[K],
+    items: &[Arc<K>],
     kind: Kind,
     paging: &Paging,
     resource_version: i64,
@@ -161,7 +162,7 @@ pub fn page<K: Resource + Serialize>(
         .map(|a| (a.namespace.as_str(), a.name.as_str()));
     let mut found: Vec<((&str, &str), &K)> = items
         .iter()
-        .map(|o| (key(o.meta()), o))
+        .map(|o| (key(o.meta()), o.as_ref()))
         .filter(|(k, _)| after.is_none_or(|a| *k > a))
         .filter(|(_, o)| selects(o.meta()))
         .collect();
@@ -301,14 +302,16 @@ mod tests {
     }
 
     /// Unsorted, as the read model may hold them.
-    fn hosts() -> Vec<Host> {
-        vec![
+    fn hosts() -> Vec<Arc<Host>> {
+        [
             host("prod", "b"),
             host("default", "c"),
             host("prod", "a"),
             host("default", "a"),
             host("default", "b"),
         ]
+        .map(Arc::new)
+        .to_vec()
     }
 
     #[test]
@@ -372,7 +375,7 @@ mod tests {
         // default/b (the last served) is gone and default/bb is new: served from the model now.
         let mut now = hosts();
         now.retain(|h| h.metadata.name.as_deref() != Some("b"));
-        now.push(host("default", "bb"));
+        now.push(Arc::new(host("default", "bb")));
         let paging = Paging::parse(Some("10"), Some(&token), Kind::Host).expect("parses");
         let p = page(&now, Kind::Host, &paging, 2, all);
         assert_eq!(names(&p), ["default/bb", "default/c", "prod/a"]);

@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::Arc;
 
 /// What the schedules' status says about one host.
 #[derive(Clone, Default)]
@@ -64,11 +65,11 @@ impl<'a> HostSchedules<'a> {
 /// Every host's schedule entries by (namespace, host), gathered in one pass over the schedules'
 /// status: each schedule lists every host it runs on, so searching those lists per host is
 /// quadratic in the fleet's size.
-pub(super) fn schedule_index(schedules: &[Schedule], hosts: usize) -> ScheduleIndex<'_> {
+pub(super) fn schedule_index(schedules: &[Arc<Schedule>], hosts: usize) -> ScheduleIndex<'_> {
     let mut index: ScheduleIndex = HashMap::with_capacity(hosts);
     for schedule in schedules {
-        let namespace = namespace_of(schedule);
-        let name = name_of(schedule);
+        let namespace = namespace_of(schedule.as_ref());
+        let name = name_of(schedule.as_ref());
         for entry in schedule.status.iter().flat_map(|s| &s.hosts) {
             index
                 .entry((namespace, entry.host.as_str()))
@@ -82,14 +83,17 @@ pub(super) fn schedule_index(schedules: &[Schedule], hosts: usize) -> ScheduleIn
 /// One host's schedule entries, searched for in every schedule's status: for one row, where
 /// indexing the whole fleet would cost more.
 pub(super) fn host_schedules<'a>(
-    schedules: &'a [Schedule],
+    schedules: &'a [Arc<Schedule>],
     namespace: &str,
     host: &str,
 ) -> HostSchedules<'a> {
     let mut found = HostSchedules::default();
-    for schedule in schedules.iter().filter(|s| namespace_of(*s) == namespace) {
+    for schedule in schedules
+        .iter()
+        .filter(|s| namespace_of(s.as_ref()) == namespace)
+    {
         if let Some(entry) = host_entry(schedule, host) {
-            found.add(name_of(schedule), entry);
+            found.add(name_of(schedule.as_ref()), entry);
         }
     }
     found
@@ -106,11 +110,11 @@ pub struct Tally {
 
 impl Tally {
     /// Counts every host of the fleet.
-    pub fn of(hosts: &[Host], schedules: &[Schedule]) -> Tally {
+    pub fn of(hosts: &[Arc<Host>], schedules: &[Arc<Schedule>]) -> Tally {
         Tally::counted(hosts, &schedule_index(schedules, hosts.len()))
     }
 
-    pub(super) fn counted(hosts: &[Host], index: &ScheduleIndex) -> Tally {
+    pub(super) fn counted(hosts: &[Arc<Host>], index: &ScheduleIndex) -> Tally {
         let mut tally = Tally {
             total: hosts.len(),
             ..Tally::default()

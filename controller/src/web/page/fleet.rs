@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::Arc;
 
 /// The fleet overview at `/`. It follows the fleet live over `/events` (see `live.js`): the
 /// script fetches the sections and rows that changed, never the whole page for one host.
@@ -68,7 +69,7 @@ pub fn host_row_fragment(
     now: DateTime<Utc>,
     release: &str,
     host: &Host,
-    schedules: &[Schedule],
+    schedules: &[Arc<Schedule>],
 ) -> Markup {
     let (namespace, name) = (namespace_of(host), name_of(host));
     let found = host_schedules(schedules, namespace, name);
@@ -89,18 +90,22 @@ pub fn host_row_fragment(
 }
 
 /// "Running now", `#running`; `schedules` are those in force, which its runs link to.
-pub fn running_section(now: DateTime<Utc>, active: &[&Backup], schedules: &[Schedule]) -> Markup {
+pub fn running_section(
+    now: DateTime<Utc>,
+    active: &[&Backup],
+    schedules: &[Arc<Schedule>],
+) -> Markup {
     let declared = Declared::new(&[], schedules, &[]);
     html! { div #running { (active_table(now, active, &declared)) } }
 }
 
 /// The schedules table, `#schedules`.
-pub fn schedules_section(now: DateTime<Utc>, schedules: &[Schedule]) -> Markup {
+pub fn schedules_section(now: DateTime<Utc>, schedules: &[Arc<Schedule>]) -> Markup {
     html! { div #schedules { (schedules_table(now, schedules)) } }
 }
 
 /// The repos table, `#repos`.
-pub fn repos_section(now: DateTime<Utc>, repos: &[Repo]) -> Markup {
+pub fn repos_section(now: DateTime<Utc>, repos: &[Arc<Repo>]) -> Markup {
     html! { div #repos { (repos_table(now, repos)) } }
 }
 
@@ -207,7 +212,7 @@ pub(super) fn listed_hosts<'a>(
         .hosts
         .iter()
         .filter_map(|host| {
-            let (namespace, name) = (namespace_of(host), name_of(host));
+            let (namespace, name) = (namespace_of(host.as_ref()), name_of(host.as_ref()));
             let schedules = schedules_of(index, host);
             if view.show.is_some_and(|f| !needs(host, schedules, f)) {
                 return None;
@@ -398,7 +403,7 @@ pub(super) fn active_table(now: DateTime<Utc>, active: &[&Backup], declared: &De
     }
 }
 
-pub(super) fn schedules_table(now: DateTime<Utc>, schedules: &[Schedule]) -> Markup {
+pub(super) fn schedules_table(now: DateTime<Utc>, schedules: &[Arc<Schedule>]) -> Markup {
     if schedules.is_empty() {
         return html! { p.empty { "No schedules declared." } };
     }
@@ -413,10 +418,10 @@ pub(super) fn schedules_table(now: DateTime<Utc>, schedules: &[Schedule]) -> Mar
                 @for schedule in schedules {
                     @let status = schedule.status.as_ref();
                     @let stale = stale_hosts(schedule);
-                    tr data-schedule=(name_of(schedule)) {
+                    tr data-schedule=(name_of(schedule.as_ref())) {
                         td data-label="Schedule" {
-                            a href=(schedule_url(namespace_of(schedule), name_of(schedule))) {
-                                (qualified(namespace_of(schedule), name_of(schedule)))
+                            a href=(schedule_url(namespace_of(schedule.as_ref()), name_of(schedule.as_ref()))) {
+                                (qualified(namespace_of(schedule.as_ref()), name_of(schedule.as_ref())))
                             }
                             @if schedule.spec.suspend { " " (badge("suspended", "muted")) }
                         }
@@ -455,7 +460,7 @@ pub(super) fn schedules_table(now: DateTime<Utc>, schedules: &[Schedule]) -> Mar
     }
 }
 
-pub(super) fn repos_table(now: DateTime<Utc>, repos: &[Repo]) -> Markup {
+pub(super) fn repos_table(now: DateTime<Utc>, repos: &[Arc<Repo>]) -> Markup {
     if repos.is_empty() {
         return html! { p.empty { "No repos declared." } };
     }
@@ -470,8 +475,8 @@ pub(super) fn repos_table(now: DateTime<Utc>, repos: &[Repo]) -> Markup {
                     @let status = repo.status.as_ref();
                     tr {
                         td data-label="Repo" {
-                            a href=(repo_url(namespace_of(repo), name_of(repo))) {
-                                (qualified(namespace_of(repo), name_of(repo)))
+                            a href=(repo_url(namespace_of(repo.as_ref()), name_of(repo.as_ref()))) {
+                                (qualified(namespace_of(repo.as_ref()), name_of(repo.as_ref())))
                             }
                             @if status.and_then(|s| s.lock.as_ref()).is_some_and(|l| l.locked) {
                                 " " (badge("locked", "warn"))

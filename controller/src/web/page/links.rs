@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::Arc;
 
 pub(super) fn host_url(namespace: &str, name: &str) -> String {
     format!("/hosts/{namespace}/{name}")
@@ -37,18 +38,18 @@ pub(super) struct Declared<'a> {
     repos: HashSet<(&'a str, &'a str)>,
 }
 
-fn keys<K: kube::ResourceExt>(objects: &[K]) -> HashSet<(&str, &str)> {
+fn keys<K: kube::ResourceExt>(objects: &[Arc<K>]) -> HashSet<(&str, &str)> {
     objects
         .iter()
-        .map(|o| (namespace_of(o), name_of(o)))
+        .map(|o| (namespace_of(o.as_ref()), name_of(o.as_ref())))
         .collect()
 }
 
 impl<'a> Declared<'a> {
     pub(super) fn new(
-        hosts: &'a [Host],
-        schedules: &'a [Schedule],
-        repos: &'a [Repo],
+        hosts: &'a [Arc<Host>],
+        schedules: &'a [Arc<Schedule>],
+        repos: &'a [Arc<Repo>],
     ) -> Declared<'a> {
         Declared {
             hosts: keys(hosts),

@@ -13,8 +13,8 @@ pub fn schedule(view: &ScheduleView) -> Markup {
     let online: HashMap<&str, bool> = view
         .hosts
         .iter()
-        .filter(|h| namespace_of(*h) == namespace)
-        .map(|h| (name_of(h), is_online(h)))
+        .filter(|h| namespace_of(h.as_ref()) == namespace)
+        .map(|h| (name_of(h.as_ref()), is_online(h)))
         .collect();
     // Those needing attention first (stale, then missed or failed), then by name.
     let mut entries: Vec<&ScheduleHostStatus> = status.iter().flat_map(|s| &s.hosts).collect();

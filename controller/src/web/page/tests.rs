@@ -4,6 +4,7 @@ use crate::resources::{
 };
 use crate::web::view::{FleetQuery, Revisions};
 use protocol::Operation;
+use std::sync::Arc;
 
 fn now() -> DateTime<Utc> {
     DateTime::from_timestamp(1_750_000_000, 0).expect("valid instant")
@@ -92,8 +93,8 @@ fn fleet_shown(
     fleet(&FleetView {
         now: now(),
         revisions,
-        hosts,
-        schedules,
+        hosts: &shared(hosts),
+        schedules: &shared(schedules),
         repos: &[],
         active: vec![],
         store_failing: None,
@@ -102,6 +103,11 @@ fn fleet_shown(
         release: RELEASE,
     })
     .into_string()
+}
+
+/// The objects as the read model holds them.
+fn shared<K: Clone>(objects: &[K]) -> Vec<Arc<K>> {
+    objects.iter().cloned().map(Arc::new).collect()
 }
 
 /// The controller's release in these tests.
@@ -436,8 +442,8 @@ fn run_page_shows_log_and_links_its_host() {
         backup: &b,
         log: &log,
         events_url: "/runs/default/r1/events".into(),
-        hosts: &[host_named("web-1", Some(true))],
-        schedules: &[schedule("nightly", vec![])],
+        hosts: &[Arc::new(host_named("web-1", Some(true)))],
+        schedules: &[Arc::new(schedule("nightly", vec![]))],
         repos: &[],
     })
     .into_string();
@@ -948,9 +954,9 @@ fn repo_named(name: &str) -> Repo {
 
 #[test]
 fn the_fleet_page_links_schedules_and_repos_and_follows_the_fleet_live() {
-    let hosts = [host_named("web-1", Some(true))];
-    let schedules = [schedule("nightly", vec![entry("web-1", None)])];
-    let repos = [repo_named("nas")];
+    let hosts = [Arc::new(host_named("web-1", Some(true)))];
+    let schedules = [Arc::new(schedule("nightly", vec![entry("web-1", None)]))];
+    let repos = [Arc::new(repo_named("nas"))];
     let page = fleet(&FleetView {
         now: now(),
         revisions: &Revisions::default(),
@@ -1008,10 +1014,10 @@ fn a_hosts_row_alone_counts_the_same_attention_as_in_the_table() {
     ];
     let page = fleet_page(&Revisions::default(), &hosts, &schedules);
     for host in &hosts {
-        let alone = host_row_fragment(now(), RELEASE, host, &schedules).into_string();
+        let alone = host_row_fragment(now(), RELEASE, host, &shared(&schedules)).into_string();
         assert_eq!(alone, row(&page, name_of(host)).to_string() + "</tr>");
     }
-    let tally = Tally::of(&hosts, &schedules);
+    let tally = Tally::of(&shared(&hosts), &shared(&schedules));
     assert_eq!(
         [
             tally.count(HostFilter::Failed),
@@ -1043,8 +1049,8 @@ fn a_schedule_page_shows_each_hosts_runs_its_recent_runs_and_its_yaml_as_applied
     let page = schedule_page(&ScheduleView {
         now: now(),
         schedule: &nightly,
-        hosts: &hosts,
-        repos: &repos,
+        hosts: &shared(&hosts),
+        repos: &shared(&repos),
         runs: vec![&run],
         page: 1,
     });
@@ -1085,7 +1091,7 @@ fn a_schedule_page_shows_each_hosts_runs_its_recent_runs_and_its_yaml_as_applied
     let second = schedule_page(&ScheduleView {
         now: now(),
         schedule: &big,
-        hosts: &hosts,
+        hosts: &shared(&hosts),
         repos: &[],
         runs: vec![],
         page: 2,
@@ -1235,8 +1241,8 @@ fn the_revisions_page_shows_each_revision_its_errors_and_what_it_changed() {
         in_force: Some(8),
         before: None,
         more: true,
-        hosts: &hosts,
-        schedules: &schedules,
+        hosts: &shared(&hosts),
+        schedules: &shared(&schedules),
         repos: &[],
     })
     .into_string();
