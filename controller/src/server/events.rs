@@ -312,7 +312,11 @@ mod tests {
             .iter()
             .map(|e| e.regarding.name.as_deref().unwrap_or_default())
             .collect();
-        assert_eq!(last, ["h-1", "h-new", "h-0"], "in the order they last changed");
+        assert_eq!(
+            last,
+            ["h-1", "h-new", "h-0"],
+            "in the order they last changed"
+        );
     }
 
     #[test]

@@ -40,6 +40,12 @@ use settle::{HasStatus, Writer, settle_desired};
 
 /// Changes that arrive together are written together.
 const COALESCE: Duration = Duration::from_millis(200);
+/// After a long pass the writer waits this many times as long before the next one, so that
+/// passes take at most a third of a core while changes keep coming (10,000 acks in a second)
+/// and leave the rest to the hub; each pass then takes more of the changes at once.
+const REST: u32 = 2;
+/// The longest the writer waits for changes to gather.
+const MAX_COALESCE: Duration = Duration::from_secs(2);
 /// Recompute at most this often for the clock; also how often objects observed outside (the
 /// cluster's) are read again, and a pass that failed is retried.
 const TICK: Duration = Duration::from_secs(1);
@@ -180,13 +186,17 @@ impl ReadModel {
 
 pub async fn writer(controller: Arc<Controller>) {
     let mut due = tokio::time::Instant::now();
+    let mut spent = Duration::ZERO;
     loop {
         tokio::select! {
-            _ = controller.dirty.notified() => tokio::time::sleep(COALESCE).await,
+            _ = controller.dirty.notified() => tokio::time::sleep(coalesce(spent)).await,
             _ = tokio::time::sleep_until(due) => {}
         }
         let c = controller.clone();
-        let until = match tokio::task::spawn_blocking(move || rebuild(&c)).await {
+        let started = std::time::Instant::now();
+        let pass = tokio::task::spawn_blocking(move || rebuild(&c)).await;
+        spent = started.elapsed();
+        let until = match pass {
             Ok(Ok(until)) => until,
             Ok(Err(e)) => {
                 tracing::error!("cannot write status: {e}");
@@ -203,6 +213,11 @@ pub async fn writer(controller: Arc<Controller>) {
             .clamp(TICK, IDLE);
         due = tokio::time::Instant::now() + wait;
     }
+}
+
+/// How long changes gather before a pass, after a pass that took `spent`.
+fn coalesce(spent: Duration) -> Duration {
+    (spent * REST).clamp(COALESCE, MAX_COALESCE)
 }
 
 /// When the clock alone next changes a status: the schedules' own time (`schedules`), rounded
@@ -849,6 +864,19 @@ fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_a_long_pass_changes_gather_twice_as_long_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(coalesce(Duration::ZERO), COALESCE);
+        assert_eq!(
+            coalesce(ms(80)),
+            COALESCE,
+            "a short pass waits the usual time"
+        );
+        assert_eq!(coalesce(ms(400)), ms(800));
+        assert_eq!(coalesce(Duration::from_secs(30)), MAX_COALESCE);
+    }
     use crate::resources::ObjectKey;
 
     /// Host web-1 in namespace fleet, as the cluster holds it, with `status`.
