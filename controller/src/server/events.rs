@@ -48,7 +48,8 @@ pub struct RecordedEvent {
     pub created: i64,
 }
 
-/// What makes two decisions one Event: the same reason, note and kind about the same object.
+/// What makes two decisions one Event: the same reason, note and type (Warning or Normal)
+/// about the same object.
 #[derive(PartialEq, Eq, Hash)]
 struct Same {
     reason: String,
@@ -74,6 +75,10 @@ impl Same {
             ]
             .map(Clone::clone),
         }
+    }
+
+    fn of(event: &RecordedEvent) -> Same {
+        Same::new(&event.regarding, &event.reason, &event.note, event.warning)
     }
 }
 
@@ -156,20 +161,14 @@ impl EventLog {
         let event = Arc::new(event);
         inner.events.insert(resource_version, event.clone());
         inner.index.insert(same, resource_version);
-        while let Some(oldest) = inner.events.values().next() {
+        while let Some((_, oldest)) = inner.events.first_key_value() {
             if inner.events.len() <= KEEP_EVENTS && oldest.last + EVENT_TTL > now {
                 break;
             }
             let Some((dropped, oldest)) = inner.events.pop_first() else {
                 break;
             };
-            let same = Same::new(
-                &oldest.regarding,
-                &oldest.reason,
-                &oldest.note,
-                oldest.warning,
-            );
-            inner.index.remove(&same);
+            inner.index.remove(&Same::of(&oldest));
             inner.dropped = inner.dropped.max(dropped);
         }
         // Sent under the lock, so a watch that subscribed under it sees each change once.
