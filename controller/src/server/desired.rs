@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::Utc;
 use notify::{RecursiveMode, Watcher};
@@ -16,8 +17,9 @@ use crate::resources::{Kind, ObjectKey};
 use crate::revision::Revision;
 use crate::revision::{name_of, namespace_of};
 use crate::runs::{RunRecord, request_job};
-use crate::source::files::{self, Loaded};
+use crate::source::files::{DirReader, Loaded};
 use crate::store::StoreError;
+use crate::validate::Mode;
 use crate::versions::{self, Versioned};
 
 /// The config directory cannot be watched, so changes to it would go unseen.
@@ -55,7 +57,8 @@ pub fn start(controller: Arc<Controller>, dir: PathBuf) -> Result<(), WatchError
     if let Err(e) = restore(&controller) {
         tracing::error!("cannot read the revision in force before the restart: {e}");
     }
-    reload(&controller, &dir);
+    let mut reader = DirReader::new(Mode::Files);
+    reload(&controller, &dir, &mut reader);
     let debounce = controller.config.debounce;
     tokio::spawn(async move {
         let _watcher = watcher;
@@ -63,9 +66,14 @@ pub fn start(controller: Arc<Controller>, dir: PathBuf) -> Result<(), WatchError
             // A `git pull` writes many files: wait for a quiet moment, then read once.
             while let Ok(Some(())) = tokio::time::timeout(debounce, rx.recv()).await {}
             let (c, d) = (controller.clone(), dir.clone());
-            if let Err(e) = tokio::task::spawn_blocking(move || reload(&c, &d)).await {
+            let read = tokio::task::spawn_blocking(move || {
+                reload(&c, &d, &mut reader);
+                reader
+            });
+            reader = read.await.unwrap_or_else(|e| {
                 tracing::error!("reading the config directory panicked: {e}");
-            }
+                DirReader::new(Mode::Files)
+            });
         }
     });
     Ok(())
@@ -157,10 +165,11 @@ fn restore(controller: &Controller) -> Result<(), StoreError> {
 }
 
 /// Reads the directory and applies it if valid; otherwise records why not.
-fn reload(controller: &Controller, dir: &Path) {
+fn reload(controller: &Controller, dir: &Path, reader: &mut DirReader) {
+    let started = Instant::now();
     let git = git_state(dir);
-    let result = match files::load_dir(dir) {
-        Ok(loaded) => apply(controller, loaded, &git),
+    let result = match reader.load(dir) {
+        Ok(loaded) => apply(controller, loaded, &git, started),
         Err(e) => reject(controller, &[e.to_string()], "", &git, None),
     };
     if let Err(e) = result {
@@ -195,7 +204,15 @@ fn reject(
     Ok(())
 }
 
-fn apply(controller: &Controller, loaded: Loaded, git: &GitState) -> Result<(), StoreError> {
+/// Applies a valid revision read since `started`: compiled, versioned and stored before any
+/// push, so an agent never holds a version the store could lose.
+fn apply(
+    controller: &Controller,
+    loaded: Loaded,
+    git: &GitState,
+    started: Instant,
+) -> Result<(), StoreError> {
+    let read = started.elapsed();
     let commit = git.commit.as_deref();
     let summary = loaded.revision.summary();
     let in_force = controller.state().revision.clone();
@@ -234,12 +251,7 @@ fn apply(controller: &Controller, loaded: Loaded, git: &GitState) -> Result<(), 
     store.set_revision_changes(id, &changes)?;
     drop(store);
     record_requests(controller, &loaded.revision)?;
-    let changed = changes.new_versions.total;
-    tracing::info!(
-        revision = id,
-        commit,
-        "applied {summary}; a new schedule version for {changed} host(s)"
-    );
+    let stored = started.elapsed();
     let hosts: Vec<HostKey> = {
         let mut state = controller.state();
         state.revision = Arc::new(loaded.revision);
@@ -256,6 +268,16 @@ fn apply(controller: &Controller, loaded: Loaded, git: &GitState) -> Result<(), 
             super::hub::dispatch(controller, &host);
         }
     }
+    let changed = changes.new_versions.total;
+    // How long each step took since the directory was read: where a slow apply spends its time.
+    tracing::info!(
+        revision = id,
+        commit,
+        read_ms = read.as_millis(),
+        stored_ms = stored.as_millis(),
+        pushed_ms = started.elapsed().as_millis(),
+        "applied {summary}; a new schedule version for {changed} host(s)"
+    );
     Ok(())
 }
 

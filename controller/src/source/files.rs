@@ -70,23 +70,63 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
 /// Kubernetes mode, documents of other API groups (a Namespace, a Secret) are left out: they
 /// sit beside the fleet in the same manifests.
 pub fn load_dir_as(dir: &Path, mode: Mode) -> Result<Loaded, LoadError> {
-    let mut files = Vec::new();
-    collect_yaml_files(dir, &mut files)?;
-    files.sort();
-    let sources = files
-        .iter()
-        .map(|path| {
-            let display = path.to_string_lossy().into_owned();
-            match std::fs::read(path) {
-                Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(text) => SourceFile::new(display, text),
-                    Err(_) => SourceFile::unreadable(display, "the file is not UTF-8 text"),
-                },
-                Err(e) => SourceFile::unreadable(display, &format!("cannot read the file: {e}")),
-            }
-        })
-        .collect();
-    Ok(load_sources_as(sources, mode))
+    DirReader::new(mode).load(dir)
+}
+
+/// Reads a directory again and again, parsing only the files whose text changed since the
+/// last read: editing one Schedule beside a file of 10,000 Hosts parses the one file. Every
+/// read still checks the whole revision, so what it returns is what a fresh read returns.
+pub struct DirReader {
+    mode: Mode,
+    /// Each file's text and documents as last read, by path.
+    files: HashMap<PathBuf, (Arc<SourceFile>, Arc<ReadFile>)>,
+}
+
+impl DirReader {
+    pub fn new(mode: Mode) -> Self {
+        DirReader {
+            mode,
+            files: HashMap::new(),
+        }
+    }
+
+    /// Reads, parses and validates every YAML file below `dir`.
+    pub fn load(&mut self, dir: &Path) -> Result<Loaded, LoadError> {
+        let mut paths = Vec::new();
+        collect_yaml_files(dir, &mut paths)?;
+        paths.sort();
+        let skip_other_groups = self.mode == Mode::Kubernetes;
+        let mut kept = HashMap::with_capacity(paths.len());
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            let source = read_source(&path);
+            let read = match self.files.remove(&path) {
+                Some((before, read))
+                    if before.text == source.text && source.unreadable.is_none() =>
+                {
+                    read
+                }
+                _ => Arc::new(ReadFile::parse(&source.text, skip_other_groups)),
+            };
+            let source = Arc::new(source);
+            files.push((source.clone(), read.clone()));
+            kept.insert(path, (source, read));
+        }
+        // Files gone from the directory are forgotten with the rest of the last read.
+        self.files = kept;
+        Ok(check(files, self.mode))
+    }
+}
+
+fn read_source(path: &Path) -> SourceFile {
+    let display = path.to_string_lossy().into_owned();
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => SourceFile::new(display, text),
+            Err(_) => SourceFile::unreadable(display, "the file is not UTF-8 text"),
+        },
+        Err(e) => SourceFile::unreadable(display, &format!("cannot read the file: {e}")),
+    }
 }
 
 /// One file's text, and what could not be read of it.
@@ -131,13 +171,23 @@ pub fn load_sources(sources: Vec<SourceFile>) -> Loaded {
 
 /// Parses and validates files already in memory, in the order given, as `mode` will use them.
 pub fn load_sources_as(sources: Vec<SourceFile>, mode: Mode) -> Loaded {
-    let mut loader = Loader {
-        other_groups_skipped: mode == Mode::Kubernetes,
-        ..Loader::default()
-    };
-    let file_count = sources.len();
-    for source in sources {
-        loader.read_file(Arc::new(source));
+    let skip_other_groups = mode == Mode::Kubernetes;
+    let files = sources
+        .into_iter()
+        .map(|source| {
+            let read = ReadFile::parse(&source.text, skip_other_groups);
+            (Arc::new(source), Arc::new(read))
+        })
+        .collect();
+    check(files, mode)
+}
+
+/// Puts the files' documents together, in the order given, into one revision and validates it.
+fn check(files: Vec<(Arc<SourceFile>, Arc<ReadFile>)>, mode: Mode) -> Loaded {
+    let mut loader = Loader::default();
+    let file_count = files.len();
+    for (source, read) in files {
+        loader.add_file(source, &read);
     }
     let findings = validate::validate(&loader.revision, mode);
     for finding in findings {
@@ -188,8 +238,6 @@ struct Origin {
 
 #[derive(Default)]
 struct Loader {
-    /// Kubernetes mode: documents of other API groups are not Holdfast's to check.
-    other_groups_skipped: bool,
     revision: Revision,
     diagnostics: Vec<Diagnostic>,
     origins: HashMap<ObjectKey, Origin>,
@@ -224,6 +272,7 @@ struct Metadata {
 }
 
 /// A problem in one document: the field and what is wrong with it.
+#[derive(Clone)]
 struct DocError {
     object: Option<ObjectKey>,
     field: FieldPath,
@@ -240,8 +289,178 @@ impl DocError {
     }
 }
 
+/// A resource a document declares, typed.
+#[derive(Clone)]
+enum Resource {
+    Repo(Repo),
+    Host(Host),
+    Schedule(Schedule),
+    Backup(Backup),
+    Restore(Restore),
+    /// Boxed: the largest by far, and the rarest.
+    Notifier(Box<Notifier>),
+}
+
+/// One document as read on its own: what it declares, when it could be typed, and what is wrong
+/// in it.
+struct ReadDoc {
+    doc: usize,
+    resource: Option<(ObjectKey, Resource)>,
+    errors: Vec<DocError>,
+}
+
+/// One file's documents, each read on its own; nothing in it depends on other files, so a file
+/// whose text did not change reads the same again.
+pub struct ReadFile {
+    docs: Vec<ReadDoc>,
+    /// A YAML syntax error ends the file: its line, column and message.
+    syntax: Option<(usize, usize, String)>,
+}
+
+impl ReadFile {
+    /// Parses and types every document of `text`. With `skip_other_groups` (Kubernetes mode),
+    /// documents of other API groups are not Holdfast's to check.
+    fn parse(text: &str, skip_other_groups: bool) -> ReadFile {
+        let mut read = ReadFile {
+            docs: Vec::new(),
+            syntax: None,
+        };
+        for (doc, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let value = match serde_yaml::Value::deserialize(document) {
+                Ok(value) => value,
+                Err(e) => {
+                    // A syntax error ends the file: what follows cannot be trusted.
+                    let (line, column) = e
+                        .location()
+                        .map(|l| within(text, l.line(), l.column()))
+                        .unwrap_or((1, 1));
+                    let message = format!("YAML syntax error: {}", strip_location(&e.to_string()));
+                    read.syntax = Some((line, column, message));
+                    return read;
+                }
+            };
+            let mut errors = Vec::new();
+            let resource = match read_document(value, skip_other_groups, &mut errors) {
+                Ok(resource) => resource,
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            };
+            read.docs.push(ReadDoc {
+                doc,
+                resource,
+                errors,
+            });
+        }
+        read
+    }
+}
+
+/// The resource a document declares (`None` for an empty document or another API group's).
+/// An error that leaves no resource is returned; unknown fields, which do not stop the rest
+/// from being read and validated, are pushed onto `errors`.
+fn read_document(
+    value: serde_yaml::Value,
+    skip_other_groups: bool,
+    errors: &mut Vec<DocError>,
+) -> Result<Option<(ObjectKey, Resource)>, DocError> {
+    let map = match &value {
+        serde_yaml::Value::Null => return Ok(None), // an empty document, such as a trailing `---`
+        serde_yaml::Value::Mapping(map) => map,
+        _ => {
+            return Err(DocError::at(
+                FieldPath::root(),
+                "a document must be a mapping with apiVersion, kind, metadata and spec",
+            ));
+        }
+    };
+    match map.get("apiVersion") {
+        Some(serde_yaml::Value::String(v)) if v == API_VERSION => {}
+        Some(serde_yaml::Value::String(v))
+            if skip_other_groups && !v.starts_with("holdfast.dev/") =>
+        {
+            return Ok(None);
+        }
+        Some(serde_yaml::Value::String(v)) => {
+            return Err(DocError::at(
+                FieldPath::parse("apiVersion"),
+                format!("unsupported apiVersion `{v}`; expected `{API_VERSION}`"),
+            ));
+        }
+        _ => {
+            return Err(DocError::at(
+                FieldPath::parse("apiVersion"),
+                format!("missing apiVersion; expected `{API_VERSION}`"),
+            ));
+        }
+    }
+    let kind = match map.get("kind") {
+        Some(serde_yaml::Value::String(k)) => match Kind::from_name(k) {
+            Some(Kind::Snapshot) => {
+                return Err(DocError::at(
+                    FieldPath::parse("kind"),
+                    "Snapshot is read-only: the controller makes them from what agents report",
+                ));
+            }
+            Some(kind) => kind,
+            None => {
+                let names = Kind::ALL
+                    .into_iter()
+                    .filter(|k| *k != Kind::Snapshot)
+                    .map(Kind::as_str)
+                    .collect::<Vec<_>>();
+                return Err(DocError::at(
+                    FieldPath::parse("kind"),
+                    unknown_name_message("kind", k, &names),
+                ));
+            }
+        },
+        _ => {
+            return Err(DocError::at(
+                FieldPath::parse("kind"),
+                "missing kind; expected one of Repo, Host, Schedule, Backup, Restore, Notifier",
+            ));
+        }
+    };
+    if map.contains_key("status") {
+        return Err(DocError::at(
+            FieldPath::parse("status"),
+            "status is written by the controller; a file declares only metadata and spec",
+        ));
+    }
+    // Types the document as `$kind`, wrapped by `$wrap` (a Box for the largest).
+    macro_rules! typed {
+        ($kind:ident) => {
+            typed!($kind, std::convert::identity)
+        };
+        ($kind:ident, $wrap:expr) => {{
+            let (metadata, spec) = typed(kind, value, errors)?;
+            let object = key(kind, &metadata);
+            let resource = $kind {
+                metadata,
+                spec,
+                status: None,
+            };
+            (object, Resource::$kind($wrap(resource)))
+        }};
+    }
+    Ok(Some(match kind {
+        Kind::Repo => typed!(Repo),
+        Kind::Host => typed!(Host),
+        Kind::Schedule => typed!(Schedule),
+        Kind::Backup => typed!(Backup),
+        Kind::Restore => typed!(Restore),
+        Kind::Notifier => typed!(Notifier, Box::new),
+        // Refused above.
+        Kind::Snapshot => return Ok(None),
+    }))
+}
+
 impl Loader {
-    fn read_file(&mut self, file: Arc<SourceFile>) {
+    /// Adds a file's documents to the revision, each unless its name is taken, and reports
+    /// what is wrong in them.
+    fn add_file(&mut self, file: Arc<SourceFile>, read: &ReadFile) {
         if let Some(why) = &file.unreadable {
             self.diagnostics.push(Diagnostic {
                 location: FilePosition {
@@ -256,136 +475,50 @@ impl Loader {
             });
             return;
         }
-        for (doc, document) in serde_yaml::Deserializer::from_str(&file.text).enumerate() {
-            let value = match serde_yaml::Value::deserialize(document) {
-                Ok(value) => value,
-                Err(e) => {
-                    // A syntax error ends the file: what follows cannot be trusted.
-                    let (line, column) = e
-                        .location()
-                        .map(|l| within(&file.text, l.line(), l.column()))
-                        .unwrap_or((1, 1));
-                    self.diagnostics.push(Diagnostic {
-                        location: FilePosition {
-                            file: file.display.clone(),
-                            line,
-                            column,
-                        },
-                        severity: Severity::Error,
-                        object: None,
-                        field: FieldPath::root(),
-                        message: format!("YAML syntax error: {}", strip_location(&e.to_string())),
-                    });
-                    return;
+        for doc in &read.docs {
+            let mut errors = doc.errors.clone();
+            if let Some((object, resource)) = &doc.resource {
+                match self.claim(object.clone(), &file, doc.doc) {
+                    Ok(()) => self.add(resource.clone()),
+                    Err(e) => errors.push(e),
                 }
-            };
-            let mut errors = Vec::new();
-            if let Err(e) = self.read_document(&file, doc, value, &mut errors) {
-                errors.push(e);
             }
             for e in errors {
-                self.report(&file, doc, Severity::Error, e.object, e.field, e.message);
+                self.report(
+                    &file,
+                    doc.doc,
+                    Severity::Error,
+                    e.object,
+                    e.field,
+                    e.message,
+                );
             }
+        }
+        if let Some((line, column, message)) = &read.syntax {
+            self.diagnostics.push(Diagnostic {
+                location: FilePosition {
+                    file: file.display.clone(),
+                    line: *line,
+                    column: *column,
+                },
+                severity: Severity::Error,
+                object: None,
+                field: FieldPath::root(),
+                message: message.clone(),
+            });
         }
     }
 
-    /// Adds the document's resource to the revision. An error that leaves no resource is
-    /// returned; unknown fields, which do not stop the rest from being read and validated, are
-    /// pushed onto `errors`.
-    fn read_document(
-        &mut self,
-        file: &Arc<SourceFile>,
-        doc: usize,
-        value: serde_yaml::Value,
-        errors: &mut Vec<DocError>,
-    ) -> Result<(), DocError> {
-        let map = match &value {
-            serde_yaml::Value::Null => return Ok(()), // an empty document, such as a trailing `---`
-            serde_yaml::Value::Mapping(map) => map,
-            _ => {
-                return Err(DocError::at(
-                    FieldPath::root(),
-                    "a document must be a mapping with apiVersion, kind, metadata and spec",
-                ));
-            }
-        };
-        match map.get("apiVersion") {
-            Some(serde_yaml::Value::String(v)) if v == API_VERSION => {}
-            Some(serde_yaml::Value::String(v))
-                if self.other_groups_skipped && !v.starts_with("holdfast.dev/") =>
-            {
-                return Ok(());
-            }
-            Some(serde_yaml::Value::String(v)) => {
-                return Err(DocError::at(
-                    FieldPath::parse("apiVersion"),
-                    format!("unsupported apiVersion `{v}`; expected `{API_VERSION}`"),
-                ));
-            }
-            _ => {
-                return Err(DocError::at(
-                    FieldPath::parse("apiVersion"),
-                    format!("missing apiVersion; expected `{API_VERSION}`"),
-                ));
-            }
+    fn add(&mut self, resource: Resource) {
+        let revision = &mut self.revision;
+        match resource {
+            Resource::Repo(r) => revision.repos.push(r),
+            Resource::Host(h) => revision.hosts.push(h),
+            Resource::Schedule(s) => revision.schedules.push(s),
+            Resource::Backup(b) => revision.backups.push(b),
+            Resource::Restore(r) => revision.restores.push(r),
+            Resource::Notifier(n) => revision.notifiers.push(*n),
         }
-        let kind = match map.get("kind") {
-            Some(serde_yaml::Value::String(k)) => match Kind::from_name(k) {
-                Some(Kind::Snapshot) => {
-                    return Err(DocError::at(
-                        FieldPath::parse("kind"),
-                        "Snapshot is read-only: the controller makes them from what agents report",
-                    ));
-                }
-                Some(kind) => kind,
-                None => {
-                    let names = Kind::ALL
-                        .into_iter()
-                        .filter(|k| *k != Kind::Snapshot)
-                        .map(Kind::as_str)
-                        .collect::<Vec<_>>();
-                    return Err(DocError::at(
-                        FieldPath::parse("kind"),
-                        unknown_name_message("kind", k, &names),
-                    ));
-                }
-            },
-            _ => {
-                return Err(DocError::at(
-                    FieldPath::parse("kind"),
-                    "missing kind; expected one of Repo, Host, Schedule, Backup, Restore, Notifier",
-                ));
-            }
-        };
-        if map.contains_key("status") {
-            return Err(DocError::at(
-                FieldPath::parse("status"),
-                "status is written by the controller; a file declares only metadata and spec",
-            ));
-        }
-        // Types the document as `$kind` and, unless its name is taken, adds it to `$list`.
-        macro_rules! add {
-            ($kind:ident, $list:ident) => {{
-                let (metadata, spec) = typed(kind, value, errors)?;
-                self.claim(key(kind, &metadata), file, doc)?;
-                self.revision.$list.push($kind {
-                    metadata,
-                    spec,
-                    status: None,
-                });
-            }};
-        }
-        match kind {
-            Kind::Repo => add!(Repo, repos),
-            Kind::Host => add!(Host, hosts),
-            Kind::Schedule => add!(Schedule, schedules),
-            Kind::Backup => add!(Backup, backups),
-            Kind::Restore => add!(Restore, restores),
-            Kind::Notifier => add!(Notifier, notifiers),
-            // Refused above.
-            Kind::Snapshot => {}
-        }
-        Ok(())
     }
 
     /// Records where `object` was declared, or refuses it when its kind, namespace and name were
@@ -695,6 +828,69 @@ fn strip_location(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a read gives, comparable: the revision as JSON and every diagnostic.
+    fn outcome(loaded: &Loaded) -> (serde_json::Value, Vec<Diagnostic>) {
+        let revision = serde_json::to_value(&loaded.revision).expect("a revision serialises");
+        (revision, loaded.diagnostics.clone())
+    }
+
+    #[test]
+    fn a_reread_parses_only_changed_files_and_reads_what_a_fresh_read_does() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        let host = |name: &str| {
+            format!(
+                "apiVersion: holdfast.dev/v1alpha1\nkind: Host\nmetadata:\n  name: {name}\nspec:\n  defaultRepo: nas\n"
+            )
+        };
+        write(
+            "a-repos.yaml",
+            "apiVersion: holdfast.dev/v1alpha1\nkind: Repo\nmetadata:\n  name: nas\nspec:\n  url: /srv/restic\n  password:\n    hostFile: /p\n",
+        );
+        write(
+            "b-hosts.yaml",
+            &[host("web-1"), host("web-2")].join("---\n"),
+        );
+        let mut reader = DirReader::new(Mode::Files);
+        let first = reader.load(dir.path()).expect("read");
+        assert!(first.is_valid(), "{:?}", first.diagnostics);
+        assert_eq!(outcome(&first), outcome(&load_dir(dir.path()).unwrap()));
+        let hosts_path = dir.path().join("b-hosts.yaml");
+        let hosts_read = reader.files[&hosts_path].1.clone();
+
+        // Each step: one file written or removed; the reader parses that file only, and reads
+        // what a fresh read does (a name declared twice is refused where a fresh read would).
+        let steps: [(&str, Option<String>, bool); 4] = [
+            ("c-more.yaml", Some(host("web-3")), true),
+            ("c-more.yaml", Some(host("web-2")), false),
+            ("c-more.yaml", Some("kind: [".to_string()), false),
+            ("c-more.yaml", None, true),
+        ];
+        for (name, text, valid) in steps {
+            match &text {
+                Some(text) => write(name, text),
+                None => std::fs::remove_file(dir.path().join(name)).unwrap(),
+            }
+            let again = reader.load(dir.path()).expect("read");
+            assert_eq!(
+                outcome(&again),
+                outcome(&load_dir(dir.path()).unwrap()),
+                "after writing {name}: {text:?}"
+            );
+            assert_eq!(again.is_valid(), valid, "{:?}", again.diagnostics);
+            assert!(
+                Arc::ptr_eq(&reader.files[&hosts_path].1, &hosts_read),
+                "the unchanged file is not parsed again"
+            );
+        }
+        assert_eq!(reader.files.len(), 2, "a removed file is forgotten");
+
+        write("b-hosts.yaml", &host("web-1"));
+        let edited = reader.load(dir.path()).expect("read");
+        assert!(!Arc::ptr_eq(&reader.files[&hosts_path].1, &hosts_read));
+        assert_eq!(edited.revision.hosts.len(), 1, "the edit is read");
+    }
 
     #[test]
     fn serde_unknown_names_get_suggestions() {
