@@ -2,9 +2,10 @@
 //! (spec, labels or annotations) and removed, and the hosts whose schedule version goes up.
 //! The revisions page shows it; the controller stores it beside each revision it reads.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
-use kube::{Resource, ResourceExt};
+use kube::Resource;
+use kube::core::object::HasSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::resources::{Kind, ObjectKey};
@@ -56,53 +57,67 @@ impl RevisionChanges {
     }
 }
 
-/// What a person wrote of an object: its labels, annotations and spec, compared as JSON.
-fn written<K: Resource + Serialize>(object: &K) -> serde_json::Value {
-    let value = serde_json::to_value(object).unwrap_or_default();
-    serde_json::json!({
-        "labels": value["metadata"]["labels"],
-        "annotations": value["metadata"]["annotations"],
-        "spec": value["spec"],
-    })
+/// Whether a person wrote the same of both: labels, annotations and spec.
+fn written_alike<K: Resource + HasSpec>(a: &K, b: &K) -> bool
+where
+    K::Spec: PartialEq,
+{
+    a.meta().labels == b.meta().labels
+        && a.meta().annotations == b.meta().annotations
+        && a.spec() == b.spec()
 }
 
-fn objects<K: ResourceExt + Serialize>(
+/// The objects of one kind added, changed and removed, onto `lists` (unsorted).
+fn compare<K: Resource + HasSpec>(
     kind: Kind,
-    items: &[K],
-    out: &mut BTreeMap<ObjectKey, serde_json::Value>,
-) {
-    for item in items {
-        out.insert(key_of(kind, item), written(item));
+    before: &[K],
+    after: &[K],
+    lists: &mut [Vec<ObjectKey>; 3],
+) where
+    K::Spec: PartialEq,
+{
+    let [added, changed, removed] = lists;
+    let mut old: HashMap<ObjectKey, &K> = before.iter().map(|o| (key_of(kind, o), o)).collect();
+    for object in after {
+        let key = key_of(kind, object);
+        match old.remove(&key) {
+            None => added.push(key),
+            Some(previous) if !written_alike(previous, object) => changed.push(key),
+            Some(_) => {}
+        }
     }
-}
-
-fn every_object(revision: &Revision) -> BTreeMap<ObjectKey, serde_json::Value> {
-    let mut out = BTreeMap::new();
-    objects(Kind::Repo, &revision.repos, &mut out);
-    objects(Kind::Host, &revision.hosts, &mut out);
-    objects(Kind::Schedule, &revision.schedules, &mut out);
-    objects(Kind::Backup, &revision.backups, &mut out);
-    objects(Kind::Restore, &revision.restores, &mut out);
-    out
+    removed.extend(old.into_keys());
 }
 
 /// The objects `after` adds, changes and removes against `before`, each list in kind,
 /// namespace and name order. `new_versions` is left empty: only versioning knows it.
 pub fn changes(before: &Revision, after: &Revision) -> RevisionChanges {
-    let old = every_object(before);
-    let new = every_object(after);
-    let mut out = RevisionChanges::default();
-    for (key, value) in &new {
-        match old.get(key) {
-            None => out.added.push(key.to_string()),
-            Some(previous) if previous != value => out.changed.push(key.to_string()),
-            Some(_) => {}
+    let mut lists: [Vec<ObjectKey>; 3] = Default::default();
+    compare(Kind::Repo, &before.repos, &after.repos, &mut lists);
+    compare(Kind::Host, &before.hosts, &after.hosts, &mut lists);
+    compare(
+        Kind::Schedule,
+        &before.schedules,
+        &after.schedules,
+        &mut lists,
+    );
+    compare(Kind::Backup, &before.backups, &after.backups, &mut lists);
+    compare(Kind::Restore, &before.restores, &after.restores, &mut lists);
+    let names = |mut keys: Vec<ObjectKey>| {
+        keys.sort();
+        let mut names = Names::default();
+        for key in keys {
+            names.push(key.to_string());
         }
+        names
+    };
+    let [added, changed, removed] = lists;
+    RevisionChanges {
+        added: names(added),
+        changed: names(changed),
+        removed: names(removed),
+        new_versions: Names::default(),
     }
-    for key in old.keys().filter(|k| !new.contains_key(*k)) {
-        out.removed.push(key.to_string());
-    }
-    out
 }
 
 #[cfg(test)]
@@ -144,6 +159,22 @@ mod tests {
         assert_eq!(diff.removed.names, ["Host/web-0"]);
         assert!(diff.new_versions.is_empty());
         assert!(changes(&after, &after.clone()).is_empty());
+    }
+
+    #[test]
+    fn only_what_a_person_writes_counts_as_a_change() {
+        let before = Revision {
+            hosts: vec![host("web-1", None), host("web-2", None)],
+            ..Revision::default()
+        };
+        let mut after = before.clone();
+        // Written by the controller, not a person: status and the server's metadata.
+        after.hosts[0].status = Some(Default::default());
+        after.hosts[0].metadata.resource_version = Some("7".into());
+        assert!(changes(&before, &after).is_empty());
+        after.hosts[1].metadata.annotations =
+            Some([("owner".to_string(), "ops".to_string())].into());
+        assert_eq!(changes(&before, &after).changed.names, ["Host/web-2"]);
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub fn new_uid() -> String {
     )
 }
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use protocol::HostPlan;
@@ -144,6 +144,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, host, repo, id)
      );
      CREATE INDEX snapshots_by_name ON snapshots (namespace, name);",
+    // Only run records are settled again at a start: writing a Host, a Schedule or a Snapshot
+    // no longer reads its JSON to keep the index.
+    "DROP INDEX objects_to_settle;
+     CREATE INDEX objects_to_settle ON objects (kind, namespace, name)
+        WHERE kind IN ('Backup', 'Restore')
+          AND (object IS NULL OR json_extract(object, '$.status.phase') IN ('Pending', 'Dispatched', 'Running'))",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -365,7 +371,9 @@ impl Store {
     }
 
     /// Records a compiled fleet at its versions, in one transaction; hosts it no longer has are
-    /// marked removed and keep their version.
+    /// marked removed and keep their version. Only rows this changes are written: a new version
+    /// (a new plan, since a version moves exactly with its digest), a host added or back, a
+    /// host removed.
     pub fn record(
         &mut self,
         fleet: &Fleet,
@@ -377,9 +385,30 @@ impl Store {
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        tx.execute("UPDATE host_plans SET removed = 1", [])
-            .map_err(err)?;
+        let rows: HashMap<HostKey, (i64, bool)> = {
+            let mut stmt = tx
+                .prepare("SELECT namespace, host, version, removed FROM host_plans")
+                .map_err(err)?;
+            let rows = stmt
+                .query_map([], |row| {
+                    let key = HostKey::new(&row.get::<_, String>(0)?, &row.get::<_, String>(1)?);
+                    Ok((key, (row.get::<_, i64>(2)?, row.get::<_, i64>(3)? != 0)))
+                })
+                .map_err(err)?;
+            rows.collect::<Result<_, _>>().map_err(err)?
+        };
         {
+            let mut remove = tx
+                .prepare("UPDATE host_plans SET removed = 1 WHERE namespace = ?1 AND host = ?2")
+                .map_err(err)?;
+            for (key, _) in rows
+                .iter()
+                .filter(|(k, (_, removed))| !removed && !fleet.hosts.contains_key(*k))
+            {
+                remove
+                    .execute(params![key.namespace, key.name])
+                    .map_err(err)?;
+            }
             let mut upsert = tx
                 .prepare(
                     "INSERT INTO host_plans (namespace, host, version, digest, plan, removed)
@@ -391,6 +420,9 @@ impl Store {
                 .map_err(err)?;
             for (key, compiled) in &fleet.hosts {
                 let Some(v) = versions.get(key) else { continue };
+                if rows.get(key) == Some(&(v.version as i64, false)) {
+                    continue;
+                }
                 let plan = String::from_utf8(crate::compile::canonical(&compiled.plan))
                     .unwrap_or_default();
                 upsert
@@ -471,5 +503,17 @@ mod tests {
         let known = store.known_hosts().unwrap();
         assert!(known[&HostKey::new("default", "web-2")], "removed");
         assert!(!known[&HostKey::new("default", "web-1")], "declared");
+
+        // Back with the plan it had: the same version, declared again, its plan kept.
+        let again = crate::versions::assign(&store.plan_versions().unwrap(), &both);
+        assert_eq!(again, versions);
+        store.record(&both, &again).unwrap();
+        let plans = store.host_plans().unwrap();
+        let web_2 = &plans[&HostKey::new("default", "web-2")];
+        assert!(!web_2.removed, "declared again");
+        assert_eq!(
+            web_2.plan.as_ref(),
+            Some(&both.hosts[&HostKey::new("default", "web-2")].plan)
+        );
     }
 }

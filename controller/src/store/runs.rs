@@ -184,8 +184,9 @@ impl Store {
                  UNION
                  SELECT {columns} FROM objects o INDEXED BY objects_to_settle JOIN runs r
                    ON r.kind = o.kind AND r.namespace = o.namespace AND r.name = o.name
-                 WHERE o.object IS NULL
-                    OR json_extract(o.object, '$.status.phase') IN ('Pending', 'Dispatched', 'Running')",
+                 WHERE o.kind IN ('Backup', 'Restore')
+                   AND (o.object IS NULL
+                    OR json_extract(o.object, '$.status.phase') IN ('Pending', 'Dispatched', 'Running'))",
                 columns = columns.join(", ")
             ))
             .map_err(|e| self.sqlite(e))?;
