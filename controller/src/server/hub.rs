@@ -350,6 +350,8 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
                 offered: None,
             },
         );
+        // A new session owes no ack for what an older one was sent.
+        controller.answered(&mut state, &host);
         let agent = state.agents.entry(host.clone()).or_default();
         agent.agent_version = Some(hello.agent_version.clone());
         agent.restic_version = hello.restic_version.clone();
@@ -464,6 +466,7 @@ async fn session(controller: Arc<Controller>, host: HostKey, socket: WebSocket) 
         let mut state = controller.state();
         if state.sessions.get(&host).is_some_and(|s| s.id == id) {
             state.sessions.remove(&host);
+            controller.answered(&mut state, &host);
         }
     }
     let (c, h) = (controller.clone(), host.clone());
@@ -516,6 +519,7 @@ fn handle(
                 let agent = state.agents.entry(host.clone()).or_default();
                 agent.applied_version = Some(ack.applied_version).filter(|v| *v > 0);
                 agent.rejected = ack.rejected.clone();
+                controller.answered(&mut state, host);
             }
             match &ack.rejected {
                 Some(why) => {
@@ -1413,7 +1417,10 @@ pub fn push_reading(controller: &Controller, host: &HostKey, files: &mut FileSec
             return;
         }
         session.offered = Some(version.version);
-        (version, compiled.plan, session.tx.clone())
+        let tx = session.tx.clone();
+        state.awaiting.insert(host.clone());
+        state.pushed_at = Some(tokio::time::Instant::now());
+        (version, compiled.plan, tx)
     };
     let repos: Vec<&ResolvedRepo> = plan.schedules.iter().map(|s| &s.repo).collect();
     let secrets = match secret_values(controller, host, &repos, files) {
@@ -1421,9 +1428,11 @@ pub fn push_reading(controller: &Controller, host: &HostKey, files: &mut FileSec
         Err(e) => {
             tracing::error!(host = %host, version = version.version, "cannot push the schedule: {e}");
             // Not sent: the next push tries again.
-            if let Some(session) = controller.state().sessions.get_mut(host) {
+            let mut state = controller.state();
+            if let Some(session) = state.sessions.get_mut(host) {
                 session.offered = None;
             }
+            controller.answered(&mut state, host);
             return;
         }
     };

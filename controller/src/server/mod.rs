@@ -19,7 +19,7 @@ mod process;
 pub mod reconciler;
 mod scrub;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -105,6 +105,11 @@ struct State {
     unsaved: BTreeSet<HostKey>,
     /// What the status writer's next pass recomputes besides what the run records touched.
     restatus: model::Touched,
+    /// Hosts sent a schedule version on their session that have not acked it yet, and when
+    /// the last version was sent: the status writer holds its pass for them (see
+    /// [`Controller::acks_settled`]).
+    awaiting: HashSet<HostKey>,
+    pushed_at: Option<tokio::time::Instant>,
 }
 
 /// Since when, and why, the database cannot be written.
@@ -131,6 +136,8 @@ pub struct Controller {
     state: Mutex<State>,
     model: RwLock<Arc<ReadModel>>,
     dirty: Arc<Notify>,
+    /// Every version sent was acked (or its session ended).
+    acks_in: Notify,
     runs: broadcast::Sender<RunEvent>,
     /// Recent changes of the read model, for watches.
     pub changes: changes::Changes,
@@ -196,6 +203,7 @@ impl Controller {
             changes: changes::Changes::new(model.resource_version),
             model: RwLock::new(Arc::new(model)),
             dirty,
+            acks_in: Notify::new(),
             runs: broadcast::channel(1024).0,
             ready: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
@@ -293,6 +301,39 @@ impl Controller {
     /// Status needs recomputing.
     fn touch(&self) {
         self.dirty.notify_one();
+    }
+
+    /// Waits until every agent sent a schedule version acked it, or `hold` passed since the
+    /// last was sent. A fleet-wide change then reaches the status writer once, with its acks,
+    /// instead of once when pushed and again as the acks come: each Host is written once, and
+    /// the pushes and acks have the cores to themselves. An agent that never acks delays no
+    /// pass by more than `hold`.
+    async fn acks_settled(&self, hold: Duration) {
+        loop {
+            // Registered before the check: an ack between the two still wakes it.
+            let acked = self.acks_in.notified();
+            let wait = {
+                let state = self.state();
+                match state.pushed_at {
+                    Some(at) if !state.awaiting.is_empty() => hold.saturating_sub(at.elapsed()),
+                    _ => return,
+                }
+            };
+            if wait.is_zero() {
+                return;
+            }
+            tokio::select! {
+                _ = acked => {}
+                _ = tokio::time::sleep(wait) => return,
+            }
+        }
+    }
+
+    /// `host` no longer owes an ack: it acked, or its session ended.
+    fn answered(&self, state: &mut State, host: &HostKey) {
+        if state.awaiting.remove(host) && state.awaiting.is_empty() {
+            self.acks_in.notify_waiters();
+        }
     }
 
     /// Sends `host`'s agent its schedule version, if it is connected, runs another, and the
@@ -519,4 +560,54 @@ pub fn agent_router(controller: Arc<Controller>) -> axum::Router {
 /// watches it.
 pub fn start_directory(controller: Arc<Controller>, dir: PathBuf) -> Result<(), WatchError> {
     desired::start(controller, dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOLD: Duration = Duration::from_secs(2);
+
+    fn sent(controller: &Controller, hosts: &[&HostKey]) {
+        let mut state = controller.state();
+        state.awaiting.extend(hosts.iter().map(|h| (*h).clone()));
+        state.pushed_at = Some(tokio::time::Instant::now());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_status_writer_waits_for_the_acks_of_what_was_sent_at_most_the_hold() {
+        let (controller, _data) = backend::testing::files_controller();
+        let (a, b) = (HostKey::new("default", "a"), HostKey::new("default", "b"));
+        let started = tokio::time::Instant::now();
+        controller.acks_settled(HOLD).await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "nothing sent, nothing to wait for"
+        );
+
+        sent(&controller, &[&a, &b]);
+        let c = controller.clone();
+        let waiting = tokio::spawn(async move { c.acks_settled(HOLD).await });
+        tokio::task::yield_now().await;
+        controller.answered(&mut controller.state(), &a);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "b has not acked");
+        controller.answered(&mut controller.state(), &b);
+        waiting.await.expect("the wait ends");
+        assert!(started.elapsed() < HOLD, "the last ack ends the wait");
+
+        // An agent that never acks holds the writer for the hold, no longer.
+        sent(&controller, &[&a]);
+        let started = tokio::time::Instant::now();
+        controller.acks_settled(HOLD).await;
+        assert_eq!(started.elapsed(), HOLD);
+        let again = tokio::time::Instant::now();
+        controller.acks_settled(HOLD).await;
+        assert_eq!(
+            again.elapsed(),
+            Duration::ZERO,
+            "past the hold since the push"
+        );
+    }
 }

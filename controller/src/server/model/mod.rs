@@ -189,13 +189,17 @@ pub async fn writer(controller: Arc<Controller>) {
     let mut spent = Duration::ZERO;
     loop {
         tokio::select! {
-            _ = controller.dirty.notified() => tokio::time::sleep(coalesce(spent)).await,
+            _ = controller.dirty.notified() => {
+                tokio::time::sleep(coalesce(spent)).await;
+                controller.acks_settled(MAX_COALESCE).await;
+            }
             _ = tokio::time::sleep_until(due) => {}
         }
         let c = controller.clone();
         let started = std::time::Instant::now();
         let pass = tokio::task::spawn_blocking(move || rebuild(&c)).await;
         spent = started.elapsed();
+        tracing::debug!(took_ms = spent.as_millis(), "status pass");
         let until = match pass {
             Ok(Ok(until)) => until,
             Ok(Err(e)) => {
